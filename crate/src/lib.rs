@@ -1,0 +1,55 @@
+//! # sgm — score-based generative models on libtorch
+//!
+//! A toolkit for the score-based models of the course seeds: score networks, denoising score
+//! matching, Langevin sampling and the figures that show them, for Rust notebooks (evcxr) and
+//! programs. One module per idea:
+//!
+//! | module | idea |
+//! |---|---|
+//! | [`device`] | the GPU when present (loads libtorch's CUDA backend), else the CPU |
+//! | [`score`] | the score abstraction `s(x, σ) ≈ ∇ₓ log p_σ(x)`; autograd scores |
+//! | [`data`] | donut, Gaussian mixtures, two moons; splits; array interop |
+//! | [`nets`] | score networks |
+//! | [`losses`] | denoising score matching |
+//! | [`langevin`] | Langevin dynamics (and the step-size conventions of the seeds) |
+//! | [`training`] | Adam training loop with train/test loss per epoch |
+//! | [`plots`] | densities, samples, score fields, loss curves as PNG figures |
+//! | [`metrics`] | sample statistics against exact laws |
+//! | [`budget`] | full vs CI run sizes for notebooks |
+//!
+//! The crate re-exports [`tch`], so a notebook needs a single `:dep sgm = { path = "../crate" }`.
+
+pub mod budget;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod langevin;
+pub mod losses;
+pub mod metrics;
+pub mod nets;
+pub mod plots;
+pub mod score;
+pub mod training;
+
+pub use error::{Error, Result};
+pub use tch;
+
+pub use budget::Budget;
+pub use device::device;
+pub use score::Score;
+
+/// Everything a notebook usually needs, in one `use sgm::prelude::*;`.
+pub mod prelude {
+    pub use crate::budget::Budget;
+    pub use crate::data::{self, Density, Donut, GaussianMixture};
+    pub use crate::device::{self, device};
+    pub use crate::error::{Error, Result};
+    pub use crate::langevin::{self, langevin, LangevinConfig, StepConvention};
+    pub use crate::losses::{self, dsm_loss};
+    pub use crate::metrics::{self, Summary};
+    pub use crate::nets::{self, Activation, Mlp, MlpConfig};
+    pub use crate::plots::{self, Curves, DensityMap, Histogram, Panel, Scatter, VectorField};
+    pub use crate::score::{self, GradLogDensity, Score};
+    pub use crate::training::{self, train, TrainConfig};
+    pub use tch::{self, nn, Device, Kind, Tensor};
+}
