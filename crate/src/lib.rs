@@ -49,7 +49,7 @@ pub mod prelude {
     pub use crate::metrics::{self, Summary};
     pub use crate::nets::{self, Activation, Mlp, MlpConfig};
     pub use crate::plots::{self, Curves, DensityMap, Histogram, Panel, Scatter, VectorField};
-    pub use crate::score::{self, GradLogDensity, Score};
+    pub use crate::score::{self, AutogradScore, GradLogDensity, Score};
     pub use crate::training::{self, train, TrainConfig};
     pub use tch::{self, nn, Device, Kind, Tensor};
 }

@@ -69,3 +69,19 @@ pub fn ks_critical_value(alpha: f64, n: usize, m: usize) -> f64 {
     let c = (-(alpha / 2.0).ln() / 2.0).sqrt();
     c * ((n + m) as f64 / (n as f64 * m as f64)).sqrt()
 }
+
+/// Relative L2 error `√(Σ‖a - b‖² / Σ‖b‖²)` of an estimate `a` against a reference `b` of the
+/// same shape (e.g. a learned score against the exact one over a set of points).
+pub fn relative_error(a: &Tensor, b: &Tensor) -> Result<f64> {
+    if a.size() != b.size() {
+        return Err(crate::error::Error::Shape {
+            what: "relative_error (estimate vs reference)",
+            expected: format!("{:?}", b.size()),
+            got: a.size(),
+        });
+    }
+    check_nonempty(b, "relative_error reference")?;
+    let num = (a - b).square().sum(tch::Kind::Double).double_value(&[]);
+    let den = b.square().sum(tch::Kind::Double).double_value(&[]);
+    Ok((num / den).sqrt())
+}

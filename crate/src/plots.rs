@@ -279,6 +279,18 @@ impl DensityMap {
     }
 }
 
+impl DensityMap {
+    /// The density of a [`Density`](crate::data::Density) on a grid.
+    pub fn of_density(
+        title: impl Into<String>,
+        density: &(impl crate::data::Density + ?Sized),
+        bounds: Bounds,
+        resolution: usize,
+    ) -> Result<Self> {
+        Self::of_log_density(title, |x| density.log_density(x), bounds, resolution)
+    }
+}
+
 impl Panel for DensityMap {
     fn draw(&self, area: &Area<'_>) -> Result<()> {
         let [x0, x1, y0, y1] = self.bounds;
@@ -345,13 +357,26 @@ impl Scatter {
         })
     }
 
-    /// Adds the rows of a `[n, 2]` tensor as a layer, coloured by its position.
+    /// Adds the rows of a `[n, 2]` tensor as a layer of samples (blue, orange, green, red in
+    /// turn).
     pub fn points(mut self, label: impl Into<String>, x: &Tensor) -> Result<Self> {
-        let color = COLORS[self.layers.len() % COLORS.len()];
+        let k = self.layers.iter().filter(|l| l.color != COLORS[0]).count();
+        let color = COLORS[1 + k % (COLORS.len() - 1)];
         self.layers.push(ScatterLayer {
             label: label.into(),
             points: points(x)?,
             color,
+            radius: 1,
+        });
+        Ok(self)
+    }
+
+    /// Adds the rows of a `[n, 2]` tensor as data (grey), drawn under the samples added after.
+    pub fn data(mut self, label: impl Into<String>, x: &Tensor) -> Result<Self> {
+        self.layers.push(ScatterLayer {
+            label: label.into(),
+            points: points(x)?,
+            color: COLORS[0],
             radius: 1,
         });
         Ok(self)
