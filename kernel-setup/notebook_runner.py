@@ -54,16 +54,27 @@ def check_outputs(nb, path):
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "error":
-                raise NotebookFailure(f"{path}: {_cell_label(nb, i)} raised {out.get('ename')}: {out.get('evalue')}")
-            if out.get("output_type") == "stream" and out.get("name") == "stderr" and out.get("text", "").strip():
-                # evcxr prints an error returned through `?` as its bare message on stderr; the
-                # library itself never writes there, so any stderr text is a failure.
-                text = out["text"]
-                match = next((m for m in (p.search(text) for p in FAILURE_PATTERNS) if m), None)
-                line = text[match.start():] if match else text.strip()
-                raise NotebookFailure(f"{path}: {_cell_label(nb, i)} failed: {line.splitlines()[0]}")
+        outputs = cell.get("outputs", [])
+        # evcxr prints an error returned through `?` as its bare message on stderr, and a panic's
+        # message there too; the library itself never writes there, so any stderr text is a
+        # failure.
+        text = "".join(
+            "".join(o.get("text", "")) for o in outputs if o.get("output_type") == "stream" and o.get("name") == "stderr"
+        )
+        summary = ""
+        if text.strip():
+            match = next((m for m in (p.search(text) for p in FAILURE_PATTERNS) if m), None)
+            lines = [l.strip() for l in (text[match.start():] if match else text).splitlines() if l.strip()]
+            # A panic's message is on the line after "... panicked at FILE:LINE:".
+            summary = " ".join(lines[:2]) if "panicked at" in lines[0] else lines[0]
+        errors = [o for o in outputs if o.get("output_type") == "error"]
+        if errors:
+            detail = f" ({summary})" if summary else ""
+            raise NotebookFailure(
+                f"{path}: {_cell_label(nb, i)} raised {errors[0].get('ename')}: {errors[0].get('evalue')}{detail}"
+            )
+        if summary:
+            raise NotebookFailure(f"{path}: {_cell_label(nb, i)} failed: {summary}")
         if "figure" in cell.get("metadata", {}).get("tags", []):
             if not any("image/png" in out.get("data", {}) for out in cell.get("outputs", [])):
                 raise NotebookFailure(f"{path}: {_cell_label(nb, i)} is tagged 'figure' but showed no image/png")

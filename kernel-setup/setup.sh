@@ -101,7 +101,16 @@ cargo build --quiet --workspace --all-targets || fail "cargo build failed"
 done_step
 
 step "pre-build: the notebooks' first cell in the kernel's build folder"
-"$VENV/bin/python" "$ROOT/kernel-setup/warm_kernel.py" || fail "the kernel could not build the crate"
+# Skipped when neither the crate, the lock file, evcxr nor the kernel changed since the last one.
+WARM_STAMP="$TOOLS/evcxr-build/slot-0.warm"
+WARM_HASH="$( (cd "$ROOT" && find crate -type f -not -path '*/target/*' | sort | xargs sha256sum; \
+  sha256sum Cargo.lock "$KERNEL_DIR/kernel.json"; echo "$EVCXR_VERSION") | sha256sum | cut -d' ' -f1)"
+if [[ -f "$WARM_STAMP" && "$(cat "$WARM_STAMP")" == "$WARM_HASH" ]]; then
+  echo "    up to date"
+else
+  "$VENV/bin/python" "$ROOT/kernel-setup/warm_kernel.py" || fail "the kernel could not build the crate"
+  mkdir -p "$(dirname "$WARM_STAMP")" && echo "$WARM_HASH" > "$WARM_STAMP"
+fi
 done_step
 
 echo "set-up complete: kernel 'Rust (sgm)'; open notebooks with: .venv/bin/jupyter lab notebooks/"

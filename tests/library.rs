@@ -244,7 +244,7 @@ fn dsm_learns_the_smoothed_gaussian_score() {
         &train_x,
         Some(&test_x),
         &cfg,
-        |b| dsm_loss(&score, b, sigma as f64),
+        |b| dsm_loss(&score, b, sigma),
         &mut training::silent(),
     )
     .unwrap();

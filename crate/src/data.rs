@@ -195,10 +195,11 @@ impl GaussianMixture {
         let device = x.device();
         let d = self.dim() as f64;
         let diff = x.unsqueeze(1) - self.means_tensor(device).unsqueeze(0);
-        let mut var = Self::vector(&self.stds, device).square().unsqueeze(0);
-        if let Some(sigma) = sigma {
-            var = var + sigma.to_kind(Kind::Float).square().unsqueeze(1);
-        }
+        let component_var = Self::vector(&self.stds, device).square().unsqueeze(0);
+        let var = match sigma {
+            Some(sigma) => component_var + sigma.to_kind(Kind::Float).square().unsqueeze(1),
+            None => component_var,
+        };
         let sq = diff
             .square()
             .sum_dim_intlist([-1i64].as_slice(), false, Kind::Float);

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set-up (idempotent), then every check: formatting, clippy, and the test suite (library tests
+# and every notebook executed through the kernel with the CI budget).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash kernel-setup/setup.sh
+export SGM_BUDGET="${SGM_BUDGET:-ci}"
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+echo "==> cargo clippy --all-targets -- -D warnings"
+cargo clippy --quiet --workspace --all-targets -- -D warnings
+echo "==> cargo test (notebooks with SGM_BUDGET=$SGM_BUDGET)"
+cargo test --workspace
