@@ -27,6 +27,7 @@ pub mod langevin;
 pub mod losses;
 pub mod metrics;
 pub mod nets;
+pub mod noise;
 pub mod plots;
 pub mod score;
 pub mod training;
