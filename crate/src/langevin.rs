@@ -302,7 +302,7 @@ pub fn annealed_langevin(
         }
         if cfg.denoise {
             let s = score.score_at(&x, sigmas.min())?;
-            x = x + s * sigmas.min().powi(2);
+            x += s * sigmas.min().powi(2);
         }
         Ok(AnnealedOutput { samples: x, levels })
     })
