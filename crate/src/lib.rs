@@ -20,9 +20,11 @@
 //! The crate re-exports [`tch`], so a notebook needs a single `:dep sgm = { path = "../crate" }`.
 
 pub mod budget;
+pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod images;
 pub mod langevin;
 pub mod losses;
 pub mod metrics;

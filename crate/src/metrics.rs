@@ -85,3 +85,33 @@ pub fn relative_error(a: &Tensor, b: &Tensor) -> Result<f64> {
     let den = b.square().sum(tch::Kind::Double).double_value(&[]);
     Ok((num / den).sqrt())
 }
+
+/// The energy distance between two samples of points (rows), the V-statistic
+/// `2 E‖X - Y‖ - E‖X - X'‖ - E‖Y - Y'‖` (Székely & Rizzo): zero for equal laws, positive
+/// otherwise. For a floor, compare it with the same distance between two samples of the data of
+/// the same sizes. O(n m) memory per block; rows are flattened.
+pub fn energy_distance(a: &Tensor, b: &Tensor) -> Result<f64> {
+    check_nonempty(a, "energy distance sample a")?;
+    check_nonempty(b, "energy distance sample b")?;
+    let a = a.flatten(1, -1).to_kind(tch::Kind::Double);
+    let b = b.flatten(1, -1).to_kind(tch::Kind::Double);
+    if a.size()[1] != b.size()[1] {
+        return Err(crate::error::Error::Shape {
+            what: "energy_distance (samples of one dimension)",
+            expected: format!("[m, {}]", a.size()[1]),
+            got: b.size(),
+        });
+    }
+    let mean_dist = |x: &Tensor, y: &Tensor| -> f64 {
+        let n = x.size()[0];
+        let mut total = 0.0;
+        for start in (0..n).step_by(1024) {
+            let len = 1024.min(n - start);
+            total += Tensor::cdist(&x.narrow(0, start, len), y, 2.0, None::<i64>)
+                .sum(tch::Kind::Double)
+                .double_value(&[]);
+        }
+        total / (n * y.size()[0]) as f64
+    };
+    Ok(2.0 * mean_dist(&a, &b) - mean_dist(&a, &a) - mean_dist(&b, &b))
+}

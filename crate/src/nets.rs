@@ -4,6 +4,7 @@
 //! weights can move between the two through safetensors.
 
 use crate::error::{Error, Result};
+use crate::noise::Sigmas;
 use crate::score::Score;
 use tch::nn::{self, Module};
 use tch::Tensor;
@@ -79,7 +80,12 @@ pub struct Mlp {
 impl Mlp {
     /// Creates the network's parameters under `vs`.
     pub fn new(vs: &nn::Path, config: &MlpConfig) -> Result<Self> {
-        if config.dim <= 0 {
+        Self::with_io(vs, config.dim, config.dim, config)
+    }
+
+    /// An MLP `ℝ^input → ℝ^output` with the hidden layers of `config`.
+    pub fn with_io(vs: &nn::Path, input: i64, output: i64, config: &MlpConfig) -> Result<Self> {
+        if config.dim <= 0 || input <= 0 || output <= 0 {
             return Err(Error::InvalidParameter {
                 name: "dim",
                 value: config.dim.to_string(),
@@ -93,9 +99,9 @@ impl Mlp {
                 why: "hidden layer widths must be > 0",
             });
         }
-        let widths: Vec<i64> = std::iter::once(config.dim)
+        let widths: Vec<i64> = std::iter::once(input)
             .chain(config.hidden.iter().copied())
-            .chain(std::iter::once(config.dim))
+            .chain(std::iter::once(output))
             .collect();
         let layers = widths
             .windows(2)
@@ -135,5 +141,435 @@ impl Module for Mlp {
 impl Score for Mlp {
     fn forward_score(&self, x: &Tensor, _sigma: &Tensor) -> Tensor {
         self.forward(x)
+    }
+}
+
+/// `sigma` (`[n]`) shaped `[n, 1, …, 1]` to broadcast against `x`.
+fn sigma_like(sigma: &Tensor, x: &Tensor) -> Tensor {
+    let mut shape = vec![x.size()[0]];
+    shape.extend(std::iter::repeat_n(1, x.dim() - 1));
+    sigma.to_kind(tch::Kind::Float).view(shape.as_slice())
+}
+
+fn positive(name: &'static str, v: i64) -> Result<()> {
+    if v > 0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidParameter {
+            name,
+            value: v.to_string(),
+            why: "must be > 0",
+        })
+    }
+}
+
+/// Configuration of [`ConditionedMlp`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ConditionedMlpConfig {
+    /// Data dimension.
+    pub dim: i64,
+    /// Hidden widths.
+    pub hidden: Vec<i64>,
+    /// Non-linearity.
+    pub activation: Activation,
+    /// Append `log σ` to the input, so the network sees the noise level.
+    pub sigma_input: bool,
+    /// Divide the output by σ (NCSNv2 technique 3).
+    pub divide_by_sigma: bool,
+}
+
+impl Default for ConditionedMlpConfig {
+    /// The moons preset.
+    fn default() -> Self {
+        Self::moons()
+    }
+}
+
+impl ConditionedMlpConfig {
+    /// Two moons: 2 (+ log σ) → 128 → 128 → 128 → 2, softplus, output / σ.
+    pub fn moons() -> Self {
+        ConditionedMlpConfig {
+            dim: 2,
+            hidden: vec![128, 128, 128],
+            activation: Activation::Softplus,
+            sigma_input: true,
+            divide_by_sigma: true,
+        }
+    }
+
+    /// Benchmark workload W1: 2 → 128 → 128 → 2, softplus, conditioned only by dividing the
+    /// output by σ.
+    pub fn w1() -> Self {
+        ConditionedMlpConfig {
+            dim: 2,
+            hidden: vec![128, 128],
+            activation: Activation::Softplus,
+            sigma_input: false,
+            divide_by_sigma: true,
+        }
+    }
+}
+
+/// A noise-conditional MLP for 2D (or any flat) data: `s(x, σ) = f([x, log σ]) / σ` (the
+/// `log σ` input and the division are each optional). Layers are named as in
+/// `nn.Sequential`: `0`, `2`, ….
+#[derive(Debug)]
+pub struct ConditionedMlp {
+    mlp: Mlp,
+    config: ConditionedMlpConfig,
+}
+
+impl ConditionedMlp {
+    /// Creates the network's parameters under `vs`.
+    pub fn new(vs: &nn::Path, config: &ConditionedMlpConfig) -> Result<Self> {
+        positive("dim", config.dim)?;
+        let extra = i64::from(config.sigma_input);
+        let inner = MlpConfig {
+            dim: config.dim,
+            hidden: config.hidden.clone(),
+            activation: config.activation,
+        };
+        let mlp = Mlp::with_io(vs, config.dim + extra, config.dim, &inner)?;
+        Ok(ConditionedMlp {
+            mlp,
+            config: config.clone(),
+        })
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &ConditionedMlpConfig {
+        &self.config
+    }
+}
+
+impl Score for ConditionedMlp {
+    fn forward_score(&self, x: &Tensor, sigma: &Tensor) -> Tensor {
+        let s = sigma.to_kind(tch::Kind::Float).unsqueeze(1);
+        let input = if self.config.sigma_input {
+            Tensor::cat(&[x.shallow_clone(), s.log()], 1)
+        } else {
+            x.shallow_clone()
+        };
+        let out = self.mlp.forward(&input);
+        if self.config.divide_by_sigma {
+            out / s
+        } else {
+            out
+        }
+    }
+}
+
+fn conv(vs: nn::Path, c_in: i64, c_out: i64, k: i64) -> nn::Conv2D {
+    let cfg = nn::ConvConfig {
+        padding: k / 2,
+        ..Default::default()
+    };
+    nn::conv2d(vs, c_in, c_out, k, cfg)
+}
+
+/// Configuration of [`ConditionedSimpleResnet`] (homework 5, Task 3).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ResnetConfig {
+    /// Input channels.
+    pub in_channels: i64,
+    /// Output channels.
+    pub out_channels: i64,
+    /// Channels of every block.
+    pub n_filters: i64,
+    /// Number of conditioned residual blocks.
+    pub n_blocks: i64,
+    /// The noise levels; the network embeds the index of σ among them (`num_embeddings = L`).
+    pub sigmas: Sigmas,
+}
+
+impl ResnetConfig {
+    /// The benchmark's and a GPU's size: 64 filters, 4 blocks, 1 channel in and out.
+    pub fn homework(sigmas: Sigmas) -> Self {
+        ResnetConfig {
+            in_channels: 1,
+            out_channels: 1,
+            n_filters: 64,
+            n_blocks: 4,
+            sigmas,
+        }
+    }
+}
+
+/// Homework 5's `ConditionedSimpleResnet`, with its exact structure and parameter names:
+///
+/// * `first_block`: 3×3 conv (`in → F`), ReLU;
+/// * `layers.i`: `x + block(x + embedding(index))`, block = 1×1 conv, ReLU, 3×3 conv, ReLU,
+///   1×1 conv (`F → F`), embedding of the noise level's index into `F` values added per
+///   channel;
+/// * `last_block`: ReLU, 3×3 conv (`F → out`).
+///
+/// As a [`Score`] it reads the index of each σ among `config.sigmas` (descending: index 0 is
+/// the largest level, as the homework's sorted list); its output is the score itself.
+#[derive(Debug)]
+pub struct ConditionedSimpleResnet {
+    first: nn::Conv2D,
+    blocks: Vec<(nn::Conv2D, nn::Conv2D, nn::Conv2D, nn::Embedding)>,
+    last: nn::Conv2D,
+    config: ResnetConfig,
+}
+
+impl ConditionedSimpleResnet {
+    /// Creates the network's parameters under `vs`.
+    pub fn new(vs: &nn::Path, config: &ResnetConfig) -> Result<Self> {
+        positive("in_channels", config.in_channels)?;
+        positive("out_channels", config.out_channels)?;
+        positive("n_filters", config.n_filters)?;
+        positive("n_blocks", config.n_blocks)?;
+        let f = config.n_filters;
+        let first = conv(vs / "first_block" / "0", config.in_channels, f, 3);
+        let blocks = (0..config.n_blocks)
+            .map(|i| {
+                let layer = vs / "layers" / i.to_string();
+                let block = &layer / "block";
+                (
+                    conv(&block / "0", f, f, 1),
+                    conv(&block / "2", f, f, 3),
+                    conv(&block / "4", f, f, 1),
+                    nn::embedding(
+                        &layer / "embedding",
+                        config.sigmas.len() as i64,
+                        f,
+                        Default::default(),
+                    ),
+                )
+            })
+            .collect();
+        let last = conv(vs / "last_block" / "1", f, config.out_channels, 3);
+        Ok(ConditionedSimpleResnet {
+            first,
+            blocks,
+            last,
+            config: config.clone(),
+        })
+    }
+
+    /// The homework's `forward(x, y)`: `y` holds noise-level indices (`[n]` int64).
+    pub fn forward_index(&self, x: &Tensor, y: &Tensor) -> Tensor {
+        let f = self.config.n_filters;
+        let mut h = x.apply(&self.first).relu();
+        for (c1, c2, c3, emb) in &self.blocks {
+            let e = y.apply(emb).view([-1, f, 1, 1]);
+            let inner = (&h + e).apply(c1).relu().apply(c2).relu().apply(c3);
+            // Not `h += inner`: in place would overwrite the ReLU output autograd keeps.
+            #[allow(clippy::assign_op_pattern)]
+            {
+                h = h + inner;
+            }
+        }
+        h.relu().apply(&self.last)
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &ResnetConfig {
+        &self.config
+    }
+}
+
+impl Score for ConditionedSimpleResnet {
+    fn forward_score(&self, x: &Tensor, sigma: &Tensor) -> Tensor {
+        if x.dim() != 4
+            || x.size()[1] != self.config.in_channels
+            || self.config.in_channels != self.config.out_channels
+        {
+            // A wrong shape surfaces as Error::ScoreShape through Score::score.
+            return Tensor::zeros([0], (tch::Kind::Float, x.device()));
+        }
+        self.forward_index(x, &self.config.sigmas.index_of(sigma))
+    }
+}
+
+/// Configuration of the U-Nets ([`BlogUnet`], [`Ncsnv2Unet`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct UnetConfig {
+    /// Image channels.
+    pub channels: i64,
+    /// Filters of the first level (doubled at each of the two downsamplings).
+    pub start_filters: i64,
+    /// Groups of every GroupNorm ([`Ncsnv2Unet`] only).
+    pub groups: i64,
+}
+
+impl Default for UnetConfig {
+    /// Seed 001: one channel, 16 start filters (and 4 groups for the NCSNv2 variant).
+    fn default() -> Self {
+        UnetConfig {
+            channels: 1,
+            start_filters: 16,
+            groups: 4,
+        }
+    }
+}
+
+/// The convolutions of the small U-Net of seed 001 (28×28 → 14×14 → 7×7 and back, skip
+/// concatenations), shared by both U-Nets.
+#[derive(Debug)]
+struct UnetConvs {
+    down1: [nn::Conv2D; 2],
+    down2: [nn::Conv2D; 2],
+    middle: [nn::Conv2D; 2],
+    up2: nn::ConvTranspose2D,
+    dec2: [nn::Conv2D; 2],
+    up1: nn::ConvTranspose2D,
+    dec1: [nn::Conv2D; 2],
+    out: nn::Conv2D,
+}
+
+impl UnetConvs {
+    fn new(vs: &nn::Path, c_in: i64, c_out: i64, f: i64) -> Self {
+        let up = |name: &str, c_in, c_out| {
+            let cfg = nn::ConvTransposeConfig {
+                stride: 2,
+                padding: 1,
+                output_padding: 1,
+                ..Default::default()
+            };
+            nn::conv_transpose2d(vs / name, c_in, c_out, 3, cfg)
+        };
+        UnetConvs {
+            down1: [
+                conv(vs / "conv1a", c_in, f, 3),
+                conv(vs / "conv1b", f, f, 3),
+            ],
+            down2: [
+                conv(vs / "conv2a", f, 2 * f, 3),
+                conv(vs / "conv2b", 2 * f, 2 * f, 3),
+            ],
+            middle: [
+                conv(vs / "convma", 2 * f, 4 * f, 3),
+                conv(vs / "convmb", 4 * f, 4 * f, 3),
+            ],
+            up2: up("deconv2", 4 * f, 2 * f),
+            dec2: [
+                conv(vs / "uconv2a", 4 * f, 2 * f, 3),
+                conv(vs / "uconv2b", 2 * f, 2 * f, 3),
+            ],
+            up1: up("deconv1", 2 * f, f),
+            dec1: [
+                conv(vs / "uconv1a", 2 * f, f, 3),
+                conv(vs / "uconv1b", f, f, 3),
+            ],
+            out: conv(vs / "out", f, c_out, 1),
+        }
+    }
+
+    /// The forward pass, with `act(i, h)` applied after the i-th 3×3 convolution (ELU, or
+    /// GroupNorm then ELU).
+    fn forward(&self, x: &Tensor, act: impl Fn(usize, Tensor) -> Tensor) -> Tensor {
+        let pair = |convs: &[nn::Conv2D; 2], first: usize, h: &Tensor| {
+            let h = act(first, h.apply(&convs[0]));
+            act(first + 1, h.apply(&convs[1]))
+        };
+        let c1 = pair(&self.down1, 0, x);
+        let c2 = pair(&self.down2, 2, &c1.avg_pool2d_default(2));
+        let m = pair(&self.middle, 4, &c2.avg_pool2d_default(2));
+        let u2 = pair(&self.dec2, 6, &Tensor::cat(&[m.apply(&self.up2), c2], 1));
+        let u1 = pair(&self.dec1, 8, &Tensor::cat(&[u2.apply(&self.up1), c1], 1));
+        u1.apply(&self.out)
+    }
+}
+
+fn check_image(x: &Tensor, channels: i64) -> bool {
+    let s = x.size();
+    s.len() == 4 && s[1] == channels && s[2] % 4 == 0 && s[3] % 4 == 0
+}
+
+/// The blog's small U-Net (seed 001): σ enters as a second input channel filled with σ;
+/// 3×3 convolutions with ELU, average pooling, transposed convolutions, skip concatenations,
+/// a 1×1 output convolution. Its output is the score itself (trained with `λ = σ²`).
+/// Inputs are `[n, channels, H, W]` with H and W multiples of 4.
+#[derive(Debug)]
+pub struct BlogUnet {
+    convs: UnetConvs,
+    config: UnetConfig,
+}
+
+impl BlogUnet {
+    /// Creates the network's parameters under `vs`.
+    pub fn new(vs: &nn::Path, config: &UnetConfig) -> Result<Self> {
+        positive("channels", config.channels)?;
+        positive("start_filters", config.start_filters)?;
+        Ok(BlogUnet {
+            convs: UnetConvs::new(
+                vs,
+                config.channels + 1,
+                config.channels,
+                config.start_filters,
+            ),
+            config: config.clone(),
+        })
+    }
+}
+
+impl Score for BlogUnet {
+    fn forward_score(&self, x: &Tensor, sigma: &Tensor) -> Tensor {
+        if !check_image(x, self.config.channels) {
+            // A wrong shape surfaces as Error::ScoreShape through Score::score.
+            return Tensor::zeros([0], (tch::Kind::Float, x.device()));
+        }
+        let sigma_channel = x.narrow(1, 0, 1).ones_like() * sigma_like(sigma, x);
+        self.convs.forward(
+            &Tensor::cat(&[x.shallow_clone(), sigma_channel], 1),
+            |_, h| h.elu(),
+        )
+    }
+}
+
+/// An NCSNv2-style U-Net: the blog's U-Net with a GroupNorm before every ELU (never batch norm:
+/// it mixes the samples of a batch, so a sample's score would depend on the others, and its
+/// statistics differ between training and sampling, Assignment 8), and its output divided by σ
+/// (NCSNv2 technique 3), which replaces σ as an input.
+#[derive(Debug)]
+pub struct Ncsnv2Unet {
+    convs: UnetConvs,
+    norms: Vec<nn::GroupNorm>,
+    config: UnetConfig,
+}
+
+impl Ncsnv2Unet {
+    /// Creates the network's parameters under `vs`.
+    pub fn new(vs: &nn::Path, config: &UnetConfig) -> Result<Self> {
+        positive("channels", config.channels)?;
+        positive("start_filters", config.start_filters)?;
+        positive("groups", config.groups)?;
+        let f = config.start_filters;
+        if f % config.groups != 0 {
+            return Err(Error::InvalidParameter {
+                name: "groups",
+                value: config.groups.to_string(),
+                why: "must divide start_filters",
+            });
+        }
+        let widths = [f, f, 2 * f, 2 * f, 4 * f, 4 * f, 2 * f, 2 * f, f, f];
+        let norms = widths
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                nn::group_norm(
+                    vs / format!("norm{i}"),
+                    config.groups,
+                    c,
+                    Default::default(),
+                )
+            })
+            .collect();
+        Ok(Ncsnv2Unet {
+            convs: UnetConvs::new(vs, config.channels, config.channels, f),
+            norms,
+            config: config.clone(),
+        })
+    }
+}
+
+impl Score for Ncsnv2Unet {
+    fn forward_score(&self, x: &Tensor, sigma: &Tensor) -> Tensor {
+        if !check_image(x, self.config.channels) {
+            return Tensor::zeros([0], (tch::Kind::Float, x.device()));
+        }
+        self.convs.forward(x, |i, h| h.apply(&self.norms[i]).elu()) / sigma_like(sigma, x)
     }
 }

