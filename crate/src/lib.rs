@@ -35,6 +35,7 @@ pub mod score;
 pub mod training;
 
 pub use error::{Error, Result};
+pub use serde_json;
 pub use tch;
 
 pub use budget::Budget;

@@ -741,8 +741,9 @@ impl Panel for ImageGrid {
         let rows = self.images.len().div_ceil(self.cols);
         let label_space: i32 = if self.row_labels.is_empty() { 10 } else { 70 };
         let (aw, ah) = area.dim_in_pixel();
-        let scale_w = (aw as i32 - label_space - 10) / (self.cols * (w + 2)) as i32;
-        let scale_h = (ah as i32 - 10) / (rows * (h + 2)) as i32;
+        // The largest integer scale with cols·(w·scale + 2) and rows·(h·scale + 2) fitting.
+        let scale_w = ((aw as i32 - label_space - 10) / self.cols as i32 - 2) / w as i32;
+        let scale_h = ((ah as i32 - 10) / rows as i32 - 2) / h as i32;
         let scale = scale_w.min(scale_h).max(1);
         let (cell_w, cell_h) = (w as i32 * scale + 2, h as i32 * scale + 2);
         for (k, img) in self.images.iter().enumerate() {
