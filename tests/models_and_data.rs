@@ -41,6 +41,7 @@ fn conditioned_resnet_matches_the_homework() {
         n_filters: 16,
         n_blocks: 1,
         sigmas: sigmas.clone(),
+        divide_by_sigma: false,
     };
     let model = ConditionedSimpleResnet::new(&vs.root(), &cfg).unwrap();
     assert_eq!(
