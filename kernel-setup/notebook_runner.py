@@ -6,7 +6,9 @@ successful, so besides nbclient's own error handling this runner
   * requires every notebook to start with FIRST_CELL (`:preserve_vars_on_panic 0` turns a panic
     into a cell error),
   * counts any stderr output of a cell as a failure (evcxr prints a returned error there, as
-    its bare message),
+    its bare message; it does so from a background thread that can lose the race with the end
+    of the cell, so an error returned through `?` in a cell without a figure is caught most of
+    the time, not always),
   * requires every cell tagged "figure" to have produced an image/png output.
 Executed notebooks (.ipynb), HTML pages with the figures, and the figures as PNG files
 (figures/NAME-N.png) land in the output folder, with a report.json of timings.

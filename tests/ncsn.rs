@@ -281,6 +281,7 @@ fn annealing_recovers_mixture_weights_where_plain_langevin_cannot() {
     };
     let annealed = annealed_langevin(&gm, &sigmas, &x0, &cfg).unwrap();
     assert_eq!(annealed.levels.len(), 10);
+    assert_eq!(annealed.samples.size(), [n, 2]);
     let a = share_small(&annealed.samples);
     assert!((a - 0.2).abs() < 0.03, "annealed share {a}");
     let plain = langevin(
