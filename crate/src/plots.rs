@@ -216,13 +216,7 @@ fn chart<'a, 'b>(
     title: &str,
     x: std::ops::Range<f64>,
     y: std::ops::Range<f64>,
-) -> Result<
-    ChartContext<
-        'a,
-        BitMapBackend<'b>,
-        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
-    >,
-> {
+) -> Result<Chart<'a, 'b>> {
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FAMILY, 17))
         .margin(10)
@@ -237,6 +231,40 @@ fn chart<'a, 'b>(
         .draw()
         .map_err(plot_err)?;
     Ok(chart)
+}
+
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// The legend box every panel with labelled series uses (upper right).
+fn draw_legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .label_font((FAMILY, 12))
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_err)
+}
+
+/// A labelled line of the k-th series colour.
+fn draw_line<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    k: usize,
+    label: &str,
+    points: impl IntoIterator<Item = (f64, f64)>,
+) -> Result<()> {
+    let color = COLORS[(k + 1) % COLORS.len()];
+    chart
+        .draw_series(LineSeries::new(points, color.stroke_width(2)))
+        .map_err(plot_err)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+    Ok(())
 }
 
 /// A density `exp(log p)` on a grid, drawn as a heat map (viridis, scaled to its maximum).
@@ -402,15 +430,7 @@ impl Panel for Scatter {
                 .label(layer.label.as_str())
                 .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .label_font((FAMILY, 12))
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
-        Ok(())
+        draw_legend(&mut chart)
     }
 }
 
@@ -547,24 +567,9 @@ impl Panel for Curves {
         };
         let mut chart = chart(area, &self.title, xa..xb, ya..yb)?;
         for (k, (label, pts)) in self.series.iter().enumerate() {
-            let color = COLORS[(k + 1) % COLORS.len()];
-            chart
-                .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-                .map_err(plot_err)?
-                .label(label.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
+            draw_line(&mut chart, k, label, pts.iter().copied())?;
         }
-        chart
-            .configure_series_labels()
-            .label_font((FAMILY, 12))
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
-        Ok(())
+        draw_legend(&mut chart)
     }
 }
 
@@ -631,28 +636,13 @@ impl Panel for Histogram {
             * 1.08;
         let mut chart = chart(area, &self.title, lo..hi, 0.0..top)?;
         for (k, ((label, _), dens)) in self.samples.iter().zip(&densities).enumerate() {
-            let color = COLORS[(k + 1) % COLORS.len()];
             let steps = dens.iter().enumerate().flat_map(|(i, d)| {
                 let a = lo + i as f64 * width;
                 [(a, *d), (a + width, *d)]
             });
-            chart
-                .draw_series(LineSeries::new(steps, color.stroke_width(2)))
-                .map_err(plot_err)?
-                .label(label.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
+            draw_line(&mut chart, k, label, steps)?;
         }
-        chart
-            .configure_series_labels()
-            .label_font((FAMILY, 12))
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
-        Ok(())
+        draw_legend(&mut chart)
     }
 }
 
