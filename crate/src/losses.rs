@@ -16,7 +16,7 @@
 
 use crate::error::{check_nonempty, check_sigma, Result};
 use crate::noise::Sigmas;
-use crate::score::Score;
+use crate::score::{per_row, Score};
 use tch::{Kind, Tensor};
 
 /// The DSM regression target `-(x̃ - x) / σ²`, which equals `-z / σ` for `x̃ = x + σ z`.
@@ -99,13 +99,6 @@ impl MultiScaleConfig {
         };
         levels.index_select(0, &idx)
     }
-}
-
-/// `sigma` (`[n]`) shaped to broadcast against `x` (`[n, ...]`).
-fn per_row(sigma: &Tensor, x: &Tensor) -> Tensor {
-    let mut shape = vec![x.size()[0]];
-    shape.extend(std::iter::repeat_n(1, x.dim() - 1));
-    sigma.view(shape.as_slice())
 }
 
 /// Per-element multi-scale DSM error `λ(σ_i) (s_θ(x̃, σ_i) + (x̃ - x)/σ_i²)²`, of `x`'s shape,

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::noise::Sigmas;
-use crate::score::Score;
+use crate::score::{per_row, Score};
 use tch::nn::{self, Module};
 use tch::Tensor;
 
@@ -142,13 +142,6 @@ impl Score for Mlp {
     fn forward_score(&self, x: &Tensor, _sigma: &Tensor) -> Tensor {
         self.forward(x)
     }
-}
-
-/// `sigma` (`[n]`) shaped `[n, 1, …, 1]` to broadcast against `x`.
-fn sigma_like(sigma: &Tensor, x: &Tensor) -> Tensor {
-    let mut shape = vec![x.size()[0]];
-    shape.extend(std::iter::repeat_n(1, x.dim() - 1));
-    sigma.to_kind(tch::Kind::Float).view(shape.as_slice())
 }
 
 fn positive(name: &'static str, v: i64) -> Result<()> {
@@ -386,7 +379,7 @@ impl Score for ConditionedSimpleResnet {
         }
         let out = self.forward_index(x, &self.config.sigmas.index_of(sigma));
         if self.config.divide_by_sigma {
-            out / sigma_like(sigma, x)
+            out / per_row(sigma, x)
         } else {
             out
         }
@@ -521,7 +514,7 @@ impl Score for BlogUnet {
             // A wrong shape surfaces as Error::ScoreShape through Score::score.
             return Tensor::zeros([0], (tch::Kind::Float, x.device()));
         }
-        let sigma_channel = x.narrow(1, 0, 1).ones_like() * sigma_like(sigma, x);
+        let sigma_channel = x.narrow(1, 0, 1).ones_like() * per_row(sigma, x);
         self.convs.forward(
             &Tensor::cat(&[x.shallow_clone(), sigma_channel], 1),
             |_, h| h.elu(),
@@ -580,6 +573,6 @@ impl Score for Ncsnv2Unet {
         if !check_image(x, self.config.channels) {
             return Tensor::zeros([0], (tch::Kind::Float, x.device()));
         }
-        self.convs.forward(x, |i, h| h.apply(&self.norms[i]).elu()) / sigma_like(sigma, x)
+        self.convs.forward(x, |i, h| h.apply(&self.norms[i]).elu()) / per_row(sigma, x)
     }
 }

@@ -48,6 +48,13 @@ pub trait Score {
     }
 }
 
+/// `sigma` (`[n]`, one level per row) shaped `[n, 1, …, 1]` to broadcast against `x` (`[n, …]`).
+pub fn per_row(sigma: &Tensor, x: &Tensor) -> Tensor {
+    let mut shape = vec![x.size()[0]];
+    shape.extend(std::iter::repeat_n(1, x.dim() - 1));
+    sigma.to_kind(Kind::Float).view(shape.as_slice())
+}
+
 /// Any closure `|x, sigma| -> score` is a score.
 impl<F> Score for F
 where
