@@ -14,7 +14,8 @@
 //! | [`langevin`] | Langevin dynamics (and the step-size conventions of the seeds) |
 //! | [`training`] | Adam training loop with train/test loss per epoch |
 //! | [`plots`] | densities, samples, score fields, loss curves as PNG figures |
-//! | [`metrics`] | sample statistics against exact laws |
+//! | [`metrics`] | sample quality against exact laws and held-out data (energy, Fréchet LeNet distance, …) |
+//! | [`experiment`] | a whole run (data, σ's, network, loss, training, sampler) with presets |
 //! | [`budget`] | full vs CI run sizes for notebooks |
 //!
 //! The crate re-exports [`tch`], so a notebook needs a single `:dep sgm = { path = "../crate" }`.
@@ -24,6 +25,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod experiment;
 pub mod images;
 pub mod langevin;
 pub mod losses;

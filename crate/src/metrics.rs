@@ -1,8 +1,22 @@
-//! Sample statistics used to compare samples with an exact law or with held-out data.
+//! Sample quality: statistics against an exact law, and distances to held-out data, each
+//! reported with its floor (the same figure between two samples of the data itself).
+//!
+//! * 2D: [`energy_distance`] with [`EnergyReport`] (floor: train vs test of equal sizes),
+//!   [`mode_weights`] (mixture weights recovered by mode).
+//! * Images: a LeNet-5 [`Classifier`] trained by the crate and cached as a checkpoint; the
+//!   Fréchet distance on its 84 penultimate features ([`frechet_distance`], the "Fréchet LeNet
+//!   distance" used for MNIST in place of Inception's FID); the class histogram of samples and
+//!   its entropy; the share labelled with high confidence; nearest-neighbour distances to the
+//!   training set (memorization). [`ImageQuality`] gathers them with sample counts and floors.
 
-use crate::error::{check_nonempty, Result};
+use crate::error::{check_nonempty, Error, Result};
+use crate::images::ImageSet;
+use crate::nets::LeNet;
 use crate::plots::to_vec;
-use tch::Tensor;
+use crate::training::{self, Event, TrainConfig};
+use std::path::Path;
+use tch::nn::VarStore;
+use tch::{Kind, Tensor};
 
 /// Mean and standard deviation (unbiased) of a set of values.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -114,4 +128,490 @@ pub fn energy_distance(a: &Tensor, b: &Tensor) -> Result<f64> {
         total / (n * y.size()[0]) as f64
     };
     Ok(2.0 * mean_dist(&a, &b) - mean_dist(&a, &a) - mean_dist(&b, &b))
+}
+
+/// [`energy_distance`] between samples and held-out data, beside its floor: the same distance
+/// between `n_samples` training points and the same held-out data (what a perfect sampler
+/// would score, up to sampling noise).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EnergyReport {
+    /// Samples compared.
+    pub n_samples: usize,
+    /// Held-out points compared.
+    pub n_test: usize,
+    /// Energy distance, samples vs held-out.
+    pub distance: f64,
+    /// Energy distance, `n_samples` training points (or all, when fewer) vs held-out.
+    pub floor: f64,
+}
+
+impl EnergyReport {
+    /// Computes both distances.
+    pub fn new(samples: &Tensor, train: &Tensor, test: &Tensor) -> Result<EnergyReport> {
+        check_nonempty(train, "energy floor training set")?;
+        let n = samples.size()[0];
+        let floor_rows = train.narrow(0, 0, n.min(train.size()[0]));
+        Ok(EnergyReport {
+            n_samples: n as usize,
+            n_test: test.size()[0] as usize,
+            distance: energy_distance(samples, test)?,
+            floor: energy_distance(&floor_rows, test)?,
+        })
+    }
+}
+
+/// Mixture weights recovered by mode: each sample takes the label of its nearest reference
+/// point (the modes' centres, or labelled data such as the two moons), and the result is the
+/// share of samples per label `0..n_modes`. Labels outside `0..n_modes` are an error.
+pub fn mode_weights(
+    samples: &Tensor,
+    reference: &Tensor,
+    labels: &Tensor,
+    n_modes: i64,
+) -> Result<Vec<f64>> {
+    check_nonempty(samples, "mode_weights samples")?;
+    check_nonempty(reference, "mode_weights reference")?;
+    if labels.size() != [reference.size()[0]] {
+        return Err(Error::Shape {
+            what: "mode_weights labels (one per reference point)",
+            expected: format!("[{}]", reference.size()[0]),
+            got: labels.size(),
+        });
+    }
+    let labels = labels.to_kind(Kind::Int64).to_device(reference.device());
+    let (lo, hi) = (labels.min().int64_value(&[]), labels.max().int64_value(&[]));
+    if lo < 0 || hi >= n_modes {
+        return Err(Error::InvalidParameter {
+            name: "labels",
+            value: format!("{lo}..={hi}"),
+            why: "labels must lie in 0..n_modes",
+        });
+    }
+    let nearest = nearest_neighbours(samples, reference)?.1;
+    let counts = labels
+        .index_select(0, &nearest)
+        .bincount::<Tensor>(None, n_modes);
+    let n = samples.size()[0] as f64;
+    Ok(to_vec(&counts)?.into_iter().map(|c| c / n).collect())
+}
+
+/// For every row of `samples`, the Euclidean distance to its nearest row of `reference` and
+/// that row's index (rows flattened; computed in blocks).
+pub fn nearest_neighbours(samples: &Tensor, reference: &Tensor) -> Result<(Tensor, Tensor)> {
+    check_nonempty(samples, "nearest_neighbours samples")?;
+    check_nonempty(reference, "nearest_neighbours reference")?;
+    let a = samples.flatten(1, -1).to_kind(Kind::Float);
+    let b = reference
+        .flatten(1, -1)
+        .to_kind(Kind::Float)
+        .to_device(a.device());
+    if a.size()[1] != b.size()[1] {
+        return Err(Error::Shape {
+            what: "nearest_neighbours (rows of one dimension)",
+            expected: format!("[m, {}]", a.size()[1]),
+            got: b.size(),
+        });
+    }
+    let (mut dist, mut idx) = (Vec::new(), Vec::new());
+    let n = a.size()[0];
+    for start in (0..n).step_by(512) {
+        // compute_mode 2: direct differences, exact for copies (the matmul form loses ~1e-3).
+        let d = Tensor::cdist(&a.narrow(0, start, 512.min(n - start)), &b, 2.0, Some(2));
+        let (v, i) = d.min_dim(1, false);
+        dist.push(v);
+        idx.push(i);
+    }
+    Ok((Tensor::cat(&dist, 0), Tensor::cat(&idx, 0)))
+}
+
+/// The Fréchet distance between Gaussians fitted to two sets of feature rows `[n, d]`:
+/// `‖μ_a − μ_b‖² + tr(C_a + C_b − 2 (C_a^{1/2} C_b C_a^{1/2})^{1/2})` (Heusel et al., 2017,
+/// FID). The matrix square roots come from symmetric eigendecompositions in double precision.
+/// Both sets need at least two rows; with few rows relative to `d` the covariances are noisy
+/// and the distance is biased upward, so compare it only with a floor of the same sizes.
+pub fn frechet_distance(a: &Tensor, b: &Tensor) -> Result<f64> {
+    for (t, what) in [(a, "frechet_distance a"), (b, "frechet_distance b")] {
+        if t.dim() != 2 || t.size()[0] < 2 {
+            return Err(Error::Shape {
+                what: "frechet_distance features (at least two rows)",
+                expected: "[n >= 2, d]".into(),
+                got: t.size(),
+            });
+        }
+        check_nonempty(t, what)?;
+    }
+    if a.size()[1] != b.size()[1] {
+        return Err(Error::Shape {
+            what: "frechet_distance (features of one width)",
+            expected: format!("[m, {}]", a.size()[1]),
+            got: b.size(),
+        });
+    }
+    let moments = |x: &Tensor| {
+        let x = x.to_kind(Kind::Double).to_device(tch::Device::Cpu);
+        let mu = x.mean_dim(0, false, Kind::Double);
+        let centred = &x - &mu;
+        let cov = centred.tr().matmul(&centred) / (x.size()[0] - 1) as f64;
+        (mu, cov)
+    };
+    let (mu_a, cov_a) = moments(a);
+    let (mu_b, cov_b) = moments(b);
+    let sqrt_psd = |m: &Tensor| {
+        let (w, v) = m.linalg_eigh("L");
+        (&v * w.clamp_min(0.0).sqrt().unsqueeze(0)).matmul(&v.tr())
+    };
+    let root_a = sqrt_psd(&cov_a);
+    let middle = root_a.matmul(&cov_b).matmul(&root_a);
+    let middle = (&middle + middle.tr()) * 0.5;
+    let trace_sqrt = middle
+        .linalg_eigvalsh("L")
+        .clamp_min(0.0)
+        .sqrt()
+        .sum(Kind::Double)
+        .double_value(&[]);
+    let mean_term = (&mu_a - &mu_b).square().sum(Kind::Double).double_value(&[]);
+    let trace = cov_a.trace().double_value(&[]) + cov_b.trace().double_value(&[]);
+    Ok(mean_term + trace - 2.0 * trace_sqrt)
+}
+
+/// Counts of each class `0..classes` among integer labels.
+pub fn class_histogram(labels: &Tensor, classes: i64) -> Result<Vec<usize>> {
+    check_nonempty(labels, "class_histogram labels")?;
+    let labels = labels.to_kind(Kind::Int64);
+    let (lo, hi) = (labels.min().int64_value(&[]), labels.max().int64_value(&[]));
+    if lo < 0 || hi >= classes {
+        return Err(Error::InvalidParameter {
+            name: "labels",
+            value: format!("{lo}..={hi}"),
+            why: "labels must lie in 0..classes",
+        });
+    }
+    let counts = labels.flatten(0, -1).bincount::<Tensor>(None, classes);
+    Ok(to_vec(&counts)?.into_iter().map(|c| c as usize).collect())
+}
+
+/// Shannon entropy in nats, `−Σ p_k ln p_k`, of the histogram's frequencies (`ln K` for a
+/// uniform histogram of K classes, 0 when every count falls in one class).
+pub fn entropy(counts: &[usize]) -> Result<f64> {
+    let n: usize = counts.iter().sum();
+    if n == 0 {
+        return Err(Error::EmptyData("entropy histogram"));
+    }
+    Ok(counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n as f64;
+            -p * p.ln()
+        })
+        .sum())
+}
+
+/// Settings of the metrics classifier's training.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClassifierConfig {
+    /// A name for the data it was trained on (`"mnist_5k"`, `"fashion_mnist"`).
+    pub dataset: String,
+    /// Number of classes.
+    pub classes: i64,
+    /// Adam training settings.
+    pub train: TrainConfig,
+}
+
+impl ClassifierConfig {
+    /// LeNet-5 on the 4,500 training digits of `mnist_5k` (seeded 90/10 split, seed 0).
+    pub fn mnist() -> Self {
+        ClassifierConfig {
+            dataset: "mnist_5k".into(),
+            classes: 10,
+            train: TrainConfig {
+                epochs: 30,
+                batch_size: 64,
+                lr: 1e-3,
+                seed: Some(11),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// LeNet-5 on Fashion-MNIST's 60,000 training images.
+    pub fn fashion() -> Self {
+        ClassifierConfig {
+            dataset: "fashion_mnist".into(),
+            classes: 10,
+            train: TrainConfig {
+                epochs: 4,
+                batch_size: 128,
+                lr: 1e-3,
+                seed: Some(12),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// Where the metrics classifier of a data set is cached: `data_dir()/classifiers/<dataset>`
+/// (shared by the notebooks and the command line, trained on first use).
+pub fn classifier_cache_dir(dataset: &str) -> std::path::PathBuf {
+    crate::images::data_dir().join("classifiers").join(dataset)
+}
+
+/// A LeNet-5 classifier for image metrics, trained by the crate and cached as a checkpoint
+/// (`model.safetensors` + `config.json` with its held-out accuracy).
+#[derive(Debug)]
+pub struct Classifier {
+    vs: VarStore,
+    net: LeNet,
+    config: ClassifierConfig,
+    test_accuracy: f64,
+}
+
+/// Rows `[n, 785]`: the 784 pixels then the label, so [`training::train`]'s row shuffling keeps
+/// images and labels together.
+fn packed(set: &ImageSet, device: tch::Device) -> Result<Tensor> {
+    let s = set.images.size();
+    if s.len() != 4 || s[1..] != [1, 28, 28] || set.labels.size() != [s[0]] {
+        return Err(Error::Shape {
+            what: "classifier images (with one label each)",
+            expected: "[n, 1, 28, 28] and [n]".into(),
+            got: s,
+        });
+    }
+    Ok(Tensor::cat(
+        &[
+            set.images.flatten(1, -1).to_kind(Kind::Float),
+            set.labels.to_kind(Kind::Float).unsqueeze(1),
+        ],
+        1,
+    )
+    .to_device(device))
+}
+
+impl Classifier {
+    /// Trains LeNet-5 with Adam and cross-entropy on `train`, and measures its accuracy on
+    /// `test` (images `[n, 1, 28, 28]` in [0, 1], labels `0..classes`).
+    pub fn train(
+        config: &ClassifierConfig,
+        train: &ImageSet,
+        test: &ImageSet,
+        device: tch::Device,
+        hook: &mut dyn FnMut(&Event),
+    ) -> Result<Classifier> {
+        let vs = VarStore::new(device);
+        let net = LeNet::new(&vs.root(), config.classes)?;
+        let rows = packed(train, device)?;
+        let test_rows = packed(test, device)?;
+        let loss = |b: &Tensor| -> Result<Tensor> {
+            let x = b.narrow(1, 0, 784).view([-1, 1, 28, 28]);
+            let y = b.select(1, 784).to_kind(Kind::Int64);
+            Ok(net.logits(&x)?.cross_entropy_for_logits(&y))
+        };
+        training::train(&vs, &rows, Some(&test_rows), &config.train, loss, hook)?;
+        let mut classifier = Classifier {
+            vs,
+            net,
+            config: config.clone(),
+            test_accuracy: 0.0,
+        };
+        classifier.test_accuracy = classifier.accuracy(test)?;
+        Ok(classifier)
+    }
+
+    /// Writes the classifier to `dir` as a checkpoint.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<crate::checkpoint::Saved> {
+        crate::checkpoint::save(
+            dir,
+            &self.vs,
+            &self.config,
+            serde_json::json!({ "test_accuracy": self.test_accuracy }),
+        )
+    }
+
+    /// Loads a classifier saved by [`Classifier::save`].
+    pub fn load(dir: impl AsRef<Path>, device: tch::Device) -> Result<Classifier> {
+        let dir = dir.as_ref();
+        let (config, meta): (ClassifierConfig, _) = crate::checkpoint::load_config(dir)?;
+        let mut vs = VarStore::new(device);
+        let net = LeNet::new(&vs.root(), config.classes)?;
+        crate::checkpoint::load_weights(dir, &mut vs)?;
+        let test_accuracy = meta["test_accuracy"]
+            .as_f64()
+            .ok_or_else(|| Error::Checkpoint {
+                path: dir.join(crate::checkpoint::CONFIG).display().to_string(),
+                why: "meta.test_accuracy is missing".into(),
+            })?;
+        Ok(Classifier {
+            vs,
+            net,
+            config,
+            test_accuracy,
+        })
+    }
+
+    /// The cached classifier in `dir` when it was trained with `config`; otherwise trains one
+    /// (see [`Classifier::train`]) and saves it there.
+    pub fn load_or_train(
+        dir: impl AsRef<Path>,
+        config: &ClassifierConfig,
+        train: &ImageSet,
+        test: &ImageSet,
+        device: tch::Device,
+        hook: &mut dyn FnMut(&Event),
+    ) -> Result<Classifier> {
+        let dir = dir.as_ref();
+        if dir.join(crate::checkpoint::CONFIG).exists() {
+            let cached = Classifier::load(dir, device)?;
+            if &cached.config == config {
+                return Ok(cached);
+            }
+        }
+        let classifier = Classifier::train(config, train, test, device, hook)?;
+        classifier.save(dir)?;
+        Ok(classifier)
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &ClassifierConfig {
+        &self.config
+    }
+
+    /// Accuracy on the held-out set it was trained with.
+    pub fn test_accuracy(&self) -> f64 {
+        self.test_accuracy
+    }
+
+    fn batched(&self, x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+        check_nonempty(x, "classifier input")?;
+        let x = x.to_device(self.vs.device()).to_kind(Kind::Float);
+        let n = x.size()[0];
+        let parts = tch::no_grad(|| {
+            (0..n)
+                .step_by(1000)
+                .map(|i| f(&x.narrow(0, i, 1000.min(n - i))))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        Ok(Tensor::cat(&parts, 0))
+    }
+
+    /// LeNet's 84 penultimate features of images `[n, 1, 28, 28]` in [0, 1].
+    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        self.batched(x, |b| self.net.features(b))
+    }
+
+    /// Class probabilities `[n, classes]` (softmax of the logits).
+    pub fn probabilities(&self, x: &Tensor) -> Result<Tensor> {
+        self.batched(x, |b| Ok(self.net.logits(b)?.softmax(-1, Kind::Float)))
+    }
+
+    /// Share of `set`'s images labelled correctly.
+    pub fn accuracy(&self, set: &ImageSet) -> Result<f64> {
+        let predicted = self.probabilities(&set.images)?.argmax(-1, false);
+        let labels = set.labels.to_device(predicted.device());
+        Ok(predicted
+            .eq_tensor(&labels)
+            .to_kind(Kind::Double)
+            .mean(Kind::Double)
+            .double_value(&[]))
+    }
+}
+
+/// Quality figures for a set of image samples, each beside its floor (the same figure for real
+/// held-out images), with the feature extractor and the sample counts that produced them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ImageQuality {
+    /// What computed the features and labels.
+    pub feature_extractor: String,
+    /// Samples measured.
+    pub n_samples: usize,
+    /// Held-out images they are compared with.
+    pub n_heldout: usize,
+    /// Fréchet LeNet distance, samples vs held-out.
+    pub fld: f64,
+    /// Its floor: `n_samples` training images vs the same held-out images.
+    pub fld_floor: f64,
+    /// Samples per predicted class.
+    pub class_histogram: Vec<usize>,
+    /// Entropy of that histogram, in nats (at most `ln classes`).
+    pub class_entropy: f64,
+    /// `ln classes`, the entropy of a perfectly balanced histogram.
+    pub max_entropy: f64,
+    /// The confidence threshold below.
+    pub confidence_threshold: f64,
+    /// Share of samples whose most likely class has probability ≥ the threshold.
+    pub confident_share: f64,
+    /// The same share for the held-out images.
+    pub confident_share_heldout: f64,
+    /// Mean Euclidean distance (pixels in [0, 1]) from a sample to its nearest training image.
+    pub nn_distance: f64,
+    /// The same for `n_samples` held-out images: samples much closer to the training set than
+    /// this are copies of it (memorization).
+    pub nn_distance_heldout: f64,
+}
+
+impl ImageQuality {
+    /// Measures `samples` against the training and held-out images, all `[n, 1, 28, 28]` with
+    /// pixels in [0, 1] (samples are clamped to it first).
+    pub fn measure(
+        classifier: &Classifier,
+        samples: &Tensor,
+        train: &Tensor,
+        heldout: &Tensor,
+        confidence_threshold: f64,
+    ) -> Result<ImageQuality> {
+        if !(confidence_threshold > 0.0 && confidence_threshold <= 1.0) {
+            return Err(Error::InvalidParameter {
+                name: "confidence_threshold",
+                value: confidence_threshold.to_string(),
+                why: "must lie in (0, 1]",
+            });
+        }
+        let samples = samples.clamp(0.0, 1.0);
+        let n = samples.size()[0];
+        if n < 2 {
+            return Err(Error::InvalidParameter {
+                name: "samples",
+                value: n.to_string(),
+                why: "image metrics need at least two samples",
+            });
+        }
+        check_nonempty(train, "training images")?;
+        check_nonempty(heldout, "held-out images")?;
+        let m = n.min(train.size()[0]).min(heldout.size()[0]);
+        let held_feats = classifier.features(heldout)?;
+        let fld = frechet_distance(&classifier.features(&samples)?, &held_feats)?;
+        let fld_floor =
+            frechet_distance(&classifier.features(&train.narrow(0, 0, m))?, &held_feats)?;
+        let probs = classifier.probabilities(&samples)?;
+        let (top, label) = probs.max_dim(-1, false);
+        let confident = |top: &Tensor| -> f64 {
+            top.ge(confidence_threshold)
+                .to_kind(Kind::Double)
+                .mean(Kind::Double)
+                .double_value(&[])
+        };
+        let classes = classifier.config.classes;
+        let class_histogram = class_histogram(&label, classes)?;
+        let held_top = classifier.probabilities(heldout)?.max_dim(-1, false).0;
+        let mean = |t: Tensor| t.mean(Kind::Double).double_value(&[]);
+        Ok(ImageQuality {
+            feature_extractor: format!(
+                "LeNet-5 penultimate layer ({} features), trained on {} (held-out accuracy {:.3})",
+                LeNet::FEATURES,
+                classifier.config.dataset,
+                classifier.test_accuracy
+            ),
+            n_samples: n as usize,
+            n_heldout: heldout.size()[0] as usize,
+            fld,
+            fld_floor,
+            class_entropy: entropy(&class_histogram)?,
+            class_histogram,
+            max_entropy: (classes as f64).ln(),
+            confidence_threshold,
+            confident_share: confident(&top),
+            confident_share_heldout: confident(&held_top),
+            nn_distance: mean(nearest_neighbours(&samples, train)?.0),
+            nn_distance_heldout: mean(nearest_neighbours(&heldout.narrow(0, 0, m), train)?.0),
+        })
+    }
 }

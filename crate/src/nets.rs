@@ -395,6 +395,10 @@ pub struct UnetConfig {
     pub start_filters: i64,
     /// Groups of every GroupNorm ([`Ncsnv2Unet`] only).
     pub groups: i64,
+    /// [`BlogUnet`] only: divide the output by σ (NCSNv2 technique 3), so the network learns
+    /// `σ s(x, σ)`, of unit scale at every level, instead of the score itself.
+    #[serde(default)]
+    pub divide_by_sigma: bool,
 }
 
 impl Default for UnetConfig {
@@ -404,6 +408,7 @@ impl Default for UnetConfig {
             channels: 1,
             start_filters: 16,
             groups: 4,
+            divide_by_sigma: false,
         }
     }
 }
@@ -514,11 +519,17 @@ impl Score for BlogUnet {
             // A wrong shape surfaces as Error::ScoreShape through Score::score.
             return Tensor::zeros([0], (tch::Kind::Float, x.device()));
         }
-        let sigma_channel = x.narrow(1, 0, 1).ones_like() * per_row(sigma, x);
-        self.convs.forward(
+        let sigma = per_row(sigma, x);
+        let sigma_channel = x.narrow(1, 0, 1).ones_like() * &sigma;
+        let out = self.convs.forward(
             &Tensor::cat(&[x.shallow_clone(), sigma_channel], 1),
             |_, h| h.elu(),
-        )
+        );
+        if self.config.divide_by_sigma {
+            out / sigma
+        } else {
+            out
+        }
     }
 }
 
@@ -574,5 +585,71 @@ impl Score for Ncsnv2Unet {
             return Tensor::zeros([0], (tch::Kind::Float, x.device()));
         }
         self.convs.forward(x, |i, h| h.apply(&self.norms[i]).elu()) / per_row(sigma, x)
+    }
+}
+
+/// LeNet-5 (LeCun et al., 1998), the small classifier behind the image metrics
+/// ([`crate::metrics::Classifier`]): `conv 5×5 → 6` (padding 2), ReLU, max-pool 2,
+/// `conv 5×5 → 16`, ReLU, max-pool 2, then fully connected `400 → 120 → 84 → classes` with
+/// ReLU. Its 84 penultimate activations are the features of the Fréchet LeNet distance.
+/// Inputs are `[n, 1, 28, 28]` with pixels in [0, 1].
+#[derive(Debug)]
+pub struct LeNet {
+    conv1: nn::Conv2D,
+    conv2: nn::Conv2D,
+    fc1: nn::Linear,
+    fc2: nn::Linear,
+    fc3: nn::Linear,
+}
+
+impl LeNet {
+    /// Width of [`LeNet::features`].
+    pub const FEATURES: i64 = 84;
+
+    /// Creates the network's parameters under `vs` for `classes` classes.
+    pub fn new(vs: &nn::Path, classes: i64) -> Result<Self> {
+        positive("classes", classes)?;
+        let c = nn::LinearConfig::default();
+        Ok(LeNet {
+            conv1: conv(vs / "conv1", 1, 6, 5),
+            conv2: nn::conv2d(vs / "conv2", 6, 16, 5, Default::default()),
+            fc1: nn::linear(vs / "fc1", 16 * 5 * 5, 120, c),
+            fc2: nn::linear(vs / "fc2", 120, Self::FEATURES, c),
+            fc3: nn::linear(vs / "fc3", Self::FEATURES, classes, c),
+        })
+    }
+
+    fn check(x: &Tensor) -> Result<()> {
+        let s = x.size();
+        if s.len() == 4 && s[1..] == [1, 28, 28] {
+            Ok(())
+        } else {
+            Err(Error::Shape {
+                what: "LeNet input",
+                expected: "[n, 1, 28, 28]".into(),
+                got: s,
+            })
+        }
+    }
+
+    /// The 84 penultimate activations `[n, 84]` (after ReLU).
+    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        Self::check(x)?;
+        Ok(x.apply(&self.conv1)
+            .relu()
+            .max_pool2d_default(2)
+            .apply(&self.conv2)
+            .relu()
+            .max_pool2d_default(2)
+            .flatten(1, -1)
+            .apply(&self.fc1)
+            .relu()
+            .apply(&self.fc2)
+            .relu())
+    }
+
+    /// Class logits `[n, classes]`.
+    pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.features(x)?.apply(&self.fc3))
     }
 }

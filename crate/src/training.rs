@@ -114,6 +114,9 @@ pub struct History {
     pub steps: usize,
     /// Wall-clock seconds spent.
     pub seconds: f64,
+    /// True when [`train_until`]'s `stop` ended training before the last epoch.
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 /// What the progress hook of [`train`] is told.
@@ -182,8 +185,24 @@ pub fn train(
     train_data: &Tensor,
     test_data: Option<&Tensor>,
     cfg: &TrainConfig,
+    loss_fn: impl FnMut(&Tensor) -> Result<Tensor>,
+    hook: &mut dyn FnMut(&Event),
+) -> Result<History> {
+    train_until(vs, train_data, test_data, cfg, loss_fn, hook, &|| false)
+}
+
+/// [`train`], polling `stop` after every step: when it returns true, training ends there
+/// (EMA weights swapped in as at the end of a full run) and the history is returned with
+/// `interrupted` set, so the caller can still save a checkpoint (the `sgm` command line's
+/// Ctrl-C).
+pub fn train_until(
+    vs: &nn::VarStore,
+    train_data: &Tensor,
+    test_data: Option<&Tensor>,
+    cfg: &TrainConfig,
     mut loss_fn: impl FnMut(&Tensor) -> Result<Tensor>,
     hook: &mut dyn FnMut(&Event),
+    stop: &dyn Fn() -> bool,
 ) -> Result<History> {
     check_nonempty(train_data, "training set")?;
     if let Some(test) = test_data {
@@ -233,7 +252,7 @@ pub fn train(
     let total_steps = cfg.epochs * batches(n, cfg.batch_size).count();
     let start = Instant::now();
     let mut history = History::default();
-    for epoch in 1..=cfg.epochs {
+    'epochs: for epoch in 1..=cfg.epochs {
         let perm = Tensor::randperm(n, (Kind::Int64, device));
         let mut epoch_total = 0.0;
         for (from, len) in batches(n, cfg.batch_size) {
@@ -263,6 +282,10 @@ pub fn train(
                 total_steps,
                 elapsed: start.elapsed(),
             });
+            if stop() {
+                history.interrupted = true;
+                break 'epochs;
+            }
         }
         let train_loss = epoch_total / n as f64;
         history.train_loss.push(train_loss);

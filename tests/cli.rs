@@ -1,0 +1,301 @@
+//! The `sgm` command line end to end: presets and JSON configs, train → sample → eval on small
+//! runs, one-line errors with a non-zero exit on bad input, Ctrl-C saving a checkpoint, and
+//! the benchmark's JSON lines (with the PyTorch comparison).
+
+use serde_json::Value;
+use sgm::experiment::{Dataset, Experiment};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// Builds the `sgm` binary (package `sgm-cli`) once and returns its path.
+fn sgm_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "sgm-cli", "--bin", "sgm"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building sgm failed");
+        // target/<profile>/deps/cli-<hash> → target/<profile>/sgm
+        let exe = std::env::current_exe().unwrap();
+        exe.parent().unwrap().parent().unwrap().join("sgm")
+    })
+}
+
+fn sgm(args: &[&str]) -> Output {
+    Command::new(sgm_bin())
+        .args(args)
+        .env("SGM_DEVICE", "cpu")
+        .output()
+        .expect("sgm runs")
+}
+
+fn json_line(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_else(|| {
+        panic!(
+            "no output; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"))
+}
+
+/// A failed command: non-zero exit and exactly one line on stderr, which contains `needle`.
+fn assert_one_line_error(out: &Output, needle: &str) {
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
+    assert!(
+        err.starts_with("sgm: error: ") && err.contains(needle),
+        "stderr: {err}"
+    );
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sgm-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn small_moons(dir: &Path, epochs: usize) -> PathBuf {
+    let mut e = Experiment::moons();
+    e.dataset = Dataset::Moons {
+        n: 1000,
+        noise: 0.1,
+    };
+    e.train.epochs = epochs;
+    e.sampler.steps_per_level = 20;
+    let path = dir.join("moons.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&e).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn config_prints_the_preset_and_round_trips() {
+    for name in Experiment::PRESETS {
+        let out = sgm(&["config", name]);
+        assert!(out.status.success());
+        let parsed: Experiment = serde_json::from_value(json_line(&out)).unwrap();
+        assert_eq!(parsed, Experiment::preset(name).unwrap());
+    }
+}
+
+#[test]
+fn bad_input_is_one_line_and_a_non_zero_exit() {
+    assert_one_line_error(&sgm(&["train", "--preset", "cifar"]), "cifar");
+    let dir = tmpdir("bad");
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, "{ \"name\": 3 ").unwrap();
+    assert_one_line_error(
+        &sgm(&["train", "--config", bad.to_str().unwrap()]),
+        "bad.json",
+    );
+    let missing = dir.join("nothing-here");
+    assert_one_line_error(
+        &sgm(&["sample", "--checkpoint", missing.to_str().unwrap()]),
+        "nothing-here",
+    );
+    assert_one_line_error(&sgm(&["bench", "--workloads", "w9"]), "w9");
+    assert_one_line_error(&sgm(&["bench", "--scale", "0"]), "--scale");
+    // Usage errors (clap) exit with 2.
+    let out = sgm(&["train"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn train_sample_eval_on_moons() {
+    let dir = tmpdir("moons");
+    let config = small_moons(&dir, 3);
+    let ckpt = dir.join("ckpt");
+    let out = sgm(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        ckpt.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trained = json_line(&out);
+    assert_eq!(trained["steps"], 3 * 7, "{trained}"); // 800 training points, batch 128
+    assert_eq!(trained["interrupted"], false);
+    assert!(ckpt.join("model.safetensors").exists() && ckpt.join("config.json").exists());
+
+    let samples_dir = dir.join("samples");
+    let out = sgm(&[
+        "sample",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--n",
+        "300",
+        "--out",
+        samples_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sampled = json_line(&out);
+    assert_eq!(sampled["n"], 300);
+    let tensors =
+        sgm::tch::Tensor::read_safetensors(samples_dir.join("samples.safetensors")).unwrap();
+    assert_eq!(tensors[0].0, "samples");
+    assert_eq!(tensors[0].1.size(), vec![300, 2]);
+    let png = std::fs::read(samples_dir.join("samples.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+
+    let out = sgm(&[
+        "eval",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--samples",
+        samples_dir.join("samples.safetensors").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = &json_line(&out)["metrics"];
+    let energy = &m["energy_distance"];
+    assert_eq!(energy["n_samples"], 300);
+    assert_eq!(energy["n_test"], 200);
+    assert!(energy["floor"].as_f64().unwrap() > 0.0);
+    assert!(energy["distance"].as_f64().unwrap() >= 0.0);
+    let w: Vec<f64> = serde_json::from_value(m["mode_weights"]["moons"].clone()).unwrap();
+    assert!((w[0] + w[1] - 1.0).abs() < 1e-9, "{w:?}");
+
+    // Samples of the wrong shape for this experiment are refused, naming the shape.
+    let wrong = dir.join("wrong.safetensors");
+    let t = sgm::tch::Tensor::zeros([5, 3], (sgm::tch::Kind::Float, sgm::tch::Device::Cpu));
+    sgm::tch::Tensor::write_safetensors(&[("samples", &t)], &wrong).unwrap();
+    assert_one_line_error(
+        &sgm(&[
+            "eval",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--samples",
+            wrong.to_str().unwrap(),
+        ]),
+        "[5, 3]",
+    );
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_130() {
+    let dir = tmpdir("ctrlc");
+    let config = small_moons(&dir, 100_000);
+    let ckpt = dir.join("ckpt");
+    let mut child = Command::new(sgm_bin())
+        .args([
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            ckpt.to_str().unwrap(),
+        ])
+        .env("SGM_DEVICE", "cpu")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first epoch line: training has started.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 && !line.starts_with("epoch") {
+        line.clear();
+    }
+    assert!(line.starts_with("epoch 1/100000"), "{line}");
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "stderr: {rest}");
+    assert!(rest.contains("checkpoint saved"), "{rest}");
+    let report = json_line(&out);
+    assert_eq!(report["interrupted"], true);
+    let steps = report["steps"].as_u64().unwrap();
+    assert!((7..7 * 100_000).contains(&steps), "{steps}");
+    // The checkpoint is complete: it samples.
+    let out = sgm(&[
+        "sample",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--n",
+        "10",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bench_prints_json_lines_and_ratios_to_pytorch() {
+    let out = sgm(&[
+        "bench",
+        "--workloads",
+        "w1,w3",
+        "--scale",
+        "0.05",
+        "--threads",
+        "1",
+        "--compare-pytorch",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6, "{lines:?}"); // 2 sgm, 2 pytorch, 2 ratios
+    for w in ["W1", "W3"] {
+        let of = |imp: &str| {
+            lines
+                .iter()
+                .find(|l| l["workload"] == w && l["impl"] == imp)
+                .unwrap_or_else(|| panic!("no {imp} line for {w}"))
+        };
+        let ours = of("sgm (tch)");
+        let theirs = of("pytorch");
+        assert_eq!(ours["threads"], 1);
+        assert_eq!(theirs["threads"], 1);
+        for l in [ours, theirs] {
+            assert!(l["train_steps_per_s"].as_f64().unwrap() > 0.0);
+            assert!(l["sampler_evals_per_s"].as_f64().unwrap() > 0.0);
+        }
+        assert_eq!(ours["train_batch"], theirs["train_batch"]);
+        assert_eq!(ours["sampler_evals"], theirs["sampler_evals"]);
+        let ratio = lines
+            .iter()
+            .find(|l| l["workload"] == w && l.get("compare").is_some())
+            .unwrap();
+        let r = ratio["train_steps_per_s_ratio"].as_f64().unwrap();
+        let expected = ours["train_steps_per_s"].as_f64().unwrap()
+            / theirs["train_steps_per_s"].as_f64().unwrap();
+        assert!((r - expected).abs() < 1e-9 * expected);
+    }
+    // The arithmetic floor is reported for the convolutional workload.
+    let w3 = lines.iter().find(|l| l["workload"] == "W3").unwrap();
+    let share = w3["share_of_floor"].as_f64().unwrap();
+    assert!(share > 0.0 && share <= 1.0, "{w3}");
+}

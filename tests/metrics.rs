@@ -1,0 +1,236 @@
+//! Sample-quality metrics: the Fréchet distance against its closed form, entropy and
+//! histograms, mode weights of a mixture, nearest neighbours, the energy report's floor, and
+//! the LeNet-5 classifier behind the image metrics (accuracy on real digits, caching, and the
+//! figures it gives for real, noisy and copied images).
+
+use sgm::images::{self, ImageSet};
+use sgm::metrics::{self, Classifier, ClassifierConfig, EnergyReport, ImageQuality};
+use sgm::prelude::*;
+use sgm_tests::rng_lock;
+
+fn tmpdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("sgm-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn frechet_distance_matches_the_gaussian_closed_form() {
+    let _rng = rng_lock();
+    data::seed(21);
+    // N(0, I) vs N(μ, diag(s²)) in d = 4: FD = ‖μ‖² + Σ (1 − s_k)².
+    let n = 40_000;
+    let a = Tensor::randn([n, 4], (Kind::Double, Device::Cpu));
+    let s = Tensor::from_slice(&[0.5f64, 1.0, 1.5, 2.0]);
+    let mu = Tensor::from_slice(&[1.0f64, 0.0, -1.0, 0.5]);
+    let b = Tensor::randn([n, 4], (Kind::Double, Device::Cpu)) * &s + &mu;
+    let exact = 1.0 + 1.0 + 0.25 + (0.25 + 0.0 + 0.25 + 1.0);
+    let got = metrics::frechet_distance(&a, &b).unwrap();
+    // The estimate's standard error at n = 40,000 is about 0.02 here (moment estimates of
+    // order 1/√n per coordinate); 0.1 is five of them.
+    assert!((got - exact).abs() < 0.1, "FD {got} vs exact {exact}");
+    // Exact identities: zero against itself, ‖c‖² for a pure translation.
+    assert!(metrics::frechet_distance(&a, &a).unwrap().abs() < 1e-8);
+    let c = Tensor::from_slice(&[3.0f64, -4.0, 0.0, 0.0]);
+    let shifted = metrics::frechet_distance(&b, &(&b + &c)).unwrap();
+    assert!((shifted - 25.0).abs() < 1e-6, "translation gives {shifted}");
+}
+
+#[test]
+fn frechet_distance_rejects_bad_shapes() {
+    let one_row = Tensor::zeros([1, 3], (Kind::Float, Device::Cpu));
+    let ok = Tensor::randn([5, 3], (Kind::Float, Device::Cpu));
+    let wide = Tensor::randn([5, 4], (Kind::Float, Device::Cpu));
+    assert!(matches!(
+        metrics::frechet_distance(&one_row, &ok),
+        Err(Error::Shape { .. })
+    ));
+    let err = metrics::frechet_distance(&ok, &wide).unwrap_err();
+    assert!(err.to_string().contains("[5, 4]"), "{err}");
+}
+
+#[test]
+fn entropy_and_class_histogram() {
+    let uniform = vec![7usize; 10];
+    assert!((metrics::entropy(&uniform).unwrap() - 10f64.ln()).abs() < 1e-12);
+    assert_eq!(metrics::entropy(&[0, 12, 0]).unwrap(), 0.0);
+    // Two classes at 1/4, 3/4.
+    let h = -(0.25f64 * 0.25f64.ln() + 0.75 * 0.75f64.ln());
+    assert!((metrics::entropy(&[1, 3]).unwrap() - h).abs() < 1e-12);
+    assert!(matches!(
+        metrics::entropy(&[0, 0]),
+        Err(Error::EmptyData(_))
+    ));
+    let labels = Tensor::from_slice(&[0i64, 2, 2, 1, 2]);
+    assert_eq!(
+        metrics::class_histogram(&labels, 4).unwrap(),
+        vec![1, 1, 3, 0]
+    );
+    let err = metrics::class_histogram(&labels, 2).unwrap_err();
+    assert!(err.to_string().contains("0..=2"), "{err}");
+}
+
+#[test]
+fn mode_weights_recover_a_mixture() {
+    let _rng = rng_lock();
+    data::seed(22);
+    let n = 10_000;
+    // 0.2 N((-4, 0), I) + 0.8 N((4, 0), I), sampled exactly: modes 8 apart, so the nearest
+    // centre is the right mode except with probability Φ(-4) ≈ 3e-5.
+    let left = Tensor::rand([n], (Kind::Float, Device::Cpu)).lt(0.2);
+    let centre_x = left.to_kind(Kind::Float) * -8.0 + 4.0;
+    let x = Tensor::randn([n, 2], (Kind::Float, Device::Cpu))
+        + Tensor::stack(
+            &[centre_x, Tensor::zeros([n], (Kind::Float, Device::Cpu))],
+            1,
+        );
+    let centres = Tensor::from_slice(&[-4.0f32, 0.0, 4.0, 0.0]).view([2, 2]);
+    let w = metrics::mode_weights(&x, &centres, &Tensor::from_slice(&[0i64, 1]), 2).unwrap();
+    // Binomial standard deviation √(0.2·0.8/10⁴) = 0.004; 0.02 is five of them.
+    assert!(
+        (w[0] - 0.2).abs() < 0.02 && (w[1] - 0.8).abs() < 0.02,
+        "{w:?}"
+    );
+    assert!((w[0] + w[1] - 1.0).abs() < 1e-12);
+    let bad = metrics::mode_weights(&x, &centres, &Tensor::from_slice(&[0i64, 5]), 2);
+    assert!(matches!(
+        bad,
+        Err(Error::InvalidParameter { name: "labels", .. })
+    ));
+}
+
+#[test]
+fn nearest_neighbours_find_copies() {
+    let reference = Tensor::from_slice(&[0.0f32, 0.0, 3.0, 4.0, 10.0, 0.0]).view([3, 2]);
+    let samples = Tensor::from_slice(&[3.0f32, 4.0, 0.0, 1.0]).view([2, 2]);
+    let (d, i) = metrics::nearest_neighbours(&samples, &reference).unwrap();
+    assert_eq!(Vec::<f32>::try_from(&d).unwrap(), vec![0.0, 1.0]);
+    assert_eq!(Vec::<i64>::try_from(&i).unwrap(), vec![1, 0]);
+}
+
+#[test]
+fn energy_report_sits_above_its_floor_for_a_shifted_sampler() {
+    let _rng = rng_lock();
+    data::seed(23);
+    let (x, _) = data::two_moons(3_000, 0.05, 1).unwrap();
+    let (train_x, test_x) = data::train_test_split(&x, 2.0 / 3.0).unwrap();
+    let good = EnergyReport::new(&train_x.narrow(0, 1000, 1000), &train_x, &test_x).unwrap();
+    let shifted =
+        EnergyReport::new(&(train_x.narrow(0, 0, 1000) + 0.3), &train_x, &test_x).unwrap();
+    assert_eq!((shifted.n_samples, shifted.n_test), (1000, 1000));
+    // Real data scores at its floor (both are train-vs-test of 1,000 points); a sampler off by
+    // 0.3 in each coordinate is far above it.
+    assert!(good.distance < 3.0 * good.floor + 0.002, "{good:?}");
+    assert!(shifted.distance > 10.0 * shifted.floor, "{shifted:?}");
+}
+
+fn mnist_split() -> (ImageSet, ImageSet) {
+    images::mnist_5k().unwrap().shuffle_split(0.9, 0).unwrap()
+}
+
+#[test]
+fn lenet_classifier_learns_digits_and_image_metrics_separate_real_from_noise() {
+    let _rng = rng_lock();
+    let (train_set, test_set) = mnist_split();
+    let dir = tmpdir("lenet");
+    let cfg = ClassifierConfig::mnist();
+    let clf = Classifier::load_or_train(
+        &dir,
+        &cfg,
+        &train_set,
+        &test_set,
+        Device::Cpu,
+        &mut training::silent(),
+    )
+    .unwrap();
+    // LeNet-5 reaches about 97% on MNIST from a few thousand digits; on 500 held-out digits the
+    // binomial standard deviation is 0.8%, so 0.94 leaves room for the seed without admitting
+    // a classifier that fails to learn.
+    assert!(
+        clf.test_accuracy() > 0.94,
+        "accuracy {}",
+        clf.test_accuracy()
+    );
+    // Cached: loading gives the same probabilities.
+    let again = Classifier::load_or_train(
+        &dir,
+        &cfg,
+        &train_set,
+        &test_set,
+        Device::Cpu,
+        &mut training::silent(),
+    )
+    .unwrap();
+    let probe = test_set.images.narrow(0, 0, 20);
+    let diff = (clf.probabilities(&probe).unwrap() - again.probabilities(&probe).unwrap())
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert_eq!(diff, 0.0);
+    assert_eq!(again.test_accuracy(), clf.test_accuracy());
+
+    let heldout = &test_set.images;
+    let n = 200;
+    // Real digits (training images not in the floor's first n rows) score near the floor.
+    let real = train_set.images.narrow(0, 1000, n);
+    let q_real = ImageQuality::measure(&clf, &real, &train_set.images, heldout, 0.9).unwrap();
+    // Uniform noise is nothing like a digit.
+    let noise = Tensor::rand([n, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let q_noise = ImageQuality::measure(&clf, &noise, &train_set.images, heldout, 0.9).unwrap();
+    assert_eq!((q_real.n_samples, q_real.n_heldout), (n as usize, 500));
+    assert!(q_real.fld < 2.0 * q_real.fld_floor, "{q_real:?}");
+    assert!(q_noise.fld > 10.0 * q_noise.fld_floor, "{q_noise:?}");
+    assert!(
+        q_real.class_entropy > 0.9 * q_real.max_entropy,
+        "{q_real:?}"
+    );
+    assert_eq!(q_real.class_histogram.iter().sum::<usize>(), n as usize);
+    assert!(
+        q_real.confident_share > 0.8 && q_real.confident_share_heldout > 0.8,
+        "{q_real:?}"
+    );
+    // Copies of the training set are at distance 0 from it: the memorization check sees them,
+    // while real unseen digits sit as far from the training set as held-out ones.
+    assert!(q_real.nn_distance < 1e-6, "{q_real:?}");
+    let unseen = ImageQuality::measure(
+        &clf,
+        &heldout.narrow(0, 0, n),
+        &train_set.images.narrow(0, 0, 4000),
+        heldout,
+        0.9,
+    )
+    .unwrap();
+    assert!(
+        unseen.nn_distance > 0.8 * unseen.nn_distance_heldout,
+        "{unseen:?}"
+    );
+    assert!(
+        q_noise.nn_distance > 2.0 * q_noise.nn_distance_heldout,
+        "{q_noise:?}"
+    );
+    // The report names what produced it.
+    assert!(
+        q_real.feature_extractor.contains("LeNet-5")
+            && q_real.feature_extractor.contains("mnist_5k")
+    );
+    // Bad input: one sample, a threshold outside (0, 1].
+    assert!(matches!(
+        ImageQuality::measure(&clf, &real.narrow(0, 0, 1), &train_set.images, heldout, 0.9),
+        Err(Error::InvalidParameter {
+            name: "samples",
+            ..
+        })
+    ));
+    assert!(matches!(
+        ImageQuality::measure(&clf, &real, &train_set.images, heldout, 1.5),
+        Err(Error::InvalidParameter {
+            name: "confidence_threshold",
+            ..
+        })
+    ));
+    assert!(matches!(
+        clf.features(&Tensor::zeros([2, 1, 32, 32], (Kind::Float, Device::Cpu))),
+        Err(Error::Shape { .. })
+    ));
+}
