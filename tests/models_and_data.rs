@@ -435,3 +435,50 @@ fn energy_distance_separates_laws() {
         metrics::energy_distance(&a, &Tensor::zeros([3, 3], (Kind::Float, Device::Cpu))).is_err()
     );
 }
+
+#[test]
+fn edm_preconditioned_unet_is_the_gaussian_score_plus_a_correction() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cfg = UnetConfig {
+        sigma_data: Some(0.5),
+        ..Default::default()
+    };
+    let net = BlogUnet::new(&vs.root(), &cfg).unwrap();
+    let x = Tensor::randn([3, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let sigma = Tensor::from_slice(&[0.02f32, 0.5, 2.0]);
+    // With the network's output zero, the score is exactly that of N(0, (σ² + σ_data²) I).
+    tch::no_grad(|| {
+        for (_, mut v) in vs.variables() {
+            let _ = v.zero_();
+        }
+    });
+    let s = net.score(&x, &sigma).unwrap();
+    let var = (sigma.square() + 0.25).view([3, 1, 1, 1]);
+    let gaussian = -(&x / var);
+    assert!(f(&(s - gaussian).abs().max()) < 1e-6);
+    // Bad σ_data, or together with divide_by_sigma: typed errors naming it.
+    for bad in [
+        UnetConfig {
+            sigma_data: Some(0.0),
+            ..Default::default()
+        },
+        UnetConfig {
+            sigma_data: Some(f64::NAN),
+            ..Default::default()
+        },
+        UnetConfig {
+            sigma_data: Some(0.5),
+            divide_by_sigma: true,
+            ..Default::default()
+        },
+    ] {
+        let vs = nn::VarStore::new(Device::Cpu);
+        assert!(matches!(
+            BlogUnet::new(&vs.root(), &bad),
+            Err(Error::InvalidParameter {
+                name: "sigma_data",
+                ..
+            })
+        ));
+    }
+}

@@ -302,7 +302,7 @@ pub fn entropy(counts: &[usize]) -> Result<f64> {
         .filter(|&&c| c > 0)
         .map(|&c| {
             let p = c as f64 / n as f64;
-            -p * p.ln()
+            p * (1.0 / p).ln()
         })
         .sum())
 }

@@ -399,6 +399,15 @@ pub struct UnetConfig {
     /// `σ s(x, σ)`, of unit scale at every level, instead of the score itself.
     #[serde(default)]
     pub divide_by_sigma: bool,
+    /// [`BlogUnet`] only: EDM preconditioning (Karras et al., 2022) for data of standard
+    /// deviation `σ_data`. The network `F` sees `x / √(σ² + σ_data²)` (unit scale at every
+    /// level) and the score is
+    /// `s(x, σ) = −x / (σ² + σ_data²) + σ_data F / (σ √(σ² + σ_data²))`:
+    /// the score of the Gaussian `N(0, (σ² + σ_data²) I)`, exact for large σ, plus a learned
+    /// correction whose DSM target has unit scale (EDM's `c_in`, `c_skip`, `c_out`, written as
+    /// a score). Excludes `divide_by_sigma`.
+    #[serde(default)]
+    pub sigma_data: Option<f64>,
 }
 
 impl Default for UnetConfig {
@@ -409,6 +418,7 @@ impl Default for UnetConfig {
             start_filters: 16,
             groups: 4,
             divide_by_sigma: false,
+            sigma_data: None,
         }
     }
 }
@@ -488,7 +498,8 @@ fn check_image(x: &Tensor, channels: i64) -> bool {
 
 /// The blog's small U-Net (seed 001): σ enters as a second input channel filled with σ;
 /// 3×3 convolutions with ELU, average pooling, transposed convolutions, skip concatenations,
-/// a 1×1 output convolution. Its output is the score itself (trained with `λ = σ²`).
+/// a 1×1 output convolution. Its output is the score itself (trained with `λ = σ²`), or
+/// divided by σ (`divide_by_sigma`), or EDM-preconditioned (`sigma_data`, see [`UnetConfig`]).
 /// Inputs are `[n, channels, H, W]` with H and W multiples of 4.
 #[derive(Debug)]
 pub struct BlogUnet {
@@ -501,6 +512,15 @@ impl BlogUnet {
     pub fn new(vs: &nn::Path, config: &UnetConfig) -> Result<Self> {
         positive("channels", config.channels)?;
         positive("start_filters", config.start_filters)?;
+        if let Some(sd) = config.sigma_data {
+            if !(sd.is_finite() && sd > 0.0) || config.divide_by_sigma {
+                return Err(Error::InvalidParameter {
+                    name: "sigma_data",
+                    value: sd.to_string(),
+                    why: "must be finite and > 0, and excludes divide_by_sigma",
+                });
+            }
+        }
         Ok(BlogUnet {
             convs: UnetConvs::new(
                 vs,
@@ -521,14 +541,18 @@ impl Score for BlogUnet {
         }
         let sigma = per_row(sigma, x);
         let sigma_channel = x.narrow(1, 0, 1).ones_like() * &sigma;
-        let out = self.convs.forward(
-            &Tensor::cat(&[x.shallow_clone(), sigma_channel], 1),
-            |_, h| h.elu(),
-        );
-        if self.config.divide_by_sigma {
-            out / sigma
-        } else {
-            out
+        let net = |input: Tensor| {
+            self.convs
+                .forward(&Tensor::cat(&[input, sigma_channel], 1), |_, h| h.elu())
+        };
+        match self.config.sigma_data {
+            Some(sd) => {
+                let var = sigma.square() + sd * sd;
+                let f = net(x / var.sqrt());
+                -(x / &var) + f * sd / (&sigma * var.sqrt())
+            }
+            None if self.config.divide_by_sigma => net(x.shallow_clone()) / sigma,
+            None => net(x.shallow_clone()),
         }
     }
 }
