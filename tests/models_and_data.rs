@@ -482,3 +482,23 @@ fn edm_preconditioned_unet_is_the_gaussian_score_plus_a_correction() {
         ));
     }
 }
+
+#[test]
+fn md5_verification_and_the_full_mnist_cache() {
+    let dir = tmpdir("md5");
+    let path = dir.join("abc.gz");
+    std::fs::write(&path, b"abc").unwrap();
+    images::verify_md5(&path, "900150983cd24fb0d6963f7d28e17f72").unwrap();
+    let err = images::verify_md5(&path, images::MNIST_FILES[0].1).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("abc.gz") && msg.contains("900150983cd24fb0d6963f7d28e17f72"),
+        "{msg}"
+    );
+    // No cache folder here: the error names the missing file.
+    let err = images::mnist_from(&dir, images::Split::Test).unwrap_err();
+    assert!(
+        err.to_string().contains("t10k-images-idx3-ubyte.gz"),
+        "{err}"
+    );
+}

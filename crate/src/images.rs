@@ -7,6 +7,9 @@
 //! * IDX files (`.gz` or raw), the format of the MNIST and Fashion-MNIST distributions; set-up
 //!   places Debian's `dataset-fashion-mnist` files in `data/fashion-mnist/`.
 //!
+//! * the full MNIST, from the cache folder `data/mnist/` ([`mnist`]), which [`download_mnist`]
+//!   (feature `download`) fills from the canonical mirrors with checksum verification.
+//!
 //! The data folder is `$SGM_DATA` when set, else `data/` at the repository's root.
 
 use crate::error::{Error, Result};
@@ -168,6 +171,130 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<Tensor> {
         ));
     }
     Ok(Tensor::from_slice(&bytes[header..]).view(dims.as_slice()))
+}
+
+/// The four files of the full MNIST distribution with their MD5 checksums (as torchvision
+/// lists them).
+pub const MNIST_FILES: [(&str, &str); 4] = [
+    (
+        "train-images-idx3-ubyte.gz",
+        "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    ),
+    (
+        "train-labels-idx1-ubyte.gz",
+        "d53e105ee54ea40749a09fcbcd1e9432",
+    ),
+    (
+        "t10k-images-idx3-ubyte.gz",
+        "9fb629c4189551a2d022fa330f9573f3",
+    ),
+    (
+        "t10k-labels-idx1-ubyte.gz",
+        "ec29112dd5afa0611ce80d1b7f02629c",
+    ),
+];
+
+/// Mirrors of the MNIST files, tried in order by [`download_mnist`].
+pub const MNIST_MIRRORS: [&str; 2] = [
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+];
+
+/// Checks a file's MD5 checksum (lower-case hex); a missing file or a mismatch is an error
+/// naming the file and both checksums.
+pub fn verify_md5(path: impl AsRef<Path>, expected: &str) -> Result<()> {
+    use md5::{Digest, Md5};
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let got: String = Md5::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if got == expected.to_ascii_lowercase() {
+        Ok(())
+    } else {
+        Err(Error::DataFile {
+            path: path.display().to_string(),
+            why: format!(
+                "MD5 checksum {got}, expected {expected} (corrupt or incomplete download)"
+            ),
+        })
+    }
+}
+
+/// The full MNIST (60,000 training or 10,000 test digits) from the cache folder
+/// `data_dir()/mnist/` (fill it with [`download_mnist`] on a machine with internet, or copy
+/// the four `.gz` files there). Each file's checksum is verified first.
+pub fn mnist(split: Split) -> Result<ImageSet> {
+    mnist_from(data_dir().join("mnist"), split)
+}
+
+/// [`mnist`] from the folder `dir` holding the four `.gz` files.
+pub fn mnist_from(dir: impl AsRef<Path>, split: Split) -> Result<ImageSet> {
+    let dir = dir.as_ref();
+    let (images, labels) = match split {
+        Split::Train => (MNIST_FILES[0], MNIST_FILES[1]),
+        Split::Test => (MNIST_FILES[2], MNIST_FILES[3]),
+    };
+    for (name, md5) in [images, labels] {
+        verify_md5(dir.join(name), md5)?;
+    }
+    load_idx(dir.join(images.0), dir.join(labels.0))
+}
+
+/// Downloads the four MNIST files into `dir` (the cache folder of [`mnist`] is
+/// `data_dir()/mnist`), trying [`MNIST_MIRRORS`] in order and verifying each file's MD5
+/// before moving it into place; files already there with the right checksum are kept. Needs
+/// the `download` feature and internet access.
+#[cfg(feature = "download")]
+pub fn download_mnist(dir: impl AsRef<Path>) -> Result<()> {
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    for (name, md5) in MNIST_FILES {
+        let target = dir.join(name);
+        if verify_md5(&target, md5).is_ok() {
+            continue;
+        }
+        let partial = dir.join(format!("{name}.part"));
+        let mut failures = Vec::new();
+        for mirror in MNIST_MIRRORS {
+            let url = format!("{mirror}{name}");
+            let fetched = ureq::get(&url)
+                .call()
+                .map_err(|e| e.to_string())
+                .and_then(|response| {
+                    let mut body = Vec::new();
+                    response
+                        .into_reader()
+                        .read_to_end(&mut body)
+                        .map_err(|e| e.to_string())?;
+                    std::fs::write(&partial, body).map_err(|e| e.to_string())
+                })
+                .and_then(|()| verify_md5(&partial, md5).map_err(|e| e.to_string()));
+            match fetched {
+                Ok(()) => break,
+                Err(e) => failures.push(format!("{url}: {e}")),
+            }
+        }
+        if failures.len() == MNIST_MIRRORS.len() {
+            let _ = std::fs::remove_file(&partial);
+            return Err(Error::DataFile {
+                path: target.display().to_string(),
+                why: format!("no mirror delivered it ({})", failures.join("; ")),
+            });
+        }
+        std::fs::rename(&partial, &target).map_err(|source| Error::Io {
+            path: target.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// An IDX image file and its label file as an [`ImageSet`] (pixels scaled to [0, 1]).
