@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 use sgm::experiment::{Dataset, Experiment};
+use sgm_tests::tmpdir;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -56,13 +57,6 @@ fn assert_one_line_error(out: &Output, needle: &str) {
     );
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sgm-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn small_moons(dir: &Path, epochs: usize) -> PathBuf {
     let mut e = Experiment::moons();
     e.dataset = Dataset::Moons {
@@ -89,7 +83,7 @@ fn config_prints_the_preset_and_round_trips() {
 #[test]
 fn bad_input_is_one_line_and_a_non_zero_exit() {
     assert_one_line_error(&sgm(&["train", "--preset", "cifar"]), "cifar");
-    let dir = tmpdir("bad");
+    let dir = tmpdir("cli-bad");
     let bad = dir.join("bad.json");
     std::fs::write(&bad, "{ \"name\": 3 ").unwrap();
     assert_one_line_error(
@@ -110,7 +104,7 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
 
 #[test]
 fn train_sample_eval_on_moons() {
-    let dir = tmpdir("moons");
+    let dir = tmpdir("cli-moons");
     let config = small_moons(&dir, 3);
     let ckpt = dir.join("ckpt");
     let out = sgm(&[
@@ -193,7 +187,7 @@ fn train_sample_eval_on_moons() {
 
 #[test]
 fn ctrl_c_saves_a_checkpoint_and_exits_130() {
-    let dir = tmpdir("ctrlc");
+    let dir = tmpdir("cli-ctrlc");
     let config = small_moons(&dir, 100_000);
     let ckpt = dir.join("ckpt");
     let mut child = Command::new(sgm_bin())

@@ -6,14 +6,7 @@
 use sgm::images::{self, ImageSet};
 use sgm::metrics::{self, Classifier, ClassifierConfig, EnergyReport, ImageQuality};
 use sgm::prelude::*;
-use sgm_tests::rng_lock;
-
-fn tmpdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("sgm-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use sgm_tests::{rng_lock, tmpdir};
 
 #[test]
 fn frechet_distance_matches_the_gaussian_closed_form() {

@@ -11,7 +11,7 @@ use sgm::nets::{
 use sgm::noise::Sigmas;
 use sgm::prelude::*;
 use sgm::training::{LrDecay, TrainConfig};
-use sgm_tests::rng_lock;
+use sgm_tests::{rng_lock, tmpdir};
 
 fn f(t: &Tensor) -> f64 {
     t.double_value(&[])
@@ -21,13 +21,6 @@ fn names(vs: &nn::VarStore) -> Vec<String> {
     let mut n: Vec<String> = vs.variables().keys().cloned().collect();
     n.sort();
     n
-}
-
-fn tmpdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("sgm-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 #[test]

@@ -420,15 +420,21 @@ impl Model {
         }
         let mut shape = vec![n];
         shape.extend(self.experiment.sample_shape());
+        // Seed once, before the start is drawn; the chain then continues the same stream
+        // (seeding again inside the sampler would replay the start's draws as its noise).
         if let Some(seed) = self.experiment.sampler.seed {
             data::seed(seed);
         }
         let start = self.experiment.init.draw(&shape, self.vs.device())?;
+        let sampler = AnnealedConfig {
+            seed: None,
+            ..self.experiment.sampler.clone()
+        };
         annealed_langevin(
             self.score.as_ref(),
             &self.experiment.sigmas,
             &start,
-            &self.experiment.sampler,
+            &sampler,
         )
     }
 }

@@ -178,21 +178,11 @@ pub fn mode_weights(
             got: labels.size(),
         });
     }
-    let labels = labels.to_kind(Kind::Int64).to_device(reference.device());
-    let (lo, hi) = (labels.min().int64_value(&[]), labels.max().int64_value(&[]));
-    if lo < 0 || hi >= n_modes {
-        return Err(Error::InvalidParameter {
-            name: "labels",
-            value: format!("{lo}..={hi}"),
-            why: "labels must lie in 0..n_modes",
-        });
-    }
+    let labels = checked_labels(labels, n_modes)?.to_device(reference.device());
     let nearest = nearest_neighbours(samples, reference)?.1;
-    let counts = labels
-        .index_select(0, &nearest)
-        .bincount::<Tensor>(None, n_modes);
+    let counts = class_histogram(&labels.index_select(0, &nearest), n_modes)?;
     let n = samples.size()[0] as f64;
-    Ok(to_vec(&counts)?.into_iter().map(|c| c / n).collect())
+    Ok(counts.into_iter().map(|c| c as f64 / n).collect())
 }
 
 /// For every row of `samples`, the Euclidean distance to its nearest row of `reference` and
@@ -274,19 +264,26 @@ pub fn frechet_distance(a: &Tensor, b: &Tensor) -> Result<f64> {
     Ok(mean_term + trace - 2.0 * trace_sqrt)
 }
 
-/// Counts of each class `0..classes` among integer labels.
-pub fn class_histogram(labels: &Tensor, classes: i64) -> Result<Vec<usize>> {
-    check_nonempty(labels, "class_histogram labels")?;
+/// The labels as int64, or an error naming their range when one lies outside `0..classes`.
+fn checked_labels(labels: &Tensor, classes: i64) -> Result<Tensor> {
     let labels = labels.to_kind(Kind::Int64);
     let (lo, hi) = (labels.min().int64_value(&[]), labels.max().int64_value(&[]));
     if lo < 0 || hi >= classes {
         return Err(Error::InvalidParameter {
             name: "labels",
             value: format!("{lo}..={hi}"),
-            why: "labels must lie in 0..classes",
+            why: "labels must lie in 0..classes (or 0..n_modes)",
         });
     }
-    let counts = labels.flatten(0, -1).bincount::<Tensor>(None, classes);
+    Ok(labels)
+}
+
+/// Counts of each class `0..classes` among integer labels.
+pub fn class_histogram(labels: &Tensor, classes: i64) -> Result<Vec<usize>> {
+    check_nonempty(labels, "class_histogram labels")?;
+    let counts = checked_labels(labels, classes)?
+        .flatten(0, -1)
+        .bincount::<Tensor>(None, classes);
     Ok(to_vec(&counts)?.into_iter().map(|c| c as usize).collect())
 }
 
