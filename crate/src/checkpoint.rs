@@ -33,8 +33,36 @@ pub struct Saved {
     pub config: PathBuf,
 }
 
+/// Creates `dir` and its parents.
+pub fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.display().to_string(),
+        source,
+    })
+}
+
+/// Writes `path` through `write`, which is given a temporary path beside it; the file is then
+/// renamed into place, so a reader sees the old file or the new one, never a half-written one.
+pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    // The temporary name keeps the extension: tch picks the weights' format by it.
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let ext = path.extension().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{stem}.tmp-{}.{ext}", std::process::id()));
+    let written = write(&tmp).and_then(|()| {
+        std::fs::rename(&tmp, path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// Writes `vs`'s variables to `dir/model.safetensors` and `config` (with `meta`, e.g. the
-/// epoch and the training history) to `dir/config.json`, creating `dir`.
+/// epoch and the training history) to `dir/config.json`, creating `dir`. Each file is written
+/// atomically ([`write_atomically`]).
 pub fn save(
     dir: impl AsRef<Path>,
     vs: &VarStore,
@@ -42,19 +70,16 @@ pub fn save(
     meta: serde_json::Value,
 ) -> Result<Saved> {
     let dir = dir.as_ref();
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-        path: dir.display().to_string(),
-        source,
-    })?;
+    create_dir(dir)?;
     let weights = dir.join(WEIGHTS);
-    vs.save(&weights)?;
+    write_atomically(&weights, |tmp| vs.save(tmp).map_err(Error::from))?;
     let config_path = dir.join(CONFIG);
-    let doc = serde_json::json!({ "config": config, "meta": meta });
-    std::fs::write(&config_path, serde_json::to_string_pretty(&doc)?).map_err(|source| {
-        Error::Io {
-            path: config_path.display().to_string(),
+    let doc = serde_json::to_string_pretty(&serde_json::json!({ "config": config, "meta": meta }))?;
+    write_atomically(&config_path, |tmp| {
+        std::fs::write(tmp, &doc).map_err(|source| Error::Io {
+            path: tmp.display().to_string(),
             source,
-        }
+        })
     })?;
     let weights_bytes = std::fs::metadata(&weights)
         .map_err(|source| Error::Io {

@@ -381,22 +381,37 @@ impl Model {
     }
 
     /// Trains with the experiment's settings; `stop` is polled after every step (see
-    /// [`training::train_until`]).
+    /// [`training::run`]). With `checkpoint_dir`, the run saves a checkpoint there every
+    /// `train.checkpoint_every` steps, at a stop and at the end — [`Model::load`], `sgm sample`
+    /// and `sgm eval` read it — and resumes from one found there (written by the same
+    /// experiment; another experiment's is an error), so an interrupted run loses at most one
+    /// checkpoint interval and a finished one is not trained again.
     pub fn train(
         &self,
         data: &Data,
+        checkpoint_dir: Option<&Path>,
         hook: &mut dyn FnMut(&Event),
         stop: &dyn Fn() -> bool,
     ) -> Result<History> {
         let loss = self.experiment.loss();
-        training::train_until(
+        let checkpoint = match checkpoint_dir {
+            Some(dir) => Some(training::Checkpointing {
+                dir,
+                config: serde_json::to_value(&self.experiment)?,
+            }),
+            None => None,
+        };
+        training::run(
             &self.vs,
             &data.train,
-            Some(&data.test),
             &self.experiment.train,
             |b| multiscale_dsm_loss(self.score.as_ref(), b, &loss),
-            hook,
-            stop,
+            training::Options {
+                test_data: Some(&data.test),
+                hook,
+                stop,
+                checkpoint,
+            },
         )
     }
 

@@ -17,6 +17,7 @@
 //! | [`metrics`] | sample quality against exact laws and held-out data (energy, Fréchet LeNet distance, …) |
 //! | [`experiment`] | a whole run (data, σ's, network, loss, training, sampler) with presets |
 //! | [`budget`] | full vs CI run sizes for notebooks |
+//! | [`notebook`] | evcxr integration: every failing cell reported in its own outputs |
 //!
 //! The crate re-exports [`tch`], so a notebook needs a single `:dep sgm = { path = "../crate" }`.
 
@@ -32,6 +33,7 @@ pub mod losses;
 pub mod metrics;
 pub mod nets;
 pub mod noise;
+pub mod notebook;
 pub mod plots;
 pub mod score;
 pub mod training;

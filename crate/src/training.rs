@@ -2,9 +2,12 @@
 //! `dgm_utils.train_model` records in homework 5), a stop with the step named when the loss
 //! turns NaN or infinite, and progress through an explicit hook.
 
+use crate::checkpoint;
+use crate::data;
 use crate::error::{check_nonempty, Error, Result};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tch::nn::{self, OptimizerConfig};
+use tch::nn;
 use tch::{Kind, Tensor};
 
 /// Settings of [`train`].
@@ -16,8 +19,10 @@ pub struct TrainConfig {
     pub batch_size: i64,
     /// Adam's learning rate.
     pub lr: f64,
-    /// Seed for libtorch's generator, set before training (shuffling and DSM noise draw from
-    /// it); `None` keeps its state.
+    /// Seed of the run. Every epoch's shuffle, every step's noise and every held-out evaluation
+    /// reseed libtorch's generator from it and their position in the run, so a run resumed from a
+    /// checkpoint draws exactly what the uninterrupted run draws. `None` picks one at random (and
+    /// a checkpoint records it).
     pub seed: Option<u64>,
     /// StepLR (homework 5): multiply the learning rate by `gamma` after every `step_epochs`
     /// epochs; `None` keeps it constant.
@@ -27,10 +32,18 @@ pub struct TrainConfig {
     #[serde(default)]
     pub grad_clip: Option<f64>,
     /// Exponential moving average of the parameters with this decay (NCSNv2 technique 5,
-    /// e.g. 0.999): `θ̄ ← decay · θ̄ + (1 - decay) · θ` after every step. When on, the test loss
-    /// is measured with θ̄ and training ends with θ̄ in the variable store, so sampling uses it.
+    /// e.g. 0.999), warmed up as in [`Ema`]. When on, the test loss is measured with θ̄ and
+    /// training ends with θ̄ in the variable store, so sampling uses it.
     #[serde(default)]
     pub ema_decay: Option<f64>,
+    /// With a checkpoint folder ([`Options::checkpoint`]), save every this many optimiser steps
+    /// (and at the end); an interrupted run loses at most this many steps.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+}
+
+fn default_checkpoint_every() -> usize {
+    500
 }
 
 /// A StepLR schedule.
@@ -42,48 +55,180 @@ pub struct LrDecay {
     pub gamma: f64,
 }
 
-/// An exponential moving average of a variable store's trainable parameters.
+/// An exponential moving average of a variable store's trainable parameters (NCSNv2 technique
+/// 5), with the warm-up of TensorFlow's `ExponentialMovingAverage(num_updates=…)`: update `n`
+/// (from 0) uses `d_n = min(decay, (1 + n)/(10 + n))`, so the initial weights stop dominating
+/// after a few hundred steps instead of `1/(1 - decay)` thousand.
 pub struct Ema {
     decay: f64,
-    shadow: Vec<(Tensor, Tensor)>,
+    updates: u64,
+    shadow: Vec<(String, Tensor, Tensor)>,
 }
 
 impl Ema {
     /// Starts the average at the current parameters.
     pub fn new(vs: &nn::VarStore, decay: f64) -> Result<Ema> {
-        if !(decay > 0.0 && decay < 1.0) {
-            return Err(Error::InvalidParameter {
-                name: "ema_decay",
-                value: decay.to_string(),
-                why: "must lie strictly between 0 and 1",
-            });
-        }
-        let shadow = vs
-            .trainable_variables()
+        check_open_unit("ema_decay", decay)?;
+        let mut shadow: Vec<_> = trainable(vs)
             .into_iter()
-            .map(|p| (p.detach().copy(), p))
+            .map(|(name, p)| (name, p.detach().copy(), p))
             .collect();
-        Ok(Ema { decay, shadow })
+        shadow.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Ema {
+            decay,
+            updates: 0,
+            shadow,
+        })
     }
 
-    /// `θ̄ ← decay · θ̄ + (1 - decay) · θ`.
+    /// The decay used by the next update: `min(decay, (1 + n)/(10 + n))`.
+    pub fn current_decay(&self) -> f64 {
+        let n = self.updates as f64;
+        self.decay.min((1.0 + n) / (10.0 + n))
+    }
+
+    /// Updates so far.
+    pub fn updates(&self) -> u64 {
+        self.updates
+    }
+
+    /// `θ̄ ← d_n · θ̄ + (1 - d_n) · θ`.
     pub fn update(&mut self) {
+        let d = self.current_decay();
         tch::no_grad(|| {
-            for (avg, p) in &mut self.shadow {
-                avg.copy_(&(&*avg * self.decay + &*p * (1.0 - self.decay)));
+            for (_, avg, p) in &mut self.shadow {
+                let _ = avg.lerp_(&*p, 1.0 - d);
             }
         });
+        self.updates += 1;
     }
 
     /// Swaps the averages and the parameters (twice restores them).
     pub fn swap(&mut self) {
         tch::no_grad(|| {
-            for (avg, p) in &mut self.shadow {
+            for (_, avg, p) in &mut self.shadow {
                 let current = p.detach().copy();
                 p.copy_(avg);
                 avg.copy_(&current);
             }
         });
+    }
+}
+
+/// Adam (Kingma & Ba 2015) as `torch.optim.Adam` computes it (β = (0.9, 0.999), ε = 10⁻⁸, no
+/// weight decay): `m ← β₁m + (1-β₁)g`, `v ← β₂v + (1-β₂)g²`,
+/// `θ ← θ - lr/(1-β₁ᵗ) · m / (√v/√(1-β₂ᵗ) + ε)`. Its moments are the crate's own tensors (tch's
+/// optimiser keeps them inside libtorch, out of reach), so a checkpoint holds them and a resumed
+/// run continues exactly.
+pub struct Adam {
+    lr: f64,
+    steps: u64,
+    /// `(name, parameter, m, v)`, sorted by name.
+    state: Vec<(String, Tensor, Tensor, Tensor)>,
+}
+
+impl Adam {
+    const BETA1: f64 = 0.9;
+    const BETA2: f64 = 0.999;
+    const EPS: f64 = 1e-8;
+
+    /// Adam over `vs`'s trainable parameters with moments at zero.
+    pub fn new(vs: &nn::VarStore, lr: f64) -> Result<Adam> {
+        let mut state: Vec<_> = trainable(vs)
+            .into_iter()
+            .map(|(name, p)| {
+                let m = p.zeros_like();
+                let v = p.zeros_like();
+                (name, p, m, v)
+            })
+            .collect();
+        state.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Adam {
+            lr: check_positive("lr", lr)?,
+            steps: 0,
+            state,
+        })
+    }
+
+    /// Sets the learning rate.
+    pub fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    /// Back-propagates `loss`, clips the gradients' global norm to `clip` (as
+    /// `torch.nn.utils.clip_grad_norm_`), takes one step and zeroes the gradients.
+    pub fn backward_step(&mut self, loss: &Tensor, clip: Option<f64>) -> Result<()> {
+        for (_, p, _, _) in &mut self.state {
+            p.zero_grad();
+        }
+        loss.f_backward()?;
+        self.steps += 1;
+        let t = self.steps as i32;
+        let bc1 = 1.0 - Self::BETA1.powi(t);
+        let bc2 = 1.0 - Self::BETA2.powi(t);
+        tch::no_grad(|| -> Result<()> {
+            let grads: Vec<Tensor> = self.state.iter().map(|(_, p, _, _)| p.grad()).collect();
+            let scale = match clip {
+                Some(max_norm) => {
+                    let norms: Vec<Tensor> = grads
+                        .iter()
+                        .filter(|g| g.defined())
+                        .map(|g| g.norm())
+                        .collect();
+                    let total = Tensor::f_stack(&norms, 0)?.norm().double_value(&[]);
+                    (max_norm / (total + 1e-6)).min(1.0)
+                }
+                None => 1.0,
+            };
+            for ((_, p, m, v), g) in self.state.iter_mut().zip(&grads) {
+                if !g.defined() {
+                    continue;
+                }
+                let g = if scale < 1.0 {
+                    g * scale
+                } else {
+                    g.shallow_clone()
+                };
+                let _ = m.f_lerp_(&g, 1.0 - Self::BETA1)?;
+                let _ = v.f_mul_scalar_(Self::BETA2)?;
+                let _ = v.f_add_(&(g.square() * (1.0 - Self::BETA2)))?;
+                let denom = v.sqrt() / bc2.sqrt() + Self::EPS;
+                let _ = p.f_sub_(&(&*m / denom * (self.lr / bc1)))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// `vs`'s trainable parameters by name.
+fn trainable(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    vs.variables()
+        .into_iter()
+        .filter(|(_, v)| v.requires_grad())
+        .collect()
+}
+
+fn check_positive(name: &'static str, value: f64) -> Result<f64> {
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(Error::InvalidParameter {
+            name,
+            value: value.to_string(),
+            why: "must be finite and > 0",
+        })
+    }
+}
+
+fn check_open_unit(name: &'static str, value: f64) -> Result<f64> {
+    if value > 0.0 && value < 1.0 {
+        Ok(value)
+    } else {
+        Err(Error::InvalidParameter {
+            name,
+            value: value.to_string(),
+            why: "must lie strictly between 0 and 1",
+        })
     }
 }
 
@@ -99,7 +244,46 @@ impl Default for TrainConfig {
             lr_decay: None,
             grad_clip: None,
             ema_decay: None,
+            checkpoint_every: default_checkpoint_every(),
         }
+    }
+}
+
+impl TrainConfig {
+    /// Checks every setting; errors name the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size < 1 {
+            return Err(Error::InvalidParameter {
+                name: "batch_size",
+                value: self.batch_size.to_string(),
+                why: "must be >= 1",
+            });
+        }
+        check_positive("lr", self.lr)?;
+        if let Some(clip) = self.grad_clip {
+            check_positive("grad_clip", clip)?;
+        }
+        if let Some(d) = self
+            .lr_decay
+            .filter(|d| d.step_epochs == 0 || !(d.gamma > 0.0 && d.gamma.is_finite()))
+        {
+            return Err(Error::InvalidParameter {
+                name: "lr_decay",
+                value: format!("{d:?}"),
+                why: "needs step_epochs >= 1 and a finite gamma > 0",
+            });
+        }
+        if let Some(d) = self.ema_decay {
+            check_open_unit("ema_decay", d)?;
+        }
+        if self.checkpoint_every == 0 {
+            return Err(Error::InvalidParameter {
+                name: "checkpoint_every",
+                value: "0".into(),
+                why: "must be >= 1 (steps between checkpoints)",
+            });
+        }
+        Ok(())
     }
 }
 
@@ -112,11 +296,14 @@ pub struct History {
     pub test_loss: Vec<f64>,
     /// Optimiser steps taken.
     pub steps: usize,
-    /// Wall-clock seconds spent.
+    /// Wall-clock seconds spent (over all sessions of a resumed run).
     pub seconds: f64,
     /// True when [`train_until`]'s `stop` ended training before the last epoch.
     #[serde(default)]
     pub interrupted: bool,
+    /// Steps that were already done in a checkpoint this run resumed from (0 for a fresh run).
+    #[serde(default)]
+    pub resumed_at: usize,
 }
 
 /// What the progress hook of [`train`] is told.
@@ -147,6 +334,22 @@ pub enum Event {
         test_loss: Option<f64>,
         /// Time since training started.
         elapsed: Duration,
+    },
+    /// A run picked up from a checkpoint.
+    Resumed {
+        /// The checkpoint folder.
+        dir: PathBuf,
+        /// Steps already done.
+        step: usize,
+        /// Steps the whole run takes.
+        total_steps: usize,
+    },
+    /// A checkpoint was written.
+    Saved {
+        /// The checkpoint folder.
+        dir: PathBuf,
+        /// Steps done.
+        step: usize,
     },
 }
 
@@ -188,7 +391,17 @@ pub fn train(
     loss_fn: impl FnMut(&Tensor) -> Result<Tensor>,
     hook: &mut dyn FnMut(&Event),
 ) -> Result<History> {
-    train_until(vs, train_data, test_data, cfg, loss_fn, hook, &|| false)
+    run(
+        vs,
+        train_data,
+        cfg,
+        loss_fn,
+        Options {
+            test_data,
+            hook,
+            ..Options::default()
+        },
+    )
 }
 
 /// [`train`], polling `stop` after every step: when it returns true, training ends there
@@ -200,97 +413,242 @@ pub fn train_until(
     train_data: &Tensor,
     test_data: Option<&Tensor>,
     cfg: &TrainConfig,
-    mut loss_fn: impl FnMut(&Tensor) -> Result<Tensor>,
+    loss_fn: impl FnMut(&Tensor) -> Result<Tensor>,
     hook: &mut dyn FnMut(&Event),
     stop: &dyn Fn() -> bool,
 ) -> Result<History> {
+    run(
+        vs,
+        train_data,
+        cfg,
+        loss_fn,
+        Options {
+            test_data,
+            hook,
+            stop,
+            checkpoint: None,
+        },
+    )
+}
+
+fn no_stop() -> bool {
+    false
+}
+
+/// Everything of a [`run`] besides the data, the settings and the loss.
+pub struct Options<'a> {
+    /// Held-out rows, evaluated after every epoch.
+    pub test_data: Option<&'a Tensor>,
+    /// Progress hook, called after every step and epoch and at every checkpoint.
+    pub hook: &'a mut dyn FnMut(&Event),
+    /// Polled after every step; true ends the run there (with a checkpoint, when on).
+    pub stop: &'a dyn Fn() -> bool,
+    /// Save a resumable checkpoint here (see [`Checkpointing`]).
+    pub checkpoint: Option<Checkpointing<'a>>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            test_data: None,
+            hook: Box::leak(Box::new(|_: &Event| {})),
+            stop: &no_stop,
+            checkpoint: None,
+        }
+    }
+}
+
+/// Where a run keeps its checkpoint, and the configuration saved beside it.
+///
+/// The folder holds the crate's one checkpoint format ([`crate::checkpoint`]: `model.safetensors`
+/// with the weights to sample with — the EMA weights when EMA is on — and `config.json` with
+/// `config` and the history) plus what resuming needs: `training_state.safetensors` (the raw
+/// parameters, Adam's moments, the EMA) and `training_state.json` (position, seed, counters).
+/// A run given a folder that holds a checkpoint of the same `config` and training settings
+/// resumes from it; one of another configuration is an error, never overwritten.
+pub struct Checkpointing<'a> {
+    /// The checkpoint folder.
+    pub dir: &'a Path,
+    /// What `config.json` records as `config` (e.g. the experiment); compared when resuming.
+    pub config: serde_json::Value,
+}
+
+/// The saved position of a run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct TrainState {
+    /// What the folder's `config.json` records, and the training settings: a resume needs both
+    /// to match.
+    config: serde_json::Value,
+    train: TrainConfig,
+    seed: u64,
+    /// Steps done.
+    step: usize,
+    /// The epoch in progress (from 1) and the batches of it done.
+    epoch: usize,
+    batch: usize,
+    /// Sum of batch loss × batch size over this epoch's done batches.
+    epoch_total: f64,
+    adam_steps: u64,
+    lr: f64,
+    ema_updates: u64,
+    history: History,
+    complete: bool,
+}
+
+/// File names of the resume state inside a checkpoint folder.
+pub const STATE_TENSORS: &str = "training_state.safetensors";
+/// See [`STATE_TENSORS`].
+pub const STATE_JSON: &str = "training_state.json";
+
+/// One 64-bit mix (splitmix64's finaliser): seeds for the steps of a run.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The generator seed for draw `index` of kind `tag` (0: a step, 1: an epoch's shuffle, 2: an
+/// evaluation) of the run seeded `seed`.
+fn seed_for(seed: u64, tag: u64, index: usize) -> u64 {
+    mix(seed ^ mix(tag.wrapping_mul(0x1000_0000_01B3) ^ index as u64)) >> 1
+}
+
+/// Trains as [`train`] does, with a stop predicate and, when `opts.checkpoint` is set, a
+/// checkpoint every [`TrainConfig::checkpoint_every`] steps, at a stop and at the end, from
+/// which a later call with the same folder resumes: weights, Adam's moments, the EMA, the
+/// learning-rate schedule and the generator's position, so that the resumed run ends with the
+/// same parameters as an uninterrupted one.
+pub fn run(
+    vs: &nn::VarStore,
+    train_data: &Tensor,
+    cfg: &TrainConfig,
+    mut loss_fn: impl FnMut(&Tensor) -> Result<Tensor>,
+    opts: Options,
+) -> Result<History> {
+    let Options {
+        test_data,
+        hook,
+        stop,
+        checkpoint,
+    } = opts;
     check_nonempty(train_data, "training set")?;
     if let Some(test) = test_data {
         check_nonempty(test, "test set")?;
     }
-    if cfg.batch_size < 1 {
-        return Err(Error::InvalidParameter {
-            name: "batch_size",
-            value: cfg.batch_size.to_string(),
-            why: "must be >= 1",
-        });
-    }
-    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
-        return Err(Error::InvalidParameter {
-            name: "lr",
-            value: cfg.lr.to_string(),
-            why: "the learning rate must be finite and > 0",
-        });
-    }
-    if let Some(seed) = cfg.seed {
-        crate::data::seed(seed);
-    }
+    cfg.validate()?;
     let device = vs.device();
     let train_data = train_data.to_device(device);
     let test_data = test_data.map(|t| t.to_device(device));
     let n = train_data.size()[0];
-    if let Some(clip) = cfg.grad_clip.filter(|c| !(c.is_finite() && *c > 0.0)) {
-        return Err(Error::InvalidParameter {
-            name: "grad_clip",
-            value: clip.to_string(),
-            why: "the gradient norm bound must be finite and > 0",
-        });
-    }
-    if let Some(d) = cfg
-        .lr_decay
-        .filter(|d| d.step_epochs == 0 || !(d.gamma > 0.0 && d.gamma.is_finite()))
-    {
-        return Err(Error::InvalidParameter {
-            name: "lr_decay",
-            value: format!("{d:?}"),
-            why: "needs step_epochs >= 1 and a finite gamma > 0",
-        });
-    }
+    let n_batches = batches(n, cfg.batch_size).count();
+    let total_steps = cfg.epochs * n_batches;
     let mut ema = cfg.ema_decay.map(|d| Ema::new(vs, d)).transpose()?;
-    let mut opt = nn::Adam::default().build(vs, cfg.lr)?;
-    let mut lr = cfg.lr;
-    let total_steps = cfg.epochs * batches(n, cfg.batch_size).count();
+    let mut opt = Adam::new(vs, cfg.lr)?;
+    let fresh_seed = || {
+        use std::hash::BuildHasher;
+        cfg.seed
+            .unwrap_or_else(|| std::collections::hash_map::RandomState::new().hash_one(0u64) >> 1)
+    };
+    let mut state = TrainState {
+        config: checkpoint
+            .as_ref()
+            .map_or(serde_json::Value::Null, |c| c.config.clone()),
+        train: cfg.clone(),
+        seed: fresh_seed(),
+        step: 0,
+        epoch: 1,
+        batch: 0,
+        epoch_total: 0.0,
+        adam_steps: 0,
+        lr: cfg.lr,
+        ema_updates: 0,
+        history: History::default(),
+        complete: false,
+    };
+    if let Some(ck) = &checkpoint {
+        if let Some(saved) = load_state(ck.dir, &state, vs, &mut opt, ema.as_mut())? {
+            state = saved;
+            state.history.resumed_at = state.step;
+            state.history.interrupted = false;
+            hook(&Event::Resumed {
+                dir: ck.dir.to_path_buf(),
+                step: state.step,
+                total_steps,
+            });
+        }
+    }
+    opt.set_lr(state.lr);
     let start = Instant::now();
-    let mut history = History::default();
-    'epochs: for epoch in 1..=cfg.epochs {
+    let seconds_before = state.history.seconds;
+    let elapsed = |start: &Instant| start.elapsed();
+    let save = |state: &TrainState,
+                ema: &mut Option<Ema>,
+                opt: &Adam,
+                hook: &mut dyn FnMut(&Event)|
+     -> Result<()> {
+        if let Some(ck) = &checkpoint {
+            save_state(ck.dir, state, vs, opt, ema.as_mut())?;
+            hook(&Event::Saved {
+                dir: ck.dir.to_path_buf(),
+                step: state.step,
+            });
+        }
+        Ok(())
+    };
+    let mut stopped = false;
+    while !state.complete && state.epoch <= cfg.epochs && !stopped {
+        let epoch = state.epoch;
+        data::seed(seed_for(state.seed, 1, epoch));
         let perm = Tensor::randperm(n, (Kind::Int64, device));
-        let mut epoch_total = 0.0;
-        for (from, len) in batches(n, cfg.batch_size) {
+        for (from, len) in batches(n, cfg.batch_size).skip(state.batch) {
+            data::seed(seed_for(state.seed, 0, state.step));
             let batch = train_data.index_select(0, &perm.narrow(0, from, len));
             let loss = loss_fn(&batch)?;
             let value = loss.double_value(&[]);
-            history.steps += 1;
             if !value.is_finite() {
                 return Err(Error::NonFiniteLoss {
                     loss: value,
                     epoch,
-                    step: history.steps,
+                    step: state.step + 1,
                 });
             }
-            match cfg.grad_clip {
-                Some(max_norm) => opt.backward_step_clip_norm(&loss, max_norm),
-                None => opt.backward_step(&loss),
-            }
+            opt.backward_step(&loss, cfg.grad_clip)?;
             if let Some(ema) = ema.as_mut() {
                 ema.update();
             }
-            epoch_total += value * len as f64;
+            state.step += 1;
+            state.batch += 1;
+            state.epoch_total += value * len as f64;
+            state.history.steps = state.step;
             hook(&Event::Step {
                 epoch,
-                step: history.steps,
+                step: state.step,
                 loss: value,
                 total_steps,
-                elapsed: start.elapsed(),
+                elapsed: elapsed(&start),
             });
             if stop() {
-                history.interrupted = true;
-                break 'epochs;
+                stopped = true;
+            }
+            let last_of_epoch = state.batch == n_batches;
+            if !last_of_epoch && (stopped || state.step % cfg.checkpoint_every == 0) {
+                state.history.seconds = seconds_before + start.elapsed().as_secs_f64();
+                sync_counters(&mut state, &opt, ema.as_ref());
+                save(&state, &mut ema, &opt, hook)?;
+            }
+            if stopped {
+                break;
             }
         }
-        let train_loss = epoch_total / n as f64;
-        history.train_loss.push(train_loss);
+        if state.batch < n_batches {
+            break;
+        }
+        let train_loss = state.epoch_total / n as f64;
+        state.history.train_loss.push(train_loss);
         let test_loss = match &test_data {
             Some(test) => {
+                data::seed(seed_for(state.seed, 2, epoch));
                 // With EMA on, the held-out loss is that of the averaged parameters.
                 if let Some(ema) = ema.as_mut() {
                     ema.swap();
@@ -300,28 +658,236 @@ pub fn train_until(
                     ema.swap();
                 }
                 let value = value?;
-                history.test_loss.push(value);
+                state.history.test_loss.push(value);
                 Some(value)
             }
             None => None,
         };
         if let Some(decay) = cfg.lr_decay.filter(|d| epoch % d.step_epochs == 0) {
-            lr *= decay.gamma;
-            opt.set_lr(lr);
+            state.lr *= decay.gamma;
+            opt.set_lr(state.lr);
         }
+        state.epoch += 1;
+        state.batch = 0;
+        state.epoch_total = 0.0;
+        state.complete = state.epoch > cfg.epochs;
         hook(&Event::Epoch {
             epoch,
             epochs: cfg.epochs,
             train_loss,
             test_loss,
-            elapsed: start.elapsed(),
+            elapsed: elapsed(&start),
         });
+        // A multiple of `checkpoint_every` that fell on the epoch's last batch is saved here,
+        // after the epoch's evaluation, so the saved position is "epoch done".
+        if state.complete || stopped || state.step % cfg.checkpoint_every == 0 {
+            state.history.seconds = seconds_before + start.elapsed().as_secs_f64();
+            sync_counters(&mut state, &opt, ema.as_ref());
+            save(&state, &mut ema, &opt, hook)?;
+        }
     }
+    state.history.interrupted = !state.complete;
     if let Some(ema) = ema.as_mut() {
         ema.swap();
     }
-    history.seconds = start.elapsed().as_secs_f64();
-    Ok(history)
+    state.history.seconds = seconds_before + start.elapsed().as_secs_f64();
+    Ok(state.history)
+}
+fn sync_counters(state: &mut TrainState, opt: &Adam, ema: Option<&Ema>) {
+    state.adam_steps = opt.steps;
+    state.ema_updates = ema.map_or(0, Ema::updates);
+}
+
+fn state_error(dir: &Path, why: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        path: dir.display().to_string(),
+        why: why.into(),
+    }
+}
+
+/// Writes the resumable checkpoint of `state` into `dir` (see [`Checkpointing`]). Every file is
+/// written to a temporary name and renamed into place; `training_state.json`, written last, is
+/// the commit point, and the tensors file carries its step, so a crash between the two is caught
+/// on loading.
+fn save_state(
+    dir: &Path,
+    state: &TrainState,
+    vs: &nn::VarStore,
+    opt: &Adam,
+    mut ema: Option<&mut Ema>,
+) -> Result<()> {
+    let step = Tensor::from_slice(&[state.step as i64]);
+    let mut named: Vec<(String, Tensor)> = vec![("state.step".into(), step)];
+    for (name, p, m, v) in &opt.state {
+        named.push((
+            format!("param.{name}"),
+            p.detach().to_device(tch::Device::Cpu),
+        ));
+        named.push((format!("adam.m.{name}"), m.to_device(tch::Device::Cpu)));
+        named.push((format!("adam.v.{name}"), v.to_device(tch::Device::Cpu)));
+    }
+    if let Some(ema) = ema.as_deref() {
+        for (name, avg, _) in &ema.shadow {
+            named.push((format!("ema.{name}"), avg.to_device(tch::Device::Cpu)));
+        }
+    }
+    checkpoint::create_dir(dir)?;
+    checkpoint::write_atomically(&dir.join(STATE_TENSORS), |tmp| {
+        Tensor::write_safetensors(&named, tmp).map_err(Error::from)
+    })?;
+    // The weights to sample with: the averages when EMA is on.
+    if let Some(ema) = ema.as_deref_mut() {
+        ema.swap();
+    }
+    let saved = checkpoint::save(
+        dir,
+        vs,
+        &state.config,
+        serde_json::json!({ "train": state.train, "history": state.history, "complete": state.complete }),
+    );
+    if let Some(ema) = ema.as_deref_mut() {
+        ema.swap();
+    }
+    saved?;
+    let json = serde_json::to_string_pretty(state)?;
+    checkpoint::write_atomically(&dir.join(STATE_JSON), |tmp| {
+        std::fs::write(tmp, &json).map_err(|source| Error::Io {
+            path: tmp.display().to_string(),
+            source,
+        })
+    })
+}
+
+/// Reads the resumable checkpoint in `dir` into `vs`, `opt` and `ema`, after checking that it was
+/// written by the same configuration as `fresh`. `None` when `dir` holds no checkpoint.
+fn load_state(
+    dir: &Path,
+    fresh: &TrainState,
+    vs: &nn::VarStore,
+    opt: &mut Adam,
+    ema: Option<&mut Ema>,
+) -> Result<Option<TrainState>> {
+    let json_path = dir.join(STATE_JSON);
+    if !json_path.exists() {
+        if dir.join(checkpoint::WEIGHTS).exists() {
+            return Err(state_error(
+                dir,
+                "holds a model but no training state, so training cannot resume from it; \
+                 delete it or choose another folder",
+            ));
+        }
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&json_path).map_err(|source| Error::Io {
+        path: json_path.display().to_string(),
+        source,
+    })?;
+    let saved: TrainState = serde_json::from_str(&text)
+        .map_err(|e| state_error(&json_path, format!("not a training state: {e}")))?;
+    if saved.config != fresh.config {
+        return Err(state_error(
+            dir,
+            format!(
+                "was written by another configuration ({}); delete it or choose another folder",
+                first_difference(&saved.config, &fresh.config, "config")
+            ),
+        ));
+    }
+    if saved.train != fresh.train {
+        let a = serde_json::to_value(&saved.train)?;
+        let b = serde_json::to_value(&fresh.train)?;
+        return Err(state_error(
+            dir,
+            format!(
+                "was written with other training settings ({}); delete it or choose another folder",
+                first_difference(&a, &b, "train")
+            ),
+        ));
+    }
+    let path = dir.join(STATE_TENSORS);
+    let tensors: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&path)
+        .map_err(|e| state_error(&path, format!("not a readable safetensors file ({e})")))?
+        .into_iter()
+        .collect();
+    let get = |name: &str| {
+        tensors
+            .get(name)
+            .ok_or_else(|| state_error(&path, format!("has no tensor {name}")))
+    };
+    let step = get("state.step")?.int64_value(&[0]);
+    if step != saved.step as i64 {
+        return Err(state_error(
+            dir,
+            format!(
+                "is inconsistent: the tensors are from step {step}, the state from step {} \
+                 (a crash while saving?)",
+                saved.step
+            ),
+        ));
+    }
+    let device = vs.device();
+    tch::no_grad(|| -> Result<()> {
+        let copy = |dst: &mut Tensor, name: &str| -> Result<()> {
+            let src = get(name)?;
+            if src.size() != dst.size() {
+                return Err(state_error(
+                    &path,
+                    format!(
+                        "{name} has shape {:?}, the model {:?}",
+                        src.size(),
+                        dst.size()
+                    ),
+                ));
+            }
+            dst.f_copy_(&src.to_device(device))?;
+            Ok(())
+        };
+        for (name, p, m, v) in &mut opt.state {
+            copy(p, &format!("param.{name}"))?;
+            copy(m, &format!("adam.m.{name}"))?;
+            copy(v, &format!("adam.v.{name}"))?;
+        }
+        if let Some(ema) = ema {
+            for (name, avg, _) in &mut ema.shadow {
+                copy(avg, &format!("ema.{name}"))?;
+            }
+            ema.updates = saved.ema_updates;
+        }
+        Ok(())
+    })?;
+    opt.steps = saved.adam_steps;
+    Ok(Some(saved))
+}
+
+/// `path: a vs b` for the first place two JSON values differ.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value, path: &str) -> String {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let (u, v) = (
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                );
+                if u != v {
+                    return first_difference(u, v, &format!("{path}.{k}"));
+                }
+            }
+            format!("{path}: equal")
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (u, v)) in x.iter().zip(y).enumerate() {
+                if u != v {
+                    return first_difference(u, v, &format!("{path}[{i}]"));
+                }
+            }
+            format!("{path}: equal")
+        }
+        _ => format!("{path}: saved {a}, now {b}"),
+    }
 }
 
 /// A hook for [`train`] that prints a progress line at most once every `every`: within an
@@ -374,6 +940,15 @@ pub fn print_progress(every: Duration) -> impl FnMut(&Event) {
                 );
             }
         }
+        Event::Resumed {
+            dir,
+            step,
+            total_steps,
+        } => println!(
+            "resuming from {} at step {step}/{total_steps}",
+            dir.display()
+        ),
+        Event::Saved { .. } => {}
     }
 }
 

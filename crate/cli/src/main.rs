@@ -235,22 +235,41 @@ fn train(args: &TrainArgs) -> CliResult<ExitCode> {
                 bar.println(line);
             }
         }
+        Event::Resumed {
+            dir,
+            step,
+            total_steps,
+        } => {
+            let line = format!("resuming {} at step {step}/{total_steps}", dir.display());
+            if plain {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
+        }
+        Event::Saved { .. } => {}
     };
     TRAINING.store(true, Ordering::SeqCst);
-    let history = model.train(&data, &mut hook, &|| STOP.load(Ordering::SeqCst));
+    let history = model.train(&data, Some(&out), &mut hook, &|| {
+        STOP.load(Ordering::SeqCst)
+    });
     TRAINING.store(false, Ordering::SeqCst);
     bar.finish_and_clear();
     let history = history?;
-    let saved = model.save(
-        &out,
-        json!({ "history": history, "device": sgm::device::describe(device) }),
-    )?;
+    let weights = out.join(sgm::checkpoint::WEIGHTS);
+    let weights_bytes = std::fs::metadata(&weights)
+        .map_err(|source| sgm::Error::Io {
+            path: weights.display().to_string(),
+            source,
+        })?
+        .len();
     print_json(&json!({
         "command": "train",
         "experiment": experiment.name,
         "device": sgm::device::describe(device),
         "checkpoint": out,
-        "weights_bytes": saved.weights_bytes,
+        "weights_bytes": weights_bytes,
+        "resumed_at": history.resumed_at,
         "steps": history.steps,
         "seconds": history.seconds,
         "train_loss": history.train_loss.last(),
