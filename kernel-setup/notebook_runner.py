@@ -1,22 +1,27 @@
 """Executes notebooks through the registered "Rust (sgm)" kernel with a real Jupyter client
-(nbclient), and fails when any cell fails.
+(nbclient), cell by cell, and fails on the first cell that fails.
 
-evcxr reports a panic, or an error returned through `?`, on stderr and still counts the cell as
-successful, so besides nbclient's own error handling this runner
-  * requires every notebook to start with FIRST_CELL (`:preserve_vars_on_panic 0` turns a panic
-    into a cell error),
-  * counts any stderr output of a cell as a failure (evcxr prints a returned error there, as
-    its bare message; it does so from a background thread that can lose the race with the end
-    of the cell, so an error returned through `?` in a cell without a figure is caught most of
-    the time, not always),
-  * requires every cell tagged "figure" to have produced an image/png output.
-Executed notebooks (.ipynb), HTML pages with the figures, and the figures as PNG files
-(figures/NAME-N.png) land in the output folder, with a report.json of timings.
+How a failing cell is recognised, for each way a Rust cell can fail under evcxr 0.22:
+  * compile error, a crash (abort, `std::process::exit`, a signal) or a kernel death: evcxr
+    answers the cell with an `error` output (a crashed child is restarted with no variables);
+  * an error returned through `?`, or a panic: evcxr counts these cells as successful and
+    prints their message on stderr from a background thread that can lose the race with the
+    end of the cell. Every notebook's first cell therefore calls
+    `sgm::notebook::report_failed_cells()`, which relays the cell process's output and turns
+    both into a display output of MIME type ERROR_MIME, sent before the cell's reply
+    (crate/src/notebook.rs explains why that is deterministic). The runner reads that output.
+For the project's own notebooks (`strict`), any stderr text also fails the cell (the library
+never writes there), and every cell tagged "figure" must have produced an image/png.
 
-Usage: python kernel-setup/notebook_runner.py [--out DIR] [--timeout SECONDS] NOTEBOOK...
+Executed notebooks (.ipynb), HTML pages with the figures, the figures as PNG files
+(figures/NAME-N.png) and report.json with timings land in the output folder. The kernel runs
+with SGM_OUTPUT set to that folder, so a notebook's checkpoints and figures go there too.
+
+Usage: python kernel-setup/notebook_runner.py [--out DIR] [--timeout SECONDS] [--keep-going] NOTEBOOK...
 """
 import argparse
 import json
+import os
 import pathlib
 import re
 import sys
@@ -27,59 +32,71 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 KERNEL_NAME = "sgm"
-# The first code cell of every notebook: what it depends on, and panics as cell errors.
-FIRST_CELL = """:preserve_vars_on_panic 0
-:dep sgm = { path = "../crate" }"""
+ERROR_MIME = "application/vnd.sgm.cell-error+json"
+# The first code cell of every notebook: the crate, and failed cells reported in their outputs.
+FIRST_CELL = """:dep sgm = { path = "../crate" }
+sgm::notebook::report_failed_cells()?;"""
 
-# What evcxr prints on stderr when a cell panics or returns an Err through `?`.
+# Where a failure's message starts in stderr or an error's text.
 FAILURE_PATTERNS = [
     re.compile(r"panicked at"),
     re.compile(r"^Error: ", re.MULTILINE),
     re.compile(r"^error(\[E\d+\])?: ", re.MULTILINE),
-    re.compile(r"Child process terminated"),
+    re.compile(r"Child process terminated|Subprocess terminated"),
 ]
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class NotebookFailure(Exception):
     """A notebook that did not run cleanly; the message names the notebook and the cell."""
 
 
-def _cell_label(nb, index):
+def cell_label(nb, index):
     source = nb.cells[index].source.strip().splitlines()
     first = source[0] if source else ""
     return f"cell {index + 1} ({first[:60]!r})"
 
 
-def check_outputs(nb, path):
-    """Raises NotebookFailure for a cell whose stderr shows a failure, or a figure cell without
-    a PNG."""
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        outputs = cell.get("outputs", [])
-        # evcxr prints an error returned through `?` as its bare message on stderr, and a panic's
-        # message there too; the library itself never writes there, so any stderr text is a
-        # failure.
-        text = "".join(
+def summarise(text):
+    """One line from a failure's text: a panic's message, an error's first line."""
+    text = ANSI.sub("", text)
+    match = next((m for m in (p.search(text) for p in FAILURE_PATTERNS) if m), None)
+    lines = [l.strip() for l in (text[match.start():] if match else text).splitlines() if l.strip()]
+    if not lines:
+        return ""
+    # A panic's message is on the line after "... panicked at FILE:LINE:".
+    return " ".join(lines[:2]) if "panicked at" in lines[0] else lines[0]
+
+
+def cell_failure(cell, strict=True):
+    """Why a code cell failed, as (kind, message), or None when it did not."""
+    outputs = cell.get("outputs", [])
+    for out in outputs:
+        if out.get("output_type") == "error":
+            # evcxr: a compile error's evalue is the compiler's message (its code is in the
+            # traceback's first line), a crash's says how the cell process ended.
+            first = ANSI.sub("", (out.get("traceback") or [""])[0]).strip()
+            code = re.match(r"\[(E\d+)\]", first)
+            message = summarise(out.get("evalue", "")) or out.get("ename", "error")
+            return ("error", f"error[{code.group(1)}]: {message}" if code else message)
+    for out in outputs:
+        data = out.get("data", {})
+        if ERROR_MIME in data:
+            record = data[ERROR_MIME]
+            if isinstance(record, str):
+                record = json.loads(record)
+            message = record.get("message", "")
+            return (record.get("kind", "error"), summarise(message) or message or record.get("kind", "error"))
+    if strict:
+        stderr = "".join(
             "".join(o.get("text", "")) for o in outputs if o.get("output_type") == "stream" and o.get("name") == "stderr"
         )
-        summary = ""
-        if text.strip():
-            match = next((m for m in (p.search(text) for p in FAILURE_PATTERNS) if m), None)
-            lines = [l.strip() for l in (text[match.start():] if match else text).splitlines() if l.strip()]
-            # A panic's message is on the line after "... panicked at FILE:LINE:".
-            summary = " ".join(lines[:2]) if "panicked at" in lines[0] else lines[0]
-        errors = [o for o in outputs if o.get("output_type") == "error"]
-        if errors:
-            detail = f" ({summary})" if summary else ""
-            raise NotebookFailure(
-                f"{path}: {_cell_label(nb, i)} raised {errors[0].get('ename')}: {errors[0].get('evalue')}{detail}"
-            )
-        if summary:
-            raise NotebookFailure(f"{path}: {_cell_label(nb, i)} failed: {summary}")
+        if stderr.strip():
+            return ("stderr", summarise(stderr))
         if "figure" in cell.get("metadata", {}).get("tags", []):
-            if not any("image/png" in out.get("data", {}) for out in cell.get("outputs", [])):
-                raise NotebookFailure(f"{path}: {_cell_label(nb, i)} is tagged 'figure' but showed no image/png")
+            if not any("image/png" in o.get("data", {}) for o in outputs):
+                return ("figure", "tagged 'figure' but showed no image/png")
+    return None
 
 
 def check_first_cell(nb, path):
@@ -88,40 +105,64 @@ def check_first_cell(nb, path):
         raise NotebookFailure(f"{path}: the first code cell must be exactly:\n{FIRST_CELL}")
 
 
-def run_notebook(path, out_dir, timeout):
-    """Executes one notebook; writes NAME.ipynb and NAME.html into out_dir. Returns seconds."""
-    path = pathlib.Path(path).resolve()
-    nb = nbformat.read(path, as_version=4)
-    check_first_cell(nb, path)
+def execute(nb, cwd, timeout, keep_going=False, strict=True, env=None):
+    """Executes `nb` in place, cell by cell, in one kernel. Returns the failures as a list of
+    {"cell": index, "label", "kind", "message"}; without keep_going it stops at the first."""
     client = NotebookClient(
         nb,
         kernel_name=KERNEL_NAME,
         timeout=timeout,
-        allow_errors=False,
+        allow_errors=True,
         record_timing=True,
-        resources={"metadata": {"path": str(path.parent)}},
+        resources={"metadata": {"path": str(cwd)}},
     )
-    start = time.monotonic()
-    error = None
+    failures = []
+    saved_env = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
     try:
-        client.execute()
-    except CellTimeoutError as e:
-        error = NotebookFailure(f"{path}: a cell ran past {timeout}s: {str(e).splitlines()[-1] if str(e) else ''}")
-    except DeadKernelError as e:
-        error = NotebookFailure(f"{path}: the kernel died: {e}")
-    except CellExecutionError as e:
-        error = NotebookFailure(f"{path}: a cell failed: {e.ename}: {e.evalue}")
-    seconds = time.monotonic() - start
+        with client.setup_kernel():
+            for index, cell in enumerate(nb.cells):
+                if cell.cell_type != "code":
+                    continue
+                try:
+                    client.execute_cell(cell, index)
+                    failure = cell_failure(cell, strict)
+                except CellTimeoutError:
+                    failure = ("timeout", f"ran past {timeout}s")
+                except DeadKernelError as e:
+                    failure = ("dead", f"the kernel died: {e}")
+                except CellExecutionError as e:
+                    failure = ("error", f"{e.ename}: {e.evalue}")
+                if failure:
+                    kind, message = failure
+                    failures.append({"cell": index, "label": cell_label(nb, index), "kind": kind, "message": message})
+                    if not keep_going or kind in ("timeout", "dead"):
+                        break
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return failures
+
+
+def run_notebook(path, out_dir, timeout, keep_going=False):
+    """Executes one notebook; writes NAME.ipynb (always) and NAME.html into out_dir. Returns
+    (seconds, failures)."""
+    path = pathlib.Path(path).resolve()
+    nb = nbformat.read(path, as_version=4)
+    check_first_cell(nb, path)
     out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    failures = execute(nb, path.parent, timeout, keep_going, env={"SGM_OUTPUT": str(out_dir.resolve())})
+    seconds = time.monotonic() - start
     # The executed notebook is written even when it failed, to show where.
     nbformat.write(nb, out_dir / path.name)
-    # A labelled failure (which cell, what it said) when the outputs show one.
-    check_outputs(nb, path)
-    if error is not None:
-        raise error
-    write_html(nb, out_dir / (path.stem + ".html"))
-    save_figures(nb, out_dir / "figures", path.stem)
-    return seconds
+    if not failures:
+        write_html(nb, out_dir / (path.stem + ".html"))
+        save_figures(nb, out_dir / "figures", path.stem)
+    return seconds, failures
 
 
 def save_figures(nb, folder, stem):
@@ -150,20 +191,36 @@ def main(argv=None):
     parser.add_argument("notebooks", nargs="+")
     parser.add_argument("--out", default="output", help="folder for executed notebooks and HTML")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
+    parser.add_argument(
+        "--keep-going", action="store_true", help="run every cell and report every failing one (probes)"
+    )
     args = parser.parse_args(argv)
     out_dir = pathlib.Path(args.out)
     report = {}
+    status = 0
     for nb_path in args.notebooks:
         print(f"==> executing {nb_path}", flush=True)
         try:
-            seconds = run_notebook(nb_path, out_dir, args.timeout)
+            seconds, failures = run_notebook(nb_path, out_dir, args.timeout, args.keep_going)
         except (NotebookFailure, FileNotFoundError, nbformat.reader.NotJSONError) as e:
             print(f"notebook failed: {e}", file=sys.stderr)
             return 1
-        report[pathlib.Path(nb_path).name] = {"seconds": round(seconds, 1)}
-        print(f"    ok in {seconds:.0f}s -> {out_dir / pathlib.Path(nb_path).name}", flush=True)
+        name = pathlib.Path(nb_path).name
+        report[name] = {"seconds": round(seconds, 1), "failures": failures}
+        if failures:
+            status = 1
+            first = failures[0]
+            print(
+                f"notebook failed: {nb_path}: {first['label']} failed ({first['kind']}): {first['message']}",
+                file=sys.stderr,
+            )
+            if not args.keep_going:
+                break
+        else:
+            print(f"    ok in {seconds:.0f}s -> {out_dir / name}", flush=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -58,6 +58,8 @@ fn every_notebook_executes_with_its_figures() {
     notebooks.sort();
     assert!(!notebooks.is_empty(), "no notebooks found");
     let out = root().join("target/notebook-tests/executed");
+    // A fresh folder: the notebooks resume from checkpoints they find there.
+    let _ = std::fs::remove_dir_all(&out);
     let (ok, log) = run_notebooks(&notebooks, &out);
     println!("{log}");
     assert!(ok, "notebook run failed:\n{log}");
@@ -81,9 +83,124 @@ fn every_notebook_executes_with_its_figures() {
         assert!(pngs >= 1, "{stem}: no figure shown");
         assert!(out.join(format!("figures/{stem}-1.png")).exists());
     }
+    // The test's run wrote its checkpoints into its own folder, not the main job's `output/`.
+    for name in ["moons", "mnist_resnet", "mnist"] {
+        assert!(out
+            .join("checkpoints")
+            .join(name)
+            .join("config.json")
+            .exists());
+    }
+    headline_figures(&out);
 }
 
-const FIRST_CELL: &str = ":preserve_vars_on_panic 0\n:dep sgm = { path = \"../crate\" }";
+/// The stdout text of an executed notebook, all cells.
+fn stdout_of(out: &Path, stem: &str) -> String {
+    let executed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join(format!("{stem}.ipynb"))).unwrap())
+            .unwrap();
+    let mut text = String::new();
+    for cell in executed["cells"].as_array().unwrap() {
+        for o in cell["outputs"].as_array().cloned().unwrap_or_default() {
+            if o["name"] == "stdout" {
+                match &o["text"] {
+                    serde_json::Value::String(s) => text.push_str(s),
+                    serde_json::Value::Array(parts) => parts
+                        .iter()
+                        .for_each(|p| text.push_str(p.as_str().unwrap())),
+                    _ => {}
+                }
+            }
+        }
+    }
+    text
+}
+
+/// The numbers on the first line that contains `key`, in order.
+fn numbers_after(text: &str, key: &str) -> Vec<f64> {
+    let line = text
+        .lines()
+        .find(|l| l.contains(key))
+        .unwrap_or_else(|| panic!("no line with {key:?} in:\n{text}"));
+    line[line.find(key).unwrap() + key.len()..]
+        .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == 'e'))
+        .filter_map(|w| w.parse::<f64>().ok())
+        .collect()
+}
+
+/// For each training run printed in `text` (its epoch lines, a new run at each "epoch 1/"):
+/// the train loss of its first and its last printed epoch.
+fn epoch_runs(text: &str) -> Vec<(f64, f64)> {
+    let mut runs: Vec<(f64, f64)> = Vec::new();
+    for line in text
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("epoch "))
+    {
+        let epoch = numbers_after(line, "epoch")[0];
+        let loss = numbers_after(line, "train")[0];
+        match runs.last_mut() {
+            Some(run) if epoch > 1.0 => run.1 = loss,
+            _ => runs.push((loss, loss)),
+        }
+    }
+    runs
+}
+
+fn assert_losses_fall(text: &str, runs: usize) {
+    let found = epoch_runs(text);
+    assert_eq!(found.len(), runs, "training runs printed: {found:?}");
+    for (first, last) in found {
+        assert!(
+            last < first,
+            "a training loss did not fall: {first} -> {last}"
+        );
+    }
+}
+
+/// Each notebook's headline numbers at the CI budget, against bounds that a broken sampler,
+/// loss or network would miss (the values seen at the CI budget are in the comments).
+fn headline_figures(out: &Path) {
+    // 01: the exact sampler's radius has the donut's law, E r = 2.6 + 0.0165/2.6 ≈ 2.606 (its
+    // std ≈ 0.128 over 2,000 points gives a standard error of 0.003); Langevin with ε = 1e-3
+    // lands on the ring (a wrong sign or a missing √2 in the noise spreads it: KS > 0.3).
+    let nb = stdout_of(out, "01_langevin_donut");
+    let exact = numbers_after(&nb, "exact sampler: radius mean");
+    assert!((exact[0] - 2.606).abs() < 0.015, "{exact:?}");
+    let fine = numbers_after(&nb, "Langevin ε = 1e-3: radius mean");
+    assert!((fine[0] - 2.606).abs() < 0.03 && fine[2] < 0.1, "{fine:?}");
+    assert_losses_fall(&nb, 1);
+    // The learned score against ∇log p_σ: 0.28 at the CI budget; an untrained or zeroed
+    // network scores 1, the unsmoothed score ∇log p 0.61.
+    let rel = numbers_after(&nb, "noisy held-out points:");
+    assert!(rel[0] < 0.5, "{rel:?}");
+    // 02: energy distance of each sampler against the held-out moons (samplers that leave their
+    // uniform start as it is score 0.26 against the moons; two samples of the moons 0.002), and
+    // the two moons' weights (the data are 0.5/0.5).
+    let nb = stdout_of(out, "02_dsm_moons");
+    // At the CI budget: single σ 0.139, annealed 0.032.
+    for (sampler, bound) in [("single σ, Langevin", 0.2), ("10 levels, annealed", 0.1)] {
+        let v = numbers_after(&nb, sampler);
+        let (distance, w0) = (v[0], v[2]);
+        assert!(distance < bound, "{sampler}: {v:?}");
+        assert!((w0 - 0.5).abs() < 0.15, "{sampler}: moon weights {v:?}");
+    }
+    assert_losses_fall(&nb, 2);
+    // 03 (one epoch per network at the CI budget, so no quality bound on its samples): the
+    // metrics' classifier is accurate (0.97 seen), and both checkpoints reload as the
+    // command line reads them.
+    let nb = stdout_of(out, "03_ncsn_mnist");
+    let acc = numbers_after(&nb, "held-out accuracy");
+    assert!(acc[0] > 0.95, "{acc:?}");
+    assert_eq!(
+        nb.matches("reloads as `sgm sample --checkpoint` reads it")
+            .count(),
+        2
+    );
+}
+
+const FIRST_CELL: &str =
+    ":dep sgm = { path = \"../crate\" }\nsgm::notebook::report_failed_cells()?;";
 
 /// Writes a probe notebook next to the real ones (so `../crate` resolves alike), hidden by its
 /// leading dot, and removes it when dropped.
@@ -123,27 +240,95 @@ impl Drop for Probe {
     }
 }
 
+/// Each way a Rust cell can fail, executed `REPEAT` times in a row in one kernel (the runner's
+/// `--keep-going`): every one of them must be reported as failed, with its message. Before
+/// `sgm::notebook::report_failed_cells`, the `?` error was seen only when evcxr's stderr thread
+/// won its race with the end of the cell.
+#[test]
+fn every_failing_cell_is_caught_every_time() {
+    const REPEAT: usize = 20;
+    let _kernel = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
+    let out = root().join("target/notebook-tests/probes");
+    // (kind, cell, what its message must contain). Each failing cell is followed by a cell
+    // that must succeed and still see the variable `kept` (panics and `?` errors keep the
+    // process and its variables); the aborts come last, as each one restarts the process.
+    let kinds: [(&str, &str, &str); 4] = [
+        (
+            "error",
+            "let n: i64 = \"seven\".parse::<i64>()?;\nprintln!(\"{n}\");",
+            "invalid digit found in string",
+        ),
+        (
+            "panic",
+            "let v: Vec<i32> = Vec::new();\nprintln!(\"{}\", v[3]);",
+            "index out of bounds",
+        ),
+        (
+            "error",
+            "let q: i32 = \"x\";",
+            "error[E0308]: mismatched types",
+        ),
+        (
+            "error",
+            "std::process::abort();",
+            "Subprocess terminated with status: signal: 6 (SIGABRT)",
+        ),
+    ];
+    let mut cells: Vec<(String, bool)> = vec![("let kept = 41 + 1;".into(), false)];
+    for (_, cell, _) in &kinds {
+        for _ in 0..REPEAT {
+            cells.push(((*cell).into(), false));
+            if !cell.contains("abort") {
+                cells.push(("assert_eq!(kept, 42);".into(), false));
+            }
+        }
+    }
+    let refs: Vec<(&str, bool)> = cells.iter().map(|(c, f)| (c.as_str(), *f)).collect();
+    let probe = Probe::new("failures", FIRST_CELL, &refs);
+    let output = Command::new(python())
+        .arg(root().join("kernel-setup/notebook_runner.py"))
+        .arg("--keep-going")
+        .arg("--out")
+        .arg(&out)
+        .arg(&probe.0)
+        .output()
+        .expect("start the notebook runner");
+    assert!(!output.status.success());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let name = probe.0.file_name().unwrap().to_string_lossy().to_string();
+    let failures = report[&name]["failures"].as_array().unwrap().clone();
+    // Cell indices: 0 first cell, 1 prelude, 2 `kept`, then the probes from 3.
+    let mut index = 3;
+    let mut caught = Vec::new();
+    for (kind, cell, expected) in &kinds {
+        let mut n = 0;
+        for _ in 0..REPEAT {
+            let hit = failures.iter().find(|f| f["cell"] == index);
+            match hit {
+                Some(f)
+                    if f["kind"] == *kind && f["message"].as_str().unwrap().contains(expected) =>
+                {
+                    n += 1
+                }
+                other => panic!(
+                    "cell {index} ({cell:?}) not reported as {kind} with {expected:?}: {other:?}"
+                ),
+            }
+            index += if cell.contains("abort") { 1 } else { 2 };
+        }
+        caught.push(format!("{}: {n}/{REPEAT}", cell.lines().next().unwrap()));
+    }
+    // Nothing else failed: the cells after each failure ran and still saw `kept`.
+    assert_eq!(failures.len(), kinds.len() * REPEAT, "{failures:#?}");
+    println!("caught: {caught:#?}");
+}
+
 #[test]
 fn failing_cells_fail_the_run() {
     let _kernel = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
     let out = root().join("target/notebook-tests/probes");
     let probes = [
-        // A panic: evcxr alone would only print it.
-        (
-            Probe::new(
-                "panic",
-                FIRST_CELL,
-                &[(
-                    "let v: Vec<i32> = Vec::new();\nprintln!(\"{}\", v[3]);",
-                    false,
-                )],
-            ),
-            "index out of bounds",
-        ),
-        // An error returned through `?` is not probed: evcxr prints its message on stderr from
-        // a background thread that can lose the race with the cell's end, so the runner sees it
-        // only most of the time (a known limitation, reported; a figure cell whose `?` fails still
-        // fails the run through its missing picture).
         // A figure cell that shows no picture.
         (
             Probe::new(
@@ -153,10 +338,22 @@ fn failing_cells_fail_the_run() {
             ),
             "showed no image/png",
         ),
-        // A notebook without the standard first cell (panics would go unnoticed).
+        // A notebook without the standard first cell (its `?` errors would go unnoticed).
         (
             Probe::new("firstcell", ":dep sgm = { path = \"../crate\" }", &[]),
             "first code cell must be",
+        ),
+        // A `?` error stops the run at its cell, and the runner names the cell and the message.
+        (
+            Probe::new(
+                "stops",
+                FIRST_CELL,
+                &[
+                    ("let n: i64 = \"seven\".parse::<i64>()?;", false),
+                    ("println!(\"not reached\");", false),
+                ],
+            ),
+            "cell 3 ('let n: i64 = \"seven\".parse::<i64>()?;') failed (error): invalid digit",
         ),
     ];
     for (probe, expected) in &probes {
@@ -168,4 +365,15 @@ fn failing_cells_fail_the_run() {
             "one-line failure message missing:\n{log}"
         );
     }
+    // The run stopped at the failing cell: the one after it never ran.
+    let stops = &probes[2].0 .0;
+    let executed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join(stops.file_name().unwrap())).unwrap(),
+    )
+    .unwrap();
+    assert!(executed["cells"][3]["outputs"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert!(executed["cells"][3]["execution_count"].is_null());
 }

@@ -101,7 +101,7 @@ pub struct Experiment {
 
 impl Experiment {
     /// Names accepted by [`Experiment::preset`].
-    pub const PRESETS: [&'static str; 4] = ["donut", "moons", "mnist", "fashion"];
+    pub const PRESETS: [&'static str; 5] = ["donut", "moons", "mnist", "mnist_resnet", "fashion"];
 
     /// A preset by name.
     pub fn preset(name: &str) -> Result<Experiment> {
@@ -109,11 +109,12 @@ impl Experiment {
             "donut" => Ok(Self::donut()),
             "moons" => Ok(Self::moons()),
             "mnist" => Ok(Self::mnist()),
+            "mnist_resnet" => Ok(Self::mnist_resnet()),
             "fashion" => Ok(Self::fashion()),
             other => Err(Error::InvalidParameter {
                 name: "preset",
                 value: other.to_string(),
-                why: "known presets: donut, moons, mnist, fashion",
+                why: "known presets: donut, moons, mnist, mnist_resnet, fashion",
             }),
         }
     }
@@ -217,6 +218,51 @@ impl Experiment {
             },
             n_samples: 100,
         }
+    }
+
+    /// Homework 5's Task 3 as notebook 03 runs it on a CPU: `ConditionedSimpleResnet` (output
+    /// / σ, 32 filters instead of the homework's 64), 10 levels from 2 to 0.02 (pixels in
+    /// [-1, 1]), the homework's weight σ_t²/σ_T², batch 128, StepLR 0.97 per epoch, 10 epochs;
+    /// the homework's annealed Langevin (T = 100, ε = 0.8) from U[-1, 1], then the denoising step.
+    /// [`Experiment::homework_sizes`] gives the homework's own network and 30 epochs (a GPU's).
+    pub fn mnist_resnet() -> Self {
+        let sigmas = Sigmas::geometric(2.0, 0.02, 10).expect("valid preset");
+        Experiment {
+            name: "mnist_resnet".into(),
+            network: Network::Resnet(ResnetConfig {
+                divide_by_sigma: true,
+                n_filters: 32,
+                ..ResnetConfig::homework(sigmas.clone())
+            }),
+            weighting: Weighting::SigmaSquaredOverMax,
+            train: TrainConfig {
+                epochs: 10,
+                batch_size: 128,
+                lr: 1e-3,
+                seed: Some(2),
+                lr_decay: Some(training::LrDecay {
+                    step_epochs: 1,
+                    gamma: 0.97,
+                }),
+                ..Default::default()
+            },
+            sampler: AnnealedConfig {
+                denoise: true,
+                seed: Some(3),
+                ..AnnealedConfig::homework(100, 0.8)
+            },
+            sigmas,
+            ..Self::mnist()
+        }
+    }
+
+    /// The homework's sizes of [`Experiment::mnist_resnet`]: 64 filters, 30 epochs.
+    pub fn homework_sizes(mut self) -> Self {
+        if let Network::Resnet(c) = &mut self.network {
+            c.n_filters = 64;
+            self.train.epochs = 30;
+        }
+        self
     }
 
     /// Fashion-MNIST with the MNIST settings and 6 epochs (its training set is 13 times larger:

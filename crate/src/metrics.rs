@@ -347,10 +347,11 @@ impl ClassifierConfig {
     }
 }
 
-/// Where the metrics classifier of a data set is cached: `data_dir()/classifiers/<dataset>`
-/// (shared by the notebooks and the command line, trained on first use).
+/// Where the metrics classifier of a data set is cached: `cache_dir()/classifiers/<dataset>`
+/// ([`crate::budget::cache_dir`]; shared by the notebooks and the command line, trained on
+/// first use).
 pub fn classifier_cache_dir(dataset: &str) -> std::path::PathBuf {
-    crate::images::data_dir().join("classifiers").join(dataset)
+    crate::budget::cache_dir().join("classifiers").join(dataset)
 }
 
 /// A LeNet-5 classifier for image metrics, trained by the crate and cached as a checkpoint
@@ -463,7 +464,20 @@ impl Classifier {
             }
         }
         let classifier = Classifier::train(config, train, test, device, hook)?;
-        classifier.save(dir)?;
+        // Written whole into a temporary folder beside it, then renamed into place: a reader
+        // (another notebook, the command line) never sees weights and config of two runs.
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = dir.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        classifier.save(&tmp)?;
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| Error::Io { path, source }
+        };
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(io(dir))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(io(dir))?;
         Ok(classifier)
     }
 
