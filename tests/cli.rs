@@ -185,11 +185,13 @@ fn train_sample_eval_on_moons() {
     );
 }
 
-#[test]
-fn ctrl_c_saves_a_checkpoint_and_exits_130() {
-    let dir = tmpdir("cli-ctrlc");
-    let config = small_moons(&dir, 100_000);
-    let ckpt = dir.join("ckpt");
+/// Starts `sgm train` on `config` into `ckpt`, waits for its first epoch line (and returns the
+/// stderr lines before it), interrupts it with a real SIGINT, and returns its exit code, its
+/// JSON report and the rest of its stderr.
+fn train_then_interrupt(
+    config: &Path,
+    ckpt: &Path,
+) -> (Vec<String>, Option<i32>, serde_json::Value, String) {
     let mut child = Command::new(sgm_bin())
         .args([
             "train",
@@ -203,13 +205,14 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for the first epoch line: training has started.
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut before = Vec::new();
     let mut line = String::new();
     while stderr.read_line(&mut line).unwrap() > 0 && !line.starts_with("epoch") {
+        before.push(line.trim_end().to_string());
         line.clear();
     }
-    assert!(line.starts_with("epoch 1/100000"), "{line}");
+    assert!(line.starts_with("epoch "), "{line}");
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-INT", &pid])
@@ -219,12 +222,25 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "stderr: {rest}");
+    (before, out.status.code(), json_line(&out), rest)
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_130_and_training_resumes_there() {
+    let dir = tmpdir("cli-ctrlc");
+    let config = small_moons(&dir, 100_000);
+    let ckpt = dir.join("ckpt");
+    let (_, code, report, rest) = train_then_interrupt(&config, &ckpt);
+    assert_eq!(code, Some(130), "stderr: {rest}");
     assert!(rest.contains("checkpoint saved"), "{rest}");
-    let report = json_line(&out);
     assert_eq!(report["interrupted"], true);
+    // The checkpoint holds the step the run stopped at (bug caught: a stop that exits without
+    // saving, or saves the position of an earlier checkpoint).
     let steps = report["steps"].as_u64().unwrap();
-    assert!((7..7 * 100_000).contains(&steps), "{steps}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("training_state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["step"].as_u64(), Some(steps));
     // The checkpoint is complete: it samples.
     let out = sgm(&[
         "sample",
@@ -238,6 +254,18 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The same command again resumes at that step (bugs caught: a restart from scratch, or a
+    // resume that ignores the saved position), and its next interrupt saves further on.
+    let (before, code, again, rest) = train_then_interrupt(&config, &ckpt);
+    assert_eq!(code, Some(130), "stderr: {rest}");
+    assert!(
+        before
+            .iter()
+            .any(|l| l.contains(&format!("at step {steps}/"))),
+        "no resume line in {before:?}"
+    );
+    assert_eq!(again["resumed_at"].as_u64(), Some(steps));
+    assert!(again["steps"].as_u64().unwrap() > steps, "{again}");
 }
 
 #[test]
@@ -283,10 +311,12 @@ fn bench_prints_json_lines_and_ratios_to_pytorch() {
             .iter()
             .find(|l| l["workload"] == w && l.get("compare").is_some())
             .unwrap();
+        // The ratio line compares this workload's two runs: it is sgm's rate over PyTorch's
+        // (bug caught: the ratio inverted, or taken from another workload's lines).
         let r = ratio["train_steps_per_s_ratio"].as_f64().unwrap();
         let expected = ours["train_steps_per_s"].as_f64().unwrap()
             / theirs["train_steps_per_s"].as_f64().unwrap();
-        assert!((r - expected).abs() < 1e-9 * expected);
+        assert!((r - expected).abs() < 1e-9 * expected, "{r} vs {expected}");
     }
     // The arithmetic floor is reported for the convolutional workload.
     let w3 = lines.iter().find(|l| l["workload"] == "W3").unwrap();

@@ -48,7 +48,7 @@ fn a_model_saves_reloads_and_samples() {
     assert_eq!(data.train.size(), vec![320, 2]);
     assert_eq!(data.test.size(), vec![80, 2]);
     let history = model
-        .train(&data, &mut training::silent(), &|| false)
+        .train(&data, None, &mut training::silent(), &|| false)
         .unwrap();
     assert_eq!(history.steps, 3);
     assert!(!history.interrupted);
@@ -68,7 +68,7 @@ fn a_model_saves_reloads_and_samples() {
     ));
     // Stopping at once still returns a usable history.
     let stopped = model
-        .train(&data, &mut training::silent(), &|| true)
+        .train(&data, None, &mut training::silent(), &|| true)
         .unwrap();
     assert!(stopped.interrupted && stopped.steps == 1);
 }

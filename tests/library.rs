@@ -221,8 +221,11 @@ fn dsm_learns_the_smoothed_gaussian_score() {
     let _rng = rng_lock();
     // A linear score model s(x) = W x + b contains the optimum of DSM on Gaussian data, the
     // smoothed score W = -diag(1/(s² + σ²)), b = m/(s² + σ²). After training, the learned score
-    // is within 5% (relative L2 over samples of p_σ) of it; Adam's fluctuation at lr 10⁻² after
-    // decay and the finite data (20,000 points) leave about 1%.
+    // is within 5% (relative L2 over samples of p_σ) of it. The DSM gradient is mostly noise
+    // (the target -z/σ has variance 11 per coordinate), so Adam at a constant lr 10⁻² keeps
+    // fluctuating: 2.5% to 5.4% over ten seeds, too close to 5% (the 30 constant epochs this
+    // test had failed at 5.6% once the training seeds changed). Decayed ×0.3 every 20 of 60
+    // epochs it ends at 0.7% to 2.1% over ten seeds.
     data::seed(8);
     let (s, sigma) = ([1.0f32, 0.5], 0.3);
     let m = Tensor::from_slice(&[0.5f32, -1.0]);
@@ -234,10 +237,14 @@ fn dsm_learns_the_smoothed_gaussian_score() {
     let model = nn::linear(vs.root() / "0", 2, 2, Default::default());
     let score = |x: &Tensor, _s: &Tensor| model.forward(x);
     let cfg = TrainConfig {
-        epochs: 30,
+        epochs: 60,
         batch_size: 256,
         lr: 1e-2,
         seed: Some(8),
+        lr_decay: Some(training::LrDecay {
+            step_epochs: 20,
+            gamma: 0.3,
+        }),
         ..Default::default()
     };
     let history = train(
@@ -249,9 +256,9 @@ fn dsm_learns_the_smoothed_gaussian_score() {
         &mut training::silent(),
     )
     .unwrap();
-    assert_eq!(history.train_loss.len(), 30);
-    assert_eq!(history.test_loss.len(), 30);
-    assert!(history.train_loss[29] < history.train_loss[0]);
+    assert_eq!(history.train_loss.len(), 60);
+    assert_eq!(history.test_loss.len(), 60);
+    assert!(history.train_loss[59] < history.train_loss[0]);
     let probe = Tensor::randn([10_000, 2], (Kind::Float, Device::Cpu)) * var_smoothed.sqrt() + &m;
     let learned = tch::no_grad(|| model.forward(&probe));
     let exact = -(&probe - &m) / &var_smoothed;

@@ -85,7 +85,23 @@ fn mode_weights_recover_a_mixture() {
         (w[0] - 0.2).abs() < 0.02 && (w[1] - 0.8).abs() < 0.02,
         "{w:?}"
     );
-    assert!((w[0] + w[1] - 1.0).abs() < 1e-12);
+    // Exact shares, replacing "the weights sum to 1" (true of any normalised histogram). Three
+    // reference points with labels [2, 0, 0] (two of them share label 0), 10 samples: 3 next
+    // to the first, 5 next to the second, 2 next to the third, so the weights per label are
+    // [0.7, 0, 0.3]. Fails on shares per reference row instead of per label ([0.3, 0.5, 0.2]),
+    // labels ignored, or a division by anything but the number of samples.
+    let reference = Tensor::from_slice(&[-4.0f32, 0.0, 4.0, 0.0, 0.0, 10.0]).view([3, 2]);
+    let near = |i: usize, k: usize| -> Vec<f32> {
+        let centre = [[-4.0f32, 0.0], [4.0, 0.0], [0.0, 10.0]][i];
+        (0..k)
+            .flat_map(|j| [centre[0] + 0.1 * j as f32, centre[1] - 0.2])
+            .collect()
+    };
+    let rows: Vec<f32> = [near(0, 3), near(1, 5), near(2, 2)].concat();
+    let samples = Tensor::from_slice(&rows).view([10, 2]);
+    let labels = Tensor::from_slice(&[2i64, 0, 0]);
+    let w = metrics::mode_weights(&samples, &reference, &labels, 3).unwrap();
+    assert_eq!(w, vec![0.7, 0.0, 0.3]);
     let bad = metrics::mode_weights(&x, &centres, &Tensor::from_slice(&[0i64, 5]), 2);
     assert!(matches!(
         bad,

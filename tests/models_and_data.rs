@@ -57,18 +57,25 @@ fn conditioned_resnet_matches_the_homework() {
     let x = Tensor::rand([1, 1, 28, 28], (Kind::Float, Device::Cpu));
     let y0 = Tensor::zeros([1], (Kind::Int64, Device::Cpu));
     let y1 = Tensor::ones([1], (Kind::Int64, Device::Cpu));
-    let (a, b) = (model.forward_index(&x, &y0), model.forward_index(&x, &y1));
+    let (a, b) = (
+        model.forward_index(&x, &y0).unwrap(),
+        model.forward_index(&x, &y1).unwrap(),
+    );
     assert_eq!(a.size(), [1, 1, 28, 28]);
     assert!(f(&(&a - &b).abs().max()) > 1e-6);
     // As a score it maps σ to its index: σ = 1 is index 0.
     let s = model.score_at(&x, 1.0).unwrap();
     assert!(f(&(&s - &a).abs().max()) < 1e-6);
-    // Images of another channel count are a typed error, not a libtorch panic.
+    // Images of another channel count are a typed error naming both shapes, not a libtorch
+    // panic (nor an empty tensor reported later as a score of the wrong shape).
     let wrong = Tensor::rand([2, 3, 28, 28], (Kind::Float, Device::Cpu));
-    assert!(matches!(
-        model.score_at(&wrong, 1.0),
-        Err(Error::ScoreShape { .. })
-    ));
+    let err = model.score_at(&wrong, 1.0).unwrap_err();
+    assert!(
+        matches!(err, Error::Shape { .. })
+            && err.to_string().contains("[n, 1, H, W]")
+            && err.to_string().contains("[2, 3, 28, 28]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -86,12 +93,15 @@ fn unets_and_mlp_give_scores_of_the_input_shape() {
             f(&(&s1 - &s2).abs().max()) > 1e-6,
             "the score must depend on σ"
         );
-        // 28×28 is needed in multiples of 4: other sizes are a typed error.
+        // H and W must be multiples of 4: other sizes are a typed error naming both shapes.
         let odd = Tensor::randn([2, 1, 30, 30], (Kind::Float, Device::Cpu));
-        assert!(matches!(
-            model.score_at(&odd, 1.0),
-            Err(Error::ScoreShape { .. })
-        ));
+        let err = model.score_at(&odd, 1.0).unwrap_err();
+        assert!(
+            matches!(err, Error::Shape { .. })
+                && err.to_string().contains("multiples of 4")
+                && err.to_string().contains("[2, 1, 30, 30]"),
+            "{err}"
+        );
     }
     // Technique 3: the NCSNv2 U-Net's output scales exactly as 1/σ.
     let r = v2.score_at(&x, 0.5).unwrap() * 0.5 - v2.score_at(&x, 0.25).unwrap() * 0.25;
@@ -207,6 +217,7 @@ fn training_extras_work_and_resume_continues() {
         }),
         grad_clip: Some(1.0),
         ema_decay: Some(0.9),
+        ..Default::default()
     };
     let before: Vec<Tensor> = vs
         .trainable_variables()
@@ -413,17 +424,64 @@ fn image_grids_render() {
     .is_err());
 }
 
+/// `n` quantile points of N(0, 1), `Φ⁻¹((i + ½)/n)` as `[n, 1]` doubles: their empirical law is
+/// within O(1/n) of N(0, 1), so distances computed on them match closed forms to about 1e-5
+/// (no Monte Carlo error).
+fn normal_quantiles(n: i64) -> Tensor {
+    let u = (Tensor::arange(n, (Kind::Double, Device::Cpu)) + 0.5) / n as f64;
+    ((u * 2.0 - 1.0).erfinv() * std::f64::consts::SQRT_2).unsqueeze(1)
+}
+
+/// Standard normal CDF Φ, by the series erf(x) = 2/√π Σ (-1)^k x^(2k+1)/(k! (2k+1)) (|x| ≤ 1
+/// here, so 30 terms are exact to double precision).
+fn normal_cdf(x: f64) -> f64 {
+    let z = x / std::f64::consts::SQRT_2;
+    let (mut term, mut erf) = (z, 0.0);
+    for k in 0..30 {
+        erf += term / (2 * k + 1) as f64;
+        term *= -z * z / (k + 1) as f64;
+    }
+    0.5 * (1.0 + erf * 2.0 / std::f64::consts::PI.sqrt())
+}
+
 #[test]
-fn energy_distance_separates_laws() {
-    // Same law: about 0 (its V-statistic bias is O(1/n)); shifted by 1: about 2E‖X-Y‖ - … > 0.3.
-    let _rng = rng_lock();
-    data::seed(3);
-    let a = Tensor::randn([1000, 2], (Kind::Float, Device::Cpu));
-    let b = Tensor::randn([1000, 2], (Kind::Float, Device::Cpu));
-    let same = metrics::energy_distance(&a, &b).unwrap();
-    let shifted = metrics::energy_distance(&a, &(b + 1.0)).unwrap();
-    assert!(same.abs() < 0.02, "{same}");
-    assert!(shifted > 0.3, "{shifted}");
+fn energy_distance_matches_closed_forms() {
+    // Replaces "same law ≈ 0, shifted > 0.3", which any positive dissimilarity passes. These
+    // closed forms fail on a missing factor 2, squared instead of plain distances, or a mean
+    // over the wrong number of pairs (the two samples have different sizes).
+    //
+    // Point masses: 5 copies of (0, 0) against 3 of (3, 4): D = 2·‖(3, 4)‖ = 10 exactly.
+    let a = Tensor::zeros([5, 2], (Kind::Double, Device::Cpu));
+    let b = Tensor::from_slice(&[3.0f64, 4.0])
+        .view([1, 2])
+        .repeat([3, 1]);
+    let d = metrics::energy_distance(&a, &b).unwrap();
+    assert!((d - 10.0).abs() < 1e-9, "point masses: {d}");
+    // N(0, 1) against N(μ, 1), μ = 1: X - Y ~ N(μ, 2), so with s = √2
+    // E|X - Y| = s √(2/π) e^(-μ²/(2s²)) + μ (1 - 2Φ(-μ/s)), and E|X - X'| = E|Y - Y'| = 2/√π;
+    // D = 2 E|X - Y| - 4/√π = 0.541807.
+    let pi = std::f64::consts::PI;
+    let (mu, s) = (1.0f64, 2f64.sqrt());
+    let e_xy = s * (2.0 / pi).sqrt() * (-mu * mu / (2.0 * s * s)).exp()
+        + mu * (1.0 - 2.0 * normal_cdf(-mu / s));
+    let shift_exact = 2.0 * e_xy - 4.0 / pi.sqrt();
+    assert!((shift_exact - 0.541807).abs() < 1e-6, "{shift_exact}");
+    let (x, y) = (normal_quantiles(2000), normal_quantiles(1500));
+    let shift = metrics::energy_distance(&x, &(&y + mu)).unwrap();
+    assert!(
+        (shift - shift_exact).abs() < 1e-4,
+        "{shift} vs {shift_exact}"
+    );
+    // N(0, 1) against N(0, 4): E|X - Y| = √(2/π)·√5, E|X - X'| = √(2/π)·√2, E|Y - Y'| =
+    // √(2/π)·2√2; D = √(2/π) (2√5 - 3√2) = 0.183111.
+    let scale_exact = (2.0 / pi).sqrt() * (2.0 * 5f64.sqrt() - 3.0 * 2f64.sqrt());
+    let scale = metrics::energy_distance(&x, &(&y * 2.0)).unwrap();
+    assert!(
+        (scale - scale_exact).abs() < 1e-4,
+        "{scale} vs {scale_exact}"
+    );
+    // One law against itself: exactly 0 for the same points.
+    assert!(metrics::energy_distance(&x, &x).unwrap().abs() < 1e-9);
     assert!(
         metrics::energy_distance(&a, &Tensor::zeros([3, 3], (Kind::Float, Device::Cpu))).is_err()
     );
@@ -447,8 +505,31 @@ fn edm_preconditioned_unet_is_the_gaussian_score_plus_a_correction() {
     });
     let s = net.score(&x, &sigma).unwrap();
     let var = (sigma.square() + 0.25).view([3, 1, 1, 1]);
-    let gaussian = -(&x / var);
-    assert!(f(&(s - gaussian).abs().max()) < 1e-6);
+    let gaussian = -(&x / &var);
+    assert!(f(&(s - &gaussian).abs().max()) < 1e-6);
+    // The learned term: with only the output convolution's bias set to c, the network's output
+    // is F = c at every pixel, and the score is −x/(σ² + σ_d²) + σ_d c / (σ √(σ² + σ_d²)). A
+    // wrong c_out (EDM's denoiser scaling σ σ_d/√(σ² + σ_d²), a missing 1/σ, or σ_d² for
+    // σ_d) changes the second term by a factor of 2 or more at each of these three levels.
+    let c = 0.7;
+    tch::no_grad(|| {
+        let mut vars = vs.variables();
+        let _ = vars
+            .get_mut("out.bias")
+            .expect("the output conv's bias")
+            .fill_(c);
+    });
+    let s = net.score(&x, &sigma).unwrap();
+    let sigma4 = sigma.view([3, 1, 1, 1]);
+    let expected = &gaussian + (&sigma4 * var.sqrt()).reciprocal() * (0.5 * c);
+    let err = f(&(&s - &expected).abs().max());
+    assert!(err < 1e-4, "learned term off by {err}");
+    // At σ = 0.02 the learned term is c σ_d/(σ √(σ² + σ_d²)) ≈ 34.97: far from zero.
+    let term = f(&(&s - &gaussian).get(0).mean(Kind::Float));
+    assert!(
+        (term - 0.7 * 0.5 / (0.02 * (0.0004f64 + 0.25).sqrt())).abs() < 1e-3,
+        "{term}"
+    );
     // Bad σ_data, or together with divide_by_sigma: typed errors naming it.
     for bad in [
         UnetConfig {

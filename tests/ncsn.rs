@@ -19,10 +19,19 @@ fn schedules_are_geometric_and_descending() {
     assert_eq!(s.len(), 10);
     assert!((s.max() - 1.0).abs() < 1e-12 && (s.min() - 0.01).abs() < 1e-12);
     let v = s.values();
-    let ratio = v[0] / v[1];
+    // Against the closed form, not against a ratio read from the same list: σ_i = 10^(-2i/9),
+    // so every ratio is 100^(1/9) = 1.6681005372000588. Fails on linear spacing, an off-by-one
+    // exponent ((i-1)/L instead of (i-1)/(L-1)), or ascending order.
+    for (i, &sigma) in v.iter().enumerate() {
+        let exact = 10f64.powf(-2.0 * i as f64 / 9.0);
+        assert!(
+            (sigma / exact - 1.0).abs() < 1e-12,
+            "σ_{i} = {sigma}, not {exact}"
+        );
+    }
     assert!(v
         .windows(2)
-        .all(|w| w[0] > w[1] && (w[0] / w[1] - ratio).abs() < 1e-9));
+        .all(|w| (w[0] / w[1] - 1.6681005372000588).abs() < 1e-12));
     // The homework's ascending list (σ_min q^i) gives the same schedule.
     let q: f64 = (1.0f64 / 0.01).powf(1.0 / 9.0);
     let ascending: Vec<f64> = (0..10).map(|i| 0.01 * q.powi(i)).collect();
@@ -34,7 +43,7 @@ fn schedules_are_geometric_and_descending() {
         .all(|(a, b)| (a - b).abs() < 1e-12));
     assert_eq!(Sigmas::ncsn(), s);
     // Index of a level: itself, and nearby values (in log σ) map to it.
-    let idx = s.index_of(&(s.tensor(Device::Cpu) * 1.05));
+    let idx = s.index_of(&(s.tensor(Device::Cpu) * 1.05)).unwrap();
     assert_eq!(
         Vec::<i64>::try_from(&idx).unwrap(),
         (0..10).collect::<Vec<i64>>()
@@ -60,10 +69,43 @@ fn ncsnv2_techniques_give_the_worked_values() {
     // equation in double precision).
     let gamma = noise::technique2_gamma(784).unwrap();
     assert!((gamma - 1.08197).abs() < 1e-4, "gamma {gamma}");
-    // L = 1 + log(σ_1/σ_L)/log γ: from 50 to 0.01 at this γ, 107 levels.
-    assert_eq!(
-        noise::technique2_levels(50.0, 0.01, gamma).unwrap(),
-        1 + (5000f64.ln() / gamma.ln()).ceil() as usize
+    // Technique 2's level count, against what it is for rather than its own formula: the
+    // geometric schedule with L levels from σ_1 to σ_L has ratio ≤ γ, and with L - 1 levels it
+    // would exceed γ (L is the fewest levels that keep the ratio). Fails on an off-by-one
+    // (L - 1 or L + 1 levels), floor for ceil, or log γ taken of γ - 1.
+    let fewest_levels = |sigma_max: f64, gamma: f64| {
+        let l = noise::technique2_levels(sigma_max, 0.01, gamma).unwrap();
+        let ratio = |levels| {
+            let v = Sigmas::geometric(sigma_max, 0.01, levels).unwrap();
+            v.values()[0] / v.values()[1]
+        };
+        assert!(
+            ratio(l) <= gamma * (1.0 + 1e-12),
+            "L = {l}: ratio {} > γ {gamma}",
+            ratio(l)
+        );
+        assert!(
+            ratio(l - 1) > gamma,
+            "L - 1 = {} levels already keep γ",
+            l - 1
+        );
+        l
+    };
+    // MNIST: from 50 to 0.01 at γ(784) = 1.08197, 110 levels (1 + ⌈ln 5000/ln γ⌉ = 1 + ⌈108.1⌉).
+    assert_eq!(fewest_levels(50.0, gamma), 110);
+    // CIFAR-10 (D = 3072, σ_1 = 50, σ_L = 0.01): the NCSNv2 paper uses L = 232. The equation
+    // gives γ = 1.0398 and 220 levels: the paper's published level counts are about 5% above
+    // the equation's for its other data sets too (CelebA 64: 500 vs 473; FFHQ 256: 2311 vs
+    // 2182). A γ from √D instead of √(2D) gives 155 levels, far outside 10%.
+    let gamma_cifar10 = noise::technique2_gamma(3072).unwrap();
+    assert!(
+        (gamma_cifar10 - 1.0398).abs() < 1e-4,
+        "gamma {gamma_cifar10}"
+    );
+    let l_cifar10 = fewest_levels(50.0, gamma_cifar10);
+    assert!(
+        (l_cifar10 as f64 / 232.0 - 1.0).abs() < 0.1,
+        "CIFAR-10: {l_cifar10} levels, the paper 232"
     );
     // Technique 4 at T = 5: D = 784 (σ_L = 0.01) gives ε ≈ 1.1e-5; CIFAR-10's 232 levels from
     // 50 to 0.01 give ε ≈ 6.2e-6 (the published setting).

@@ -91,7 +91,9 @@ fn ema_warms_up() {
     ema.swap();
     // After n updates towards a constant 1 from 0, θ̄ = 1 - Π d_k with d_k = (1+k)/(10+k):
     // Π_{k<10} (1+k)/(10+k) = 10! 9! / 19! .
-    let prod: f64 = (0..10).map(|k| (1.0 + k as f64) / (10.0 + k as f64)).product();
+    let prod: f64 = (0..10)
+        .map(|k| (1.0 + k as f64) / (10.0 + k as f64))
+        .product();
     let avg = p.double_value(&[0]);
     assert!((avg - (1.0 - prod)).abs() < 1e-6, "{avg} vs {}", 1.0 - prod);
     assert_eq!(ema.updates(), 10);
@@ -197,7 +199,10 @@ fn a_crashed_run_resumes_to_the_same_weights() {
     assert_eq!(resumed.train_loss, whole.train_loss);
     assert_eq!(resumed.test_loss, whole.test_loss);
     let diff = max_abs_diff(&params(&vs), &whole_params);
-    assert_eq!(diff, 0.0, "resumed weights differ from the uninterrupted run's by {diff}");
+    assert_eq!(
+        diff, 0.0,
+        "resumed weights differ from the uninterrupted run's by {diff}"
+    );
 
     // Running it again finds it complete: nothing is trained, the same weights come back.
     let (vs, mlp) = net(5);

@@ -77,6 +77,39 @@ pub enum Error {
     /// Encoding or decoding JSON (configs, reports).
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+
+    /// Two tensors that one operation needs on the same device are not: `tensor` is on
+    /// `device`, `other` (a network's parameters, or the input) on `other_device`.
+    #[error(
+        "{what}: {tensor} on {}, {other} on {} (move one with .to_device(...))",
+        crate::device::name(*.device),
+        crate::device::name(*.other_device)
+    )]
+    DeviceMismatch {
+        what: &'static str,
+        tensor: &'static str,
+        device: tch::Device,
+        other: &'static str,
+        other_device: tch::Device,
+    },
+
+    /// libtorch failed in the named operation (`op` says which layer and on what input: shape,
+    /// kind, device). The message is libtorch's, without its C++ stack trace.
+    #[error("{op}: libtorch: {}", torch_message(.source))]
+    TorchOp {
+        op: String,
+        #[source]
+        source: tch::TchError,
+    },
+
+    /// A device name other than `cpu`, `cuda` or `cuda:N` (case-insensitive), as read from
+    /// `SGM_DEVICE` by [`crate::device::parse_device_request`].
+    #[error("device {value:?} (SGM_DEVICE): expected cpu, cuda or cuda:N (case-insensitive)")]
+    InvalidDevice { value: String },
+
+    /// A GPU was asked for (`SGM_DEVICE=cuda` or `cuda:N`) and cannot be used; `why` says why.
+    #[error("device {requested} (SGM_DEVICE) is not usable: {why}")]
+    DeviceUnavailable { requested: String, why: String },
 }
 
 /// `Result` with the crate's [`Error`].
@@ -96,5 +129,60 @@ pub fn check_nonempty(x: &tch::Tensor, what: &'static str) -> Result<()> {
     match x.size().first() {
         Some(&n) if n > 0 => Ok(()),
         _ => Err(Error::EmptyData(what)),
+    }
+}
+
+/// Checks that every noise level of `sigma` (any shape) is finite and > 0, through
+/// [`check_sigma`]: the error names the first bad value. For networks that divide by σ, take
+/// `log σ` or look σ up in their table of levels, where σ = 0 would give inf or NaN (or the
+/// nearest level, silently) many steps later. One read back from the device per call.
+pub fn check_sigma_tensor(sigma: &tch::Tensor) -> Result<()> {
+    let bad = sigma.isfinite().logical_not().logical_or(&sigma.le(0.0));
+    if bad.any().int64_value(&[]) == 0 {
+        return Ok(());
+    }
+    let first = sigma
+        .masked_select(&bad)
+        .to_kind(tch::Kind::Double)
+        .double_value(&[0]);
+    check_sigma(first).map(|_| ())
+}
+
+/// Checks that `x` is on `device` (where a network's parameters live).
+pub fn check_device(
+    what: &'static str,
+    x: &tch::Tensor,
+    tensor: &'static str,
+    device: tch::Device,
+    other: &'static str,
+) -> Result<()> {
+    if x.device() == device {
+        Ok(())
+    } else {
+        Err(Error::DeviceMismatch {
+            what,
+            tensor,
+            device: x.device(),
+            other,
+            other_device: device,
+        })
+    }
+}
+
+/// Maps a libtorch error to [`Error::TorchOp`] naming the operation: `.map_err(torch_op(...))`.
+pub fn torch_op(op: impl Into<String>) -> impl FnOnce(tch::TchError) -> Error {
+    let op = op.into();
+    move |source| Error::TorchOp { op, source }
+}
+
+/// libtorch's message without the C++ stack trace that follows "Exception raised from".
+fn torch_message(e: &tch::TchError) -> String {
+    let full = match e {
+        tch::TchError::Torch(m) => m.clone(),
+        other => other.to_string(),
+    };
+    match full.find("Exception raised from") {
+        Some(i) => full[..i].trim_end().to_string(),
+        None => full,
     }
 }

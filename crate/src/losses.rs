@@ -14,9 +14,9 @@
 //! At the optimum the loss is not zero: for data `N(m, diag(s²))` its minimum is
 //! `Σᵢ (1/σ² - 1/(sᵢ² + σ²))` (tested).
 
-use crate::error::{check_nonempty, check_sigma, Result};
+use crate::error::{check_nonempty, check_sigma, check_sigma_tensor, Result};
 use crate::noise::Sigmas;
-use crate::score::{per_row, Score};
+use crate::score::{check_sigma_rows, per_row, Score};
 use tch::{Kind, Tensor};
 
 /// The DSM regression target `-(x̃ - x) / σ²`, which equals `-z / σ` for `x̃ = x + σ z`.
@@ -116,13 +116,17 @@ pub fn multiscale_dsm_per_element(
     dsm_at_levels(score, x, &sigma, cfg)
 }
 
-/// [`multiscale_dsm_per_element`] at given levels `sigma` (`[n]`), for tests and evaluation.
+/// [`multiscale_dsm_per_element`] at given levels `sigma` (`[n]` on `x`'s device, each finite
+/// and > 0: the target divides by σ), for tests and evaluation.
 pub fn dsm_at_levels(
     score: &(impl Score + ?Sized),
     x: &Tensor,
     sigma: &Tensor,
     cfg: &MultiScaleConfig,
 ) -> Result<Tensor> {
+    check_nonempty(x, "dsm_at_levels batch")?;
+    check_sigma_rows("dsm_at_levels", sigma, x)?;
+    check_sigma_tensor(sigma)?;
     let s = per_row(sigma, x);
     let z = x.randn_like();
     let x_noisy = x + &z * &s;
@@ -143,12 +147,20 @@ pub fn multiscale_dsm_loss(
 }
 
 /// A network that predicts the noise, `η_θ(x̃, σ) ≈ z` for `x̃ = x + σ z`, read as a score
-/// through Tweedie's relation `s(x̃, σ) = -η_θ(x̃, σ)/σ` (seed 002).
+/// through Tweedie's relation `s(x̃, σ) = -η_θ(x̃, σ)/σ` (seed 002). It divides by σ, so its
+/// checked evaluation ([`Score::score`]) refuses σ ≤ 0 ([`crate::Error::InvalidSigma`]) and
+/// runs the inner network's own checks.
 pub struct NoisePrediction<M>(pub M);
 
 impl<M: Score> Score for NoisePrediction<M> {
     fn forward_score(&self, x: &Tensor, sigma: &Tensor) -> Tensor {
         -self.0.forward_score(x, sigma) / per_row(sigma, x)
+    }
+
+    fn try_forward_score(&self, x: &Tensor, sigma: &Tensor) -> Result<Tensor> {
+        check_sigma_rows("NoisePrediction", sigma, x)?;
+        check_sigma_tensor(sigma)?;
+        Ok(-self.0.try_forward_score(x, sigma)? / per_row(sigma, x))
     }
 }
 

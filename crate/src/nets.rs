@@ -2,12 +2,94 @@
 //!
 //! Parameter names mirror the PyTorch modules of the seeds (`nn.Sequential` numbering), so
 //! weights can move between the two through safetensors.
+//!
+//! # Checked input
+//!
+//! Every network checks its input before running ([`Score::try_forward_score`], which
+//! [`Score::score`] calls) and answers with a typed error instead of a libtorch panic or an empty
+//! tensor:
+//!
+//! * the shape: [`Error::Shape`] naming the expected and the received shape (`[n, dim]` for the
+//!   MLPs, `[n, C, H, W]` with the network's channel count for the image networks, H and W
+//!   multiples of 4 for the U-Nets), and `sigma` of shape `[n]`;
+//! * the device: [`Error::DeviceMismatch`] when `x` is not where the parameters are (or `sigma`
+//!   not where `x` is);
+//! * σ > 0 and finite ([`Error::InvalidSigma`], through [`check_sigma_tensor`]) for the
+//!   noise-conditional networks: those that divide by σ, take `log σ`, look σ up among their
+//!   levels or read it as an input channel. [`Mlp`] (one noise level, σ ignored) accepts any σ.
+//!
+//! The first layer that touches the input runs through tch's fallible `f_` calls, so what
+//! libtorch still refuses (a `Double` input for `Float` weights, out of memory) is
+//! [`Error::TorchOp`] naming the network, the layer and the input.
+//!
+//! The unchecked [`Score::forward_score`] of a network panics with the same error's message.
 
-use crate::error::{Error, Result};
+use crate::error::{check_device, check_sigma_tensor, torch_op, Error, Result};
 use crate::noise::Sigmas;
-use crate::score::{per_row, Score};
+use crate::score::{check_sigma_rows, per_row, Score};
 use tch::nn::{self, Module};
-use tch::Tensor;
+use tch::{Device, Tensor};
+
+/// `Error::Shape` for `x` unless `ok`.
+fn check_shape(
+    what: &'static str,
+    x: &Tensor,
+    ok: bool,
+    expected: impl FnOnce() -> String,
+) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Shape {
+            what,
+            expected: expected(),
+            got: x.size(),
+        })
+    }
+}
+
+/// The checks of `sigma` against the input `x` of a network: one level per row (`[n]`), on
+/// `x`'s device, and, when the network is noise-conditional, every level finite and > 0.
+fn check_sigma_input(
+    what: &'static str,
+    sigma: &Tensor,
+    x: &Tensor,
+    conditional: bool,
+) -> Result<()> {
+    check_sigma_rows(what, sigma, x)?;
+    if conditional {
+        check_sigma_tensor(sigma)?;
+    }
+    Ok(())
+}
+
+/// What a libtorch error in `layer` of `what` is about: the layer and the input.
+fn op_name(what: &str, layer: &str, x: &Tensor) -> String {
+    format!(
+        "{what}, {layer}, on x of shape {:?}, kind {:?}, device {}",
+        x.size(),
+        x.kind(),
+        crate::device::name(x.device())
+    )
+}
+
+/// A linear layer through the fallible call.
+fn f_linear(what: &str, layer: &str, l: &nn::Linear, x: &Tensor) -> Result<Tensor> {
+    x.f_linear(&l.ws, l.bs.as_ref())
+        .map_err(torch_op(op_name(what, layer, x)))
+}
+
+/// A stride-1 convolution built by [`conv`] (padding `k/2`) through the fallible call.
+fn f_conv(what: &str, layer: &str, c: &nn::Conv2D, x: &Tensor) -> Result<Tensor> {
+    let k = c.ws.size()[2];
+    x.f_conv2d(&c.ws, c.bs.as_ref(), [1, 1], [k / 2, k / 2], [1, 1], 1)
+        .map_err(torch_op(op_name(what, layer, x)))
+}
+
+/// The panic of a network's unchecked `forward_score` on input its checked one refuses.
+fn unchecked(r: Result<Tensor>) -> Tensor {
+    r.unwrap_or_else(|e| panic!("{e} (Score::score returns this as an error)"))
+}
 
 /// Element-wise non-linearities used by the seeds' networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -119,28 +201,54 @@ impl Mlp {
     pub fn config(&self) -> &MlpConfig {
         &self.config
     }
-}
 
-impl Module for Mlp {
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let last = self.layers.len() - 1;
-        self.layers
+    /// Width of the input (`config.dim`, or `input` of [`Mlp::with_io`]).
+    pub fn input_dim(&self) -> i64 {
+        self.layers[0].ws.size()[1]
+    }
+
+    /// Device of the parameters.
+    pub fn device(&self) -> Device {
+        self.layers[0].ws.device()
+    }
+
+    /// The forward pass with its input checked: `x` of shape `[n, input_dim]` on the
+    /// parameters' device (`what` names the network in errors).
+    fn try_forward(&self, what: &'static str, x: &Tensor) -> Result<Tensor> {
+        let d = self.input_dim();
+        check_shape(what, x, x.dim() == 2 && x.size()[1] == d, || {
+            format!("[n, {d}]")
+        })?;
+        check_device(what, x, "x", self.device(), "the parameters")?;
+        let first = f_linear(what, "layer 0", &self.layers[0], x)?;
+        Ok(self.rest(first))
+    }
+
+    /// Everything after the first linear layer: (activation, linear) for each further layer, so
+    /// that the last linear layer's output is returned as it is.
+    fn rest(&self, first: Tensor) -> Tensor {
+        self.layers[1..]
             .iter()
-            .enumerate()
-            .fold(x.shallow_clone(), |h, (i, layer)| {
-                let h = layer.forward(&h);
-                if i < last {
-                    self.activation.apply(&h)
-                } else {
-                    h
-                }
-            })
+            .fold(first, |h, layer| self.activation.apply(&h).apply(layer))
     }
 }
 
+impl Module for Mlp {
+    /// The forward pass; panics with [`Error::Shape`]'s message on input of the wrong shape
+    /// (the [`Score`] methods return it).
+    fn forward(&self, x: &Tensor) -> Tensor {
+        unchecked(self.try_forward("Mlp", x))
+    }
+}
+
+/// σ is ignored: an `Mlp` models one noise level, and accepts σ = 0.
 impl Score for Mlp {
-    fn forward_score(&self, x: &Tensor, _sigma: &Tensor) -> Tensor {
-        self.forward(x)
+    fn forward_score(&self, x: &Tensor, sigma: &Tensor) -> Tensor {
+        unchecked(self.try_forward_score(x, sigma))
+    }
+
+    fn try_forward_score(&self, x: &Tensor, _sigma: &Tensor) -> Result<Tensor> {
+        self.try_forward("Mlp", x)
     }
 }
 
@@ -235,20 +343,38 @@ impl ConditionedMlp {
     }
 }
 
+/// Noise-conditional when it reads `log σ` or divides by σ: then σ must be finite and > 0.
+/// With both off it ignores σ, as [`Mlp`].
 impl Score for ConditionedMlp {
     fn forward_score(&self, x: &Tensor, sigma: &Tensor) -> Tensor {
+        unchecked(self.try_forward_score(x, sigma))
+    }
+
+    fn try_forward_score(&self, x: &Tensor, sigma: &Tensor) -> Result<Tensor> {
+        const WHAT: &str = "ConditionedMlp";
+        let d = self.config.dim;
+        check_shape(WHAT, x, x.dim() == 2 && x.size()[1] == d, || {
+            format!("[n, {d}]")
+        })?;
+        check_device(WHAT, x, "x", self.mlp.device(), "the parameters")?;
+        let conditional = self.config.sigma_input || self.config.divide_by_sigma;
+        check_sigma_input(WHAT, sigma, x, conditional)?;
         let s = sigma.to_kind(tch::Kind::Float).unsqueeze(1);
         let input = if self.config.sigma_input {
-            Tensor::cat(&[x.shallow_clone(), s.log()], 1)
+            Tensor::f_cat(&[x.shallow_clone(), s.log()], 1).map_err(torch_op(op_name(
+                WHAT,
+                "input [x, log sigma]",
+                x,
+            )))?
         } else {
             x.shallow_clone()
         };
-        let out = self.mlp.forward(&input);
-        if self.config.divide_by_sigma {
+        let out = self.mlp.try_forward(WHAT, &input)?;
+        Ok(if self.config.divide_by_sigma {
             out / s
         } else {
             out
-        }
+        })
     }
 }
 
@@ -346,10 +472,44 @@ impl ConditionedSimpleResnet {
         })
     }
 
-    /// The homework's `forward(x, y)`: `y` holds noise-level indices (`[n]` int64).
-    pub fn forward_index(&self, x: &Tensor, y: &Tensor) -> Tensor {
+    /// The homework's `forward(x, y)`: `x` is `[n, in_channels, H, W]`, `y` holds
+    /// noise-level indices (`[n]` int64, each in `0..L`), both on the parameters' device.
+    /// Anything else is a typed error naming the expected and the received value.
+    pub fn forward_index(&self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        const WHAT: &str = "ConditionedSimpleResnet";
+        let c = self.config.in_channels;
+        check_shape(WHAT, x, x.dim() == 4 && x.size()[1] == c, || {
+            format!("[n, {c}, H, W]")
+        })?;
+        check_device(WHAT, x, "x", self.first.ws.device(), "the parameters")?;
+        let n = x.size()[0];
+        if y.size() != [n] || y.kind() != tch::Kind::Int64 {
+            return Err(Error::Shape {
+                what: "ConditionedSimpleResnet noise-level indices y",
+                expected: format!("[{n}] int64 (one index per row of x)"),
+                got: y.size(),
+            });
+        }
+        check_device(WHAT, y, "y", x.device(), "x")?;
+        let levels = self.config.sigmas.len() as i64;
+        if n > 0 {
+            let (lo, hi) = (y.min().int64_value(&[]), y.max().int64_value(&[]));
+            if lo < 0 || hi >= levels {
+                return Err(Error::InvalidParameter {
+                    name: "noise-level index y",
+                    value: if lo < 0 { lo } else { hi }.to_string(),
+                    why: "must be in 0..L, L the number of noise levels",
+                });
+            }
+        }
+        self.run(x, y)
+    }
+
+    /// The forward pass of checked input: the first convolution through the fallible call,
+    /// then the rest.
+    fn run(&self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let mut h = f_conv("ConditionedSimpleResnet", "first_block.0", &self.first, x)?.relu();
         let f = self.config.n_filters;
-        let mut h = x.apply(&self.first).relu();
         for (c1, c2, c3, emb) in &self.blocks {
             let e = y.apply(emb).view([-1, f, 1, 1]);
             let inner = (&h + e).apply(c1).relu().apply(c2).relu().apply(c3);
@@ -359,7 +519,7 @@ impl ConditionedSimpleResnet {
                 h = h + inner;
             }
         }
-        h.relu().apply(&self.last)
+        Ok(h.relu().apply(&self.last))
     }
 
     /// The configuration it was built from.
@@ -368,21 +528,35 @@ impl ConditionedSimpleResnet {
     }
 }
 
+/// Noise-conditional: σ (finite, > 0) is looked up among `config.sigmas`.
 impl Score for ConditionedSimpleResnet {
     fn forward_score(&self, x: &Tensor, sigma: &Tensor) -> Tensor {
-        if x.dim() != 4
-            || x.size()[1] != self.config.in_channels
-            || self.config.in_channels != self.config.out_channels
-        {
-            // A wrong shape surfaces as Error::ScoreShape through Score::score.
-            return Tensor::zeros([0], (tch::Kind::Float, x.device()));
+        unchecked(self.try_forward_score(x, sigma))
+    }
+
+    fn try_forward_score(&self, x: &Tensor, sigma: &Tensor) -> Result<Tensor> {
+        const WHAT: &str = "ConditionedSimpleResnet";
+        let (c_in, c_out) = (self.config.in_channels, self.config.out_channels);
+        if c_in != c_out {
+            return Err(Error::InvalidParameter {
+                name: "out_channels",
+                value: c_out.to_string(),
+                why: "a score has the input's shape: out_channels must equal in_channels",
+            });
         }
-        let out = self.forward_index(x, &self.config.sigmas.index_of(sigma));
-        if self.config.divide_by_sigma {
+        check_shape(WHAT, x, x.dim() == 4 && x.size()[1] == c_in, || {
+            format!("[n, {c_in}, H, W]")
+        })?;
+        check_device(WHAT, x, "x", self.first.ws.device(), "the parameters")?;
+        // σ > 0 is checked by `index_of` (one read back from the device, not two).
+        check_sigma_input(WHAT, sigma, x, false)?;
+        // Indices of levels are in 0..L: no need for forward_index's range check.
+        let out = self.run(x, &self.config.sigmas.index_of(sigma)?)?;
+        Ok(if self.config.divide_by_sigma {
             out / per_row(sigma, x)
         } else {
             out
-        }
+        })
     }
 }
 
@@ -475,25 +649,55 @@ impl UnetConvs {
         }
     }
 
-    /// The forward pass, with `act(i, h)` applied after the i-th 3×3 convolution (ELU, or
-    /// GroupNorm then ELU).
-    fn forward(&self, x: &Tensor, act: impl Fn(usize, Tensor) -> Tensor) -> Tensor {
-        let pair = |convs: &[nn::Conv2D; 2], first: usize, h: &Tensor| {
-            let h = act(first, h.apply(&convs[0]));
-            act(first + 1, h.apply(&convs[1]))
+    /// Device of the parameters.
+    fn device(&self) -> Device {
+        self.out.ws.device()
+    }
+
+    /// The forward pass of checked input (`what` names the network in errors), with
+    /// `act(i, h)` applied after the i-th 3×3 convolution (ELU, or GroupNorm then ELU). The
+    /// first convolution runs through the fallible call.
+    fn forward(
+        &self,
+        what: &str,
+        x: &Tensor,
+        act: impl Fn(usize, Tensor) -> Tensor,
+    ) -> Result<Tensor> {
+        // `pair(i, convs, h)`, h the output of convs[0]: act i, convs[1], act i + 1.
+        let pair = |first: usize, convs: &[nn::Conv2D; 2], h: Tensor| {
+            act(first + 1, act(first, h).apply(&convs[1]))
         };
-        let c1 = pair(&self.down1, 0, x);
-        let c2 = pair(&self.down2, 2, &c1.avg_pool2d_default(2));
-        let m = pair(&self.middle, 4, &c2.avg_pool2d_default(2));
-        let u2 = pair(&self.dec2, 6, &Tensor::cat(&[m.apply(&self.up2), c2], 1));
-        let u1 = pair(&self.dec1, 8, &Tensor::cat(&[u2.apply(&self.up1), c1], 1));
-        u1.apply(&self.out)
+        let c1 = pair(0, &self.down1, f_conv(what, "conv1a", &self.down1[0], x)?);
+        let c2 = pair(
+            2,
+            &self.down2,
+            c1.avg_pool2d_default(2).apply(&self.down2[0]),
+        );
+        let m = pair(
+            4,
+            &self.middle,
+            c2.avg_pool2d_default(2).apply(&self.middle[0]),
+        );
+        let up2 = Tensor::cat(&[m.apply(&self.up2), c2], 1);
+        let u2 = pair(6, &self.dec2, up2.apply(&self.dec2[0]));
+        let up1 = Tensor::cat(&[u2.apply(&self.up1), c1], 1);
+        let u1 = pair(8, &self.dec1, up1.apply(&self.dec1[0]));
+        Ok(u1.apply(&self.out))
     }
 }
 
-fn check_image(x: &Tensor, channels: i64) -> bool {
+/// Checks a U-Net's input: `[n, channels, H, W]` with H and W positive multiples of 4 (two
+/// 2×2 poolings and two ×2 upsamplings must give H and W back), on the parameters' device.
+fn check_unet_input(what: &'static str, x: &Tensor, channels: i64, device: Device) -> Result<()> {
     let s = x.size();
-    s.len() == 4 && s[1] == channels && s[2] % 4 == 0 && s[3] % 4 == 0
+    let side_ok = |v: i64| v > 0 && v % 4 == 0;
+    check_shape(
+        what,
+        x,
+        s.len() == 4 && s[1] == channels && side_ok(s[2]) && side_ok(s[3]),
+        || format!("[n, {channels}, H, W] with H and W multiples of 4"),
+    )?;
+    check_device(what, x, "x", device, "the parameters")
 }
 
 /// The blog's small U-Net (seed 001): σ enters as a second input channel filled with σ;
@@ -533,27 +737,34 @@ impl BlogUnet {
     }
 }
 
+/// Noise-conditional in every form: σ is an input channel, and the output is divided by σ
+/// (`divide_by_sigma`) or by `σ √(σ² + σ_data²)` (EDM), so σ must be finite and > 0.
 impl Score for BlogUnet {
     fn forward_score(&self, x: &Tensor, sigma: &Tensor) -> Tensor {
-        if !check_image(x, self.config.channels) {
-            // A wrong shape surfaces as Error::ScoreShape through Score::score.
-            return Tensor::zeros([0], (tch::Kind::Float, x.device()));
-        }
+        unchecked(self.try_forward_score(x, sigma))
+    }
+
+    fn try_forward_score(&self, x: &Tensor, sigma: &Tensor) -> Result<Tensor> {
+        const WHAT: &str = "BlogUnet";
+        check_unet_input(WHAT, x, self.config.channels, self.convs.device())?;
+        check_sigma_input(WHAT, sigma, x, true)?;
         let sigma = per_row(sigma, x);
         let sigma_channel = x.narrow(1, 0, 1).ones_like() * &sigma;
-        let net = |input: Tensor| {
-            self.convs
-                .forward(&Tensor::cat(&[input, sigma_channel], 1), |_, h| h.elu())
-        };
-        match self.config.sigma_data {
+        let net =
+            |input: Tensor| {
+                let both = Tensor::f_cat(&[&input, &sigma_channel], 1)
+                    .map_err(torch_op(op_name(WHAT, "input [x, sigma channel]", &input)))?;
+                self.convs.forward(WHAT, &both, |_, h| h.elu())
+            };
+        Ok(match self.config.sigma_data {
             Some(sd) => {
                 let var = sigma.square() + sd * sd;
-                let f = net(x / var.sqrt());
+                let f = net(x / var.sqrt())?;
                 -(x / &var) + f * sd / (&sigma * var.sqrt())
             }
-            None if self.config.divide_by_sigma => net(x.shallow_clone()) / sigma,
-            None => net(x.shallow_clone()),
-        }
+            None if self.config.divide_by_sigma => net(x.shallow_clone())? / sigma,
+            None => net(x.shallow_clone())?,
+        })
     }
 }
 
@@ -603,12 +814,20 @@ impl Ncsnv2Unet {
     }
 }
 
+/// Noise-conditional: the output is divided by σ, so σ must be finite and > 0.
 impl Score for Ncsnv2Unet {
     fn forward_score(&self, x: &Tensor, sigma: &Tensor) -> Tensor {
-        if !check_image(x, self.config.channels) {
-            return Tensor::zeros([0], (tch::Kind::Float, x.device()));
-        }
-        self.convs.forward(x, |i, h| h.apply(&self.norms[i]).elu()) / per_row(sigma, x)
+        unchecked(self.try_forward_score(x, sigma))
+    }
+
+    fn try_forward_score(&self, x: &Tensor, sigma: &Tensor) -> Result<Tensor> {
+        const WHAT: &str = "Ncsnv2Unet";
+        check_unet_input(WHAT, x, self.config.channels, self.convs.device())?;
+        check_sigma_input(WHAT, sigma, x, true)?;
+        let out = self
+            .convs
+            .forward(WHAT, x, |i, h| h.apply(&self.norms[i]).elu())?;
+        Ok(out / per_row(sigma, x))
     }
 }
 
@@ -643,23 +862,16 @@ impl LeNet {
         })
     }
 
-    fn check(x: &Tensor) -> Result<()> {
-        let s = x.size();
-        if s.len() == 4 && s[1..] == [1, 28, 28] {
-            Ok(())
-        } else {
-            Err(Error::Shape {
-                what: "LeNet input",
-                expected: "[n, 1, 28, 28]".into(),
-                got: s,
-            })
-        }
-    }
-
-    /// The 84 penultimate activations `[n, 84]` (after ReLU).
+    /// The 84 penultimate activations `[n, 84]` (after ReLU) of `x`, `[n, 1, 28, 28]` on the
+    /// parameters' device.
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
-        Self::check(x)?;
-        Ok(x.apply(&self.conv1)
+        const WHAT: &str = "LeNet input";
+        let s = x.size();
+        check_shape(WHAT, x, s.len() == 4 && s[1..] == [1, 28, 28], || {
+            "[n, 1, 28, 28]".into()
+        })?;
+        check_device(WHAT, x, "x", self.conv1.ws.device(), "the parameters")?;
+        Ok(f_conv("LeNet", "conv1", &self.conv1, x)?
             .relu()
             .max_pool2d_default(2)
             .apply(&self.conv2)

@@ -121,16 +121,17 @@ impl Sigmas {
 
     /// Index (in the descending order) of the level nearest to each σ of `sigma` (`[n]`),
     /// nearest in log σ: `[n]` int64. How an index-conditioned network reads a noise level.
-    pub fn index_of(&self, sigma: &Tensor) -> Tensor {
+    ///
+    /// Every σ must be finite and > 0 ([`Error::InvalidSigma`] names the first that is not): a
+    /// σ of 0 is nearest to no level (its log is -∞), and used to become index 0, the largest.
+    pub fn index_of(&self, sigma: &Tensor) -> Result<Tensor> {
+        crate::error::check_sigma_tensor(sigma)?;
         let levels = self.tensor(sigma.device()).log();
-        (sigma
-            .to_kind(Kind::Float)
-            .clamp_min(1e-30)
-            .log()
-            .unsqueeze(1)
-            - levels.unsqueeze(0))
-        .abs()
-        .argmin(1, false)
+        Ok(
+            (sigma.to_kind(Kind::Float).log().unsqueeze(1) - levels.unsqueeze(0))
+                .abs()
+                .argmin(1, false),
+        )
     }
 
     /// Draws one level index per row, uniformly: `[n]` int64.

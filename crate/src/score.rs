@@ -10,27 +10,34 @@
 //! unsmoothed density) ignores it.
 
 use crate::data::Density;
-use crate::error::{check_nonempty, check_sigma, Error, Result};
+use crate::error::{check_device, check_nonempty, check_sigma, torch_op, Error, Result};
 use tch::{Kind, Tensor};
 
 /// A score model `s(x, σ) ≈ ∇ₓ log p_σ(x)`.
+///
+/// Two evaluations: [`Score::forward_score`], unchecked, is what an implementation writes;
+/// [`Score::try_forward_score`] checks the input first and returns a typed error. Networks
+/// ([`crate::nets`]) implement the second (input shape against the expected one, input device
+/// against their parameters', σ > 0 where the network divides by σ, takes its log or looks it up)
+/// and their `forward_score` panics with that error's message. Everything in the crate calls
+/// [`Score::score`], which goes through the checked one.
 pub trait Score {
     /// Evaluates the score. Implementations return a tensor of `x`'s shape; callers that cannot
     /// trust that use [`Score::score`].
     fn forward_score(&self, x: &Tensor, sigma: &Tensor) -> Tensor;
 
-    /// Evaluates the score and checks that its shape equals `x`'s shape and that `sigma` has one
-    /// entry per row of `x`.
+    /// Evaluates the score, or says why the input cannot be evaluated (wrong shape, wrong
+    /// device, σ ≤ 0 for a noise-conditional network, a libtorch failure). The default calls
+    /// [`Score::forward_score`]: closures and closed forms have nothing to check.
+    fn try_forward_score(&self, x: &Tensor, sigma: &Tensor) -> Result<Tensor> {
+        Ok(self.forward_score(x, sigma))
+    }
+
+    /// Evaluates the score and checks that `sigma` has one entry per row of `x` on `x`'s
+    /// device, and that the result has `x`'s shape.
     fn score(&self, x: &Tensor, sigma: &Tensor) -> Result<Tensor> {
-        let n = x.size().first().copied().unwrap_or(0);
-        if sigma.size() != [n] {
-            return Err(Error::Shape {
-                what: "sigma (one noise level per row of x)",
-                expected: format!("[{n}]"),
-                got: sigma.size(),
-            });
-        }
-        let s = self.forward_score(x, sigma);
+        check_sigma_rows("score", sigma, x)?;
+        let s = self.try_forward_score(x, sigma)?;
         if s.size() != x.size() {
             return Err(Error::ScoreShape {
                 input: x.size(),
@@ -46,6 +53,20 @@ pub trait Score {
         let sigmas = Tensor::full([n], sigma, (Kind::Float, x.device()));
         self.score(x, &sigmas)
     }
+}
+
+/// Checks that `sigma` holds one noise level per row of `x` (shape `[n]`) and lies on `x`'s
+/// device; `what` names the operation in the error.
+pub fn check_sigma_rows(what: &'static str, sigma: &Tensor, x: &Tensor) -> Result<()> {
+    let n = x.size().first().copied().unwrap_or(0);
+    if sigma.size() != [n] {
+        return Err(Error::Shape {
+            what,
+            expected: format!("[{n}] for sigma (one noise level per row of x)"),
+            got: sigma.size(),
+        });
+    }
+    check_device(what, sigma, "sigma", x.device(), "x")
 }
 
 /// `sigma` (`[n]`, one level per row) shaped `[n, 1, …, 1]` to broadcast against `x` (`[n, …]`).
@@ -70,13 +91,41 @@ where
 /// gradients on locally).
 ///
 /// `log_density` maps `[n, ...]` to `[n]` (unnormalised log-densities are fine: the constant has
-/// no gradient).
+/// no gradient). Panics where [`try_grad_log_density`] errs.
 pub fn grad_log_density(log_density: impl Fn(&Tensor) -> Tensor, x: &Tensor) -> Tensor {
+    try_grad_log_density(log_density, x).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`grad_log_density`], or an error naming the input where there is no gradient to take: a
+/// log-density that does not depend on `x` through differentiable operations (detached, or
+/// computed outside autograd) is [`Error::InvalidParameter`] (libtorch's backward pass would
+/// crash the process on it), and what libtorch refuses is [`Error::TorchOp`].
+pub fn try_grad_log_density(log_density: impl Fn(&Tensor) -> Tensor, x: &Tensor) -> Result<Tensor> {
+    let no_gradient = |x: &Tensor| Error::InvalidParameter {
+        name: "log_density",
+        value: format!("at x of shape {:?}", x.size()),
+        why: "does not depend on x through differentiable operations: no gradient to take",
+    };
     tch::with_grad(|| {
         let x = x.detach().set_requires_grad(true);
         let total = log_density(&x).sum(Kind::Float);
-        let mut grads = Tensor::run_backward(&[total], &[&x], false, false);
-        grads.pop().expect("one gradient per input")
+        // Checked here: a root without a gradient function crashes libtorch's engine.
+        if !total.requires_grad() {
+            return Err(no_gradient(&x));
+        }
+        let mut grads = Tensor::f_run_backward(&[total], &[&x], false, false).map_err(|e| {
+            torch_op(format!(
+                "autograd score: gradient of the log-density at x of shape {:?}",
+                x.size()
+            ))(e)
+        })?;
+        let grad = grads.pop().expect("one gradient per input");
+        // Defined only when x was reached from the log-density.
+        if grad.defined() {
+            Ok(grad)
+        } else {
+            Err(no_gradient(&x))
+        }
     })
 }
 
@@ -89,6 +138,10 @@ impl<D: Density> Score for AutogradScore<D> {
     fn forward_score(&self, x: &Tensor, _sigma: &Tensor) -> Tensor {
         grad_log_density(|x| self.0.log_density(x), x)
     }
+
+    fn try_forward_score(&self, x: &Tensor, _sigma: &Tensor) -> Result<Tensor> {
+        try_grad_log_density(|x| self.0.log_density(x), x)
+    }
 }
 
 /// The score of a log-density given as a closure, by autograd ([`grad_log_density`]). σ is
@@ -98,6 +151,10 @@ pub struct GradLogDensity<F>(pub F);
 impl<F: Fn(&Tensor) -> Tensor> Score for GradLogDensity<F> {
     fn forward_score(&self, x: &Tensor, _sigma: &Tensor) -> Tensor {
         grad_log_density(&self.0, x)
+    }
+
+    fn try_forward_score(&self, x: &Tensor, _sigma: &Tensor) -> Result<Tensor> {
+        try_grad_log_density(&self.0, x)
     }
 }
 

@@ -632,7 +632,7 @@ pub fn run(
                 stopped = true;
             }
             let last_of_epoch = state.batch == n_batches;
-            if !last_of_epoch && (stopped || state.step % cfg.checkpoint_every == 0) {
+            if !last_of_epoch && (stopped || state.step.is_multiple_of(cfg.checkpoint_every)) {
                 state.history.seconds = seconds_before + start.elapsed().as_secs_f64();
                 sync_counters(&mut state, &opt, ema.as_ref());
                 save(&state, &mut ema, &opt, hook)?;
@@ -663,7 +663,7 @@ pub fn run(
             }
             None => None,
         };
-        if let Some(decay) = cfg.lr_decay.filter(|d| epoch % d.step_epochs == 0) {
+        if let Some(decay) = cfg.lr_decay.filter(|d| epoch.is_multiple_of(d.step_epochs)) {
             state.lr *= decay.gamma;
             opt.set_lr(state.lr);
         }
@@ -680,7 +680,7 @@ pub fn run(
         });
         // A multiple of `checkpoint_every` that fell on the epoch's last batch is saved here,
         // after the epoch's evaluation, so the saved position is "epoch done".
-        if state.complete || stopped || state.step % cfg.checkpoint_every == 0 {
+        if state.complete || stopped || state.step.is_multiple_of(cfg.checkpoint_every) {
             state.history.seconds = seconds_before + start.elapsed().as_secs_f64();
             sync_counters(&mut state, &opt, ema.as_ref());
             save(&state, &mut ema, &opt, hook)?;
@@ -736,7 +736,7 @@ fn save_state(
         Tensor::write_safetensors(&named, tmp).map_err(Error::from)
     })?;
     // The weights to sample with: the averages when EMA is on.
-    if let Some(ema) = ema.as_deref_mut() {
+    if let Some(ema) = ema.as_mut() {
         ema.swap();
     }
     let saved = checkpoint::save(
@@ -745,7 +745,7 @@ fn save_state(
         &state.config,
         serde_json::json!({ "train": state.train, "history": state.history, "complete": state.complete }),
     );
-    if let Some(ema) = ema.as_deref_mut() {
+    if let Some(ema) = ema {
         ema.swap();
     }
     saved?;
