@@ -109,11 +109,15 @@ fn ncsnv2_techniques_give_the_worked_values() {
     );
     // Technique 4 at T = 5: D = 784 (σ_L = 0.01) gives ε ≈ 1.1e-5; CIFAR-10's 232 levels from
     // 50 to 0.01 give ε ≈ 6.2e-6 (the published setting).
+    // (The function returns ε for the annealed default's Half convention: twice the paper's α.)
     let eps = noise::technique4_step_size(gamma, 0.01, 5).unwrap();
-    assert!((eps / 1.1e-5 - 1.0).abs() < 0.05, "eps {eps}");
+    assert!((eps / 2.0 / 1.1e-5 - 1.0).abs() < 0.05, "eps {eps}");
     let gamma_cifar = 5000f64.powf(1.0 / 231.0);
     let eps_cifar = noise::technique4_step_size(gamma_cifar, 0.01, 5).unwrap();
-    assert!((eps_cifar / 6.2e-6 - 1.0).abs() < 0.05, "eps {eps_cifar}");
+    assert!(
+        (eps_cifar / 2.0 / 6.2e-6 - 1.0).abs() < 0.05,
+        "eps {eps_cifar}"
+    );
     assert!(noise::technique2_gamma(0).is_err());
     assert!(noise::technique4_step_size(0.9, 0.01, 5).is_err());
 }
@@ -373,4 +377,52 @@ fn annealed_bad_input_is_refused() {
         annealed_langevin(&donut, &sigmas, &(x0 + 1.0), &blowup),
         Err(Error::NonFiniteSamples { .. })
     ));
+}
+
+/// Technique 4's ε used as the annealed sampler's default takes: at the last level, from the
+/// previous level's variance γ²σ_L², T steps with the exact score of N(0, σ_L²) (data at one
+/// point) end at the variance technique 4 aims for, about σ_L². Bug caught: an ε in another
+/// convention than the default's (a factor 2 in the step), which ends at another variance.
+#[test]
+fn technique4_step_size_fits_the_annealed_default() {
+    let _rng = rng_lock();
+    let (s, t) = (0.01f64, 5usize);
+    let gamma = 1.1;
+    let eps = noise::technique4_step_size(gamma, s, t).unwrap();
+    let cfg = AnnealedConfig {
+        steps_per_level: t,
+        eps,
+        seed: Some(9),
+        ..Default::default()
+    };
+    // The target: the Full chain x ← (1 - α/s²) x + √(2α) z with the paper's α = ε/2, its
+    // variance iterated exactly from γ²s².
+    let alpha = eps / 2.0;
+    let mut var = gamma * gamma * s * s;
+    for _ in 0..t {
+        var = (1.0 - alpha / (s * s)).powi(2) * var + 2.0 * alpha;
+    }
+    let target = var / (s * s);
+    // And what a factor-2 mistake would give.
+    let mut wrong = gamma * gamma * s * s;
+    for _ in 0..t {
+        wrong = (1.0 - 2.0 * alpha / (s * s)).powi(2) * wrong + 4.0 * alpha;
+    }
+    let wrong = wrong / (s * s);
+    let n = 400_000;
+    data::seed(3);
+    let x0 = Tensor::randn([n, 1], (Kind::Float, Device::Cpu)) * (gamma * s);
+    let sigmas = Sigmas::new(vec![s]).unwrap();
+    let score = |x: &Tensor, _: &Tensor| -(x / (s * s));
+    let out = annealed_langevin(&score, &sigmas, &x0, &cfg).unwrap();
+    let ratio = out.samples.square().mean(Kind::Double).double_value(&[]) / (s * s);
+    // The variance estimate's relative standard error is √(2/n) ≈ 0.0022; allow 5 of them.
+    assert!(
+        (ratio - target).abs() < 0.011 * target,
+        "{ratio} vs {target}"
+    );
+    assert!(
+        (wrong - target).abs() > 0.022 * target,
+        "the test cannot tell the conventions apart: {wrong} vs {target}"
+    );
 }

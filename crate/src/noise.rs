@@ -218,10 +218,16 @@ pub fn technique2_levels(sigma_max: f64, sigma_min: f64, gamma: f64) -> Result<u
 /// as close to 1 as it gets (its minimum over `0 < ε < s²`; it stays above 1), found by a
 /// log-spaced scan refined by golden-section search.
 ///
-/// ε is in the convention of the NCSNv2 reference code, `x + α s + √(2α) z` with
-/// `α_i = ε σ_i²/σ_L²` ([`crate::langevin::StepConvention::Full`]).
-/// Worked values: D = 784, σ_L = 0.01, T = 5 gives ε ≈ 1.1·10⁻⁵; CIFAR-10's L = 232 levels
-/// from 50 to 0.01 at T = 5 give ε ≈ 6.2·10⁻⁶.
+/// The expression is the variance ratio of the chain `x + α s + √(2α) z`
+/// ([`crate::langevin::StepConvention::Full`], the NCSNv2 reference code's form) at the last
+/// level; the ε returned is for the annealed sampler's default,
+/// [`crate::langevin::AnnealedConfig::default`] (NCSN Algorithm 1: `α_i = ε σ_i²/σ_L²`,
+/// `x + α_i/2 s + √α_i z`, [`crate::langevin::StepConvention::Half`]), which runs the same chain
+/// with twice the step: ε = 2α. So `AnnealedConfig { eps: technique4_step_size(..)?, ..Default::default() }`
+/// is the chain technique 4 describes (tested by simulation). Worked values, in the Full
+/// convention of the NCSNv2 paper and code (half of what this returns): D = 784, σ_L = 0.01,
+/// T = 5 gives α ≈ 1.1·10⁻⁵; CIFAR-10's L = 232 levels from 50 to 0.01 at T = 5 give
+/// α ≈ 6.2·10⁻⁶.
 pub fn technique4_step_size(gamma: f64, sigma_min: f64, steps_per_level: usize) -> Result<f64> {
     let s2 = crate::error::check_sigma(sigma_min)?.powi(2);
     if !(gamma.is_finite() && gamma > 1.0) || steps_per_level == 0 {
@@ -256,5 +262,6 @@ pub fn technique4_step_size(gamma: f64, sigma_min: f64, steps_per_level: usize) 
             a = c;
         }
     }
-    Ok((0.5 * (a + b)).exp())
+    // α in the Full convention; the default (Half) convention takes ε = 2α for the same chain.
+    Ok(2.0 * (0.5 * (a + b)).exp())
 }
