@@ -124,6 +124,14 @@ pub fn report_failed_cells() -> Result<()> {
     Ok(())
 }
 
+/// `read(2)` into `buf`: the bytes read, 0 at end of file, on an error or when a non-blocking
+/// descriptor has nothing now.
+fn read(fd: &OwnedFd, buf: &mut [u8]) -> usize {
+    // SAFETY: reading into our own buffer, within its length, from an open descriptor.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    n.max(0) as usize
+}
+
 struct Relay {
     out_read: OwnedFd,
     err_read: OwnedFd,
@@ -163,18 +171,11 @@ impl Relay {
                 self.drain_stderr();
             }
             if fds[0].revents != 0 {
-                // SAFETY: reading into our own buffer from our own descriptor.
-                let n = unsafe {
-                    libc::read(
-                        self.out_read.as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                    )
-                };
-                if n <= 0 {
+                let n = read(&self.out_read, &mut buf);
+                if n == 0 {
                     return;
                 }
-                for &byte in &buf[..n as usize] {
+                for &byte in &buf[..n] {
                     self.line.push(byte);
                     if byte == b'\n' {
                         self.stdout_line();
@@ -188,18 +189,11 @@ impl Relay {
     fn drain_stderr(&mut self) {
         let mut buf = [0u8; 8192];
         loop {
-            // SAFETY: reading into our own buffer from our own (non-blocking) descriptor.
-            let n = unsafe {
-                libc::read(
-                    self.err_read.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            };
-            if n <= 0 {
+            let n = read(&self.err_read, &mut buf);
+            if n == 0 {
                 return;
             }
-            let chunk = &buf[..n as usize];
+            let chunk = &buf[..n];
             let _ = self.real_err.write_all(chunk);
             self.captured.extend_from_slice(chunk);
             if self.captured.len() > CAPTURE_LIMIT {

@@ -391,17 +391,7 @@ pub fn train(
     loss_fn: impl FnMut(&Tensor) -> Result<Tensor>,
     hook: &mut dyn FnMut(&Event),
 ) -> Result<History> {
-    run(
-        vs,
-        train_data,
-        cfg,
-        loss_fn,
-        Options {
-            test_data,
-            hook,
-            ..Options::default()
-        },
-    )
+    train_until(vs, train_data, test_data, cfg, loss_fn, hook, &no_stop)
 }
 
 /// [`train`], polling `stop` after every step: when it returns true, training ends there
@@ -581,12 +571,15 @@ pub fn run(
     opt.set_lr(state.lr);
     let start = Instant::now();
     let seconds_before = state.history.seconds;
-    let elapsed = |start: &Instant| start.elapsed();
-    let save = |state: &TrainState,
+    // Brings the state's clock and counters up to date, then writes the checkpoint (if on).
+    let save = |state: &mut TrainState,
                 ema: &mut Option<Ema>,
                 opt: &Adam,
                 hook: &mut dyn FnMut(&Event)|
      -> Result<()> {
+        state.history.seconds = seconds_before + start.elapsed().as_secs_f64();
+        state.adam_steps = opt.steps;
+        state.ema_updates = ema.as_ref().map_or(0, Ema::updates);
         if let Some(ck) = &checkpoint {
             save_state(ck.dir, state, vs, opt, ema.as_mut())?;
             hook(&Event::Saved {
@@ -626,16 +619,14 @@ pub fn run(
                 step: state.step,
                 loss: value,
                 total_steps,
-                elapsed: elapsed(&start),
+                elapsed: start.elapsed(),
             });
             if stop() {
                 stopped = true;
             }
             let last_of_epoch = state.batch == n_batches;
             if !last_of_epoch && (stopped || state.step.is_multiple_of(cfg.checkpoint_every)) {
-                state.history.seconds = seconds_before + start.elapsed().as_secs_f64();
-                sync_counters(&mut state, &opt, ema.as_ref());
-                save(&state, &mut ema, &opt, hook)?;
+                save(&mut state, &mut ema, &opt, hook)?;
             }
             if stopped {
                 break;
@@ -676,14 +667,12 @@ pub fn run(
             epochs: cfg.epochs,
             train_loss,
             test_loss,
-            elapsed: elapsed(&start),
+            elapsed: start.elapsed(),
         });
         // A multiple of `checkpoint_every` that fell on the epoch's last batch is saved here,
         // after the epoch's evaluation, so the saved position is "epoch done".
         if state.complete || stopped || state.step.is_multiple_of(cfg.checkpoint_every) {
-            state.history.seconds = seconds_before + start.elapsed().as_secs_f64();
-            sync_counters(&mut state, &opt, ema.as_ref());
-            save(&state, &mut ema, &opt, hook)?;
+            save(&mut state, &mut ema, &opt, hook)?;
         }
     }
     state.history.interrupted = !state.complete;
@@ -693,11 +682,6 @@ pub fn run(
     state.history.seconds = seconds_before + start.elapsed().as_secs_f64();
     Ok(state.history)
 }
-fn sync_counters(state: &mut TrainState, opt: &Adam, ema: Option<&Ema>) {
-    state.adam_steps = opt.steps;
-    state.ema_updates = ema.map_or(0, Ema::updates);
-}
-
 fn state_error(dir: &Path, why: impl Into<String>) -> Error {
     Error::Checkpoint {
         path: dir.display().to_string(),
