@@ -102,6 +102,15 @@ pub enum Error {
         source: tch::TchError,
     },
 
+    /// A homework notebook (assignment source, release or submission) that breaks the format
+    /// of [`crate::assignment`]: `cell` names the cell (index and id), `why` the rule.
+    #[error("{path}: {cell}: {why}")]
+    Notebook {
+        path: String,
+        cell: String,
+        why: String,
+    },
+
     /// A device name other than `cpu`, `cuda` or `cuda:N` (case-insensitive), as read from
     /// `SGM_DEVICE` by [`crate::device::parse_device_request`].
     #[error("device {value:?} (SGM_DEVICE): expected cpu, cuda or cuda:N (case-insensitive)")]

@@ -15,12 +15,14 @@
 //! | [`training`] | Adam training loop with train/test loss per epoch |
 //! | [`plots`] | densities, samples, score fields, loss curves as PNG figures |
 //! | [`metrics`] | sample quality against exact laws and held-out data (energy, Fréchet LeNet distance, …) |
+//! | [`assignment`] | homework: solution regions, the student release, grading notebooks, reports |
 //! | [`experiment`] | a whole run (data, σ's, network, loss, training, sampler) with presets |
 //! | [`budget`] | full vs CI run sizes for notebooks |
 //! | [`notebook`] | evcxr integration: every failing cell reported in its own outputs |
 //!
 //! The crate re-exports [`tch`], so a notebook needs a single `:dep sgm = { path = "../crate" }`.
 
+pub mod assignment;
 pub mod budget;
 pub mod checkpoint;
 pub mod data;

@@ -4,6 +4,7 @@
 //! it is a terminal); bad input ends with a non-zero exit and one line on stderr.
 
 mod bench;
+mod grade;
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -41,6 +42,10 @@ enum Command {
     Eval(EvalArgs),
     /// Time the benchmark workloads W1-W3 (JSON lines), optionally against PyTorch.
     Bench(bench::BenchArgs),
+    /// Write the student version of a homework source notebook (solutions and hidden checks out).
+    Release(grade::ReleaseArgs),
+    /// Grade homework submissions against their source: report.json, feedback.html, grades.csv.
+    Grade(grade::GradeArgs),
     /// Print a preset's full configuration as JSON, a starting point for `--config`.
     Config {
         /// One of: donut, moons, mnist, fashion.
@@ -164,6 +169,8 @@ fn main() -> ExitCode {
         Command::Sample(a) => sample(&a),
         Command::Eval(a) => eval(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::Release(a) => grade::release(&a),
+        Command::Grade(a) => grade::grade(&a),
         Command::Config { preset } => Experiment::preset(&preset)
             .map_err(CliError::from)
             .and_then(|e| print_json(&serde_json::to_value(e).map_err(sgm::Error::from)?)),

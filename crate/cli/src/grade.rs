@@ -1,0 +1,318 @@
+//! `sgm release` and `sgm grade`: the homework workflow of `sgm::assignment` on the command
+//! line. Execution is handed to the set-up's Python (`kernel-setup/grade_runner.py`), which runs
+//! each submission in its own sandboxed kernel; this side builds what runs and scores it.
+
+use crate::{CliError, CliResult};
+use clap::Args;
+use serde_json::json;
+use sgm::assignment::{self, Assignment, CellOutcome, Report};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct ReleaseArgs {
+    /// The instructor's source notebook.
+    source: PathBuf,
+    /// Folder of the student version [default: ../release beside the source's folder].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Only check that the committed release is up to date and leaks nothing (exit 1 if not).
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(Args)]
+pub struct GradeArgs {
+    /// The instructor's source notebook (with the solutions and hidden checks).
+    #[arg(long)]
+    assignment: PathBuf,
+    /// Folder for the reports: DIR/<submission>/report.json, feedback.html; DIR/grades.csv.
+    #[arg(long)]
+    out: PathBuf,
+    /// Submissions graded at the same time (each in its own kernel).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// Seconds one cell may run before it is stopped (the kernel is then restarted).
+    #[arg(long, default_value_t = 300)]
+    cell_timeout: u64,
+    /// Seconds one submission may run in all; later cells are skipped.
+    #[arg(long, default_value_t = 1200)]
+    timeout: u64,
+    /// Memory limit of a submission's kernel process (data segment), e.g. 8G.
+    #[arg(long, default_value = "8G")]
+    memory: String,
+    /// Run without the bubblewrap sandbox (trusted notebooks only, e.g. the source itself).
+    #[arg(long)]
+    no_sandbox: bool,
+    /// The submitted notebooks (.ipynb). Their file names (without .ipynb) name the reports.
+    #[arg(required = true)]
+    submissions: Vec<PathBuf>,
+}
+
+fn root() -> PathBuf {
+    std::env::var_os("SGM_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+}
+
+fn python() -> PathBuf {
+    root().join(".venv/bin/python")
+}
+
+pub fn release(args: &ReleaseArgs) -> CliResult<ExitCode> {
+    let source = Assignment::read(&args.source)?;
+    let out = match &args.out {
+        Some(dir) => dir.clone(),
+        None => args
+            .source
+            .parent()
+            .and_then(Path::parent)
+            .map(|p| p.join("release"))
+            .ok_or_else(|| CliError::Usage("cannot tell the release folder: pass --out".into()))?,
+    };
+    let name = args
+        .source
+        .file_name()
+        .ok_or_else(|| CliError::Usage(format!("{}: not a file", args.source.display())))?;
+    let target = out.join(name);
+    if args.check {
+        let released = assignment::read_notebook(&target)?;
+        let problems = source.check_release(&released)?;
+        if problems.is_empty() {
+            println!("{}", json!({"release": target, "ok": true}));
+            return Ok(ExitCode::SUCCESS);
+        }
+        return Err(CliError::Usage(format!(
+            "{}: {}",
+            target.display(),
+            problems.join("; ")
+        )));
+    }
+    sgm::checkpoint::create_dir(&out)?;
+    assignment::write_notebook(&target, &source.release())?;
+    let tasks = source.tasks();
+    println!(
+        "{}",
+        json!({"release": target, "tasks": tasks, "max": tasks.iter().map(|t| t.max).sum::<u32>()})
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A folder name for a submission: its file stem with anything but [A-Za-z0-9._-] replaced.
+fn submission_name(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "submission".into());
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.starts_with('.') {
+        format!("_{name}")
+    } else {
+        name
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> sgm::Error + '_ {
+    move |source| sgm::Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Grades one submission into `out/<name>/`; never fails for what the submission does (that
+/// costs points), only for the grader's own faults.
+fn grade_one(source: &Assignment, path: &Path, out: &Path, args: &GradeArgs) -> CliResult<Report> {
+    let start = Instant::now();
+    let name = submission_name(path);
+    let dir = out.join(&name);
+    let grading_dir = out.join(".grading").join(&name);
+    for d in [&dir, &grading_dir] {
+        if d.exists() {
+            std::fs::remove_dir_all(d).map_err(io_err(d))?;
+        }
+        sgm::checkpoint::create_dir(d)?;
+    }
+    let submission = match assignment::read_notebook(path) {
+        Ok(nb) => nb,
+        Err(e) => {
+            // Not a notebook: every task fails, with the reason.
+            let empty = json!({"cells": []});
+            let grading = source.grading_notebook(&empty)?;
+            let mut report = assignment::score(source, &name, &grading, &empty, &[]);
+            for t in &mut report.tasks {
+                t.message = format!("the submission could not be read: {e}");
+            }
+            report.seconds = start.elapsed().as_secs_f64();
+            write_report(&dir, &report)?;
+            return Ok(report);
+        }
+    };
+    let grading = source.grading_notebook(&submission)?;
+    let run = grading_dir.join("run.ipynb");
+    let executed_path = grading_dir.join("executed.ipynb");
+    let outcomes_path = grading_dir.join("outcomes.json");
+    assignment::write_notebook(&run, &grading.notebook)?;
+    let checks: Vec<usize> = grading.graded.iter().map(|g| g.index).collect();
+    let mut cmd = Command::new(python());
+    cmd.arg(root().join("kernel-setup/grade_runner.py"))
+        .arg("run")
+        .arg("--notebook")
+        .arg(&run)
+        .arg("--executed")
+        .arg(&executed_path)
+        .arg("--outcomes")
+        .arg(&outcomes_path)
+        .arg("--work")
+        .arg(dir.join("work"))
+        .arg("--build")
+        .arg(grading_dir.join("build"))
+        .arg("--checks")
+        .arg(serde_json::to_string(&checks).map_err(sgm::Error::from)?)
+        .arg("--cell-timeout")
+        .arg(args.cell_timeout.to_string())
+        .arg("--timeout")
+        .arg(args.timeout.to_string())
+        .arg("--memory")
+        .arg(&args.memory);
+    if args.no_sandbox {
+        cmd.arg("--no-sandbox");
+    }
+    let log_path = grading_dir.join("runner.log");
+    let log = std::fs::File::create(&log_path).map_err(io_err(&log_path))?;
+    let status = cmd
+        .stdout(log.try_clone().map_err(io_err(&log_path))?)
+        .stderr(log)
+        .status()
+        .map_err(|e| CliError::Usage(format!("cannot start {}: {e}", python().display())))?;
+    if !status.success() {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(CliError::Usage(format!(
+            "grading {name}: the runner failed ({status}): {last} (log: {})",
+            log_path.display()
+        )));
+    }
+    let executed = assignment::read_notebook(&executed_path)?;
+    let text = std::fs::read_to_string(&outcomes_path).map_err(io_err(&outcomes_path))?;
+    let outcomes: Vec<CellOutcome> = serde_json::from_str(&text).map_err(sgm::Error::from)?;
+    let mut report = assignment::score(source, &name, &grading, &executed, &outcomes);
+    report.seconds = (start.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    write_report(&dir, &report)?;
+    let feedback = assignment::feedback_notebook(&executed, &grading, &report);
+    let feedback_path = grading_dir.join("feedback.ipynb");
+    assignment::write_notebook(&feedback_path, &feedback)?;
+    let html = Command::new(python())
+        .arg(root().join("kernel-setup/grade_runner.py"))
+        .arg("html")
+        .arg(&feedback_path)
+        .arg(dir.join("feedback.html"))
+        .output()
+        .map_err(|e| CliError::Usage(format!("cannot start {}: {e}", python().display())))?;
+    if !html.status.success() {
+        return Err(CliError::Usage(format!(
+            "grading {name}: writing feedback.html failed: {}",
+            String::from_utf8_lossy(&html.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        )));
+    }
+    // The work folder keeps what the notebook wrote (checkpoints, figures); the build copy
+    // is large and of no further use.
+    let _ = std::fs::remove_dir_all(grading_dir.join("build"));
+    Ok(report)
+}
+
+fn write_report(dir: &Path, report: &Report) -> CliResult<()> {
+    let path = dir.join("report.json");
+    let text = serde_json::to_string_pretty(report).map_err(sgm::Error::from)? + "\n";
+    sgm::checkpoint::write_atomically(&path, |tmp| {
+        std::fs::write(tmp, &text).map_err(io_err(tmp))
+    })?;
+    Ok(())
+}
+
+/// `DIR/grades.csv` from every `DIR/*/report.json`, so that submissions graded by separate
+/// invocations (a job array) end in one table.
+fn write_grades(source: &Assignment, out: &Path) -> CliResult<PathBuf> {
+    let mut reports = Vec::new();
+    let entries = std::fs::read_dir(out).map_err(io_err(out))?;
+    for entry in entries.flatten() {
+        let path = entry.path().join("report.json");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let report: Report = serde_json::from_str(&text).map_err(sgm::Error::from)?;
+            reports.push(report);
+        }
+    }
+    reports.sort_by(|a, b| a.submission.cmp(&b.submission));
+    let csv = assignment::grades_csv(&source.tasks(), &reports);
+    let path = out.join("grades.csv");
+    sgm::checkpoint::write_atomically(&path, |tmp| std::fs::write(tmp, &csv).map_err(io_err(tmp)))?;
+    Ok(path)
+}
+
+pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
+    let source = Assignment::read(&args.assignment)?;
+    if args.jobs == 0 {
+        return Err(CliError::Usage("--jobs must be at least 1".into()));
+    }
+    let mut names = std::collections::HashSet::new();
+    for s in &args.submissions {
+        if !names.insert(submission_name(s)) {
+            return Err(CliError::Usage(format!(
+                "two submissions share the name {} (rename one)",
+                submission_name(s)
+            )));
+        }
+    }
+    sgm::checkpoint::create_dir(&args.out)?;
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, CliResult<Report>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..args.jobs.min(args.submissions.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(path) = args.submissions.get(i) else {
+                    break;
+                };
+                let result = grade_one(&source, path, &args.out, args);
+                if let Ok(r) = &result {
+                    println!(
+                        "{}",
+                        json!({"submission": r.submission, "total": r.total, "max": r.max, "seconds": r.seconds})
+                    );
+                }
+                results.lock().expect("no panics while held").push((i, result));
+            });
+        }
+    });
+    let grades = write_grades(&source, &args.out)?;
+    let mut results = results.into_inner().expect("no panics while held");
+    results.sort_by_key(|(i, _)| *i);
+    let failed: Vec<String> = results
+        .into_iter()
+        .filter_map(|(_, r)| r.err().map(|e| e.to_string()))
+        .collect();
+    if failed.is_empty() {
+        println!("{}", json!({"grades": grades}));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(CliError::Usage(failed.join("; ")))
+    }
+}

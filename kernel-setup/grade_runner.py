@@ -1,0 +1,325 @@
+"""Executes one homework submission for `sgm grade`, in its own kernel, folder and sandbox.
+
+`sgm grade` (crate/cli/src/grade.rs) builds the notebook to run (the student's answer cells,
+the source's locked and graded cells, each graded cell followed by a line that reports a secret)
+and scores what this script writes. This script only executes, cell by cell:
+
+  * the kernel is the registered evcxr kernel, started inside bubblewrap (`bwrap`): the
+    submission's folder is its working directory and the only place it can write besides its
+    own copy of the build folder; the crate sources, the data, the Python environment and the
+    toolchains are mounted read-only; the assignment source, the hidden checks, the grader's
+    files and other submissions are not mounted at all. It runs without capabilities, in its
+    own PID, IPC and UTS namespaces, with a limit on its data segment (memory);
+  * a cell that fails (compile error, `?` error, panic: read from its outputs as
+    notebook_runner.cell_failure does) is recorded and the next cell runs;
+  * a cell that runs past the per-cell limit, or kills its process (abort, exit, a crash, the
+    memory limit), is recorded with the cause; the kernel is then started afresh and the cells
+    that had succeeded are run again (checks excepted) so that later, independent tasks are
+    still graded; a task whose code was in the failed cell fails through its own checks;
+  * past the submission's time limit the remaining cells are skipped, each with the reason.
+
+Usage:
+  grade_runner.py run --notebook RUN.ipynb --executed OUT.ipynb --outcomes OUT.json --work DIR
+                      --build DIR [--cell-timeout S] [--timeout S] [--memory BYTES] [--no-sandbox]
+  grade_runner.py warm            # builds the grading build template (the kit, tch, sgm) once
+  grade_runner.py html IN.ipynb OUT.html
+"""
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import nbformat
+from jupyter_client import KernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "kernel-setup"))
+from notebook_runner import HOMEWORK_FIRST_CELL, cell_failure  # noqa: E402
+
+KERNEL_JSON = ROOT / ".venv/share/jupyter/kernels/sgm/kernel.json"
+EVCXR = ROOT / ".tools/evcxr/bin/evcxr_jupyter"
+# Where the homework notebooks live: the submission's folder is mounted here in the sandbox,
+# so that the first cell's `:dep ... path = "../../../crate/homework"` resolves.
+NOTEBOOK_DIR = ROOT / "notebooks/homework/release"
+TEMPLATE = ROOT / ".tools/evcxr-build/grade-template"
+CRASH = re.compile(r"Subprocess terminated|Child process terminated|kernel died", re.I)
+
+
+def sandbox_argv(work, build, runtime_dir, memory):
+    """bwrap's command line around evcxr_jupyter (see the module's documentation)."""
+    home = pathlib.Path.home()
+    argv = ["bwrap", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    argv += ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+    for top in ("/bin", "/lib", "/lib64", "/sbin"):
+        p = pathlib.Path(top)
+        if p.is_symlink():
+            argv += ["--symlink", os.readlink(top), top]
+        elif p.exists():
+            argv += ["--ro-bind", top, top]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    for ro in (
+        ROOT / "crate",
+        ROOT / "Cargo.toml",
+        ROOT / "data",
+        ROOT / ".venv",
+        ROOT / ".tools/evcxr",
+        home / ".cargo",
+        home / ".rustup",
+        pathlib.Path(runtime_dir),
+    ):
+        if ro.exists():
+            argv += ["--ro-bind", str(ro), str(ro)]
+    # The crate's build output and caches are not the sandbox's business.
+    argv += ["--tmpfs", str(ROOT / "crate/target")] if (ROOT / "crate/target").exists() else []
+    argv += ["--bind", str(build), str(TEMPLATE), "--bind", str(work), str(NOTEBOOK_DIR)]
+    argv += ["--chdir", str(NOTEBOOK_DIR), "--setenv", "HOME", "/tmp"]
+    # The toolchains stay where rustup installed them (read-only), whatever HOME says.
+    argv += ["--setenv", "RUSTUP_HOME", os.environ.get("RUSTUP_HOME", str(home / ".rustup"))]
+    argv += ["--setenv", "CARGO_HOME", os.environ.get("CARGO_HOME", str(home / ".cargo"))]
+    argv += ["--", "prlimit", f"--data={parse_bytes(memory)}", "--"]
+    return argv
+
+
+def parse_bytes(text):
+    """'8G', '512M', '1048576' -> bytes (prlimit itself takes plain numbers only)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", str(text), re.I)
+    if not match:
+        raise SystemExit(f"grade_runner: --memory {text!r}: expected a size such as 8G or 512M")
+    scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[match.group(2).upper()]
+    return int(float(match.group(1)) * scale)
+
+
+def kernel_spec(spec_dir, work, build, runtime_dir, memory, sandbox, budget):
+    """Writes a kernelspec `sgm-grade` into spec_dir/kernels/ and returns its name."""
+    base = json.loads(KERNEL_JSON.read_text())
+    env = dict(base.get("env", {}))
+    env.update(
+        {
+            "EVCXR_TMPDIR": str(TEMPLATE if sandbox else build),
+            "SGM_BUDGET": budget,
+            "SGM_OUTPUT": str((NOTEBOOK_DIR if sandbox else work) / "output"),
+            "SGM_CACHE": str((NOTEBOOK_DIR if sandbox else work) / ".cache"),
+            "CARGO_NET_OFFLINE": "true",
+        }
+    )
+    evcxr = [str(EVCXR), "--control_file", "{connection_file}"]
+    argv = sandbox_argv(work, build, runtime_dir, memory) + evcxr if sandbox else evcxr
+    spec = {"argv": argv, "display_name": "Rust (sgm, grading)", "language": "rust", "env": env,
+            "interrupt_mode": "message"}
+    folder = pathlib.Path(spec_dir) / "kernels" / "sgm-grade"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kernel.json").write_text(json.dumps(spec, indent=1))
+    return "sgm-grade"
+
+
+def copy_build(template, build):
+    """The submission's own build folder: a copy of the warm template (reflinks where the file
+    system has them), so no submission can touch another's compiled code."""
+    if build.exists():
+        return
+    tmp = build.with_name(build.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    subprocess.run(["cp", "-a", "--reflink=auto", str(template), str(tmp)], check=True)
+    tmp.rename(build)
+
+
+def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, max_restarts=6):
+    """Executes every code cell; returns one outcome per code cell."""
+    outcomes = {}
+    succeeded = []  # code cells that ran cleanly, replayed after a restart
+    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    position = 0
+    restarts = 0
+    while position < len(code):
+        # The connection file goes where the sandbox can read it (jupyter_client would put it
+        # in the system's temporary folder, which the sandbox does not see).
+        km = KernelManager(kernel_name=kernel_name, connection_file=str(runtime / f"kernel-{restarts}.json"))
+        client = NotebookClient(
+            nb, km=km, kernel_name=kernel_name, timeout=cell_timeout, allow_errors=True, record_timing=True,
+            shutdown_kernel="immediate", resources={"metadata": {"path": str(cwd)}},
+        )
+        crashed = False
+        with client.setup_kernel():
+            for index in [i for i in succeeded if not is_check(i)]:
+                replay = nbformat.from_dict(json.loads(json.dumps(nb.cells[index])))
+                try:
+                    client.execute_cell(replay, index)
+                except (CellTimeoutError, DeadKernelError, CellExecutionError):
+                    pass
+            while position < len(code):
+                index = code[position]
+                cell = nb.cells[index]
+                position += 1
+                if time.monotonic() > deadline:
+                    outcomes[index] = {"cell": index, "status": "skipped", "kind": "time limit",
+                                       "message": "the submission's time limit was reached before this cell"}
+                    continue
+                start = time.monotonic()
+                try:
+                    client.execute_cell(cell, index)
+                    failure = cell_failure(cell, strict=False)
+                except CellTimeoutError:
+                    failure = ("timeout", f"timed out after {cell_timeout} s")
+                except DeadKernelError:
+                    failure = ("dead", "kernel died")
+                except CellExecutionError as e:
+                    failure = ("error", f"{e.ename}: {e.evalue}")
+                seconds = round(time.monotonic() - start, 2)
+                if failure is None:
+                    outcomes[index] = {"cell": index, "status": "ok", "seconds": seconds}
+                    succeeded.append(index)
+                    continue
+                kind, message = failure
+                if kind == "error" and CRASH.search(message):
+                    kind, message = "dead", f"kernel died ({message})"
+                outcomes[index] = {"cell": index, "status": "failed", "kind": kind, "message": message,
+                                   "seconds": seconds}
+                if kind in ("timeout", "dead"):
+                    crashed = True
+                    break
+        if crashed:
+            restarts += 1
+            if restarts > max_restarts:
+                for index in code[position:]:
+                    outcomes[index] = {"cell": index, "status": "skipped", "kind": "crashes",
+                                       "message": f"not run: the kernel was restarted {max_restarts} times"}
+                break
+    return [outcomes[i] for i in code if i in outcomes]
+
+
+def cmd_run(args):
+    work = pathlib.Path(args.work).resolve()
+    build = pathlib.Path(args.build).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    sandbox = not args.no_sandbox
+    if sandbox and shutil.which("bwrap") is None:
+        print("grade_runner: bwrap (bubblewrap) not found; install it (apt-get install bubblewrap) "
+              "or pass --no-sandbox for trusted notebooks only", file=sys.stderr)
+        return 2
+    if not (TEMPLATE / ".warm").exists():
+        cmd_warm(args)
+    copy_build(TEMPLATE, build)
+    nb = nbformat.read(args.notebook, as_version=4)
+    checks = set(json.loads(args.checks)) if args.checks else set()
+    with tempfile.TemporaryDirectory(prefix="sgm-grade-") as tmp:
+        # The connection file's folder is mounted into the sandbox; it holds nothing else.
+        runtime = build.parent / "runtime"
+        shutil.rmtree(runtime, ignore_errors=True)
+        runtime.mkdir()
+        name = kernel_spec(tmp, work, build, runtime, args.memory, sandbox, args.budget)
+        saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "JUPYTER_RUNTIME_DIR")}
+        os.environ["JUPYTER_PATH"] = tmp
+        os.environ["JUPYTER_RUNTIME_DIR"] = str(runtime)
+        try:
+            deadline = time.monotonic() + args.timeout
+            cwd = NOTEBOOK_DIR if sandbox else work
+            if not sandbox:
+                NOTEBOOK_DIR.mkdir(parents=True, exist_ok=True)
+                cwd = NOTEBOOK_DIR
+            outcomes = run_cells(nb, name, cwd, args.cell_timeout, deadline, lambda i: i in checks, runtime)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    nbformat.write(nb, args.executed)
+    pathlib.Path(args.outcomes).write_text(json.dumps(outcomes, indent=1) + "\n")
+    return 0
+
+
+def template_hash():
+    h = hashlib.sha256()
+    for path in sorted((ROOT / "crate").rglob("*")):
+        if path.is_file() and "target" not in path.parts:
+            h.update(str(path.relative_to(ROOT)).encode())
+            h.update(path.read_bytes())
+    h.update((ROOT / "Cargo.lock").read_bytes())
+    h.update(KERNEL_JSON.read_bytes())
+    h.update(str(EVCXR.stat().st_size).encode())
+    return h.hexdigest()
+
+
+def cmd_warm(_args=None):
+    """Compiles the homework's first cell into the build template, once per crate version, so a
+    submission's kernel starts from compiled dependencies (a copy of it)."""
+    TEMPLATE.parent.mkdir(parents=True, exist_ok=True)
+    with open(TEMPLATE.parent / "grade-template.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp = TEMPLATE / ".warm"
+        digest = template_hash()
+        if stamp.exists() and stamp.read_text() == digest:
+            return 0
+        seed = ROOT / ".tools/evcxr-build/slot-0"
+        if not TEMPLATE.exists() and (seed.parent / "slot-0.warm").exists():
+            # The notebooks' warm build folder already holds tch and sgm compiled: start there.
+            copy_build(seed, TEMPLATE)
+        TEMPLATE.mkdir(parents=True, exist_ok=True)
+        NOTEBOOK_DIR.mkdir(parents=True, exist_ok=True)
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(HOMEWORK_FIRST_CELL),
+                    nbformat.v4.new_code_cell("use sgm_homework::prelude::*;\nprintln!(\"{}\", sgm_homework::describe_device(device()));")]
+        with tempfile.TemporaryDirectory(prefix="sgm-warm-") as tmp:
+            base = json.loads(KERNEL_JSON.read_text())
+            spec = {"argv": [str(EVCXR), "--control_file", "{connection_file}"], "display_name": "warm",
+                    "language": "rust", "env": {**base.get("env", {}), "EVCXR_TMPDIR": str(TEMPLATE)}}
+            folder = pathlib.Path(tmp) / "kernels" / "sgm-grade-warm"
+            folder.mkdir(parents=True)
+            (folder / "kernel.json").write_text(json.dumps(spec))
+            os.environ["JUPYTER_PATH"] = tmp
+            client = NotebookClient(nb, kernel_name="sgm-grade-warm", timeout=3600,
+                                    resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+            client.execute()
+            os.environ.pop("JUPYTER_PATH", None)
+        failure = next((f for f in (cell_failure(c, strict=False) for c in nb.cells) if f), None)
+        if failure:
+            print(f"grade_runner: the grading build template did not build: {failure[1]}", file=sys.stderr)
+            return 1
+        stamp.write_text(digest)
+    return 0
+
+
+def cmd_html(args):
+    from html_pages import write_html
+
+    nb = nbformat.read(args.input, as_version=4)
+    write_html(nb, pathlib.Path(args.output))
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run")
+    run.add_argument("--notebook", required=True)
+    run.add_argument("--executed", required=True)
+    run.add_argument("--outcomes", required=True)
+    run.add_argument("--work", required=True)
+    run.add_argument("--build", required=True)
+    run.add_argument("--checks", help="JSON list of the graded cells' indices (not replayed)")
+    run.add_argument("--cell-timeout", type=int, default=300)
+    run.add_argument("--timeout", type=int, default=1200)
+    run.add_argument("--memory", default="8G", help="data-segment limit of the kernel (prlimit)")
+    run.add_argument("--budget", default="ci", help="SGM_BUDGET for the notebook")
+    run.add_argument("--no-sandbox", action="store_true")
+    sub.add_parser("warm")
+    html = sub.add_parser("html")
+    html.add_argument("input")
+    html.add_argument("output")
+    args = parser.parse_args(argv)
+    return {"run": cmd_run, "warm": cmd_warm, "html": cmd_html}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
