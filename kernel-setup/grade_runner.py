@@ -38,7 +38,8 @@ import tempfile
 import time
 
 import nbformat
-from jupyter_client import KernelManager
+from jupyter_client import AsyncKernelManager
+from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
@@ -52,6 +53,7 @@ EVCXR = ROOT / ".tools/evcxr/bin/evcxr_jupyter"
 # so that the first cell's `:dep ... path = "../../../crate/homework"` resolves.
 NOTEBOOK_DIR = ROOT / "notebooks/homework/release"
 TEMPLATE = ROOT / ".tools/evcxr-build/grade-template"
+OUT_OF_MEMORY = re.compile(r"memory allocation of \d+ bytes failed")
 CRASH = re.compile(r"Subprocess terminated|Child process terminated|kernel died", re.I)
 
 
@@ -129,13 +131,66 @@ def copy_build(template, build):
     if build.exists():
         return
     tmp = build.with_name(build.name + ".partial")
+    build.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)
     subprocess.run(["cp", "-a", "--reflink=auto", str(template), str(tmp)], check=True)
     tmp.rename(build)
 
 
+def run_session(client, nb, code, start, succeeded, outcomes, cell_timeout, deadline, is_check):
+    """In one fresh kernel: replays the cells that had succeeded (checks excepted), then runs the
+    code cells from position `start` on. Returns (next position, whether the kernel must be
+    restarted: a timeout or a crash)."""
+    position = start
+    with client.setup_kernel():
+        for index in [i for i in succeeded if not is_check(i)]:
+            replay = nbformat.from_dict(json.loads(json.dumps(nb.cells[index])))
+            try:
+                client.execute_cell(replay, index)
+            except (CellTimeoutError, DeadKernelError, CellExecutionError):
+                pass
+        while position < len(code):
+            index = code[position]
+            cell = nb.cells[index]
+            position += 1
+            if time.monotonic() > deadline:
+                outcomes[index] = {"cell": index, "status": "skipped", "kind": "time limit",
+                                   "message": "the submission's time limit was reached before this cell"}
+                continue
+            started = time.monotonic()
+            try:
+                client.execute_cell(cell, index)
+                failure = cell_failure(cell, strict=False)
+            except CellTimeoutError:
+                failure = ("timeout", f"timed out after {cell_timeout} s")
+            except DeadKernelError:
+                failure = ("dead", "kernel died")
+            except CellExecutionError as e:
+                failure = ("error", f"{e.ename}: {e.evalue}")
+            seconds = round(time.monotonic() - started, 2)
+            if failure is None:
+                outcomes[index] = {"cell": index, "status": "ok", "seconds": seconds}
+                succeeded.append(index)
+                continue
+            kind, message = failure
+            if kind == "error" and CRASH.search(message):
+                kind, message = "dead", f"kernel died ({message})"
+            if kind == "dead":
+                # stderr may lose lines (evcxr's race); when the allocator's last words arrived, say so.
+                stderr = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []) if o.get("name") == "stderr")
+                oom = OUT_OF_MEMORY.search(stderr)
+                if oom:
+                    message += f": {oom.group(0)} (the memory limit)"
+            outcomes[index] = {"cell": index, "status": "failed", "kind": kind, "message": message,
+                               "seconds": seconds}
+            if kind in ("timeout", "dead"):
+                return position, True
+    return position, False
+
+
 def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, max_restarts=6):
-    """Executes every code cell; returns one outcome per code cell."""
+    """Executes every code cell, restarting the kernel after a timeout or a crash; returns one
+    outcome per code cell."""
     outcomes = {}
     succeeded = []  # code cells that ran cleanly, replayed after a restart
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
@@ -144,57 +199,29 @@ def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, m
     while position < len(code):
         # The connection file goes where the sandbox can read it (jupyter_client would put it
         # in the system's temporary folder, which the sandbox does not see).
-        km = KernelManager(kernel_name=kernel_name, connection_file=str(runtime / f"kernel-{restarts}.json"))
+        # (nbclient needs the asynchronous manager: a blocking one's channels would block its
+        # event loop, and a cell's time limit would never fire.)
+        km = AsyncKernelManager(kernel_name=kernel_name, connection_file=str(runtime / f"kernel-{restarts}.json"))
         client = NotebookClient(
             nb, km=km, kernel_name=kernel_name, timeout=cell_timeout, allow_errors=True, record_timing=True,
             shutdown_kernel="immediate", resources={"metadata": {"path": str(cwd)}},
         )
-        crashed = False
-        with client.setup_kernel():
-            for index in [i for i in succeeded if not is_check(i)]:
-                replay = nbformat.from_dict(json.loads(json.dumps(nb.cells[index])))
-                try:
-                    client.execute_cell(replay, index)
-                except (CellTimeoutError, DeadKernelError, CellExecutionError):
-                    pass
-            while position < len(code):
-                index = code[position]
-                cell = nb.cells[index]
-                position += 1
-                if time.monotonic() > deadline:
-                    outcomes[index] = {"cell": index, "status": "skipped", "kind": "time limit",
-                                       "message": "the submission's time limit was reached before this cell"}
-                    continue
-                start = time.monotonic()
-                try:
-                    client.execute_cell(cell, index)
-                    failure = cell_failure(cell, strict=False)
-                except CellTimeoutError:
-                    failure = ("timeout", f"timed out after {cell_timeout} s")
-                except DeadKernelError:
-                    failure = ("dead", "kernel died")
-                except CellExecutionError as e:
-                    failure = ("error", f"{e.ename}: {e.evalue}")
-                seconds = round(time.monotonic() - start, 2)
-                if failure is None:
-                    outcomes[index] = {"cell": index, "status": "ok", "seconds": seconds}
-                    succeeded.append(index)
-                    continue
-                kind, message = failure
-                if kind == "error" and CRASH.search(message):
-                    kind, message = "dead", f"kernel died ({message})"
-                outcomes[index] = {"cell": index, "status": "failed", "kind": kind, "message": message,
-                                   "seconds": seconds}
-                if kind in ("timeout", "dead"):
-                    crashed = True
-                    break
-        if crashed:
-            restarts += 1
-            if restarts > max_restarts:
-                for index in code[position:]:
-                    outcomes[index] = {"cell": index, "status": "skipped", "kind": "crashes",
-                                       "message": f"not run: the kernel was restarted {max_restarts} times"}
-                break
+        try:
+            position, restart = run_session(client, nb, code, position, succeeded, outcomes, cell_timeout,
+                                            deadline, is_check)
+        finally:
+            # nbclient leaves running a kernel whose manager it was given: stop it (the sandbox
+            # dies with it) whatever happened, a cell that still loops included.
+            if km.has_kernel:
+                run_sync(km.shutdown_kernel)(now=True)
+        if not restart:
+            break
+        restarts += 1
+        if restarts > max_restarts:
+            for index in code[position:]:
+                outcomes[index] = {"cell": index, "status": "skipped", "kind": "crashes",
+                                   "message": f"not run: the kernel was restarted {max_restarts} times"}
+            break
     return [outcomes[i] for i in code if i in outcomes]
 
 
@@ -207,8 +234,10 @@ def cmd_run(args):
         print("grade_runner: bwrap (bubblewrap) not found; install it (apt-get install bubblewrap) "
               "or pass --no-sandbox for trusted notebooks only", file=sys.stderr)
         return 2
-    if not (TEMPLATE / ".warm").exists():
-        cmd_warm(args)
+    # Brings the template up to date with the crate (at once when it is), so that no
+    # submission's kernel compiles the toolkit itself.
+    if cmd_warm(args):
+        return 1
     copy_build(TEMPLATE, build)
     nb = nbformat.read(args.notebook, as_version=4)
     checks = set(json.loads(args.checks)) if args.checks else set()

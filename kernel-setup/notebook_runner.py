@@ -36,6 +36,10 @@ ERROR_MIME = "application/vnd.sgm.cell-error+json"
 # The first code cell of every notebook: the crate, and failed cells reported in their outputs.
 FIRST_CELL = """:dep sgm = { path = "../crate" }
 sgm::notebook::report_failed_cells()?;"""
+# The homework notebooks (notebooks/homework/{source,release}/) depend on the student's kit
+# crate instead, which re-exports the same relay.
+HOMEWORK_FIRST_CELL = """:dep sgm_homework = { path = "../../../crate/homework" }
+sgm_homework::report_failed_cells()?;"""
 
 # Where a failure's message starts in stderr or an error's text.
 FAILURE_PATTERNS = [
@@ -101,8 +105,10 @@ def cell_failure(cell, strict=True):
 
 def check_first_cell(nb, path):
     code = [c for c in nb.cells if c.cell_type == "code"]
-    if not code or code[0].source.strip() != FIRST_CELL:
-        raise NotebookFailure(f"{path}: the first code cell must be exactly:\n{FIRST_CELL}")
+    if not code or code[0].source.strip() not in (FIRST_CELL, HOMEWORK_FIRST_CELL):
+        raise NotebookFailure(
+            f"{path}: the first code cell must be exactly:\n{FIRST_CELL}\n(or, in a homework notebook:\n{HOMEWORK_FIRST_CELL})"
+        )
 
 
 def execute(nb, cwd, timeout, keep_going=False, strict=True, env=None):
@@ -180,10 +186,14 @@ def save_figures(nb, folder, stem):
 
 
 def write_html(nb, target):
-    from nbconvert import HTMLExporter
+    """The HTML page, with MathJax copied beside it so that formulas render offline
+    (kernel-setup/html_pages.py)."""
+    here = str(pathlib.Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from html_pages import write_html as write_page
 
-    body, _ = HTMLExporter().from_notebook_node(nb)
-    target.write_text(body, encoding="utf-8")
+    write_page(nb, target)
 
 
 def main(argv=None):

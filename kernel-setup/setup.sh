@@ -12,6 +12,8 @@ VENV="$ROOT/.venv"
 TOOLS="$ROOT/.tools"
 KERNEL_NAME=sgm
 KERNEL_DIR="$VENV/share/jupyter/kernels/$KERNEL_NAME"
+# playwright (requirements.txt) drives Debian's chromium (step 2c); it never fetches a browser.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
 step_start=0
 step() { step_start=$(date +%s); printf '==> %s\n' "$*"; }
@@ -79,6 +81,35 @@ elif command -v apt-get >/dev/null && (cd "$TOOLS/downloads" && apt-get download
 else
   echo "    fashion-mnist: not fetched (needs Debian's apt-get; run apt-get update first). Only Fashion-MNIST uses it."
 fi
+done_step
+
+# --- 2c. Debian tools: a browser for the browser checks, a sandbox for the grader ----------------
+# chromium: tests/browser.rs drives it through playwright (PyPI, step 1) with
+# executable_path=/usr/bin/chromium; playwright never downloads a browser of its own.
+# bubblewrap: `sgm grade` runs each student's notebook inside it (README, homework mode).
+debian_tool() {  # debian_tool PACKAGE BINARY WHAT-NEEDS-IT
+  local package="$1" binary="$2" needed_by="$3"
+  if [[ -x "$binary" ]]; then
+    echo "    $package: present ($("$binary" --version 2>/dev/null | head -1 || echo "$binary"))"
+  elif ! command -v apt-get >/dev/null; then
+    echo "    $package: NOT INSTALLED (no apt-get here); install it at $binary for $needed_by"
+  elif [[ "$(id -u)" != 0 ]]; then
+    echo "    $package: NOT INSTALLED (needs root): sudo apt-get install -y --no-install-recommends $package ($needed_by)"
+  else
+    # The package lists may be stale or absent on a fresh machine: update once, then retry.
+    local log="$TOOLS/$package-install.log"
+    apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$package" >>"$log" 2>&1; }
+    mkdir -p "$TOOLS" && : >"$log"
+    if apt_install || { apt-get update -q >>"$log" 2>&1 && apt_install; }; then
+      echo "    $package: installed ($("$binary" --version 2>/dev/null | head -1))"
+    else
+      echo "    $package: NOT INSTALLED: apt-get install $package failed (see .tools/$package-install.log); $needed_by fails until it is installed"
+    fi
+  fi
+}
+step "Debian tools: chromium (browser checks), bubblewrap (the grader's sandbox)"
+debian_tool chromium /usr/bin/chromium "tests/browser.rs (or set SGM_BROWSER_TESTS=skip)"
+debian_tool bubblewrap /usr/bin/bwrap "sgm grade (or --no-sandbox for trusted notebooks) and tests/homework.rs"
 done_step
 
 # --- 3. evcxr_jupyter ------------------------------------------------------------------------

@@ -78,15 +78,31 @@ fn release_replaces_solutions_drops_hidden_checks_and_outputs() {
         }
     }
     // Locked cells are copied as they are.
-    assert_eq!(source_of(cell(&released, "visible")), source_of(cell(&source(), "visible")));
+    assert_eq!(
+        source_of(cell(&released, "visible")),
+        source_of(cell(&source(), "visible"))
+    );
     assert_eq!(
         a.tasks(),
         vec![
-            assignment::TaskMax { id: "t1".into(), max: 3 },
-            assignment::TaskMax { id: "t2".into(), max: 1 }
+            assignment::TaskMax {
+                id: "t1".into(),
+                max: 3
+            },
+            assignment::TaskMax {
+                id: "t2".into(),
+                max: 1
+            }
         ]
     );
-    assert_eq!(a.cells[4].role, Role::Graded { task: "t1".into(), points: 2, hidden: true });
+    assert_eq!(
+        a.cells[4].role,
+        Role::Graded {
+            task: "t1".into(),
+            points: 2,
+            hidden: true
+        }
+    );
 }
 
 #[test]
@@ -96,30 +112,69 @@ fn malformed_sources_are_errors_naming_the_cell() {
             code("a", "// BEGIN SOLUTION\nlet x = 1;", json!({})),
             "line 1: // BEGIN SOLUTION is never closed",
         ),
-        (code("a", "let x = 1;\n// END SOLUTION", json!({})), "line 2: // END SOLUTION without a BEGIN"),
         (
-            code("a", "// BEGIN SOLUTION\n// BEGIN SOLUTION\n// END SOLUTION", json!({})),
+            code("a", "let x = 1;\n// END SOLUTION", json!({})),
+            "line 2: // END SOLUTION without a BEGIN",
+        ),
+        (
+            code(
+                "a",
+                "// BEGIN SOLUTION\n// BEGIN SOLUTION\n// END SOLUTION",
+                json!({}),
+            ),
             "inside the region opened on line 1",
         ),
-        (code("a", "let x = 1; // BEGIN SOLUTION", json!({})), "must be alone on its line"),
-        (code("a", ":dep rand = \"0.8\"", json!({})), "only the first cell may hold evcxr commands"),
-        (code("a", "check()?;", json!({"sgm": {"grade": "t", "points": 0}})), "sgm.points must be a whole number > 0"),
-        (code("a", "check()?;", json!({"sgm": {"grade": 3, "points": 1}})), "sgm.grade must be a task id string"),
         (
-            code("a", "// BEGIN SOLUTION\n1\n// END SOLUTION", json!({"sgm": {"grade": "t", "points": 1}})),
+            code("a", "let x = 1; // BEGIN SOLUTION", json!({})),
+            "must be alone on its line",
+        ),
+        (
+            code("a", ":dep rand = \"0.8\"", json!({})),
+            "only the first cell may hold evcxr commands",
+        ),
+        (
+            code(
+                "a",
+                "check()?;",
+                json!({"sgm": {"grade": "t", "points": 0}}),
+            ),
+            "sgm.points must be a whole number > 0",
+        ),
+        (
+            code("a", "check()?;", json!({"sgm": {"grade": 3, "points": 1}})),
+            "sgm.grade must be a task id string",
+        ),
+        (
+            code(
+                "a",
+                "// BEGIN SOLUTION\n1\n// END SOLUTION",
+                json!({"sgm": {"grade": "t", "points": 1}}),
+            ),
             "a graded cell cannot hold a solution region",
         ),
     ];
     for (bad, why) in cases {
         let nb = notebook(vec![code("setup", FIRST_CELL, json!({})), bad]);
-        let err = Assignment::from_notebook(Path::new("s.ipynb"), nb).unwrap_err().to_string();
-        assert!(err.contains("cell 2 (id a)") && err.contains(why), "{err:?} should name cell 2 and say {why:?}");
+        let err = Assignment::from_notebook(Path::new("s.ipynb"), nb)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cell 2 (id a)") && err.contains(why),
+            "{err:?} should name cell 2 and say {why:?}"
+        );
     }
     let no_first = notebook(vec![code("x", "let x = 1;", json!({}))]);
-    let err = Assignment::from_notebook(Path::new("s.ipynb"), no_first).unwrap_err().to_string();
+    let err = Assignment::from_notebook(Path::new("s.ipynb"), no_first)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("the first code cell must be exactly"), "{err}");
-    let duplicate = notebook(vec![code("setup", FIRST_CELL, json!({})), markdown("setup", "x")]);
-    let err = Assignment::from_notebook(Path::new("s.ipynb"), duplicate).unwrap_err().to_string();
+    let duplicate = notebook(vec![
+        code("setup", FIRST_CELL, json!({})),
+        markdown("setup", "x"),
+    ]);
+    let err = Assignment::from_notebook(Path::new("s.ipynb"), duplicate)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("duplicate cell id"), "{err}");
 }
 
@@ -130,12 +185,28 @@ fn check_release_finds_stale_releases_and_leaks() {
     let mut leaky = a.release();
     leaky["cells"][1]["source"] = json!("fn double(x: f64) -> f64 {\n    x.mul_add(2.0, 0.0)\n}");
     let problems = a.check_release(&leaky).unwrap();
-    assert!(problems.iter().any(|p| p.contains("out of date")), "{problems:?}");
-    assert!(problems.iter().any(|p| p.contains("leaks") && p.contains("x.mul_add(2.0, 0.0)")), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.contains("out of date")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("leaks") && p.contains("x.mul_add(2.0, 0.0)")),
+        "{problems:?}"
+    );
     let mut with_hidden = a.release();
-    with_hidden["cells"].as_array_mut().unwrap().push(cell(&source(), "hidden").clone());
+    with_hidden["cells"]
+        .as_array_mut()
+        .unwrap()
+        .push(cell(&source(), "hidden").clone());
     let problems = a.check_release(&with_hidden).unwrap();
-    assert!(problems.iter().any(|p| p.contains("leaks") && p.contains("double_negative")), "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("leaks") && p.contains("double_negative")),
+        "{problems:?}"
+    );
 }
 
 #[test]
@@ -144,32 +215,62 @@ fn grading_takes_answers_from_the_submission_and_everything_else_from_the_source
     let mut submission = a.release();
     // The student answers, edits a visible check to pass trivially, deletes the markdown
     // answer and adds a dependency in an answer cell.
-    submission["cells"][1]["source"] = json!("fn double(x: f64) -> f64 { x + x }\nlet SIGMA: f64 = 0.5;");
+    submission["cells"][1]["source"] =
+        json!("fn double(x: f64) -> f64 { x + x }\nlet SIGMA: f64 = 0.5;");
     submission["cells"][3]["source"] = json!("println!(\"double passed\");");
     submission["cells"].as_array_mut().unwrap().remove(2);
     let grading = a.grading_notebook(&submission).unwrap();
     let nb = &grading.notebook;
-    assert_eq!(nb["cells"].as_array().unwrap().len(), 6, "hidden check put back");
-    assert_eq!(source_of(cell(nb, "answer")), "fn double(x: f64) -> f64 { x + x }\nlet SIGMA: f64 = 0.5;");
+    assert_eq!(
+        nb["cells"].as_array().unwrap().len(),
+        6,
+        "hidden check put back"
+    );
+    assert_eq!(
+        source_of(cell(nb, "answer")),
+        "fn double(x: f64) -> f64 { x + x }\nlet SIGMA: f64 = 0.5;"
+    );
     let visible = source_of(cell(nb, "visible"));
-    assert!(visible.starts_with("check(\"double\""), "the locked check is the source's: {visible}");
-    assert!(grading.notes.iter().any(|n| n.contains("id theory") && n.contains("missing")), "{:?}", grading.notes);
+    assert!(
+        visible.starts_with("check(\"double\""),
+        "the locked check is the source's: {visible}"
+    );
+    assert!(
+        grading
+            .notes
+            .iter()
+            .any(|n| n.contains("id theory") && n.contains("missing")),
+        "{:?}",
+        grading.notes
+    );
     assert_eq!(grading.graded.len(), 3);
     for g in &grading.graded {
         let text = source_of(cell(nb, &g.id));
         let last = text.lines().last().unwrap();
-        assert!(last.contains(GRADE_MIME) && last.contains(&g.token.0), "{last}");
+        assert!(
+            last.contains(GRADE_MIME) && last.contains(&g.token.0),
+            "{last}"
+        );
         assert_eq!(g.token.0.len(), 32);
     }
-    let tokens: std::collections::HashSet<_> = grading.graded.iter().map(|g| g.token.0.clone()).collect();
+    let tokens: std::collections::HashSet<_> =
+        grading.graded.iter().map(|g| g.token.0.clone()).collect();
     assert_eq!(tokens.len(), 3, "a fresh token per graded cell");
     let again = a.grading_notebook(&submission).unwrap();
-    assert_ne!(again.graded[0].token, grading.graded[0].token, "a fresh token per run");
+    assert_ne!(
+        again.graded[0].token, grading.graded[0].token,
+        "a fresh token per run"
+    );
 
-    submission["cells"][1]["source"] = json!(":dep sgm = { path = \"../../../crate\" }\nfn double(x: f64) -> f64 { x }");
+    submission["cells"][1]["source"] =
+        json!(":dep sgm = { path = \"../../../crate\" }\nfn double(x: f64) -> f64 { x }");
     let grading = a.grading_notebook(&submission).unwrap();
     assert!(source_of(cell(&grading.notebook, "answer")).contains("todo!(\"your code here\")"));
-    assert!(grading.notes.iter().any(|n| n.contains("evcxr commands")), "{:?}", grading.notes);
+    assert!(
+        grading.notes.iter().any(|n| n.contains("evcxr commands")),
+        "{:?}",
+        grading.notes
+    );
 }
 
 /// The executed grading notebook as the kernel would return it: `reports` maps a graded cell
@@ -188,39 +289,82 @@ fn executed(grading: &assignment::Grading, reports: &[(&str, Option<&str>)]) -> 
 }
 
 fn ok(cell: usize) -> CellOutcome {
-    CellOutcome { cell, status: "ok".into(), kind: String::new(), message: String::new(), seconds: 1.5 }
+    CellOutcome {
+        cell,
+        status: "ok".into(),
+        kind: String::new(),
+        message: String::new(),
+        seconds: 1.5,
+    }
 }
 
 #[test]
 fn a_check_passes_only_with_its_own_token_and_a_clean_run() {
     let a = assignment();
     let grading = a.grading_notebook(&a.release()).unwrap();
-    let token = |id: &str| grading.graded.iter().find(|g| g.id == id).unwrap().token.0.clone();
+    let token = |id: &str| {
+        grading
+            .graded
+            .iter()
+            .find(|g| g.id == id)
+            .unwrap()
+            .token
+            .0
+            .clone()
+    };
     let (visible, hidden, sigma) = (token("visible"), token("hidden"), token("sigma"));
     let outcomes = vec![ok(0), ok(1), ok(3), ok(4), ok(5)];
 
-    let all = executed(&grading, &[("visible", Some(&visible)), ("hidden", Some(&hidden)), ("sigma", Some(&sigma))]);
+    let all = executed(
+        &grading,
+        &[
+            ("visible", Some(&visible)),
+            ("hidden", Some(&hidden)),
+            ("sigma", Some(&sigma)),
+        ],
+    );
     let report = assignment::score(&a, "s", &grading, &all, &outcomes);
     assert_eq!((report.total, report.max), (4, 4));
     assert_eq!(report.tasks[0].seconds, 3.0);
 
     // Printed by the submission: a made-up token, another cell's token, no output at all.
-    let forged = executed(&grading, &[("visible", Some("0123456789abcdef0123456789abcdef")), ("hidden", Some(&sigma))]);
+    let forged = executed(
+        &grading,
+        &[
+            ("visible", Some("0123456789abcdef0123456789abcdef")),
+            ("hidden", Some(&sigma)),
+        ],
+    );
     let report = assignment::score(&a, "s", &grading, &forged, &outcomes);
     assert_eq!(report.total, 0, "{report:?}");
-    assert!(report.tasks[0].message.contains("no result reported"), "{}", report.tasks[0].message);
+    assert!(
+        report.tasks[0].message.contains("no result reported"),
+        "{}",
+        report.tasks[0].message
+    );
 
     // The token arrived but the cell failed (e.g. the report line ran, then something failed).
     let mut failed = outcomes.clone();
-    failed[4] = CellOutcome { status: "failed".into(), kind: "timeout".into(), message: "timed out after 60 s".into(), ..ok(5) };
+    failed[4] = CellOutcome {
+        status: "failed".into(),
+        kind: "timeout".into(),
+        message: "timed out after 60 s".into(),
+        ..ok(5)
+    };
     let report = assignment::score(&a, "s", &grading, &all, &failed);
     assert_eq!(report.tasks[1].points, 0);
-    assert_eq!(report.tasks[1].message, "check in cell 6: timed out after 60 s");
+    assert_eq!(
+        report.tasks[1].message,
+        "check in cell 6: timed out after 60 s"
+    );
     assert_eq!(report.tasks[0].points, 3);
 
     let feedback = assignment::feedback_notebook(&all, &grading, &report);
     let text = serde_json::to_string(&feedback).unwrap();
-    assert!(!text.contains(&visible), "the token is not shown in the feedback");
+    assert!(
+        !text.contains(&visible),
+        "the token is not shown in the feedback"
+    );
     assert!(text.contains("timed out after 60 s") && text.contains("Score: 3 / 4"));
 
     let csv = assignment::grades_csv(&a.tasks(), &[report]);
@@ -236,10 +380,22 @@ fn homework_dir() -> PathBuf {
 #[test]
 fn committed_release_is_current_and_leaks_nothing() {
     let source = Assignment::read(homework_dir().join("source/hw5_score_matching.ipynb")).unwrap();
-    let released = assignment::read_notebook(&homework_dir().join("release/hw5_score_matching.ipynb")).unwrap();
-    assert_eq!(source.check_release(&released).unwrap(), Vec::<String>::new());
-    assert!(source.secret_lines().len() > 20, "the source has solutions and hidden checks");
-    let hidden = source.cells.iter().filter(|c| matches!(c.role, Role::Graded { hidden: true, .. })).count();
+    let released =
+        assignment::read_notebook(&homework_dir().join("release/hw5_score_matching.ipynb"))
+            .unwrap();
+    assert_eq!(
+        source.check_release(&released).unwrap(),
+        Vec::<String>::new()
+    );
+    assert!(
+        source.secret_lines().len() > 20,
+        "the source has solutions and hidden checks"
+    );
+    let hidden = source
+        .cells
+        .iter()
+        .filter(|c| matches!(c.role, Role::Graded { hidden: true, .. }))
+        .count();
     assert!(hidden >= 3, "hidden checks: {hidden}");
     let max: u32 = source.tasks().iter().map(|t| t.max).sum();
     assert_eq!(max, 13, "Task 1: 4, Task 2: 4, Task 3: 5 points");

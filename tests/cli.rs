@@ -4,28 +4,10 @@
 
 use serde_json::Value;
 use sgm::experiment::{Dataset, Experiment};
-use sgm_tests::tmpdir;
+use sgm_tests::{sgm_bin, tmpdir};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
-
-/// Builds the `sgm` binary (package `sgm-cli`) once and returns its path.
-fn sgm_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "sgm-cli", "--bin", "sgm"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building sgm failed");
-        // target/<profile>/deps/cli-<hash> → target/<profile>/sgm
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().parent().unwrap().join("sgm")
-    })
-}
 
 fn sgm(args: &[&str]) -> Output {
     Command::new(sgm_bin())
@@ -183,6 +165,38 @@ fn train_sample_eval_on_moons() {
         ]),
         "[5, 3]",
     );
+}
+
+#[test]
+fn a_single_level_preset_trains_and_samples() {
+    // `donut_dsm`: one σ, an unconditioned MLP (80 steps an epoch, well under a second).
+    let dir = tmpdir("cli-donut-dsm");
+    let ckpt = dir.join("ckpt");
+    let ckpt = ckpt.to_str().unwrap();
+    let out = sgm(&[
+        "train",
+        "--preset",
+        "donut_dsm",
+        "--epochs",
+        "1",
+        "--out",
+        ckpt,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trained = json_line(&out);
+    assert_eq!(trained["experiment"], "donut_dsm");
+    assert_eq!(trained["steps"], 80, "{trained}"); // 8,000 training points, batch 100
+    let out = sgm(&["sample", "--checkpoint", ckpt, "--n", "50"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_line(&out)["n"], 50);
 }
 
 /// Starts `sgm train` on `config` into `ckpt`, waits for its first epoch line (and returns the

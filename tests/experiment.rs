@@ -1,26 +1,158 @@
 //! Experiments and presets: JSON round trip (floats exactly), typed errors for unknown presets
-//! and inconsistent networks, and a model that saves, reloads and scores identically.
+//! and inconsistent networks, a model that saves, reloads and scores identically, and the
+//! single-σ presets: their loss is `dsm_loss` and their sampler the notebooks' plain Langevin.
 
 use sgm::experiment::{Dataset, Experiment, Model, Network};
+use sgm::langevin::Init;
+use sgm::losses::{multiscale_dsm_loss, Weighting};
 use sgm::nets::ResnetConfig;
 use sgm::noise::Sigmas;
 use sgm::prelude::*;
-use sgm_tests::rng_lock;
+use sgm_tests::{rng_lock, tmpdir};
+
+/// The presets of one noise level, trained with one σ and an unconditioned MLP.
+const SINGLE_LEVEL: [&str; 2] = ["donut_dsm", "moons_single"];
 
 #[test]
-fn presets_round_trip_through_json_exactly() {
+fn presets_round_trip_through_json_exactly_and_build() {
+    // Building draws initial weights from the global generator.
+    let _rng = rng_lock();
+    for name in SINGLE_LEVEL {
+        assert!(Experiment::PRESETS.contains(&name), "{name}");
+    }
     for name in Experiment::PRESETS {
         let e = Experiment::preset(name).unwrap();
         assert_eq!(e.name, name);
         let back: Experiment = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
         assert_eq!(back, e, "{name}");
+        let vs = nn::VarStore::new(Device::Cpu);
+        assert!(e.build(&vs).is_ok(), "{name}");
     }
     let err = Experiment::preset("cifar10").unwrap_err();
     assert!(err.to_string().contains("cifar10"), "{err}");
 }
 
 #[test]
+fn an_unconditioned_mlp_takes_exactly_one_level() {
+    let mut e = Experiment::donut_dsm();
+    assert!(matches!(e.network, Network::UnconditionedMlp(_)));
+    assert_eq!(e.sigmas.values(), &[0.1]);
+    e.sigmas = Sigmas::geometric(1.0, 0.1, 3).unwrap();
+    let vs = nn::VarStore::new(Device::Cpu);
+    assert!(matches!(
+        e.build(&vs),
+        Err(Error::InvalidParameter { name: "sigmas", .. })
+    ));
+}
+
+#[test]
+fn a_single_level_loss_is_dsm_loss_at_that_level() {
+    let _rng = rng_lock();
+    for name in SINGLE_LEVEL {
+        let e = Experiment::preset(name).unwrap();
+        let model = Model::new(&e, Device::Cpu).unwrap();
+        let sigma = e.sigmas.min();
+        let x = Tensor::randn([256, 2], (Kind::Float, Device::Cpu)) + 1.5;
+        // The same batch and, from the same seed, the same noise: one level draws no level.
+        let loss_with = |weighting: Weighting| {
+            data::seed(11);
+            let cfg = sgm::losses::MultiScaleConfig {
+                weighting,
+                ..e.loss()
+            };
+            f64::try_from(multiscale_dsm_loss(model.score.as_ref(), &x, &cfg).unwrap()).unwrap()
+        };
+        data::seed(11);
+        let single = f64::try_from(dsm_loss(model.score.as_ref(), &x, sigma).unwrap()).unwrap();
+        // The preset's λ = σ²/σ_max² is 1: the loss is dsm_loss itself (so the same minimiser,
+        // ∇ log p_σ, and the same numbers as the notebooks' curves).
+        let preset = loss_with(e.weighting);
+        assert!(
+            (preset - single).abs() < 1e-5 * single,
+            "{name}: {preset} vs {single}"
+        );
+        // λ = σ² scales it by σ² (0.01 here), which a wrong power of σ would not give.
+        let papers = loss_with(Weighting::SigmaSquared);
+        assert!(
+            (papers - sigma * sigma * single).abs() < 1e-5 * papers,
+            "{name}: {papers} vs σ² · {single}"
+        );
+    }
+}
+
+#[test]
+fn a_single_level_sampler_is_the_notebooks_plain_langevin() {
+    let _rng = rng_lock();
+    // Notebook 01: from N(0, I) drawn after seed 0, ε = 10⁻², `Full`; notebook 02: from
+    // U[-1, 1]² drawn after seed 2, η = 0.01, `Half`. 30 steps instead of 1,000.
+    let notebooks = [
+        (
+            "donut_dsm",
+            0,
+            Init::Gaussian { std: 1.0 },
+            StepConvention::Full,
+        ),
+        (
+            "moons_single",
+            2,
+            Init::Uniform {
+                low: -1.0,
+                high: 1.0,
+            },
+            StepConvention::Half,
+        ),
+    ];
+    for (name, seed, init, convention) in notebooks {
+        let mut e = Experiment::preset(name).unwrap();
+        assert_eq!(e.sampler.steps_per_level, 1000, "{name}");
+        e.sampler.steps_per_level = 30;
+        let model = Model::new(&e, Device::Cpu).unwrap();
+        let annealed = model.sample(64).unwrap().samples;
+        data::seed(seed);
+        let start = init.draw(&[64, 2], Device::Cpu).unwrap();
+        let cfg = LangevinConfig {
+            n_steps: 30,
+            eps: 0.01,
+            convention,
+            ..Default::default()
+        };
+        let plain = langevin(model.score.as_ref(), &start, &cfg)
+            .unwrap()
+            .samples;
+        let diff = f64::try_from((annealed - plain).abs().max()).unwrap();
+        assert!(diff < 1e-5, "{name}: {diff}");
+    }
+}
+
+#[test]
+fn a_single_level_model_saves_and_reloads() {
+    let _rng = rng_lock();
+    let mut e = Experiment::donut_dsm();
+    e.dataset = Dataset::Donut {
+        n_train: 200,
+        n_test: 50,
+    };
+    e.train.epochs = 1;
+    let model = Model::new(&e, Device::Cpu).unwrap();
+    let data = e.data(Device::Cpu).unwrap();
+    let dir = tmpdir("experiment-single");
+    let history = model
+        .train(&data, Some(&dir), &mut training::silent(), &|| false)
+        .unwrap();
+    assert_eq!(history.steps, 2);
+    let loaded = Model::load(&dir, Device::Cpu).unwrap();
+    assert_eq!(loaded.experiment, e);
+    // σ is ignored: any level (0 included) gives the same field.
+    let x = Tensor::randn([7, 2], (Kind::Float, Device::Cpu));
+    let a = model.score.score_at(&x, 0.1).unwrap();
+    let b = loaded.score.score_at(&x, 0.0).unwrap();
+    assert_eq!(f64::try_from((a - b).abs().max()).unwrap(), 0.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_resnet_indexed_by_other_sigmas_is_refused() {
+    let _rng = rng_lock();
     let mut e = Experiment::mnist();
     let other = Sigmas::geometric(1.0, 0.01, 10).unwrap();
     e.network = Network::Resnet(ResnetConfig::homework(other));

@@ -769,6 +769,9 @@ pub fn score(
             task.message = format!("{kind} in cell {}: {message}", cell.index + 1);
         }
     }
+    for t in &mut tasks {
+        t.seconds = (t.seconds * 100.0).round() / 100.0;
+    }
     Report {
         submission: submission.into(),
         total: tasks.iter().map(|t| t.points).sum(),

@@ -1,18 +1,19 @@
 //! An experiment in one value: the data, the noise levels, the network, the loss, the training
 //! and the sampler, with named presets ([`Experiment::donut`], [`Experiment::moons`],
-//! [`Experiment::mnist`], [`Experiment::fashion`]). It is what the `sgm` command line reads
-//! from JSON and what is saved as `config.json` beside every checkpoint, so a checkpoint
-//! rebuilds its own model ([`Model::load`]).
+//! [`Experiment::mnist`], [`Experiment::fashion`], and the single-σ runs
+//! [`Experiment::donut_dsm`] and [`Experiment::moons_single`]). It is what the `sgm` command
+//! line reads from JSON and what is saved as `config.json` beside every checkpoint, so a
+//! checkpoint rebuilds its own model ([`Model::load`]).
 
 use crate::checkpoint;
 use crate::data::{self, Density, Donut};
 use crate::error::{Error, Result};
 use crate::images::{self, Scaling};
-use crate::langevin::{annealed_langevin, AnnealedConfig, AnnealedOutput, Init};
+use crate::langevin::{annealed_langevin, AnnealedConfig, AnnealedOutput, Init, StepConvention};
 use crate::losses::{multiscale_dsm_loss, LevelSampling, MultiScaleConfig, Weighting};
 use crate::nets::{
-    BlogUnet, ConditionedMlp, ConditionedMlpConfig, ConditionedSimpleResnet, Ncsnv2Unet,
-    ResnetConfig, UnetConfig,
+    Activation, BlogUnet, ConditionedMlp, ConditionedMlpConfig, ConditionedSimpleResnet, Mlp,
+    MlpConfig, Ncsnv2Unet, ResnetConfig, UnetConfig,
 };
 use crate::noise::Sigmas;
 use crate::score::Score;
@@ -51,6 +52,9 @@ pub enum Dataset {
 pub enum Network {
     /// [`ConditionedMlp`], for 2D data.
     Mlp(ConditionedMlpConfig),
+    /// [`Mlp`], a score `s_θ(x)` of one noise level that ignores σ (seed 001's network,
+    /// homework 5's Task 2): the experiment's `sigmas` must hold exactly that one level.
+    UnconditionedMlp(MlpConfig),
     /// [`ConditionedSimpleResnet`] (its `sigmas` must be the experiment's).
     Resnet(ResnetConfig),
     /// [`BlogUnet`].
@@ -101,20 +105,31 @@ pub struct Experiment {
 
 impl Experiment {
     /// Names accepted by [`Experiment::preset`].
-    pub const PRESETS: [&'static str; 5] = ["donut", "moons", "mnist", "mnist_resnet", "fashion"];
+    pub const PRESETS: [&'static str; 7] = [
+        "donut",
+        "donut_dsm",
+        "moons",
+        "moons_single",
+        "mnist",
+        "mnist_resnet",
+        "fashion",
+    ];
 
     /// A preset by name.
     pub fn preset(name: &str) -> Result<Experiment> {
         match name {
             "donut" => Ok(Self::donut()),
+            "donut_dsm" => Ok(Self::donut_dsm()),
             "moons" => Ok(Self::moons()),
+            "moons_single" => Ok(Self::moons_single()),
             "mnist" => Ok(Self::mnist()),
             "mnist_resnet" => Ok(Self::mnist_resnet()),
             "fashion" => Ok(Self::fashion()),
             other => Err(Error::InvalidParameter {
                 name: "preset",
                 value: other.to_string(),
-                why: "known presets: donut, moons, mnist, mnist_resnet, fashion",
+                why: "known presets: donut, donut_dsm, moons, moons_single, mnist, mnist_resnet, \
+                      fashion",
             }),
         }
     }
@@ -156,6 +171,92 @@ impl Experiment {
             },
             n_samples: 2_000,
             sigmas,
+        }
+    }
+
+    /// Seed 001's denoising score matching on the donut (notebook 01): one noise level
+    /// σ = 0.1, the plain MLP 2 → 32 → 32 → 32 → 2 with ReLU ([`MlpConfig::donut`]), 8,000
+    /// training and 2,000 held-out points, batches of 100, Adam with learning rate 10⁻³, 125
+    /// epochs (10,000 steps); sampled with seed 001's Langevin, `x ← x + ε s(x) + √(2ε) z`
+    /// (`Full`), ε = 10⁻², 1,000 steps from N(0, I), no denoising step.
+    ///
+    /// Loss scaling: with one level the weight `λ = σ²/σ_max²` is 1, so the multi-scale loss
+    /// is [`crate::losses::dsm_loss`] at σ itself — same value, same minimiser (the score of the
+    /// σ-smoothed data, `∇ log p_σ`) — and its curves read as notebook 01's always did.
+    pub fn donut_dsm() -> Self {
+        Experiment {
+            name: "donut_dsm".into(),
+            dataset: Dataset::Donut {
+                n_train: 8_000,
+                n_test: 2_000,
+            },
+            scaling: Scaling::ZeroOne,
+            sigmas: Sigmas::new(vec![0.1]).expect("valid preset"),
+            network: Network::UnconditionedMlp(MlpConfig::donut()),
+            weighting: Weighting::SigmaSquaredOverMax,
+            level_sampling: LevelSampling::PerSample,
+            train: TrainConfig {
+                epochs: 125,
+                batch_size: 100,
+                lr: 1e-3,
+                seed: Some(1),
+                ..Default::default()
+            },
+            // One level: the annealed sampler is plain Langevin with step ε (the schedule's
+            // σ²/σ² is 1).
+            sampler: AnnealedConfig {
+                steps_per_level: 1000,
+                eps: 1e-2,
+                convention: StepConvention::Full,
+                denoise: false,
+                seed: Some(0),
+                ..AnnealedConfig::ncsn()
+            },
+            init: Init::Gaussian { std: 1.0 },
+            n_samples: 10_000,
+        }
+    }
+
+    /// Homework 5's Task 2 (notebook 02's single-σ model): one level σ = 0.1, the plain MLP
+    /// 2 → 128 → 128 → 128 → 2 with softplus, two moons (5,000 points, noise 0.1, split
+    /// 80/20), batches of 128, Adam with learning rate 2·10⁻³ and StepLR ×0.95 every epoch, 60
+    /// epochs; sampled with the homework's Langevin, `x ← x + (η/2) s(x) + √η z` (`Half`),
+    /// η = 0.01, 1,000 steps from U[-1, 1]², no denoising step. Its loss is
+    /// [`crate::losses::dsm_loss`] at σ, as for [`Experiment::donut_dsm`].
+    pub fn moons_single() -> Self {
+        Experiment {
+            name: "moons_single".into(),
+            dataset: Dataset::Moons {
+                n: 5_000,
+                noise: 0.1,
+            },
+            network: Network::UnconditionedMlp(MlpConfig {
+                dim: 2,
+                hidden: vec![128, 128, 128],
+                activation: Activation::Softplus,
+            }),
+            train: TrainConfig {
+                epochs: 60,
+                batch_size: 128,
+                lr: 2e-3,
+                seed: Some(1),
+                lr_decay: Some(training::LrDecay {
+                    step_epochs: 1,
+                    gamma: 0.95,
+                }),
+                ..Default::default()
+            },
+            sampler: AnnealedConfig {
+                convention: StepConvention::Half,
+                seed: Some(2),
+                ..Self::donut_dsm().sampler
+            },
+            init: Init::Uniform {
+                low: -1.0,
+                high: 1.0,
+            },
+            n_samples: 2_000,
+            ..Self::donut_dsm()
         }
     }
 
@@ -365,11 +466,22 @@ impl Experiment {
     }
 
     /// Builds the network's parameters under `vs`. A ResNet whose `sigmas` differ from the
-    /// experiment's is an error (its embedding is indexed by them).
+    /// experiment's is an error (its embedding is indexed by them), and so is an
+    /// unconditioned MLP with more than one level (it cannot tell them apart).
     pub fn build(&self, vs: &VarStore) -> Result<Box<dyn Score>> {
         let root = vs.root();
         Ok(match &self.network {
             Network::Mlp(c) => Box::new(ConditionedMlp::new(&root, c)?),
+            Network::UnconditionedMlp(c) => {
+                if self.sigmas.len() != 1 {
+                    return Err(Error::InvalidParameter {
+                        name: "sigmas",
+                        value: format!("{:?}", self.sigmas.values()),
+                        why: "an unconditioned MLP models one noise level: give exactly one",
+                    });
+                }
+                Box::new(Mlp::new(&root, c)?)
+            }
             Network::Resnet(c) => {
                 if c.sigmas != self.sigmas {
                     return Err(Error::InvalidParameter {

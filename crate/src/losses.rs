@@ -91,7 +91,14 @@ impl MultiScaleConfig {
     }
 
     /// Draws the noise level of each row of a batch of `n`: `[n]` float.
+    ///
+    /// With one level there is nothing to draw and nothing is drawn, so the random stream — and
+    /// the noise of the loss — is [`dsm_loss`]'s at that level; with `λ = σ²/σ_max² = 1` the
+    /// multi-scale loss is then `dsm_loss` itself (tested), with `λ = σ²` it is σ² times it.
     pub fn draw_sigmas(&self, n: i64, device: tch::Device) -> Tensor {
+        if self.sigmas.len() == 1 {
+            return Tensor::full([n], self.sigmas.max(), (Kind::Float, device));
+        }
         let levels = self.sigmas.tensor(device);
         let idx = match self.sampling {
             LevelSampling::PerSample => self.sigmas.sample_indices(n, device),

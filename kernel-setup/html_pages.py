@@ -1,0 +1,161 @@
+"""HTML pages of notebooks whose formulas render offline.
+
+nbconvert's pages load MathJax from a CDN, so without a network every formula stays raw LaTeX.
+`write_html(nb, target_path)` exports with nbconvert's HTMLExporter and points it at a MathJax
+copy placed next to the page, in `<page folder>/mathjax/`, with a relative URL: the folder keeps
+working when it is copied or moved elsewhere, or opened through file://.
+
+The MathJax is 2.7.9 from PyPI's `jupyter-server-mathjax` (pinned in
+kernel-setup/requirements.txt). That package ships a reduced MathJax tree: one combined
+configuration (TeX-AMS-MML_HTMLorMML-full), the HTML-CSS output with the STIX-Web fonts only
+(no CommonHTML output, no TeX or image fonts), so the pages use that configuration, plus
+`config/local/sgm.js` (written here) that makes HTML-CSS use the STIX-Web web fonts. Only the
+files a page can load are copied (197 files, 2.5 MB), once per folder: a folder that already
+holds this copy is left as it is.
+
+Usage from Python: `from html_pages import write_html` (kernel-setup/ on sys.path).
+"""
+import hashlib
+import importlib.util
+import os
+import pathlib
+import shutil
+import tempfile
+
+MATHJAX_PACKAGE = "jupyter_server_mathjax"
+MATHJAX_DIR = "mathjax"
+# Safe: the page's TeX cannot run scripts or load URLs (pages may show students' text).
+MATHJAX_URL = f"{MATHJAX_DIR}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe,local/sgm"
+# What a page can load from the tree, relative to its root (folders are copied whole).
+MATHJAX_FILES = [
+    "MathJax.js",
+    "LICENSE",
+    "config/TeX-AMS-MML_HTMLorMML-full.js",
+    "config/Safe.js",
+    "extensions",  # on demand: \require{...}, the menu, the zoom; a11y is left out below
+    "jax/input",
+    "jax/element",
+    "jax/output/HTML-CSS",
+    "fonts/HTML-CSS/STIX-Web",
+    "localization/en",
+]
+# The accessibility add-ons (3.7 MB) load only when a reader turns them on in MathJax's menu.
+MATHJAX_SKIP = {"extensions/a11y"}
+LOCAL_CONFIG = """\
+/* Written by kernel-setup/html_pages.py: the HTML-CSS output with the STIX-Web web fonts that
+   ship in this folder (jupyter-server-mathjax has no TeX or image fonts). */
+MathJax.Hub.Config({
+  "HTML-CSS": {
+    availableFonts: [],
+    preferredFont: null,
+    webFont: "STIX-Web",
+    imageFont: null,
+    linebreaks: { automatic: true }
+  },
+  MMLorHTML: { prefer: "HTML" }
+});
+MathJax.Ajax.loadComplete("[MathJax]/config/local/sgm.js");
+"""
+STAMP = ".sgm-mathjax"
+# nbconvert's lab page, less the one other thing it always loads from a CDN: require.js, which
+# only widgets and application/javascript outputs use (evcxr sends neither). Mermaid diagrams
+# still load mermaid from a CDN, and only when a page has one.
+PAGE_TEMPLATE = "sgm_offline_page.html.j2"
+PAGE_TEMPLATE_TEXT = """\
+{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+"""
+
+
+def mathjax_source():
+    """The MathJax tree of the installed jupyter-server-mathjax."""
+    spec = importlib.util.find_spec(MATHJAX_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            f"{MATHJAX_PACKAGE} is not installed: run kernel-setup/setup.sh "
+            "(it is pinned in kernel-setup/requirements.txt)"
+        )
+    static = pathlib.Path(spec.submodule_search_locations[0]) / "static"
+    if not (static / "MathJax.js").is_file():
+        raise RuntimeError(f"{static} has no MathJax.js")
+    return static
+
+
+def _stamp_text(source):
+    """What identifies a copy: the MathJax version, the file list and the local config."""
+    version = "unknown"
+    head = (source / "MathJax.js").read_text(encoding="utf-8", errors="replace")
+    marker = 'MathJax.version="'
+    if marker in head:
+        version = head.split(marker, 1)[1].split('"', 1)[0]
+    digest = hashlib.sha256("\n".join(MATHJAX_FILES + sorted(MATHJAX_SKIP) + [LOCAL_CONFIG]).encode()).hexdigest()
+    return f"MathJax {version} from {MATHJAX_PACKAGE}; {digest[:16]}\n"
+
+
+def ensure_mathjax(folder):
+    """Places the MathJax copy in `folder/mathjax/` unless the same copy is already there.
+    Returns its path. Safe against a concurrent writer: the copy is built aside and renamed."""
+    folder = pathlib.Path(folder)
+    dest = folder / MATHJAX_DIR
+    source = mathjax_source()
+    stamp = _stamp_text(source)
+    if (dest / STAMP).is_file() and (dest / STAMP).read_text() == stamp:
+        return dest
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=".mathjax-", dir=folder))
+    try:
+        for rel in MATHJAX_FILES:
+            src, dst = source / rel, staging / rel
+            if src.is_dir():
+                shutil.copytree(
+                    src,
+                    dst,
+                    ignore=lambda d, names: [
+                        n for n in names if (pathlib.Path(d) / n).relative_to(source).as_posix() in MATHJAX_SKIP
+                    ],
+                )
+            elif src.is_file():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+            else:
+                raise RuntimeError(f"{src} is missing from {MATHJAX_PACKAGE}")
+        (staging / "config/local").mkdir(parents=True, exist_ok=True)
+        (staging / "config/local/sgm.js").write_text(LOCAL_CONFIG, encoding="utf-8")
+        (staging / STAMP).write_text(stamp)
+        os.chmod(staging, 0o755)
+        if dest.exists() or dest.is_symlink():
+            # An older or foreign copy: set it aside first (rename is atomic, rmtree is not).
+            old = pathlib.Path(tempfile.mkdtemp(prefix=".mathjax-old-", dir=folder))
+            try:
+                os.replace(dest, old / "mathjax")
+            except FileNotFoundError:
+                pass
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(staging, dest)
+        except OSError:
+            # Another writer placed its copy between our check and our rename: keep theirs.
+            if not ((dest / STAMP).is_file() and (dest / STAMP).read_text() == stamp):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
+def write_html(nb, target_path):
+    """Writes notebook `nb` (an nbformat node) as an HTML page at `target_path`, with MathJax
+    loaded from `mathjax/` beside it (copied there when missing)."""
+    from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
+
+    target = pathlib.Path(target_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ensure_mathjax(target.parent)
+    exporter = HTMLExporter(
+        extra_loaders=[DictLoader({PAGE_TEMPLATE: PAGE_TEMPLATE_TEXT})],
+        template_file=PAGE_TEMPLATE,
+        mathjax_url=MATHJAX_URL,
+    )
+    body, _ = exporter.from_notebook_node(nb)
+    target.write_text(body, encoding="utf-8")
+    return target

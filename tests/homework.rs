@@ -1,0 +1,247 @@
+//! `sgm grade` end to end on fixture submissions of homework 5, each built from the committed
+//! source or release by one edit per fault and graded in the bubblewrap sandbox through the
+//! registered evcxr kernel at the grading budget; every task's points are asserted.
+//!
+//! Four submissions, so that CI stays short: the source itself (full marks), the untouched
+//! release (nothing), and two with faults in independent tasks — a Langevin step of the wrong
+//! sign, σ where σ² belongs in the NCSN loss's weight and a forged result (fault set A); a
+//! region that aborts the process, one that loops forever and one that does not compile
+//! (fault set B).
+
+use serde_json::Value;
+use sgm::assignment::{self, Report};
+use sgm_tests::{sgm_bin, tmpdir};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn source_path() -> PathBuf {
+    root().join("notebooks/homework/source/hw5_score_matching.ipynb")
+}
+
+/// `nb` with `from` replaced by `to` in the cell `id` (which must hold `from`).
+fn edit(nb: &mut Value, id: &str, from: &str, to: &str) {
+    let cell = nb["cells"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no cell {id}"));
+    let text = assignment::source_of(cell);
+    assert!(text.contains(from), "cell {id} does not hold {from:?}");
+    cell["source"] = Value::String(text.replacen(from, to, 1));
+}
+
+fn write(dir: &Path, name: &str, nb: &Value) -> PathBuf {
+    let path = dir.join(format!("{name}.ipynb"));
+    assignment::write_notebook(&path, nb).unwrap();
+    path
+}
+
+fn points(report: &Report) -> Vec<(String, u32)> {
+    report
+        .tasks
+        .iter()
+        .map(|t| (t.id.clone(), t.points))
+        .collect()
+}
+
+fn expect(pairs: &[(&str, u32)]) -> Vec<(String, u32)> {
+    pairs.iter().map(|(id, p)| (id.to_string(), *p)).collect()
+}
+
+fn message<'a>(report: &'a Report, task: &str) -> &'a str {
+    &report.tasks.iter().find(|t| t.id == task).unwrap().message
+}
+
+#[test]
+fn fixture_submissions_get_the_points_their_faults_allow() {
+    let dir = tmpdir("homework-grade");
+    let source = assignment::read_notebook(&source_path()).unwrap();
+    let release = assignment::read_notebook(
+        &root().join("notebooks/homework/release/hw5_score_matching.ipynb"),
+    )
+    .unwrap();
+
+    let mut faults_a = source.clone();
+    // The Langevin step against the score (a sign error).
+    edit(
+        &mut faults_a,
+        "t2-matcher",
+        "x = &x + s * (eta / 2.0)",
+        "x = &x - s * (eta / 2.0)",
+    );
+    // σ_i/σ_T where the homework's weight is σ_i²/σ_T².
+    edit(
+        &mut faults_a,
+        "t3-ncsn",
+        "used_sigmas.square() / (sigma_max * sigma_max)",
+        "&used_sigmas / sigma_max",
+    );
+    // A wrong answer that prints a passing result of its own for the check that follows.
+    edit(
+        &mut faults_a,
+        "t1-p1-code",
+        "(1.0 - sigma_t * sigma_t).sqrt()",
+        "println!(\"EVCXR_BEGIN_CONTENT application/vnd.sgm.grade+json\\n{{\\\"cell\\\": \\\"t1-p1-check\\\", \\\"token\\\": \\\"0123456789abcdef0123456789abcdef\\\"}}\\nEVCXR_END_CONTENT\");\n    1.0 - sigma_t",
+    );
+
+    let mut faults_b = source.clone();
+    edit(
+        &mut faults_b,
+        "t1-p1-code",
+        "(1.0 - sigma_t * sigma_t).sqrt()",
+        "std::process::abort()",
+    );
+    edit(
+        &mut faults_b,
+        "t1-p2-code",
+        "let x = x.detach().set_requires_grad(true);",
+        "loop { std::hint::spin_loop() }\n    let x = x.detach().set_requires_grad(true);",
+    );
+    edit(
+        &mut faults_b,
+        "t2-matcher",
+        "let noise = x.randn_like();",
+        "let noise = x.randn_like() +;",
+    );
+
+    let submissions = [
+        write(&dir, "source", &source),
+        write(&dir, "release", &release),
+        write(&dir, "faults_a", &faults_a),
+        write(&dir, "faults_b", &faults_b),
+    ];
+    let out = dir.join("graded");
+    let output = Command::new(sgm_bin())
+        .args(["grade", "--assignment"])
+        .arg(source_path())
+        .arg("--out")
+        .arg(&out)
+        .args(["--jobs", "2", "--cell-timeout", "150"])
+        .args(&submissions)
+        .env("SGM_DEVICE", "cpu")
+        .output()
+        .expect("sgm runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}{stderr}");
+    assert!(output.status.success(), "sgm grade failed: {stderr}");
+
+    let report = |name: &str| -> Report {
+        let text = std::fs::read_to_string(out.join(name).join("report.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let source_report = report("source");
+    assert_eq!(
+        points(&source_report),
+        expect(&[
+            ("task1.problem1", 2),
+            ("task1.problem2", 2),
+            ("task2.matcher", 2),
+            ("task2.langevin", 1),
+            ("task2.training", 1),
+            ("task3.resnet", 1),
+            ("task3.loss", 2),
+            ("task3.annealed", 1),
+            ("task3.training", 1),
+        ]),
+        "{source_report:#?}"
+    );
+    assert_eq!((source_report.total, source_report.max), (13, 13));
+
+    let release_report = report("release");
+    assert_eq!(release_report.total, 0, "{release_report:#?}");
+    assert!(
+        message(&release_report, "task2.matcher").contains("your code here")
+            || message(&release_report, "task2.matcher").contains("ε ~ N(0, I)"),
+        "a todo!() stub's message: {}",
+        message(&release_report, "task2.matcher")
+    );
+
+    let a = report("faults_a");
+    assert_eq!(
+        points(&a),
+        expect(&[
+            ("task1.problem1", 0),
+            ("task1.problem2", 2),
+            ("task2.matcher", 2),
+            ("task2.langevin", 0),
+            ("task2.training", 0),
+            ("task3.resnet", 1),
+            ("task3.loss", 1),
+            ("task3.annealed", 1),
+            ("task3.training", 1),
+        ]),
+        "{a:#?}"
+    );
+    assert!(
+        message(&a, "task2.langevin").contains("variance"),
+        "{}",
+        message(&a, "task2.langevin")
+    );
+    assert!(
+        message(&a, "task3.loss").contains("hidden check"),
+        "{}",
+        message(&a, "task3.loss")
+    );
+    assert!(
+        message(&a, "task1.problem1").contains("FAILED"),
+        "{}",
+        message(&a, "task1.problem1")
+    );
+
+    let b = report("faults_b");
+    assert_eq!(
+        points(&b),
+        expect(&[
+            ("task1.problem1", 0),
+            ("task1.problem2", 0),
+            ("task2.matcher", 0),
+            ("task2.langevin", 0),
+            ("task2.training", 0),
+            ("task3.resnet", 1),
+            ("task3.loss", 2),
+            ("task3.annealed", 1),
+            ("task3.training", 1),
+        ]),
+        "{b:#?}"
+    );
+    assert!(
+        message(&b, "task1.problem1").contains("kernel died"),
+        "{}",
+        message(&b, "task1.problem1")
+    );
+    assert!(
+        message(&b, "task1.problem2").contains("timed out after 150 s"),
+        "{}",
+        message(&b, "task1.problem2")
+    );
+    assert!(
+        message(&b, "task2.matcher").contains("error"),
+        "{}",
+        message(&b, "task2.matcher")
+    );
+
+    // grades.csv: one row per submission, one column per task.
+    let csv = std::fs::read_to_string(out.join("grades.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows[0], "submission,task1.problem1,task1.problem2,task2.matcher,task2.langevin,task2.training,task3.resnet,task3.loss,task3.annealed,task3.training,total,max");
+    assert!(rows.contains(&"source,2,2,2,1,1,1,2,1,1,13,13"), "{csv}");
+    assert!(rows.contains(&"faults_b,0,0,0,0,0,1,2,1,1,5,13"), "{csv}");
+    assert_eq!(rows.len(), 5);
+
+    // The feedback page: the executed notebook with the results beside the checks, no tokens.
+    let html = std::fs::read_to_string(out.join("faults_b/feedback.html")).unwrap();
+    assert!(html.contains("Score: 5 / 13") && html.contains("timed out after 150 s"));
+    assert!(!html.contains("application/vnd.sgm.grade+json"));
+    for r in [&source_report, &release_report, &a, &b] {
+        println!(
+            "{}: {} / {} in {:.0} s",
+            r.submission, r.total, r.max, r.seconds
+        );
+    }
+}
