@@ -48,7 +48,7 @@ enum Command {
     Grade(grade::GradeArgs),
     /// Print a preset's full configuration as JSON, a starting point for `--config`.
     Config {
-        /// One of: donut, moons, mnist, fashion.
+        /// One of: donut, donut_dsm, moons, moons_single, mnist, mnist_resnet, fashion.
         preset: String,
     },
 }
@@ -56,7 +56,7 @@ enum Command {
 #[derive(Args)]
 #[group(required = true, multiple = false)]
 struct ExperimentArg {
-    /// A preset: donut, moons, mnist, fashion.
+    /// A preset: donut, donut_dsm, moons, moons_single, mnist, mnist_resnet, fashion.
     #[arg(long)]
     preset: Option<String>,
     /// A JSON experiment (see `sgm config <preset>`).
