@@ -45,7 +45,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "kernel-setup"))
-from notebook_runner import HOMEWORK_FIRST_CELL, cell_failure  # noqa: E402
+from notebook_runner import HOMEWORK_FIRST_CELL, cell_failure, environment  # noqa: E402
 
 KERNEL_JSON = ROOT / ".venv/share/jupyter/kernels/sgm/kernel.json"
 EVCXR = ROOT / ".tools/evcxr/bin/evcxr_jupyter"
@@ -247,22 +247,12 @@ def cmd_run(args):
         shutil.rmtree(runtime, ignore_errors=True)
         runtime.mkdir()
         name = kernel_spec(tmp, work, build, runtime, args.memory, sandbox, args.budget)
-        saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "JUPYTER_RUNTIME_DIR")}
-        os.environ["JUPYTER_PATH"] = tmp
-        os.environ["JUPYTER_RUNTIME_DIR"] = str(runtime)
-        try:
+        # The kernelspec `sgm-grade` is found through JUPYTER_PATH. The kernel's working
+        # folder is the notebooks' place (mounted over by the submission's folder in the sandbox).
+        with environment({"JUPYTER_PATH": tmp}):
             deadline = time.monotonic() + args.timeout
-            cwd = NOTEBOOK_DIR if sandbox else work
-            if not sandbox:
-                NOTEBOOK_DIR.mkdir(parents=True, exist_ok=True)
-                cwd = NOTEBOOK_DIR
-            outcomes = run_cells(nb, name, cwd, args.cell_timeout, deadline, lambda i: i in checks, runtime)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            NOTEBOOK_DIR.mkdir(parents=True, exist_ok=True)
+            outcomes = run_cells(nb, name, NOTEBOOK_DIR, args.cell_timeout, deadline, lambda i: i in checks, runtime)
     nbformat.write(nb, args.executed)
     pathlib.Path(args.outcomes).write_text(json.dumps(outcomes, indent=1) + "\n")
     return 0
@@ -306,11 +296,10 @@ def cmd_warm(_args=None):
             folder = pathlib.Path(tmp) / "kernels" / "sgm-grade-warm"
             folder.mkdir(parents=True)
             (folder / "kernel.json").write_text(json.dumps(spec))
-            os.environ["JUPYTER_PATH"] = tmp
             client = NotebookClient(nb, kernel_name="sgm-grade-warm", timeout=3600,
                                     resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
-            client.execute()
-            os.environ.pop("JUPYTER_PATH", None)
+            with environment({"JUPYTER_PATH": tmp}):
+                client.execute()
         failure = next((f for f in (cell_failure(c, strict=False) for c in nb.cells) if f), None)
         if failure:
             print(f"grade_runner: the grading build template did not build: {failure[1]}", file=sys.stderr)

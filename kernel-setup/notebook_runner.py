@@ -20,6 +20,7 @@ with SGM_OUTPUT set to that folder, so a notebook's checkpoints and figures go t
 Usage: python kernel-setup/notebook_runner.py [--out DIR] [--timeout SECONDS] [--keep-going] NOTEBOOK...
 """
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -111,6 +112,21 @@ def check_first_cell(nb, path):
         )
 
 
+@contextlib.contextmanager
+def environment(values):
+    """Sets the environment variables in `values` for the block, then restores them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def execute(nb, cwd, timeout, keep_going=False, strict=True, env=None):
     """Executes `nb` in place, cell by cell, in one kernel. Returns the failures as a list of
     {"cell": index, "label", "kind", "message"}; without keep_going it stops at the first."""
@@ -123,33 +139,24 @@ def execute(nb, cwd, timeout, keep_going=False, strict=True, env=None):
         resources={"metadata": {"path": str(cwd)}},
     )
     failures = []
-    saved_env = {k: os.environ.get(k) for k in (env or {})}
-    os.environ.update(env or {})
-    try:
-        with client.setup_kernel():
-            for index, cell in enumerate(nb.cells):
-                if cell.cell_type != "code":
-                    continue
-                try:
-                    client.execute_cell(cell, index)
-                    failure = cell_failure(cell, strict)
-                except CellTimeoutError:
-                    failure = ("timeout", f"ran past {timeout}s")
-                except DeadKernelError as e:
-                    failure = ("dead", f"the kernel died: {e}")
-                except CellExecutionError as e:
-                    failure = ("error", f"{e.ename}: {e.evalue}")
-                if failure:
-                    kind, message = failure
-                    failures.append({"cell": index, "label": cell_label(nb, index), "kind": kind, "message": message})
-                    if not keep_going or kind in ("timeout", "dead"):
-                        break
-    finally:
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with environment(env or {}), client.setup_kernel():
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            try:
+                client.execute_cell(cell, index)
+                failure = cell_failure(cell, strict)
+            except CellTimeoutError:
+                failure = ("timeout", f"ran past {timeout}s")
+            except DeadKernelError as e:
+                failure = ("dead", f"the kernel died: {e}")
+            except CellExecutionError as e:
+                failure = ("error", f"{e.ename}: {e.evalue}")
+            if failure:
+                kind, message = failure
+                failures.append({"cell": index, "label": cell_label(nb, index), "kind": kind, "message": message})
+                if not keep_going or kind in ("timeout", "dead"):
+                    break
     return failures
 
 
