@@ -11,7 +11,8 @@ How a failing cell is recognised, for each way a Rust cell can fail under evcxr 
     both into a display output of MIME type ERROR_MIME, sent before the cell's reply
     (crate/src/notebook.rs explains why that is deterministic). The runner reads that output.
 For the project's own notebooks (`strict`), any stderr text also fails the cell (the library
-never writes there), and every cell tagged "figure" must have produced an image/png.
+never writes there), every cell tagged "figure" must have produced an image/png, and every
+cell tagged "animation" an HTML image holding a GIF.
 
 Executed notebooks (.ipynb), HTML pages with the figures, the figures as PNG files
 (figures/NAME-N.png) and report.json with timings land in the output folder. The kernel runs
@@ -101,6 +102,10 @@ def cell_failure(cell, strict=True):
         if "figure" in cell.get("metadata", {}).get("tags", []):
             if not any("image/png" in o.get("data", {}) for o in outputs):
                 return ("figure", "tagged 'figure' but showed no image/png")
+        if "animation" in cell.get("metadata", {}).get("tags", []):
+            html = "".join("".join(o.get("data", {}).get("text/html", "")) for o in outputs)
+            if "data:image/gif;base64," not in html:
+                return ("animation", "tagged 'animation' but showed no GIF (text/html with an image/gif data URI)")
     return None
 
 

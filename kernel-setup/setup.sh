@@ -86,7 +86,8 @@ done_step
 # --- 2c. Debian tools: a browser for the browser checks, a sandbox for the grader ----------------
 # chromium: tests/browser.rs drives it through playwright (PyPI, step 1) with
 # executable_path=/usr/bin/chromium; playwright never downloads a browser of its own.
-# bubblewrap: `sgm grade` runs each student's notebook inside it (README, homework mode).
+# bubblewrap: `sgm grade` runs each student's notebook inside it (README, homework mode), without
+# network; socat bridges the kernel's channels from Unix sockets to the sandbox's own loopback.
 debian_tool() {  # debian_tool PACKAGE BINARY WHAT-NEEDS-IT
   local package="$1" binary="$2" needed_by="$3"
   if [[ -x "$binary" ]]; then
@@ -107,9 +108,10 @@ debian_tool() {  # debian_tool PACKAGE BINARY WHAT-NEEDS-IT
     fi
   fi
 }
-step "Debian tools: chromium (browser checks), bubblewrap (the grader's sandbox)"
+step "Debian tools: chromium (browser checks), bubblewrap and socat (the grader's sandbox)"
 debian_tool chromium /usr/bin/chromium "tests/browser.rs (or set SGM_BROWSER_TESTS=skip)"
 debian_tool bubblewrap /usr/bin/bwrap "sgm grade (or --no-sandbox for trusted notebooks) and tests/homework.rs"
+debian_tool socat /usr/bin/socat "sgm grade (or --no-sandbox for trusted notebooks) and tests/homework.rs"
 done_step
 
 # --- 3. evcxr_jupyter ------------------------------------------------------------------------

@@ -81,6 +81,13 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
         "used_sigmas.square() / (sigma_max * sigma_max)",
         "&used_sigmas / sigma_max",
     );
+    // The level's embedding added after the block, not to its input: the visible test passes, the hidden one not.
+    edit(
+        &mut faults_a,
+        "t3-block",
+        "x + self.block.forward(&(x + time_embed))",
+        "x + self.block.forward(x) + time_embed",
+    );
     // A wrong answer that prints a passing result of its own for the check that follows.
     edit(
         &mut faults_a,
@@ -144,14 +151,14 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
             ("task2.matcher", 2),
             ("task2.langevin", 1),
             ("task2.training", 1),
-            ("task3.resnet", 1),
+            ("task3.resnet", 2),
             ("task3.loss", 2),
             ("task3.annealed", 1),
             ("task3.training", 1),
         ]),
         "{source_report:#?}"
     );
-    assert_eq!((source_report.total, source_report.max), (13, 13));
+    assert_eq!((source_report.total, source_report.max), (14, 14));
 
     let release_report = report("release");
     assert_eq!(release_report.total, 0, "{release_report:#?}");
@@ -189,6 +196,11 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
         message(&a, "task3.loss")
     );
     assert!(
+        message(&a, "task3.resnet").contains("x + block(x + e_y)"),
+        "{}",
+        message(&a, "task3.resnet")
+    );
+    assert!(
         message(&a, "task1.problem1").contains("FAILED"),
         "{}",
         message(&a, "task1.problem1")
@@ -203,7 +215,7 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
             ("task2.matcher", 0),
             ("task2.langevin", 0),
             ("task2.training", 0),
-            ("task3.resnet", 1),
+            ("task3.resnet", 2),
             ("task3.loss", 2),
             ("task3.annealed", 1),
             ("task3.training", 1),
@@ -230,13 +242,13 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
     let csv = std::fs::read_to_string(out.join("grades.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(rows[0], "submission,task1.problem1,task1.problem2,task2.matcher,task2.langevin,task2.training,task3.resnet,task3.loss,task3.annealed,task3.training,total,max");
-    assert!(rows.contains(&"source,2,2,2,1,1,1,2,1,1,13,13"), "{csv}");
-    assert!(rows.contains(&"faults_b,0,0,0,0,0,1,2,1,1,5,13"), "{csv}");
+    assert!(rows.contains(&"source,2,2,2,1,1,2,2,1,1,14,14"), "{csv}");
+    assert!(rows.contains(&"faults_b,0,0,0,0,0,2,2,1,1,6,14"), "{csv}");
     assert_eq!(rows.len(), 5);
 
     // The feedback page: the executed notebook with the results beside the checks, no tokens.
     let html = std::fs::read_to_string(out.join("faults_b/feedback.html")).unwrap();
-    assert!(html.contains("Score: 5 / 13") && html.contains("timed out after 150 s"));
+    assert!(html.contains("Score: 6 / 14") && html.contains("timed out after 150 s"));
     assert!(!html.contains("application/vnd.sgm.grade+json"));
     for r in [&source_report, &release_report, &a, &b] {
         println!(

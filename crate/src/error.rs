@@ -50,6 +50,16 @@ pub enum Error {
     #[error("sampler diverged: non-finite values after step {step} (try a smaller step size eps)")]
     NonFiniteSamples { step: usize },
 
+    /// A sampler would evaluate a network conditioned on a fixed table of noise levels (an
+    /// index embedding) at a σ that is not in its table: the network would silently use the
+    /// nearest level instead.
+    #[error("{sampler}: evaluates the score at sigma = {sigma}, which is not one of the network's {levels} trained levels (use a sampler that visits only those levels, or a network that takes sigma as an input)")]
+    UntrainedLevel {
+        sampler: String,
+        sigma: f64,
+        levels: usize,
+    },
+
     /// An error raised by libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
@@ -130,6 +140,45 @@ pub fn check_sigma(sigma: f64) -> Result<f64> {
         Ok(sigma)
     } else {
         Err(Error::InvalidSigma(sigma))
+    }
+}
+
+/// Checks that a named parameter is finite and > 0 ([`Error::InvalidParameter`] otherwise).
+pub fn check_positive(name: &'static str, value: f64) -> Result<f64> {
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(Error::InvalidParameter {
+            name,
+            value: value.to_string(),
+            why: "must be finite and > 0",
+        })
+    }
+}
+
+/// Checks that a named parameter lies strictly between 0 and 1.
+pub fn check_open_unit(name: &'static str, value: f64) -> Result<f64> {
+    if value > 0.0 && value < 1.0 {
+        Ok(value)
+    } else {
+        Err(Error::InvalidParameter {
+            name,
+            value: value.to_string(),
+            why: "must lie strictly between 0 and 1",
+        })
+    }
+}
+
+/// Checks that a named count is at least 1.
+pub fn check_count(name: &'static str, value: usize) -> Result<usize> {
+    if value >= 1 {
+        Ok(value)
+    } else {
+        Err(Error::InvalidParameter {
+            name,
+            value: value.to_string(),
+            why: "must be at least 1",
+        })
     }
 }
 

@@ -17,6 +17,7 @@
 
 use crate::error::{Error, Result};
 use crate::noise::Sigmas;
+use crate::samplers::{sample, AnnealedLangevinSampler, ByRef, LangevinSampler};
 use crate::score::Score;
 use tch::{Kind, Tensor};
 
@@ -92,15 +93,9 @@ pub struct LangevinOutput {
     pub trajectory: Vec<(usize, Tensor)>,
 }
 
-/// How often the particles are checked for NaN or infinities (a device sync each time).
-const FINITE_CHECK_EVERY: usize = 50;
-
-fn all_finite(x: &Tensor) -> bool {
-    x.isfinite().all().int64_value(&[]) != 0
-}
-
 /// Runs unadjusted Langevin dynamics from `x0` with the score `score`:
-/// `x ← x + ε s(x, σ) + √(2ε) z` (or the `Half` form, see [`StepConvention`]).
+/// `x ← x + ε s(x, σ) + √(2ε) z` (or the `Half` form, see [`StepConvention`]). A thin wrapper of
+/// [`crate::samplers::LangevinSampler`] run by [`crate::samplers::sample`].
 ///
 /// Errors: ε not finite or ≤ 0, an empty `x0`, a score of the wrong shape, and particles that
 /// become NaN or infinite (the error names a step by which it happened).
@@ -109,39 +104,21 @@ pub fn langevin(
     x0: &Tensor,
     cfg: &LangevinConfig,
 ) -> Result<LangevinOutput> {
-    let eps = check_step_size(cfg.eps)?;
-    crate::error::check_nonempty(x0, "langevin initial points")?;
-    if !(cfg.sigma.is_finite() && cfg.sigma >= 0.0) {
-        return Err(Error::InvalidSigma(cfg.sigma));
-    }
-    if let Some(seed) = cfg.seed {
-        crate::data::seed(seed);
-    }
-    let (drift, noise) = cfg.convention.factors(eps);
-    let n = x0.size()[0];
-    let sigma = Tensor::full([n], cfg.sigma, (Kind::Float, x0.device()));
-    tch::no_grad(|| {
-        let mut x = x0.detach().copy();
-        let mut trajectory = Vec::new();
-        let record = cfg.record_every.filter(|&k| k > 0);
-        if record.is_some() {
-            trajectory.push((0, x.copy()));
+    let record = cfg.record_every.filter(|&k| k > 0);
+    let mut trajectory = Vec::new();
+    let mut sampler = LangevinSampler(cfg.clone());
+    let out = sample(&mut sampler, &ByRef(score), x0, cfg.seed, &mut |e| {
+        // The evaluation of step k sees the particles after k steps.
+        if record.is_some_and(|every| e.step % every == 0) {
+            trajectory.push((e.step, e.x.copy()));
         }
-        for step in 1..=cfg.n_steps {
-            let s = score.score(&x, &sigma)?;
-            let z = x.randn_like();
-            x = x + s * drift + z * noise;
-            if (step % FINITE_CHECK_EVERY == 0 || step == cfg.n_steps) && !all_finite(&x) {
-                return Err(Error::NonFiniteSamples { step });
-            }
-            if record.is_some_and(|k| step % k == 0) {
-                trajectory.push((step, x.copy()));
-            }
-        }
-        Ok(LangevinOutput {
-            samples: x,
-            trajectory,
-        })
+    })?;
+    if record.is_some_and(|every| cfg.n_steps.is_multiple_of(every)) {
+        trajectory.push((cfg.n_steps, out.x.copy()));
+    }
+    Ok(LangevinOutput {
+        samples: out.x,
+        trajectory,
     })
 }
 
@@ -266,44 +243,32 @@ pub struct AnnealedOutput {
 
 /// Annealed Langevin dynamics (NCSN Algorithm 1): for each σ_i from the largest to the
 /// smallest, `T` Langevin steps with the score at σ_i and the step of [`StepSchedule`], then
-/// optionally a final denoising step.
+/// optionally a final denoising step. A thin wrapper of
+/// [`crate::samplers::AnnealedLangevinSampler`] run by [`crate::samplers::sample`].
 pub fn annealed_langevin(
     score: &(impl Score + ?Sized),
     sigmas: &Sigmas,
     x0: &Tensor,
     cfg: &AnnealedConfig,
 ) -> Result<AnnealedOutput> {
-    check_step_size(cfg.eps)?;
-    crate::error::check_nonempty(x0, "annealed langevin initial points")?;
-    if let Some(seed) = cfg.seed {
-        crate::data::seed(seed);
+    let t = cfg.steps_per_level;
+    let mut levels = Vec::new();
+    let mut sampler = AnnealedLangevinSampler {
+        sigmas: sigmas.clone(),
+        config: cfg.clone(),
+    };
+    let out = sample(&mut sampler, &ByRef(score), x0, cfg.seed, &mut |e| {
+        // The first evaluation after level i (at the next level, or the denoising step) sees
+        // the particles at the end of level i.
+        if cfg.record_levels && t > 0 && e.step > 0 && e.step % t == 0 && e.nfe == e.step + 1 {
+            levels.push((sigmas.values()[e.step / t - 1], e.x.copy()));
+        }
+    })?;
+    if cfg.record_levels && !cfg.denoise && t > 0 {
+        levels.push((sigmas.min(), out.x.copy()));
     }
-    let n = x0.size()[0];
-    let device = x0.device();
-    tch::no_grad(|| {
-        let mut x = x0.detach().copy();
-        let mut levels = Vec::new();
-        let mut step = 0;
-        for &sigma in sigmas.values() {
-            let (drift, noise) = cfg.convention.factors(cfg.step_at(sigma, sigmas));
-            let sigma_t = Tensor::full([n], sigma, (Kind::Float, device));
-            for _ in 0..cfg.steps_per_level {
-                let s = score.score(&x, &sigma_t)?;
-                let z = x.randn_like();
-                x = x + s * drift + z * noise;
-                step += 1;
-            }
-            if !all_finite(&x) {
-                return Err(Error::NonFiniteSamples { step });
-            }
-            if cfg.record_levels {
-                levels.push((sigma, x.copy()));
-            }
-        }
-        if cfg.denoise {
-            let s = score.score_at(&x, sigmas.min())?;
-            x += s * sigmas.min().powi(2);
-        }
-        Ok(AnnealedOutput { samples: x, levels })
+    Ok(AnnealedOutput {
+        samples: out.x,
+        levels,
     })
 }

@@ -12,6 +12,8 @@
 //! | [`nets`] | score networks |
 //! | [`losses`] | denoising score matching |
 //! | [`langevin`] | Langevin dynamics (and the step-size conventions of the seeds) |
+//! | [`likelihood`] | log-likelihood through the probability-flow ODE (nats per point, bits per dimension) |
+//! | [`samplers`] | samplers as a family: annealed Langevin, reverse diffusion, predictor-corrector, probability-flow ODE; one driver with a callback |
 //! | [`training`] | Adam training loop with train/test loss per epoch |
 //! | [`plots`] | densities, samples, score fields, loss curves as PNG figures |
 //! | [`metrics`] | sample quality against exact laws and held-out data (energy, Fréchet LeNet distance, …) |
@@ -31,12 +33,14 @@ pub mod error;
 pub mod experiment;
 pub mod images;
 pub mod langevin;
+pub mod likelihood;
 pub mod losses;
 pub mod metrics;
 pub mod nets;
 pub mod noise;
 pub mod notebook;
 pub mod plots;
+pub mod samplers;
 pub mod score;
 pub mod training;
 

@@ -534,6 +534,10 @@ impl Score for ConditionedSimpleResnet {
         unchecked(self.try_forward_score(x, sigma))
     }
 
+    fn trained_levels(&self) -> Option<&Sigmas> {
+        Some(&self.config.sigmas)
+    }
+
     fn try_forward_score(&self, x: &Tensor, sigma: &Tensor) -> Result<Tensor> {
         const WHAT: &str = "ConditionedSimpleResnet";
         let (c_in, c_out) = (self.config.in_channels, self.config.out_channels);

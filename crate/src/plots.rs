@@ -6,9 +6,10 @@
 //!
 //! * [`DensityMap`]: a (log-)density on a grid, as a heat map;
 //! * [`Scatter`]: samples over data;
-//! * [`VectorField`]: the arrows of a score field, exact or learned;
+//! * [`VectorField`]: the arrows of a score field, exact or learned, over the data;
 //! * [`Curves`]: loss curves (train and test per epoch);
-//! * [`Histogram`]: normalised histograms, e.g. sample radii against the exact radial law.
+//! * [`Histogram`]: normalised histograms, e.g. sample radii against the exact radial law;
+//! * [`Animation`]: frames of figures as one GIF (particles under a sampler).
 //!
 //! Text uses DejaVu Sans, embedded in the crate (a bare machine has no font plotters finds).
 
@@ -434,7 +435,20 @@ impl Panel for Scatter {
     }
 }
 
-/// Arrows of a 2D vector field (a score) on a grid.
+/// How long the arrows of a [`VectorField`] are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ArrowLength {
+    /// All of one length (80% of a grid cell); the norm shows only in the colour. Reads well
+    /// near the data, where the score is small and proportional arrows shrink to dots.
+    #[default]
+    Normalised,
+    /// Proportional to the norm, the 90th percentile spanning 90% of a cell (longer ones
+    /// clipped to a cell).
+    Proportional,
+}
+
+/// Arrows of a 2D vector field (a score) on a grid, coloured by the norm (viridis, light =
+/// long, on a log scale), optionally over data points.
 #[derive(Debug, Clone)]
 pub struct VectorField {
     /// Panel title.
@@ -443,6 +457,10 @@ pub struct VectorField {
     pub bounds: Bounds,
     /// `(position, vector)` per grid point.
     pub arrows: Vec<((f64, f64), (f64, f64))>,
+    /// How the arrows' lengths are drawn.
+    pub length: ArrowLength,
+    /// Points drawn in grey under the arrows (the data).
+    pub background: Vec<(f64, f64)>,
 }
 
 impl VectorField {
@@ -461,16 +479,38 @@ impl VectorField {
             title: title.into(),
             bounds,
             arrows,
+            length: ArrowLength::default(),
+            background: Vec::new(),
         })
+    }
+
+    /// Draws the rows of a `[n, 2]` tensor (the data) in grey under the arrows.
+    pub fn over(mut self, data: &Tensor) -> Result<Self> {
+        self.background = points(data)?;
+        Ok(self)
+    }
+
+    /// Arrows proportional to the norm instead of all of one length.
+    pub fn proportional(mut self) -> Self {
+        self.length = ArrowLength::Proportional;
+        self
     }
 }
 
 impl Panel for VectorField {
-    /// Arrow length is proportional to the vector's norm, scaled so that the 90th percentile
-    /// norm spans 90% of a grid cell (longer ones are clipped to a cell); colour shows the norm.
+    /// See [`ArrowLength`]; the colour is the norm on a log scale between the smallest and the
+    /// largest.
     fn draw(&self, area: &Area<'_>) -> Result<()> {
         let [x0, x1, y0, y1] = self.bounds;
         let mut chart = chart(area, &self.title, x0..x1, y0..y1)?;
+        chart
+            .draw_series(
+                self.background
+                    .iter()
+                    .filter(|(x, y)| (x0..=x1).contains(x) && (y0..=y1).contains(y))
+                    .map(|p| Circle::new(*p, 1, COLORS[0].mix(0.6).filled())),
+            )
+            .map_err(plot_err)?;
         let mut norms: Vec<f64> = self
             .arrows
             .iter()
@@ -483,6 +523,7 @@ impl Panel for VectorField {
         norms.sort_by(f64::total_cmp);
         let p90 = norms[(norms.len() * 9 / 10).min(norms.len() - 1)].max(1e-12);
         let max = norms[norms.len() - 1].max(1e-12);
+        let min = norms[0].max(max * 1e-6);
         let cell = ((x1 - x0).min(y1 - y0)) / (self.arrows.len() as f64).sqrt();
         let scale = 0.9 * cell / p90;
         let mut segments = Vec::with_capacity(self.arrows.len() * 3);
@@ -491,11 +532,19 @@ impl Panel for VectorField {
             if !norm.is_finite() || norm == 0.0 {
                 continue;
             }
-            let len = (norm * scale).min(cell);
+            let len = match self.length {
+                ArrowLength::Normalised => 0.8 * cell,
+                ArrowLength::Proportional => (norm * scale).min(cell),
+            };
             let (ux, uy) = (u / norm, v / norm);
             let tip = (x + ux * len, y + uy * len);
             let head = 0.3 * len;
-            let color = ViridisRGB.get_color((norm / max).sqrt() as f32 * 0.9);
+            let shade = if max > min {
+                (norm.max(min) / min).ln() / (max / min).ln()
+            } else {
+                1.0
+            };
+            let color = ViridisRGB.get_color(shade as f32 * 0.9);
             let style = ShapeStyle::from(&color).stroke_width(1);
             segments.push(PathElement::new(vec![(x, y), tip], style));
             for angle in [2.6f64, -2.6] {
@@ -755,5 +804,115 @@ impl Panel for ImageGrid {
                 .map_err(plot_err)?;
         }
         Ok(())
+    }
+}
+
+/// Frames of figures as one animated GIF: particles under Langevin dynamics, a batch of images
+/// emerging from noise. It shows inline when it is the value of a cell, as one HTML image
+/// (`text/html`, the GIF as a data URI: evcxr keeps one output per MIME type per cell, and an
+/// HTML page keeps the animation), and can be saved to a `.gif` file.
+#[derive(Debug)]
+pub struct Animation {
+    frames: Vec<Figure>,
+    /// Time each frame is shown, in milliseconds.
+    pub delay_ms: u32,
+}
+
+impl Animation {
+    /// An animation of `frames`, all of the same size, each shown `delay_ms` milliseconds.
+    pub fn new(frames: Vec<Figure>, delay_ms: u32) -> Result<Self> {
+        let Some(first) = frames.first() else {
+            return Err(Error::Plot("an animation needs at least one frame".into()));
+        };
+        let size = first.size();
+        if let Some(other) = frames.iter().find(|f| f.size() != size) {
+            return Err(Error::Plot(format!(
+                "frames of different sizes: {:?} and {:?}",
+                size,
+                other.size()
+            )));
+        }
+        if size.0 > u16::MAX as u32 || size.1 > u16::MAX as u32 {
+            return Err(Error::Plot(format!(
+                "frame size {size:?} is too large for a GIF"
+            )));
+        }
+        Ok(Animation { frames, delay_ms })
+    }
+
+    /// Particles moving over the data: one [`Scatter`] frame per `(title, points)`, the data (if
+    /// any) in grey under them.
+    pub fn particles(
+        frames: &[(String, Tensor)],
+        data: Option<&Tensor>,
+        bounds: Bounds,
+        delay_ms: u32,
+    ) -> Result<Self> {
+        let figures = frames
+            .iter()
+            .map(|(title, x)| {
+                let scatter = Scatter::new(title.as_str(), bounds)?;
+                let scatter = match data {
+                    Some(d) => scatter.data("data", d)?,
+                    None => scatter,
+                };
+                scatter.points("particles", x)?.figure()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Animation::new(figures, delay_ms)
+    }
+
+    /// Number of frames.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Always false (an animation has at least one frame).
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// The animation encoded as a looping GIF (a 256-colour palette per frame, NeuQuant).
+    pub fn gif(&self) -> Result<Vec<u8>> {
+        let (w, h) = self.frames[0].size();
+        let mut out = Vec::new();
+        {
+            let mut encoder =
+                gif::Encoder::new(&mut out, w as u16, h as u16, &[]).map_err(plot_err)?;
+            encoder
+                .set_repeat(gif::Repeat::Infinite)
+                .map_err(plot_err)?;
+            for figure in &self.frames {
+                let mut frame = gif::Frame::from_rgb_speed(w as u16, h as u16, &figure.rgb, 10);
+                // GIF delays are in hundredths of a second.
+                frame.delay = (self.delay_ms / 10).clamp(1, u16::MAX as u32) as u16;
+                encoder.write_frame(&frame).map_err(plot_err)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the GIF file (folders are created as needed).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let io = |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        std::fs::write(path, self.gif()?).map_err(io)
+    }
+
+    /// Shows the animation inline in an evcxr notebook (called by evcxr for a cell's value).
+    pub fn evcxr_display(&self) {
+        match self.gif() {
+            Ok(bytes) => println!(
+                "EVCXR_BEGIN_CONTENT text/html\n<img alt=\"animation\" src=\"data:image/gif;base64,{}\"/>\nEVCXR_END_CONTENT",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            ),
+            Err(e) => eprintln!("animation could not be encoded: {e}"),
+        }
     }
 }

@@ -47,6 +47,14 @@ pub trait Score {
         Ok(s)
     }
 
+    /// The noise levels the model can be evaluated at when it only knows a fixed table of them
+    /// (an index-embedding network: [`crate::nets::ConditionedSimpleResnet`]); `None` (the
+    /// default) for models that take σ as a continuous input or ignore it. Samplers check the
+    /// levels they visit against it ([`crate::samplers::sample`]).
+    fn trained_levels(&self) -> Option<&crate::noise::Sigmas> {
+        None
+    }
+
     /// [`Score::score`] at one noise level σ for every row.
     fn score_at(&self, x: &Tensor, sigma: f64) -> Result<Tensor> {
         let n = x.size().first().copied().unwrap_or(0);

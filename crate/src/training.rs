@@ -4,7 +4,7 @@
 
 use crate::checkpoint;
 use crate::data;
-use crate::error::{check_nonempty, Error, Result};
+use crate::error::{check_nonempty, check_open_unit, check_positive, Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tch::nn;
@@ -206,30 +206,6 @@ fn trainable(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
         .into_iter()
         .filter(|(_, v)| v.requires_grad())
         .collect()
-}
-
-fn check_positive(name: &'static str, value: f64) -> Result<f64> {
-    if value.is_finite() && value > 0.0 {
-        Ok(value)
-    } else {
-        Err(Error::InvalidParameter {
-            name,
-            value: value.to_string(),
-            why: "must be finite and > 0",
-        })
-    }
-}
-
-fn check_open_unit(name: &'static str, value: f64) -> Result<f64> {
-    if value > 0.0 && value < 1.0 {
-        Ok(value)
-    } else {
-        Err(Error::InvalidParameter {
-            name,
-            value: value.to_string(),
-            why: "must lie strictly between 0 and 1",
-        })
-    }
 }
 
 impl Default for TrainConfig {

@@ -1,0 +1,334 @@
+//! The sampler family against exact laws. The data are a Gaussian `N(μ, v I)` (one-component
+//! mixture), whose smoothed score `−(x − μ)/(v + σ²)` is exact at every σ, so every sampler's
+//! output law is known in closed form:
+//!
+//! * the reverse-diffusion chain is linear-Gaussian: from `x ~ N(μ, V_i)` one step gives mean
+//!   factor `a_i = 1 − g_i²/(v + σ_i²)` and variance `a_i² V_i + g_i²` (without the noise on the
+//!   last, denoised step);
+//! * the probability-flow ODE maps each point deterministically:
+//!   `x(σ) − μ = (x(σ_max) − μ) √((v + σ²)/(v + σ_max²))`;
+//! * predictor-corrector can only move the predictor's law towards `p_σ`.
+
+use sgm::likelihood::{self, bits_per_dim, Divergence, LikelihoodConfig};
+use sgm::nets::{ConditionedSimpleResnet, ResnetConfig};
+use sgm::noise::Sigmas;
+use sgm::prelude::*;
+use sgm::samplers::{
+    sample, sample_quietly, AdaptiveFlow, OdeMethod, PredictorCorrector, ProbabilityFlow,
+    ReverseDiffusion, Sampler, Tolerances,
+};
+use sgm_tests::rng_lock;
+
+const MU: [f64; 2] = [1.0, -2.0];
+const V: f64 = 0.25; // data variance (std 0.5)
+
+fn gaussian() -> GaussianMixture {
+    GaussianMixture::new(vec![1.0], vec![MU.to_vec()], vec![V.sqrt()]).unwrap()
+}
+
+/// `n` points of the exact `p_σ = N(μ, (v + σ²) I)`.
+fn start(n: i64, sigma: f64) -> Tensor {
+    Tensor::randn([n, 2], (Kind::Float, Device::Cpu)) * (V + sigma * sigma).sqrt()
+        + Tensor::from_slice(&MU).to_kind(Kind::Float)
+}
+
+/// Per-coordinate mean (pooled over the two coordinates after removing μ) and variance.
+fn moments(x: &Tensor) -> (f64, f64) {
+    let c = x.to_kind(Kind::Double) - Tensor::from_slice(&MU);
+    (
+        c.mean(Kind::Double).double_value(&[]),
+        c.var(true).double_value(&[]),
+    )
+}
+
+#[test]
+fn reverse_diffusion_follows_its_exact_linear_gaussian_law() {
+    let _rng = rng_lock();
+    let sigmas = Sigmas::geometric(5.0, 0.05, 20).unwrap();
+    let n = 200_000;
+    for denoise in [false, true] {
+        data::seed(1);
+        let x0 = start(n, sigmas.max());
+        let mut sampler = ReverseDiffusion {
+            sigmas: sigmas.clone(),
+            denoise,
+        };
+        let out = sample_quietly(&mut sampler, &gaussian(), &x0, Some(2)).unwrap();
+        assert_eq!(out.nfe, 20);
+        // The exact law of the chain: mean stays μ, variance by the recursion.
+        let mut var = V + sigmas.max().powi(2);
+        let levels = sigmas.values();
+        for i in 0..levels.len() {
+            let next = levels.get(i + 1).copied().unwrap_or(0.0);
+            let g2 = levels[i].powi(2) - next * next;
+            let a = 1.0 - g2 / (V + levels[i].powi(2));
+            let last = i + 1 == levels.len();
+            var = a * a * var + if last && denoise { 0.0 } else { g2 };
+        }
+        let (mean, got) = moments(&out.x);
+        // Standard errors over 2n values: mean √(var/2n), variance var √(2/(2n)); allow 5.
+        let m = 2.0 * n as f64;
+        assert!(mean.abs() < 5.0 * (var / m).sqrt(), "mean {mean}");
+        assert!(
+            (got - var).abs() < 5.0 * var * (2.0 / m).sqrt(),
+            "denoise {denoise}: variance {got}, exact {var}"
+        );
+    }
+}
+
+#[test]
+fn predictor_corrector_moves_the_predictor_towards_the_target() {
+    let _rng = rng_lock();
+    // Few levels, so the predictor alone ends visibly off the data's law N(μ, v) (its exact
+    // recursion above gives variance 0.595 against v = 0.25) and the corrector has work: a
+    // moment recursion of the corrector (ε = 2 (snr ‖z‖/‖s‖)², contraction (1 − ε/(v + σ²))²)
+    // predicts 0.372 with two steps at snr 0.3, i.e. the error cut to 0.36 of the predictor's.
+    let sigmas = Sigmas::geometric(5.0, 0.1, 6).unwrap();
+    let n = 100_000;
+    let mut err = Vec::new();
+    for n_corrector in [0, 2] {
+        data::seed(3);
+        let x0 = start(n, sigmas.max());
+        let mut pc = PredictorCorrector {
+            sigmas: sigmas.clone(),
+            snr: 0.3,
+            n_corrector,
+            denoise: false,
+        };
+        let mut calls = 0;
+        let out = sample(&mut pc, &gaussian(), &x0, Some(4), &mut |_| calls += 1).unwrap();
+        assert_eq!(
+            (out.nfe, calls),
+            (6 * (1 + n_corrector), 6 * (1 + n_corrector))
+        );
+        let (_, var) = moments(&out.x);
+        err.push((var - V).abs());
+    }
+    // Standard error of each variance ≈ 0.6 √(2/2n) ≈ 0.003, far below both figures.
+    assert!(err[0] > 0.3, "the predictor alone: error {}", err[0]);
+    assert!(err[1] < 0.6 * err[0], "{err:?}");
+}
+
+/// Max over points of |x − exact flow map of x0|.
+fn flow_error(method: OdeMethod, levels: usize, x0: &Tensor) -> f64 {
+    let sigmas = Sigmas::geometric(5.0, 0.05, levels).unwrap();
+    let mut ode = ProbabilityFlow {
+        sigmas,
+        method,
+        denoise: false,
+    };
+    let out = sample_quietly(&mut ode, &gaussian(), x0, None).unwrap();
+    let expected_nfe = match method {
+        OdeMethod::Euler => levels - 1,
+        OdeMethod::Heun => 2 * (levels - 1),
+    };
+    assert_eq!(out.nfe, expected_nfe);
+    let mu = Tensor::from_slice(&MU).to_kind(Kind::Float);
+    let exact = (x0 - &mu) * ((V + 0.05f64.powi(2)) / (V + 25.0)).sqrt() + &mu;
+    (out.x - exact).abs().max().double_value(&[])
+}
+
+#[test]
+fn probability_flow_solvers_converge_at_their_order() {
+    let _rng = rng_lock();
+    data::seed(5);
+    let x0 = start(1000, 5.0);
+    // Halving the step (in ln σ) divides Euler's global error by 2 and Heun's by 4; a wrong
+    // slope (σ for σ², a sign) stops the convergence altogether.
+    let euler: Vec<f64> = [41, 81, 161]
+        .iter()
+        .map(|&l| flow_error(OdeMethod::Euler, l, &x0))
+        .collect();
+    let heun: Vec<f64> = [41, 81, 161]
+        .iter()
+        .map(|&l| flow_error(OdeMethod::Heun, l, &x0))
+        .collect();
+    for w in euler.windows(2) {
+        assert!((1.7..2.3).contains(&(w[0] / w[1])), "Euler {euler:?}");
+    }
+    for w in heun.windows(2) {
+        assert!((3.4..4.6).contains(&(w[0] / w[1])), "Heun {heun:?}");
+    }
+    assert!(heun[0] < euler[2], "Heun {heun:?} Euler {euler:?}");
+}
+
+#[test]
+fn adaptive_flow_meets_its_tolerance_and_counts_evaluations() {
+    let _rng = rng_lock();
+    data::seed(6);
+    let x0 = start(1000, 5.0);
+    let mu = Tensor::from_slice(&MU).to_kind(Kind::Float);
+    let exact = (&x0 - &mu) * ((V + 0.05f64.powi(2)) / (V + 25.0)).sqrt() + &mu;
+    let mut previous: Option<(f64, usize)> = None;
+    for tol in [1e-3, 1e-5] {
+        let mut ode = AdaptiveFlow {
+            sigma_max: 5.0,
+            sigma_min: 0.05,
+            tolerances: Tolerances {
+                rtol: tol,
+                atol: tol,
+            },
+            denoise: false,
+        };
+        let mut calls = 0;
+        let out = sample(&mut ode, &gaussian(), &x0, None, &mut |_| calls += 1).unwrap();
+        assert_eq!(out.nfe, calls);
+        let err = (out.x - &exact).abs().max().double_value(&[]);
+        // The solver controls the local error per step to ~tol·(1 + |x|) (|x| ≤ 5 here); its
+        // global error stays within a few tens of that over the ~10-40 steps it takes.
+        assert!(err < 100.0 * tol, "tol {tol}: error {err}");
+        if let Some((e, nfe)) = previous {
+            assert!(
+                err < e && out.nfe > nfe,
+                "tighter tolerance: error {e} -> {err}, nfe {nfe} -> {}",
+                out.nfe
+            );
+        }
+        previous = Some((err, out.nfe));
+    }
+    // Bad settings are typed errors.
+    let mut bad = AdaptiveFlow {
+        sigma_max: 0.05,
+        sigma_min: 5.0,
+        tolerances: Tolerances::default(),
+        denoise: false,
+    };
+    assert!(matches!(
+        sample_quietly(&mut bad, &gaussian(), &x0, None),
+        Err(Error::InvalidParameter {
+            name: "sigma_min",
+            ..
+        })
+    ));
+    let mut pc = PredictorCorrector::new(Sigmas::ncsn());
+    pc.snr = 0.0;
+    assert!(matches!(
+        sample_quietly(&mut pc, &gaussian(), &x0, None),
+        Err(Error::InvalidParameter { name: "snr", .. })
+    ));
+}
+
+#[test]
+fn index_networks_are_sampled_only_at_their_levels() {
+    let _rng = rng_lock();
+    let sigmas = Sigmas::geometric(1.0, 0.1, 4).unwrap();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let config = ResnetConfig {
+        in_channels: 1,
+        out_channels: 1,
+        n_filters: 4,
+        n_blocks: 1,
+        sigmas: sigmas.clone(),
+        divide_by_sigma: false,
+    };
+    let net = ConditionedSimpleResnet::new(&vs.root(), &config).unwrap();
+    let x0 = Tensor::rand([2, 1, 8, 8], (Kind::Float, Device::Cpu));
+    // Its own levels: fine.
+    let mut ok = ReverseDiffusion {
+        sigmas: sigmas.clone(),
+        denoise: true,
+    };
+    assert_eq!(sample_quietly(&mut ok, &net, &x0, None).unwrap().nfe, 4);
+    // Other levels, or any σ in between: refused before the first evaluation.
+    let other = Sigmas::geometric(1.0, 0.1, 7).unwrap();
+    let samplers: Vec<Box<dyn Sampler>> = vec![
+        Box::new(ProbabilityFlow {
+            sigmas: other,
+            method: OdeMethod::Heun,
+            denoise: false,
+        }),
+        Box::new(AdaptiveFlow::new(&sigmas)),
+    ];
+    for mut s in samplers {
+        let mut calls = 0;
+        match sample(s.as_mut(), &net, &x0, None, &mut |_| calls += 1) {
+            Err(Error::UntrainedLevel { levels: 4, .. }) => assert_eq!(calls, 0),
+            other => panic!("{}: {other:?}", s.name()),
+        }
+    }
+    assert!(matches!(
+        likelihood::log_likelihood(&net, &x0, &LikelihoodConfig::new(0.1, 1.0)),
+        Err(Error::UntrainedLevel { .. })
+    ));
+}
+
+#[test]
+fn ode_likelihood_matches_the_exact_log_density_of_a_mixture() {
+    let _rng = rng_lock();
+    // A 2D mixture with its exact smoothed score; held-out points drawn from it.
+    let mix = GaussianMixture::new(
+        vec![0.3, 0.7],
+        vec![vec![-1.5, 0.0], vec![1.0, 1.0]],
+        vec![0.3, 0.5],
+    )
+    .unwrap();
+    data::seed(7);
+    let x = mix.sample(200, Device::Cpu).unwrap();
+    let (lo, hi) = (0.01, 20.0);
+    let cfg = LikelihoodConfig::new(lo, hi);
+    let out = likelihood::log_likelihood(&mix, &x, &cfg).unwrap();
+    let exact = mix
+        .log_density_smoothed(&x, &Tensor::full([200], lo, (Kind::Float, Device::Cpu)))
+        .to_kind(Kind::Double);
+    // With the exact prior p_σmax at the ODE's end point, only the solver's error remains:
+    // tolerances 1e-5 on a log-density change of a few nats.
+    let prior = mix
+        .log_density_smoothed(
+            &out.x_end,
+            &Tensor::full([200], hi, (Kind::Float, Device::Cpu)),
+        )
+        .to_kind(Kind::Double);
+    let err = (&prior + &out.delta - &exact).abs().max().double_value(&[]);
+    assert!(err < 1e-3, "max error {err} nats");
+    // The Gaussian prior N(0, σ_max² I) ignores the data's mean m̄ = (0.25, 0.7): at x_end ~
+    // N(m̄, σ_max² I) the log-density it misses is ≈ x_end·m̄/σ_max², whose mean absolute value
+    // is √(2/π) |m̄|/σ_max = 0.030 nats; allow 1.5 times that (the spread's c/σ_max² is 100× less).
+    let gauss_err = (&out.log_p - &exact)
+        .abs()
+        .mean(Kind::Double)
+        .double_value(&[]);
+    let bias = (2.0 / std::f64::consts::PI).sqrt() * (0.25f64.hypot(0.7)) / hi;
+    assert!(
+        gauss_err < 1.5 * bias,
+        "Gaussian prior: mean error {gauss_err}, expected about {bias}"
+    );
+    // Hutchinson's estimate is unbiased: over the 200 points, the mean difference to the exact
+    // divergence's result is within 5 standard errors of 0 (and each point within reason).
+    let hutch = likelihood::log_likelihood(
+        &mix,
+        &x,
+        &LikelihoodConfig {
+            divergence: Divergence::Hutchinson,
+            ..cfg
+        },
+    )
+    .unwrap();
+    let diff = (&hutch.log_p - &out.log_p).to_kind(Kind::Double);
+    let (m, s) = (
+        diff.mean(Kind::Double).double_value(&[]),
+        diff.std(true).double_value(&[]),
+    );
+    assert!(
+        s > 0.0,
+        "Hutchinson's estimate equals the exact divergence everywhere?"
+    );
+    assert!(
+        m.abs() < 5.0 * s / 200f64.sqrt(),
+        "mean difference {m}, std {s}"
+    );
+    println!("ODE likelihood: max error {err:.2e} nats (exact prior), {gauss_err:.2e} (Gaussian prior), {} NFE; Hutchinson mean diff {m:.3} ± {:.3}", out.nfe, s / 200f64.sqrt());
+}
+
+#[test]
+fn bits_per_dim_of_uniform_8_bit_data_is_8() {
+    // Uniform data on [0, 1]^D has log-density 0; on [−1, 1]^D, −D ln 2. Both are 8 bits per
+    // dimension of 256 equally likely pixel values, whatever the scaling.
+    let d = 784;
+    let zero = Tensor::zeros([3], (Kind::Double, Device::Cpu));
+    let unit = bits_per_dim(&zero, d, 1.0).unwrap();
+    let centred = bits_per_dim(&(zero - d as f64 * std::f64::consts::LN_2), d, 2.0).unwrap();
+    for b in [unit, centred] {
+        assert!((b - 8.0).abs().max().double_value(&[]) < 1e-12);
+    }
+    assert!(bits_per_dim(&Tensor::zeros([1], (Kind::Double, Device::Cpu)), d, 0.0).is_err());
+}
