@@ -136,6 +136,9 @@ fn train_sample_eval_on_moons() {
         ckpt.to_str().unwrap(),
         "--samples",
         samples_dir.join("samples.safetensors").to_str().unwrap(),
+        "--likelihood",
+        "--likelihood-points",
+        "100",
     ]);
     assert!(
         out.status.success(),
@@ -143,6 +146,16 @@ fn train_sample_eval_on_moons() {
         String::from_utf8_lossy(&out.stderr)
     );
     let m = &json_line(&out)["metrics"];
+    // The ODE likelihood of 100 held-out points (its accuracy is tested against a closed form
+    // in tests/samplers.rs): a finite figure per point, at least one solver step (7 NFE).
+    let like = &m["likelihood"];
+    assert_eq!(like["points"], 100);
+    assert!(
+        like["nats_per_point"].as_f64().unwrap().is_finite(),
+        "{like}"
+    );
+    assert!(like["std_err"].as_f64().unwrap() > 0.0, "{like}");
+    assert!(like["nfe"].as_u64().unwrap() >= 7, "{like}");
     let energy = &m["energy_distance"];
     assert_eq!(energy["n_samples"], 300);
     assert_eq!(energy["n_test"], 200);

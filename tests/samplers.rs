@@ -332,3 +332,72 @@ fn bits_per_dim_of_uniform_8_bit_data_is_8() {
     }
     assert!(bits_per_dim(&Tensor::zeros([1], (Kind::Double, Device::Cpu)), d, 0.0).is_err());
 }
+
+#[test]
+fn diagnostics_record_each_level_and_animations_encode() {
+    let _rng = rng_lock();
+    use sgm::langevin::AnnealedConfig;
+    use sgm::samplers::{AnnealedLangevinSampler, LevelDiagnostics};
+    let sigmas = Sigmas::geometric(2.0, 0.1, 4).unwrap();
+    let config = AnnealedConfig {
+        steps_per_level: 5,
+        eps: 1e-3,
+        denoise: true,
+        ..AnnealedConfig::ncsn()
+    };
+    let mut sampler = AnnealedLangevinSampler {
+        sigmas: sigmas.clone(),
+        config: config.clone(),
+    };
+    let mut diagnostics = LevelDiagnostics::default();
+    let mut frames = Vec::new();
+    data::seed(8);
+    let x0 = start(4000, 2.0);
+    let out = sample(&mut sampler, &gaussian(), &x0, None, &mut |e| {
+        diagnostics.record(e);
+        if e.step % 5 == 0 {
+            frames.push((format!("σ = {}", e.sigma), e.x.copy()));
+        }
+    })
+    .unwrap();
+    assert_eq!(out.nfe, 21);
+    // One row per level; the denoising evaluation joins the last level without a step size.
+    let rows = &diagnostics.levels;
+    assert_eq!(rows.len(), 4);
+    for (row, &sigma) in rows.iter().zip(sigmas.values()) {
+        assert_eq!(row.sigma, sigma);
+        // NCSN Algorithm 1: α_i = ε σ_i²/σ_L², update x + α_i/2 s + √α_i z, i.e. step α_i/2
+        // in the `Full` convention the diagnostics report.
+        let alpha = 1e-3 * sigma * sigma / (0.1 * 0.1);
+        assert!((row.step_size - alpha / 2.0).abs() < 1e-12 * alpha);
+        assert_eq!(row.langevin_steps, 5);
+        assert!(row.snr.is_finite() && row.snr > 0.0);
+    }
+    assert_eq!(rows[3].evaluations, 6);
+    // At the first level the chain starts from p_σ1 itself, where ‖s‖ = ‖x − μ‖/(v + σ1²) has
+    // mean √(π/2)/√(v + σ1²) (a χ with 2 degrees of freedom); its standard error over 4,000
+    // points is 0.7%, allow 5% (the five small steps barely move the law). Then the norm
+    // grows as σ falls (the score scales as 1/σ).
+    let expected = (std::f64::consts::PI / 2.0).sqrt() / (V + 4.0f64).sqrt();
+    assert!(
+        (rows[0].score_norm / expected - 1.0).abs() < 0.05,
+        "{} vs {expected}",
+        rows[0].score_norm
+    );
+    assert!(rows.windows(2).all(|w| w[1].score_norm > w[0].score_norm));
+    diagnostics.figure().unwrap();
+
+    let animation = plots::Animation::particles(&frames, None, [-4.0, 6.0, -7.0, 3.0], 50).unwrap();
+    assert_eq!(animation.len(), 5);
+    let gif = animation.gif().unwrap();
+    assert_eq!(&gif[..6], b"GIF89a");
+    let one = plots::Animation::particles(&frames[..1], None, [-4.0, 6.0, -7.0, 3.0], 50).unwrap();
+    assert!(gif.len() > 2 * one.gif().unwrap().len());
+    let small = plots::Scatter::new("small", [0.0, 1.0, 0.0, 1.0]).unwrap();
+    let mixed = vec![
+        small.figure().unwrap(),
+        plots::row(&[&small, &small]).unwrap(),
+    ];
+    assert!(plots::Animation::new(mixed, 50).is_err());
+    assert!(plots::Animation::new(Vec::new(), 50).is_err());
+}
