@@ -401,3 +401,54 @@ fn diagnostics_record_each_level_and_animations_encode() {
     assert!(plots::Animation::new(mixed, 50).is_err());
     assert!(plots::Animation::new(Vec::new(), 50).is_err());
 }
+
+#[test]
+fn training_previews_are_drawn_every_k_epochs_and_written_as_they_go() {
+    use sgm::training::{train, Previews};
+    let _rng = rng_lock();
+    let dir = sgm_tests::tmpdir("previews");
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = Mlp::new(&vs.root(), &MlpConfig::default()).unwrap();
+    data::seed(9);
+    let x = start(256, 0.0);
+    let cfg = TrainConfig {
+        epochs: 5,
+        batch_size: 64,
+        seed: Some(1),
+        ..Default::default()
+    };
+    let loss = |b: &Tensor| losses::dsm_loss(&net, b, 0.5);
+    let mut drawn = Vec::new();
+    let mut previews = Previews::new(2, Some(dir.clone()), |epoch| {
+        drawn.push(epoch);
+        let panel =
+            Scatter::new(format!("epoch {epoch}"), [-2.0, 4.0, -5.0, 1.0])?.data("data", &x)?;
+        Ok(Box::new(panel) as Box<dyn plots::Panel>)
+    })
+    .unwrap();
+    train(&vs, &x, None, &cfg, loss, &mut |e| previews.record(e)).unwrap();
+    assert_eq!(previews.len(), 2);
+    assert!(dir.join("preview-epoch-2.png").exists() && dir.join("preview-epoch-4.png").exists());
+    assert!(!dir.join("preview-epoch-5.png").exists());
+    assert_eq!(
+        previews.figure().unwrap().size(),
+        (2 * plots::PANEL_SIZE.0, plots::PANEL_SIZE.1)
+    );
+    drop(previews);
+    assert_eq!(drawn, vec![2, 4]);
+
+    // A preview that fails does not stop training; its error comes back from figure().
+    let mut failing = Previews::new(1, None, |_| Err(Error::Plot("no samples".into()))).unwrap();
+    let history = train(
+        &vs,
+        &x,
+        None,
+        &cfg,
+        |b: &Tensor| losses::dsm_loss(&net, b, 0.5),
+        &mut |e| failing.record(e),
+    )
+    .unwrap();
+    assert_eq!(history.train_loss.len(), 5);
+    assert!(matches!(failing.figure(), Err(Error::Plot(m)) if m == "no samples"));
+    assert!(Previews::new(0, None, |_| Err(Error::Plot(String::new()))).is_err());
+}

@@ -95,6 +95,7 @@ pub fn relative_error(a: &Tensor, b: &Tensor) -> Result<f64> {
         });
     }
     check_nonempty(b, "relative_error reference")?;
+    let b = &b.to_device(a.device());
     let num = (a - b).square().sum(tch::Kind::Double).double_value(&[]);
     let den = b.square().sum(tch::Kind::Double).double_value(&[]);
     Ok((num / den).sqrt())
@@ -108,7 +109,11 @@ pub fn energy_distance(a: &Tensor, b: &Tensor) -> Result<f64> {
     check_nonempty(a, "energy distance sample a")?;
     check_nonempty(b, "energy distance sample b")?;
     let a = a.flatten(1, -1).to_kind(tch::Kind::Double);
-    let b = b.flatten(1, -1).to_kind(tch::Kind::Double);
+    // Either may be on the GPU: both go where `a` is.
+    let b = b
+        .flatten(1, -1)
+        .to_kind(tch::Kind::Double)
+        .to_device(a.device());
     if a.size()[1] != b.size()[1] {
         return Err(crate::error::Error::Shape {
             what: "energy_distance (samples of one dimension)",

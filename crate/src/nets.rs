@@ -243,6 +243,10 @@ impl Module for Mlp {
 
 /// σ is ignored: an `Mlp` models one noise level, and accepts σ = 0.
 impl Score for Mlp {
+    fn device(&self) -> Option<Device> {
+        Some(Mlp::device(self))
+    }
+
     fn forward_score(&self, x: &Tensor, sigma: &Tensor) -> Tensor {
         unchecked(self.try_forward_score(x, sigma))
     }
@@ -346,6 +350,10 @@ impl ConditionedMlp {
 /// Noise-conditional when it reads `log σ` or divides by σ: then σ must be finite and > 0.
 /// With both off it ignores σ, as [`Mlp`].
 impl Score for ConditionedMlp {
+    fn device(&self) -> Option<Device> {
+        Some(self.mlp.device())
+    }
+
     fn forward_score(&self, x: &Tensor, sigma: &Tensor) -> Tensor {
         unchecked(self.try_forward_score(x, sigma))
     }
@@ -530,6 +538,10 @@ impl ConditionedSimpleResnet {
 
 /// Noise-conditional: σ (finite, > 0) is looked up among `config.sigmas`.
 impl Score for ConditionedSimpleResnet {
+    fn device(&self) -> Option<Device> {
+        Some(self.first.ws.device())
+    }
+
     fn forward_score(&self, x: &Tensor, sigma: &Tensor) -> Tensor {
         unchecked(self.try_forward_score(x, sigma))
     }
@@ -744,6 +756,10 @@ impl BlogUnet {
 /// Noise-conditional in every form: σ is an input channel, and the output is divided by σ
 /// (`divide_by_sigma`) or by `σ √(σ² + σ_data²)` (EDM), so σ must be finite and > 0.
 impl Score for BlogUnet {
+    fn device(&self) -> Option<Device> {
+        Some(self.convs.device())
+    }
+
     fn forward_score(&self, x: &Tensor, sigma: &Tensor) -> Tensor {
         unchecked(self.try_forward_score(x, sigma))
     }
@@ -820,6 +836,10 @@ impl Ncsnv2Unet {
 
 /// Noise-conditional: the output is divided by σ, so σ must be finite and > 0.
 impl Score for Ncsnv2Unet {
+    fn device(&self) -> Option<Device> {
+        Some(self.convs.device())
+    }
+
     fn forward_score(&self, x: &Tensor, sigma: &Tensor) -> Tensor {
         unchecked(self.try_forward_score(x, sigma))
     }

@@ -472,7 +472,8 @@ impl VectorField {
         bounds: Bounds,
         n: usize,
     ) -> Result<Self> {
-        let grid = grid_points(bounds, n)?;
+        // On the network's device (a grid on the CPU fed to a network on the GPU fails).
+        let grid = grid_points(bounds, n)?.to_device(score.device().unwrap_or(Device::Cpu));
         let values = tch::no_grad(|| score.score_at(&grid, sigma))?;
         let arrows = points(&grid)?.into_iter().zip(points(&values)?).collect();
         Ok(VectorField {

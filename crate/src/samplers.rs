@@ -237,6 +237,9 @@ impl<S: Score + ?Sized> Score for ByRef<'_, S> {
     fn trained_levels(&self) -> Option<&Sigmas> {
         self.0.trained_levels()
     }
+    fn device(&self) -> Option<tch::Device> {
+        self.0.device()
+    }
 }
 
 /// Runs `sampler` without a callback.

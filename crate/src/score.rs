@@ -55,6 +55,13 @@ pub trait Score {
         None
     }
 
+    /// The device of a network's parameters, where its input must be (`None`, the default,
+    /// for closures and closed forms, which follow their input). Figures that build their own
+    /// input (a grid) put it there.
+    fn device(&self) -> Option<tch::Device> {
+        None
+    }
+
     /// [`Score::score`] at one noise level σ for every row.
     fn score_at(&self, x: &Tensor, sigma: f64) -> Result<Tensor> {
         let n = x.size().first().copied().unwrap_or(0);

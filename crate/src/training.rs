@@ -916,3 +916,91 @@ pub fn print_progress(every: Duration) -> impl FnMut(&Event) {
 pub fn silent() -> impl FnMut(&Event) {
     |_| {}
 }
+
+/// Training previews, as `dgm_utils`' `train_model` shows them: every `every` epochs a panel
+/// drawn by `draw(epoch)` (samples of the model as it is then), written to
+/// `dir/preview-epoch-N.png` as training goes, and all of them as one figure at the end
+/// ([`Previews::figure`]: a notebook cell shows nothing before it ends). Pass
+/// [`Previews::record`] on from the training hook.
+pub struct Previews<'a> {
+    every: usize,
+    dir: Option<PathBuf>,
+    draw: Box<dyn FnMut(usize) -> Result<Box<dyn crate::plots::Panel>> + 'a>,
+    panels: Vec<Box<dyn crate::plots::Panel>>,
+    error: Option<Error>,
+}
+
+impl std::fmt::Debug for Previews<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Previews")
+            .field("every", &self.every)
+            .field("dir", &self.dir)
+            .field("panels", &self.panels.len())
+            .finish()
+    }
+}
+
+impl<'a> Previews<'a> {
+    /// A preview every `every` epochs (≥ 1), written into `dir` when given.
+    pub fn new(
+        every: usize,
+        dir: Option<PathBuf>,
+        draw: impl FnMut(usize) -> Result<Box<dyn crate::plots::Panel>> + 'a,
+    ) -> Result<Self> {
+        crate::error::check_count("preview interval (epochs)", every)?;
+        Ok(Previews {
+            every,
+            dir,
+            draw: Box::new(draw),
+            panels: Vec::new(),
+            error: None,
+        })
+    }
+
+    /// Draws (and writes) a preview after every `every`-th epoch. A preview that fails is
+    /// kept as the error [`Previews::figure`] returns; training goes on.
+    pub fn record(&mut self, event: &Event) {
+        let Event::Epoch { epoch, .. } = *event else {
+            return;
+        };
+        if self.error.is_some() || epoch % self.every != 0 {
+            return;
+        }
+        let drawn = (self.draw)(epoch).and_then(|panel| {
+            if let Some(dir) = &self.dir {
+                crate::plots::grid(&[panel.as_ref()], 1, crate::plots::PANEL_SIZE)?
+                    .save(dir.join(format!("preview-epoch-{epoch}.png")))?;
+            }
+            Ok(panel)
+        });
+        match drawn {
+            Ok(panel) => self.panels.push(panel),
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    /// Number of previews drawn.
+    pub fn len(&self) -> usize {
+        self.panels.len()
+    }
+
+    /// Whether none was drawn (a run resumed from a finished checkpoint trains no epoch).
+    pub fn is_empty(&self) -> bool {
+        self.panels.is_empty()
+    }
+
+    /// All previews in one figure, four per row; the first error a preview met, if any.
+    pub fn figure(&mut self) -> Result<crate::plots::Figure> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        if self.panels.is_empty() {
+            return Err(Error::Plot(
+                "no preview was drawn: the run trained no full interval of epochs".into(),
+            ));
+        }
+        let panels: Vec<&dyn crate::plots::Panel> =
+            self.panels.iter().map(|p| p.as_ref()).collect();
+        crate::plots::grid(&panels, panels.len().min(4), crate::plots::PANEL_SIZE)
+    }
+}
