@@ -204,6 +204,22 @@ fn headline_figures(out: &Path) {
             .count(),
         2
     );
+    // 04: the ODE likelihood of a Gaussian mixture with its exact score against the exact
+    // log-density; with the prior N(0, σ_max² I) at σ_max = 20 the mean gap is the prior's
+    // bias, √(2/π) |m̄|/σ_max ≈ 0.030 nats for the mixture's mean m̄ (tests/samplers.rs
+    // derives it); a wrong sign or factor in the divergence term is off by nats.
+    let nb = stdout_of(out, "04_sde_samplers");
+    let mixture = numbers_after(&nb, "mixture, exact score: ODE");
+    assert!(mixture[2] < 0.045, "{mixture:?}");
+    // Held-out moons are far likelier under the model than points spread over the box.
+    let held_out = numbers_after(&nb, "held-out moons")[0];
+    let uniform = numbers_after(&nb, "uniform on the box")[0];
+    assert!(held_out > uniform + 1.0, "{held_out} vs {uniform}");
+    // The reverse-diffusion predictor over 100 levels lands on the moons (0.035 seen at the CI
+    // budget, floor 0.004; the Gaussian start itself scores far above 0.1).
+    let reverse = numbers_after(&nb, "reverse diffusion ");
+    assert!(reverse[0] == 100.0 && reverse[1] < 0.1, "{reverse:?}");
+    assert!(nb.contains("bits/dim over"), "no bits/dim line");
 }
 
 const FIRST_CELL: &str =

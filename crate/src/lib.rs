@@ -18,6 +18,7 @@
 //! | [`plots`] | densities, samples, score fields, loss curves as PNG figures |
 //! | [`metrics`] | sample quality against exact laws and held-out data (energy, Fréchet LeNet distance, …) |
 //! | [`assignment`] | homework: solution regions, the student release, grading notebooks, reports |
+//! | [`variations`] | inpainting, interpolation and variations of real samples (annealed Langevin with one change each) |
 //! | [`experiment`] | a whole run (data, σ's, network, loss, training, sampler) with presets |
 //! | [`budget`] | full vs CI run sizes for notebooks |
 //! | [`notebook`] | evcxr integration: every failing cell reported in its own outputs |
@@ -43,6 +44,7 @@ pub mod plots;
 pub mod samplers;
 pub mod score;
 pub mod training;
+pub mod variations;
 
 pub use error::{Error, Result};
 pub use serde_json;

@@ -252,8 +252,24 @@ pub fn sample_quietly(
     sample(sampler, model, x0, seed, &mut |_| {})
 }
 
+/// One annealed-Langevin step at level `i` of `sigmas` with the noise `z`: `x + drift · s + noise · z`
+/// with the step of `config`'s schedule and convention.
+pub fn annealed_step(
+    sigmas: &Sigmas,
+    config: &AnnealedConfig,
+    i: usize,
+    x: &Tensor,
+    z: &Tensor,
+    oracle: &mut ScoreOracle,
+) -> Result<Tensor> {
+    let sigma = sigmas.values()[i];
+    let (drift, noise) = config.convention.factors(config.step_at(sigma, sigmas));
+    let s = oracle.eval(x, sigma, Some(drift))?;
+    Ok(x + s * drift + z * noise)
+}
+
 /// Tweedie's denoising step `x + σ² s(x, σ)` (the posterior mean `E[x₀ | x]` at noise σ).
-fn denoise(x: Tensor, sigma: f64, oracle: &mut ScoreOracle) -> Result<Tensor> {
+pub fn denoise(x: Tensor, sigma: f64, oracle: &mut ScoreOracle) -> Result<Tensor> {
     let s = oracle.eval(&x, sigma, None)?;
     Ok(x + s * (sigma * sigma))
 }
@@ -312,7 +328,10 @@ impl Sampler for AnnealedLangevinSampler {
         k >= self.config.steps_per_level * self.sigmas.len()
     }
     fn step(&mut self, k: usize, x: Tensor, oracle: &mut ScoreOracle) -> Result<Tensor> {
-        let sigma = self.sigmas.values()[k / self.config.steps_per_level];
+        // The score before the noise, as before the driver existed: a score that draws random
+        // numbers (the Monte-Carlo smoothed score) sees the generator where it did.
+        let i = k / self.config.steps_per_level;
+        let sigma = self.sigmas.values()[i];
         let (drift, noise) = self
             .config
             .convention
