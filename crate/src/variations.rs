@@ -115,7 +115,7 @@ impl Sampler for Inpainting {
         }
         let noised = &self.noised.as_ref().expect("set above").1;
         // ncsnv2 sets the known pixels before the level's first step and after every step.
-        let x = if k % self.config.steps_per_level == 0 {
+        let x = if k.is_multiple_of(self.config.steps_per_level) {
             self.impose(&x, noised)
         } else {
             x
