@@ -82,6 +82,8 @@ def sandbox_argv(work, build, runtime_dir, memory):
         home / ".cargo",
         home / ".rustup",
         BRIDGE,
+        # The interpreter that runs the bridge (the venv's python links into it; stdlib only).
+        pathlib.Path(sys.base_prefix),
     ):
         if ro.exists():
             argv += ["--ro-bind", str(ro), str(ro)]
@@ -228,7 +230,12 @@ def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, s
             # nbclient leaves running a kernel whose manager it was given: stop it (the sandbox
             # dies with it) whatever happened, a cell that still loops included.
             if km.has_kernel:
-                run_sync(km.shutdown_kernel)(now=True)
+                try:
+                    run_sync(km.shutdown_kernel)(now=True)
+                except Exception as e:  # noqa: BLE001 - the error that brought us here matters more
+                    print(f"grade_runner: stopping the kernel failed: {e!r}; killing it", file=sys.stderr)
+                    if km.has_kernel:
+                        run_sync(km._async_kill_kernel)()
         if not restart:
             break
         restarts += 1
