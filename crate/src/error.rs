@@ -156,6 +156,21 @@ pub fn check_positive(name: &'static str, value: f64) -> Result<f64> {
     }
 }
 
+/// Checks a range of noise levels: both finite and > 0, `sigma_min < sigma_max`.
+pub fn check_sigma_range(sigma_min: f64, sigma_max: f64) -> Result<()> {
+    check_sigma(sigma_min)?;
+    check_sigma(sigma_max)?;
+    if sigma_min < sigma_max {
+        Ok(())
+    } else {
+        Err(Error::InvalidParameter {
+            name: "sigma_min",
+            value: sigma_min.to_string(),
+            why: "must be smaller than sigma_max",
+        })
+    }
+}
+
 /// Checks that a named parameter lies strictly between 0 and 1.
 pub fn check_open_unit(name: &'static str, value: f64) -> Result<f64> {
     if value > 0.0 && value < 1.0 {

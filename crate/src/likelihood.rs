@@ -17,7 +17,7 @@
 //! Units: nats per point; for images, bits per dimension with uniform dequantisation
 //! ([`bits_per_dim`]).
 
-use crate::error::{check_nonempty, check_sigma, Error, Result};
+use crate::error::{check_nonempty, check_sigma_range, Error, Result};
 use crate::samplers::{dormand_prince, Tolerances};
 use crate::score::Score;
 use std::f64::consts::{LN_2, PI};
@@ -127,15 +127,7 @@ fn divergence(
 /// knows a table of levels ([`Error::UntrainedLevel`]: the solver visits σ's between them).
 pub fn log_likelihood(model: &dyn Score, x: &Tensor, cfg: &LikelihoodConfig) -> Result<Likelihood> {
     check_nonempty(x, "likelihood points")?;
-    check_sigma(cfg.sigma_min)?;
-    check_sigma(cfg.sigma_max)?;
-    if cfg.sigma_min >= cfg.sigma_max {
-        return Err(Error::InvalidParameter {
-            name: "sigma_min",
-            value: cfg.sigma_min.to_string(),
-            why: "must be smaller than sigma_max",
-        });
-    }
+    check_sigma_range(cfg.sigma_min, cfg.sigma_max)?;
     if let Some(levels) = model.trained_levels() {
         return Err(Error::UntrainedLevel {
             sampler: "likelihood (probability-flow ODE)".into(),

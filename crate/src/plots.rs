@@ -114,15 +114,7 @@ impl Figure {
 
     /// Writes the figure as a PNG file (folders are created as needed).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let io = |source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        std::fs::write(path, self.png()?).map_err(io)
+        write_file(path.as_ref(), &self.png()?)
     }
 
     /// Shows the figure inline in an evcxr notebook (called by evcxr for a cell's value).
@@ -135,6 +127,18 @@ impl Figure {
             Err(e) => eprintln!("figure could not be encoded: {e}"),
         }
     }
+}
+
+/// Writes `bytes` to `path`, creating its folders; errors name the path.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    std::fs::write(path, bytes).map_err(io)
 }
 
 /// One picture of a figure.
@@ -895,15 +899,7 @@ impl Animation {
 
     /// Writes the GIF file (folders are created as needed).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let io = |source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        std::fs::write(path, self.gif()?).map_err(io)
+        write_file(path.as_ref(), &self.gif()?)
     }
 
     /// Shows the animation inline in an evcxr notebook (called by evcxr for a cell's value).

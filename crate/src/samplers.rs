@@ -707,16 +707,7 @@ impl Sampler for AdaptiveFlow {
         }
     }
     fn start(&mut self) -> Result<()> {
-        crate::error::check_sigma(self.sigma_max)?;
-        crate::error::check_sigma(self.sigma_min)?;
-        if self.sigma_min >= self.sigma_max {
-            return Err(Error::InvalidParameter {
-                name: "sigma_min",
-                value: self.sigma_min.to_string(),
-                why: "must be smaller than sigma_max",
-            });
-        }
-        Ok(())
+        crate::error::check_sigma_range(self.sigma_min, self.sigma_max)
     }
     fn done(&self, k: usize) -> bool {
         k >= 1

@@ -151,8 +151,7 @@ impl Interpolation {
         (theta.cos(), theta.sin())
     }
 
-    /// `cos θ_j p + sin θ_j q` for every row: p and q `[rows, …]` → `[rows · steps, …]`.
-    pub fn mix(&self, p: &Tensor, q: &Tensor) -> Result<Tensor> {
+    fn check_steps(&self) -> Result<()> {
         if self.steps < 2 {
             return Err(Error::InvalidParameter {
                 name: "interpolation steps",
@@ -160,6 +159,12 @@ impl Interpolation {
                 why: "needs at least the two ends",
             });
         }
+        Ok(())
+    }
+
+    /// `cos θ_j p + sin θ_j q` for every row: p and q `[rows, …]` → `[rows · steps, …]`.
+    pub fn mix(&self, p: &Tensor, q: &Tensor) -> Result<Tensor> {
+        self.check_steps()?;
         if p.size() != q.size() {
             return Err(Error::Shape {
                 what: "interpolation ends",
@@ -194,14 +199,7 @@ impl Sampler for Interpolation {
     }
     fn start(&mut self) -> Result<()> {
         check_step_size(self.config.eps)?;
-        if self.steps < 2 {
-            return Err(Error::InvalidParameter {
-                name: "interpolation steps",
-                value: self.steps.to_string(),
-                why: "needs at least the two ends",
-            });
-        }
-        Ok(())
+        self.check_steps()
     }
     fn done(&self, k: usize) -> bool {
         k >= self.config.steps_per_level * self.sigmas.len()
