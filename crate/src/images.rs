@@ -44,6 +44,14 @@ impl Scaling {
         }
     }
 
+    /// The interval the pixels span, `(low, high)`: (0, 1) or (−1, 1).
+    pub fn range(self) -> (f64, f64) {
+        match self {
+            Scaling::ZeroOne => (0.0, 1.0),
+            Scaling::MinusOneOne => (-1.0, 1.0),
+        }
+    }
+
     /// From this range back to [0, 1] (not clamped).
     pub fn invert(self, x: &Tensor) -> Tensor {
         match self {

@@ -258,9 +258,9 @@ pub fn annealed_langevin(
         config: cfg.clone(),
     };
     let out = sample(&mut sampler, &ByRef(score), x0, cfg.seed, &mut |e| {
-        // The first evaluation after level i (at the next level, or the denoising step) sees
-        // the particles at the end of level i.
-        if cfg.record_levels && t > 0 && e.step > 0 && e.step % t == 0 && e.nfe == e.step + 1 {
+        // Each step evaluates the score once; the evaluation after level i's last step (at the
+        // next level, or the denoising step) sees the particles at the end of level i.
+        if cfg.record_levels && t > 0 && e.step > 0 && e.step % t == 0 {
             levels.push((sigmas.values()[e.step / t - 1], e.x.copy()));
         }
     })?;

@@ -19,7 +19,7 @@
 
 use crate::error::{check_nonempty, check_sigma_range, Error, Result};
 use crate::samplers::{dormand_prince, Tolerances};
-use crate::score::Score;
+use crate::score::{jacobian_trace, vjp, Score};
 use std::f64::consts::{LN_2, PI};
 use tch::{Kind, Tensor};
 
@@ -93,29 +93,10 @@ fn divergence(
     let x = x.detach().set_requires_grad(true);
     let s = model.score_at(&x, sigma)?;
     let div = match how {
-        Divergence::Exact => {
-            let flat = s.flatten(1, -1);
-            let d = flat.size()[1];
-            let mut total = Tensor::zeros([x.size()[0]], (Kind::Float, x.device()));
-            for j in 0..d {
-                let g = Tensor::f_run_backward(
-                    &[flat.select(1, j).sum(Kind::Float)],
-                    &[&x],
-                    true,
-                    false,
-                )
-                .map_err(crate::error::torch_op("divergence (exact)"))?;
-                total += g[0].flatten(1, -1).select(1, j);
-            }
-            total
-        }
-        Divergence::Hutchinson => {
-            let g = Tensor::f_run_backward(&[(&s * probe).sum(Kind::Float)], &[&x], false, false)
-                .map_err(crate::error::torch_op("divergence (Hutchinson)"))?;
-            (&g[0] * probe)
-                .flatten(1, -1)
-                .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
-        }
+        Divergence::Exact => jacobian_trace(&s, &x, false)?,
+        Divergence::Hutchinson => (vjp(&s, &x, probe, false)? * probe)
+            .flatten(1, -1)
+            .sum_dim_intlist([1i64].as_slice(), false, Kind::Float),
     };
     Ok((s.detach(), div.detach()))
 }

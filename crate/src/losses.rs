@@ -18,7 +18,7 @@
 
 use crate::error::{check_nonempty, check_sigma, check_sigma_tensor, Result};
 use crate::noise::Sigmas;
-use crate::score::{check_sigma_rows, per_row, Score};
+use crate::score::{check_sigma_rows, jacobian_trace, per_row, vjp, Score};
 use tch::{Kind, Tensor};
 
 /// The DSM regression target `-(x̃ - x) / σ²`, which equals `-z / σ` for `x̃ = x + σ z`.
@@ -191,14 +191,6 @@ pub fn noise_prediction_loss(
     Ok((eta - z).square().sum(Kind::Float) / x.size()[0] as f64)
 }
 
-/// `∂(Σ_rows (v · s))/∂x`: the vector-Jacobian product `vᵀ ∇ₓ s` per row, kept differentiable
-/// (for training through it).
-fn vjp(s: &Tensor, x: &Tensor, v: &Tensor, what: &str) -> Result<Tensor> {
-    let g = Tensor::f_run_backward(&[(s * v).sum(Kind::Float)], &[x], true, true)
-        .map_err(crate::error::torch_op(what))?;
-    Ok(g.into_iter().next().expect("one gradient"))
-}
-
 /// Implicit score matching (Hyvärinen 2005; seed 003, Task 1):
 /// `J(θ) = E_p[ ½ ‖s_θ(x)‖² + tr ∇ₓ s_θ(x) ]`, per row `[n]`. Integration by parts gives
 /// `J(θ) = ½ E_p ‖s_θ(x) − ∇ₓ log p(x)‖² − ½ E_p ‖∇ₓ log p(x)‖²`: the explicit objective up to
@@ -213,16 +205,7 @@ pub fn implicit_score_matching(
     check_nonempty(x, "implicit score matching batch")?;
     let x = x.detach().set_requires_grad(true);
     let s = score.score_at(&x, sigma)?.flatten(1, -1);
-    let d = s.size()[1] as usize;
-    let mut trace = Tensor::zeros([x.size()[0]], (Kind::Float, x.device()));
-    for j in 0..d {
-        let mut unit = vec![0f32; d];
-        unit[j] = 1.0;
-        let e = Tensor::from_slice(&unit).to_device(x.device());
-        trace += vjp(&s, &x, &e, "implicit score matching (trace)")?
-            .flatten(1, -1)
-            .select(1, j as i64);
-    }
+    let trace = jacobian_trace(&s, &x, true)?;
     Ok(s.square()
         .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
         * 0.5
@@ -244,7 +227,7 @@ pub fn sliced_score_matching(
     let s = score.score_at(&x, sigma)?.flatten(1, -1);
     let v = s.randn_like();
     let projected = (&s * &v).sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
-    let jvp = (vjp(&s, &x, &v, "sliced score matching")?.flatten(1, -1) * &v).sum_dim_intlist(
+    let jvp = (vjp(&s, &x, &v, true)?.flatten(1, -1) * &v).sum_dim_intlist(
         [1i64].as_slice(),
         false,
         Kind::Float,

@@ -252,26 +252,49 @@ pub fn sample_quietly(
     sample(sampler, model, x0, seed, &mut |_| {})
 }
 
-/// One annealed-Langevin step at level `i` of `sigmas` with the noise `z`: `x + drift · s + noise · z`
-/// with the step of `config`'s schedule and convention.
+/// One annealed-Langevin step at level `i` of `sigmas`: `x + drift · s + noise · z`, with the
+/// step of `config`'s schedule and convention and `z = draw(x)`, drawn after the score (as the
+/// loop before the driver did: a score that draws random numbers, such as the Monte-Carlo
+/// smoothed score, sees the generator where it did).
 pub fn annealed_step(
     sigmas: &Sigmas,
     config: &AnnealedConfig,
     i: usize,
     x: &Tensor,
-    z: &Tensor,
     oracle: &mut ScoreOracle,
+    draw: impl FnOnce(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let sigma = sigmas.values()[i];
     let (drift, noise) = config.convention.factors(config.step_at(sigma, sigmas));
     let s = oracle.eval(x, sigma, Some(drift))?;
+    let z = draw(x)?;
     Ok(x + s * drift + z * noise)
+}
+
+/// Fresh noise `z ~ N(0, I)` of `x`'s shape, for [`annealed_step`].
+pub fn standard_noise(x: &Tensor) -> Result<Tensor> {
+    Ok(x.randn_like())
 }
 
 /// Tweedie's denoising step `x + σ² s(x, σ)` (the posterior mean `E[x₀ | x]` at noise σ).
 pub fn denoise(x: Tensor, sigma: f64, oracle: &mut ScoreOracle) -> Result<Tensor> {
     let s = oracle.eval(&x, sigma, None)?;
     Ok(x + s * (sigma * sigma))
+}
+
+/// [`denoise`] when `enabled`, else `x` as it is: the last step of the samplers with a
+/// `denoise` setting.
+pub fn denoise_if(
+    enabled: bool,
+    x: Tensor,
+    sigma: f64,
+    oracle: &mut ScoreOracle,
+) -> Result<Tensor> {
+    if enabled {
+        denoise(x, sigma, oracle)
+    } else {
+        Ok(x)
+    }
 }
 
 /// Unadjusted Langevin dynamics at one noise level ([`crate::langevin::langevin`]'s chain).
@@ -328,24 +351,11 @@ impl Sampler for AnnealedLangevinSampler {
         k >= self.config.steps_per_level * self.sigmas.len()
     }
     fn step(&mut self, k: usize, x: Tensor, oracle: &mut ScoreOracle) -> Result<Tensor> {
-        // The score before the noise, as before the driver existed: a score that draws random
-        // numbers (the Monte-Carlo smoothed score) sees the generator where it did.
         let i = k / self.config.steps_per_level;
-        let sigma = self.sigmas.values()[i];
-        let (drift, noise) = self
-            .config
-            .convention
-            .factors(self.config.step_at(sigma, &self.sigmas));
-        let s = oracle.eval(&x, sigma, Some(drift))?;
-        let z = x.randn_like();
-        Ok(x + s * drift + z * noise)
+        annealed_step(&self.sigmas, &self.config, i, &x, oracle, standard_noise)
     }
     fn finish(&mut self, x: Tensor, oracle: &mut ScoreOracle) -> Result<Tensor> {
-        if self.config.denoise {
-            denoise(x, self.sigmas.min(), oracle)
-        } else {
-            Ok(x)
-        }
+        denoise_if(self.config.denoise, x, self.sigmas.min(), oracle)
     }
 }
 
@@ -443,8 +453,7 @@ impl Sampler for PredictorCorrector {
         Visits::Levels(self.sigmas.values().to_vec())
     }
     fn start(&mut self) -> Result<()> {
-        check_positive("snr", self.snr)?;
-        Ok(())
+        check_positive("snr", self.snr).map(|_| ())
     }
     fn done(&self, k: usize) -> bool {
         k >= self.sigmas.len() * (self.n_corrector + 1)
@@ -507,11 +516,7 @@ impl Sampler for ProbabilityFlow {
         }
     }
     fn finish(&mut self, x: Tensor, oracle: &mut ScoreOracle) -> Result<Tensor> {
-        if self.denoise {
-            denoise(x, self.sigmas.min(), oracle)
-        } else {
-            Ok(x)
-        }
+        denoise_if(self.denoise, x, self.sigmas.min(), oracle)
     }
 }
 
@@ -728,11 +733,7 @@ impl Sampler for AdaptiveFlow {
         Ok(y.into_iter().next().expect("one state"))
     }
     fn finish(&mut self, x: Tensor, oracle: &mut ScoreOracle) -> Result<Tensor> {
-        if self.denoise {
-            denoise(x, self.sigma_min, oracle)
-        } else {
-            Ok(x)
-        }
+        denoise_if(self.denoise, x, self.sigma_min, oracle)
     }
 }
 

@@ -84,6 +84,30 @@ pub fn check_sigma_rows(what: &'static str, sigma: &Tensor, x: &Tensor) -> Resul
     check_device(what, sigma, "sigma", x.device(), "x")
 }
 
+/// The vector-Jacobian product `vᵀ ∇ₓ s` per row: the gradient of `Σ (v · s)` with respect to
+/// `x` (which `s` was computed from, with `x` requiring gradients), `x`'s shape. With
+/// `create_graph` it stays differentiable (to train through it).
+pub fn vjp(s: &Tensor, x: &Tensor, v: &Tensor, create_graph: bool) -> Result<Tensor> {
+    let g = Tensor::f_run_backward(&[(s * v).sum(Kind::Float)], &[x], true, create_graph)
+        .map_err(torch_op("vector-Jacobian product"))?;
+    Ok(g.into_iter().next().expect("one gradient"))
+}
+
+/// The exact divergence `tr ∇ₓ s` per row `[n]`: one [`vjp`] per dimension of `s` (rows
+/// flattened), so for low-dimensional data.
+pub fn jacobian_trace(s: &Tensor, x: &Tensor, create_graph: bool) -> Result<Tensor> {
+    let flat = s.flatten(1, -1);
+    let d = flat.size()[1];
+    let mut trace = Tensor::zeros([x.size()[0]], (Kind::Float, x.device()));
+    for j in 0..d {
+        let mut basis = vec![0f32; d as usize];
+        basis[j as usize] = 1.0;
+        let e = Tensor::from_slice(&basis).to_device(x.device());
+        trace += vjp(&flat, x, &e, create_graph)?.flatten(1, -1).select(1, j);
+    }
+    Ok(trace)
+}
+
 /// `sigma` (`[n]`, one level per row) shaped `[n, 1, …, 1]` to broadcast against `x` (`[n, …]`).
 pub fn per_row(sigma: &Tensor, x: &Tensor) -> Tensor {
     let mut shape = vec![x.size()[0]];

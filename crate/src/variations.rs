@@ -21,7 +21,9 @@
 use crate::error::{Error, Result};
 use crate::langevin::{check_step_size, AnnealedConfig};
 use crate::noise::Sigmas;
-use crate::samplers::{annealed_step, denoise, Sampler, ScoreOracle, Visits};
+use crate::samplers::{
+    annealed_step, denoise, denoise_if, standard_noise, Sampler, ScoreOracle, Visits,
+};
 use std::f64::consts::FRAC_PI_2;
 use tch::{Kind, Tensor};
 
@@ -120,8 +122,7 @@ impl Sampler for Inpainting {
         } else {
             x
         };
-        let z = x.randn_like();
-        let x = annealed_step(&self.sigmas, &self.config, i, &x, &z, oracle)?;
+        let x = annealed_step(&self.sigmas, &self.config, i, &x, oracle, standard_noise)?;
         Ok(self.impose(&x, noised))
     }
     fn finish(&mut self, x: Tensor, oracle: &mut ScoreOracle) -> Result<Tensor> {
@@ -216,24 +217,17 @@ impl Sampler for Interpolation {
         }
         let mut row_shape = x.size();
         row_shape[0] = n / steps;
-        let p = Tensor::randn(row_shape.as_slice(), (Kind::Float, x.device()));
-        let q = Tensor::randn(row_shape.as_slice(), (Kind::Float, x.device()));
-        let z = self.mix(&p, &q)?;
-        annealed_step(
-            &self.sigmas,
-            &self.config,
-            k / self.config.steps_per_level,
-            &x,
-            &z,
-            oracle,
-        )
+        // The chains of a row share their noise: cos θ_j z_p + sin θ_j z_q.
+        let shared = |x: &Tensor| {
+            let p = Tensor::randn(row_shape.as_slice(), (Kind::Float, x.device()));
+            let q = Tensor::randn(row_shape.as_slice(), (Kind::Float, x.device()));
+            self.mix(&p, &q)
+        };
+        let i = k / self.config.steps_per_level;
+        annealed_step(&self.sigmas, &self.config, i, &x, oracle, shared)
     }
     fn finish(&mut self, x: Tensor, oracle: &mut ScoreOracle) -> Result<Tensor> {
-        if self.config.denoise {
-            denoise(x, self.sigmas.min(), oracle)
-        } else {
-            Ok(x)
-        }
+        denoise_if(self.config.denoise, x, self.sigmas.min(), oracle)
     }
 }
 
@@ -288,15 +282,10 @@ impl Sampler for VariationSampler {
         k >= self.config.steps_per_level * (self.sigmas.len() - self.from)
     }
     fn step(&mut self, k: usize, x: Tensor, oracle: &mut ScoreOracle) -> Result<Tensor> {
-        let z = x.randn_like();
         let i = self.from + k / self.config.steps_per_level;
-        annealed_step(&self.sigmas, &self.config, i, &x, &z, oracle)
+        annealed_step(&self.sigmas, &self.config, i, &x, oracle, standard_noise)
     }
     fn finish(&mut self, x: Tensor, oracle: &mut ScoreOracle) -> Result<Tensor> {
-        if self.config.denoise {
-            denoise(x, self.sigmas.min(), oracle)
-        } else {
-            Ok(x)
-        }
+        denoise_if(self.config.denoise, x, self.sigmas.min(), oracle)
     }
 }

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use sgm::experiment::{Data, Dataset, Experiment, Model};
-use sgm::images::{ImageSet, Scaling};
+use sgm::images::ImageSet;
 use sgm::likelihood::{self, Divergence, LikelihoodConfig};
 use sgm::metrics::{self, Classifier, ClassifierConfig, EnergyReport, ImageQuality};
 use sgm::plots::{self, Panel as _};
@@ -520,10 +520,7 @@ fn likelihood_metrics(model: &Model, data: &Data, points: i64) -> CliResult<Valu
     let x = data.test.narrow(0, 0, n).to_device(device);
     let x = if image {
         cfg.divergence = Divergence::Hutchinson;
-        let (lo, hi) = match experiment.scaling {
-            Scaling::ZeroOne => (0.0, 1.0),
-            Scaling::MinusOneOne => (-1.0, 1.0),
-        };
+        let (lo, hi) = experiment.scaling.range();
         likelihood::dequantize(&x, lo, hi)
     } else {
         x
@@ -532,11 +529,8 @@ fn likelihood_metrics(model: &Model, data: &Data, points: i64) -> CliResult<Valu
     let out = likelihood::log_likelihood(model.score.as_ref(), &x, &cfg)?;
     let per_point = if image {
         let dims: i64 = x.size()[1..].iter().product();
-        let scale = match experiment.scaling {
-            Scaling::ZeroOne => 1.0,
-            Scaling::MinusOneOne => 2.0,
-        };
-        likelihood::bits_per_dim(&out.log_p, dims, scale)?
+        let (lo, hi) = experiment.scaling.range();
+        likelihood::bits_per_dim(&out.log_p, dims, hi - lo)?
     } else {
         out.log_p.shallow_clone()
     };
