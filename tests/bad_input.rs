@@ -8,9 +8,10 @@ use sgm::nets::{
 };
 use sgm::noise::Sigmas;
 use sgm::prelude::*;
+use sgm_tests::{from_slice, test_device};
 
 fn points(n: i64) -> Tensor {
-    Tensor::randn([n, 2], (Kind::Float, Device::Cpu))
+    Tensor::randn([n, 2], (Kind::Float, test_device()))
 }
 
 #[test]
@@ -73,7 +74,7 @@ fn a_score_of_the_wrong_shape_is_refused() {
     ));
     // sigma with the wrong number of entries
     let donut = Donut::default();
-    let sigma = Tensor::ones([3], (Kind::Float, Device::Cpu));
+    let sigma = Tensor::ones([3], (Kind::Float, test_device()));
     assert!(matches!(
         donut.score(&points(5), &sigma),
         Err(Error::Shape { .. })
@@ -83,7 +84,7 @@ fn a_score_of_the_wrong_shape_is_refused() {
 #[test]
 fn empty_data_is_refused() {
     let donut = Donut::default();
-    let empty = Tensor::zeros([0, 2], (Kind::Float, Device::Cpu));
+    let empty = Tensor::zeros([0, 2], (Kind::Float, test_device()));
     assert!(matches!(
         dsm_loss(&donut, &empty, 0.1),
         Err(Error::EmptyData(_))
@@ -96,7 +97,7 @@ fn empty_data_is_refused() {
         data::train_test_split(&empty, 0.8),
         Err(Error::EmptyData(_))
     ));
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(test_device());
     let r = train(
         &vs,
         &empty,
@@ -107,14 +108,14 @@ fn empty_data_is_refused() {
     );
     assert!(matches!(r, Err(Error::EmptyData(_))), "{r:?}");
     assert!(matches!(
-        donut.sample(0, Device::Cpu),
+        donut.sample(0, test_device()),
         Err(Error::InvalidParameter { .. })
     ));
 }
 
 #[test]
 fn non_finite_loss_stops_training_and_names_the_step() {
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(test_device());
     let mlp = Mlp::new(&vs.root(), &MlpConfig::donut()).unwrap();
     let mut calls = 0;
     let cfg = TrainConfig {
@@ -143,7 +144,7 @@ fn non_finite_loss_stops_training_and_names_the_step() {
         other => panic!("{other:?}"),
     }
     // A learning rate that blows up the weights is caught as well.
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(test_device());
     let mlp = Mlp::new(&vs.root(), &MlpConfig::donut()).unwrap();
     let cfg = TrainConfig {
         epochs: 50,
@@ -194,7 +195,7 @@ fn bad_parameters_name_themselves() {
     let err = data::two_moons(100, -0.1, 0).unwrap_err();
     assert!(err.to_string().contains("noise"), "{err}");
     assert!(data::train_test_split(&points(10), 1.5).is_err());
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(test_device());
     let cfg = MlpConfig {
         hidden: vec![32, 0],
         ..Default::default()
@@ -238,7 +239,7 @@ fn shape_error(r: Result<Tensor>, expected: &str, got: &str) {
 }
 
 fn images(shape: &[i64]) -> Tensor {
-    Tensor::randn(shape, (Kind::Float, Device::Cpu))
+    Tensor::randn(shape, (Kind::Float, test_device()))
 }
 
 /// One network of each kind, built under `vs` (small sizes, CPU).
@@ -278,7 +279,7 @@ fn nets(vs: &nn::VarStore) -> Nets {
 fn networks_name_the_expected_and_the_received_shape() {
     // Before, the image networks returned an empty tensor that surfaced as "score output shape
     // [0]", and the MLPs hit a libtorch panic: each kind now says what it wanted.
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(test_device());
     let n = nets(&vs);
     // MLPs want [n, dim].
     shape_error(
@@ -327,18 +328,17 @@ fn networks_name_the_expected_and_the_received_shape() {
     // The homework's forward(x, y): y one int64 index per row, each in 0..L.
     let x = images(&[2, 1, 8, 8]);
     shape_error(
-        n.resnet
-            .forward_index(&x, &Tensor::from_slice(&[0i64, 1, 2])),
+        n.resnet.forward_index(&x, &from_slice(&[0i64, 1, 2])),
         "[2] int64",
         "[3]",
     );
-    let r = n.resnet.forward_index(&x, &Tensor::from_slice(&[0i64, 10]));
+    let r = n.resnet.forward_index(&x, &from_slice(&[0i64, 10]));
     assert!(
         matches!(&r, Err(Error::InvalidParameter { value, .. }) if value == "10"),
         "{r:?}"
     );
     // sigma with one level per row, also when a network is called without Score::score.
-    let bad_sigma = Tensor::ones([3], (Kind::Float, Device::Cpu));
+    let bad_sigma = Tensor::ones([3], (Kind::Float, test_device()));
     shape_error(
         n.cmlp.try_forward_score(&points(2), &bad_sigma),
         "[2]",
@@ -355,9 +355,9 @@ fn networks_name_the_expected_and_the_received_shape() {
 fn libtorch_refusals_name_the_network_and_the_input() {
     // What a shape check cannot see (a Double input for Float weights) comes back from the
     // first layer's fallible call as Error::TorchOp naming the network, layer and input.
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(test_device());
     let n = nets(&vs);
-    let x = Tensor::randn([3, 2], (Kind::Double, Device::Cpu));
+    let x = Tensor::randn([3, 2], (Kind::Double, test_device()));
     match n.mlp.score_at(&x, 0.1) {
         Err(e @ Error::TorchOp { .. }) => {
             let msg = e.to_string();
@@ -372,7 +372,7 @@ fn libtorch_refusals_name_the_network_and_the_input() {
         }
         other => panic!("{other:?}"),
     }
-    let x = Tensor::randn([2, 1, 8, 8], (Kind::Double, Device::Cpu));
+    let x = Tensor::randn([2, 1, 8, 8], (Kind::Double, test_device()));
     let err = n.v2.score_at(&x, 0.1).unwrap_err();
     assert!(
         matches!(err, Error::TorchOp { .. }) && err.to_string().contains("conv1a"),
@@ -387,7 +387,7 @@ fn libtorch_refusals_name_the_network_and_the_input() {
     });
     let err = detached.score_at(&points(3), 0.0).unwrap_err();
     // Differentiable, but through another tensor than x: no gradient reaches x.
-    let w = Tensor::ones([1], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let w = Tensor::ones([1], (Kind::Float, test_device())).set_requires_grad(true);
     let elsewhere = score::GradLogDensity(move |x: &Tensor| {
         (&w * x.detach()).sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
     });
@@ -459,7 +459,7 @@ fn device_names_parse_exactly() {
 fn noise_conditional_networks_refuse_sigma_zero_at_the_call() {
     // σ = 0 used to give inf/NaN (division, log σ) or silently the largest level (the ResNet's
     // table lookup): now every network that uses σ refuses it, naming the value.
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(test_device());
     let n = nets(&vs);
     let img = images(&[2, 1, 8, 8]);
     let flat = points(2);
@@ -525,7 +525,7 @@ fn noise_conditional_networks_refuse_sigma_zero_at_the_call() {
             }
         }
         // One bad level among good ones is named.
-        let mixed = Tensor::from_slice(&[0.5f32, -0.25]);
+        let mixed = from_slice(&[0.5f32, -0.25]);
         assert!(
             matches!(model.score(x, &mixed), Err(Error::InvalidSigma(v)) if v == -0.25),
             "{name}"
@@ -538,12 +538,12 @@ fn noise_conditional_networks_refuse_sigma_zero_at_the_call() {
     // The table lookup itself, and the DSM loss at given levels (its target divides by σ).
     let sigmas = Sigmas::ncsn();
     assert!(matches!(
-        sigmas.index_of(&Tensor::from_slice(&[0.1f32, 0.0])),
+        sigmas.index_of(&from_slice(&[0.1f32, 0.0])),
         Err(Error::InvalidSigma(v)) if v == 0.0
     ));
     let cfg = MultiScaleConfig::new(sigmas);
     assert!(matches!(
-        losses::dsm_at_levels(&n.mlp, &flat, &Tensor::from_slice(&[0.1f32, 0.0]), &cfg),
+        losses::dsm_at_levels(&n.mlp, &flat, &from_slice(&[0.1f32, 0.0]), &cfg),
         Err(Error::InvalidSigma(v)) if v == 0.0
     ));
     // Plain Langevin's default σ is 0: with a noise-conditional network that is an error at the
@@ -565,14 +565,19 @@ fn inputs_on_another_device_than_the_parameters_are_named() {
     let gpu = Device::Cuda(0);
     let vs = nn::VarStore::new(gpu);
     let n = nets(&vs);
-    let err = n.v2.score_at(&images(&[2, 1, 8, 8]), 0.1).unwrap_err();
+    let err =
+        n.v2.score_at(&images(&[2, 1, 8, 8]).to_device(Device::Cpu), 0.1)
+            .unwrap_err();
     assert!(
         matches!(err, Error::DeviceMismatch { .. })
             && err.to_string().contains("x on cpu")
             && err.to_string().contains("cuda:0"),
         "{err}"
     );
-    let err = n.mlp.score_at(&points(3), 0.1).unwrap_err();
+    let err = n
+        .mlp
+        .score_at(&points(3).to_device(Device::Cpu), 0.1)
+        .unwrap_err();
     assert!(matches!(err, Error::DeviceMismatch { .. }), "{err}");
     // sigma on the CPU for x on the GPU.
     let x = points(3).to_device(gpu);

@@ -8,7 +8,7 @@ use sgm::losses::{multiscale_dsm_loss, Weighting};
 use sgm::nets::ResnetConfig;
 use sgm::noise::Sigmas;
 use sgm::prelude::*;
-use sgm_tests::{rng_lock, tmpdir};
+use sgm_tests::{rng_lock, test_device, tmpdir};
 
 /// The presets of one noise level, trained with one σ and an unconditioned MLP.
 const SINGLE_LEVEL: [&str; 2] = ["donut_dsm", "moons_single"];
@@ -25,7 +25,7 @@ fn presets_round_trip_through_json_exactly_and_build() {
         assert_eq!(e.name, name);
         let back: Experiment = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
         assert_eq!(back, e, "{name}");
-        let vs = nn::VarStore::new(Device::Cpu);
+        let vs = nn::VarStore::new(test_device());
         assert!(e.build(&vs).is_ok(), "{name}");
     }
     let err = Experiment::preset("cifar10").unwrap_err();
@@ -38,7 +38,7 @@ fn an_unconditioned_mlp_takes_exactly_one_level() {
     assert!(matches!(e.network, Network::UnconditionedMlp(_)));
     assert_eq!(e.sigmas.values(), &[0.1]);
     e.sigmas = Sigmas::geometric(1.0, 0.1, 3).unwrap();
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(test_device());
     assert!(matches!(
         e.build(&vs),
         Err(Error::InvalidParameter { name: "sigmas", .. })
@@ -50,9 +50,9 @@ fn a_single_level_loss_is_dsm_loss_at_that_level() {
     let _rng = rng_lock();
     for name in SINGLE_LEVEL {
         let e = Experiment::preset(name).unwrap();
-        let model = Model::new(&e, Device::Cpu).unwrap();
+        let model = Model::new(&e, test_device()).unwrap();
         let sigma = e.sigmas.min();
-        let x = Tensor::randn([256, 2], (Kind::Float, Device::Cpu)) + 1.5;
+        let x = Tensor::randn([256, 2], (Kind::Float, test_device())) + 1.5;
         // The same batch and, from the same seed, the same noise: one level draws no level.
         let loss_with = |weighting: Weighting| {
             data::seed(11);
@@ -106,10 +106,10 @@ fn a_single_level_sampler_is_the_notebooks_plain_langevin() {
         let mut e = Experiment::preset(name).unwrap();
         assert_eq!(e.sampler.steps_per_level, 1000, "{name}");
         e.sampler.steps_per_level = 30;
-        let model = Model::new(&e, Device::Cpu).unwrap();
+        let model = Model::new(&e, test_device()).unwrap();
         let annealed = model.sample(64).unwrap().samples;
         data::seed(seed);
-        let start = init.draw(&[64, 2], Device::Cpu).unwrap();
+        let start = init.draw(&[64, 2], test_device()).unwrap();
         let cfg = LangevinConfig {
             n_steps: 30,
             eps: 0.01,
@@ -133,17 +133,17 @@ fn a_single_level_model_saves_and_reloads() {
         n_test: 50,
     };
     e.train.epochs = 1;
-    let model = Model::new(&e, Device::Cpu).unwrap();
-    let data = e.data(Device::Cpu).unwrap();
+    let model = Model::new(&e, test_device()).unwrap();
+    let data = e.data(test_device()).unwrap();
     let dir = tmpdir("experiment-single");
     let history = model
         .train(&data, Some(&dir), &mut training::silent(), &|| false)
         .unwrap();
     assert_eq!(history.steps, 2);
-    let loaded = Model::load(&dir, Device::Cpu).unwrap();
+    let loaded = Model::load(&dir, test_device()).unwrap();
     assert_eq!(loaded.experiment, e);
     // σ is ignored: any level (0 included) gives the same field.
-    let x = Tensor::randn([7, 2], (Kind::Float, Device::Cpu));
+    let x = Tensor::randn([7, 2], (Kind::Float, test_device()));
     let a = model.score.score_at(&x, 0.1).unwrap();
     let b = loaded.score.score_at(&x, 0.0).unwrap();
     assert_eq!(f64::try_from((a - b).abs().max()).unwrap(), 0.0);
@@ -156,7 +156,7 @@ fn a_resnet_indexed_by_other_sigmas_is_refused() {
     let mut e = Experiment::mnist();
     let other = Sigmas::geometric(1.0, 0.01, 10).unwrap();
     e.network = Network::Resnet(ResnetConfig::homework(other));
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(test_device());
     assert!(matches!(
         e.build(&vs),
         Err(Error::InvalidParameter {
@@ -175,8 +175,8 @@ fn a_model_saves_reloads_and_samples() {
     e.dataset = Dataset::Moons { n: 400, noise: 0.1 };
     e.train.epochs = 1;
     e.sampler.steps_per_level = 5;
-    let model = Model::new(&e, Device::Cpu).unwrap();
-    let data = e.data(Device::Cpu).unwrap();
+    let model = Model::new(&e, test_device()).unwrap();
+    let data = e.data(test_device()).unwrap();
     assert_eq!(data.train.size(), vec![320, 2]);
     assert_eq!(data.test.size(), vec![80, 2]);
     let history = model
@@ -186,9 +186,9 @@ fn a_model_saves_reloads_and_samples() {
     assert!(!history.interrupted);
     let dir = std::env::temp_dir().join(format!("sgm-experiment-{}", std::process::id()));
     model.save(&dir, serde_json::json!({})).unwrap();
-    let loaded = Model::load(&dir, Device::Cpu).unwrap();
+    let loaded = Model::load(&dir, test_device()).unwrap();
     assert_eq!(loaded.experiment, e);
-    let x = Tensor::randn([7, 2], (Kind::Float, Device::Cpu));
+    let x = Tensor::randn([7, 2], (Kind::Float, test_device()));
     let a = model.score.score_at(&x, 0.3).unwrap();
     let b = loaded.score.score_at(&x, 0.3).unwrap();
     assert_eq!(f64::try_from((a - b).abs().max()).unwrap(), 0.0);

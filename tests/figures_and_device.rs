@@ -4,6 +4,7 @@
 
 use sgm::device::{CudaBackend, Reason};
 use sgm::prelude::*;
+use sgm_tests::test_device;
 
 fn non_white_share(fig: &plots::Figure) -> f64 {
     let png = fig.png().unwrap();
@@ -22,7 +23,7 @@ fn figures_render_as_png() {
     let bounds = [-4.0, 4.0, -4.0, 4.0];
     let density =
         DensityMap::of_log_density("density", |x| donut.log_density(x), bounds, 60).unwrap();
-    let x = donut.sample(500, Device::Cpu).unwrap();
+    let x = donut.sample(500, test_device()).unwrap();
     let scatter = Scatter::new("samples", bounds)
         .unwrap()
         .points("exact", &x)
@@ -64,7 +65,7 @@ fn text_is_drawn() {
 
 #[test]
 fn bad_plot_input_is_an_error() {
-    let three_d = Tensor::zeros([4, 3], (Kind::Float, Device::Cpu));
+    let three_d = Tensor::zeros([4, 3], (Kind::Float, test_device()));
     let err = Scatter::new("s", [0.0, 1.0, 0.0, 1.0])
         .unwrap()
         .points("p", &three_d)

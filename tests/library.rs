@@ -3,7 +3,7 @@
 
 use sgm::metrics::{ks_critical_value, ks_statistic, radii};
 use sgm::prelude::*;
-use sgm_tests::rng_lock;
+use sgm_tests::{from_slice, rng_lock, test_device};
 use tch::nn::Module;
 
 fn cov(x: &Tensor) -> Tensor {
@@ -21,7 +21,7 @@ fn autograd_score_of_donut_equals_closed_form() {
     data::seed(1);
     let donut = Donut::default();
     // Points away from the origin, where the score is defined.
-    let x = Tensor::randn([500, 2], (Kind::Float, Device::Cpu)) * 2.0 + 0.1;
+    let x = Tensor::randn([500, 2], (Kind::Float, test_device())) * 2.0 + 0.1;
     let autograd = GradLogDensity(|x: &Tensor| donut.log_density(x))
         .score_at(&x, 0.0)
         .unwrap();
@@ -39,7 +39,7 @@ fn donut_sampler_matches_exact_radial_law() {
     data::seed(2);
     let donut = Donut::default();
     let n = 20_000;
-    let x = donut.sample(n, Device::Cpu).unwrap();
+    let x = donut.sample(n, test_device()).unwrap();
     assert_eq!(x.size(), [n, 2]);
     let r = sgm::plots::to_vec(&radii(&x)).unwrap();
     let grid: Vec<f64> = (0..=40_000)
@@ -84,9 +84,9 @@ fn langevin_reproduces_gaussian_mean_and_covariance() {
     // law N(m, C) with C = (Σ⁻¹ - (ε/2) Σ⁻²)⁻¹ exactly (linear drift), which differs from Σ by
     // O(ε). 20,000 independent chains, 2,000 steps (slowest relaxation ≈ λ_max/ε ≈ 120 steps).
     data::seed(3);
-    let opts = (Kind::Float, Device::Cpu);
-    let m = Tensor::from_slice(&[1.0f32, -2.0]);
-    let sigma = Tensor::from_slice(&[1.0f32, 0.5, 0.5, 0.5]).view([2, 2]);
+    let opts = (Kind::Float, test_device());
+    let m = from_slice(&[1.0f32, -2.0]);
+    let sigma = from_slice(&[1.0f32, 0.5, 0.5, 0.5]).view([2, 2]);
     let prec = sigma.inverse();
     let score = |x: &Tensor, _s: &Tensor| -(x - &m).matmul(&prec);
     let eps = 0.01;
@@ -130,7 +130,7 @@ fn step_conventions_are_one_chain() {
     let _rng = rng_lock();
     // Half with step 2ε is Full with step ε: same seed, same noise draws, same particles.
     let donut = Donut::default();
-    let x0 = Tensor::randn([256, 2], (Kind::Float, Device::Cpu));
+    let x0 = Tensor::randn([256, 2], (Kind::Float, test_device()));
     let run = |convention, eps| {
         let cfg = LangevinConfig {
             n_steps: 50,
@@ -159,7 +159,7 @@ fn donut_langevin_matches_exact_radial_law() {
     data::seed(5);
     let donut = Donut::default();
     let n = 10_000;
-    let x0 = Tensor::randn([n, 2], (Kind::Float, Device::Cpu));
+    let x0 = Tensor::randn([n, 2], (Kind::Float, test_device()));
     let cfg = LangevinConfig {
         n_steps: 2000,
         eps: 1e-3,
@@ -170,7 +170,7 @@ fn donut_langevin_matches_exact_radial_law() {
     let out = langevin(&donut, &x0, &cfg).unwrap();
     assert_eq!(out.samples.size(), [n, 2]);
     assert_eq!(out.trajectory.len(), 5);
-    let exact = donut.sample(n, Device::Cpu).unwrap();
+    let exact = donut.sample(n, test_device()).unwrap();
     let d = ks_statistic(&radii(&out.samples), &radii(&exact)).unwrap();
     assert!(
         d < ks_critical_value(0.001, n as usize, n as usize),
@@ -193,11 +193,11 @@ fn dsm_loss_at_the_smoothed_score_equals_its_known_minimum() {
     // Σᵢ (1/σ² - 1/(sᵢ² + σ²)). 200,000 samples; 5 SE of the per-sample loss.
     data::seed(7);
     let (s, sigma) = ([1.0f64, 0.5], 0.3);
-    let m = Tensor::from_slice(&[0.5f32, -1.0]);
-    let std = Tensor::from_slice(&[s[0] as f32, s[1] as f32]);
+    let m = from_slice(&[0.5f32, -1.0]);
+    let std = from_slice(&[s[0] as f32, s[1] as f32]);
     let var_smoothed = std.square() + sigma * sigma;
     let n = 200_000;
-    let x = Tensor::randn([n, 2], (Kind::Float, Device::Cpu)) * &std + &m;
+    let x = Tensor::randn([n, 2], (Kind::Float, test_device())) * &std + &m;
     let exact = |x: &Tensor, _s: &Tensor| -(x - &m) / &var_smoothed;
     let per_sample = losses::dsm_per_element(&exact, &x, sigma)
         .unwrap()
@@ -228,12 +228,12 @@ fn dsm_learns_the_smoothed_gaussian_score() {
     // epochs it ends at 0.7% to 2.1% over ten seeds.
     data::seed(8);
     let (s, sigma) = ([1.0f32, 0.5], 0.3);
-    let m = Tensor::from_slice(&[0.5f32, -1.0]);
-    let std = Tensor::from_slice(&s);
+    let m = from_slice(&[0.5f32, -1.0]);
+    let std = from_slice(&s);
     let var_smoothed = std.square() + sigma * sigma;
-    let x = Tensor::randn([20_000, 2], (Kind::Float, Device::Cpu)) * &std + &m;
+    let x = Tensor::randn([20_000, 2], (Kind::Float, test_device())) * &std + &m;
     let (train_x, test_x) = data::train_test_split(&x, 0.8).unwrap();
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(test_device());
     let model = nn::linear(vs.root() / "0", 2, 2, Default::default());
     let score = |x: &Tensor, _s: &Tensor| model.forward(x);
     let cfg = TrainConfig {
@@ -259,7 +259,7 @@ fn dsm_learns_the_smoothed_gaussian_score() {
     assert_eq!(history.train_loss.len(), 60);
     assert_eq!(history.test_loss.len(), 60);
     assert!(history.train_loss[59] < history.train_loss[0]);
-    let probe = Tensor::randn([10_000, 2], (Kind::Float, Device::Cpu)) * var_smoothed.sqrt() + &m;
+    let probe = Tensor::randn([10_000, 2], (Kind::Float, test_device())) * var_smoothed.sqrt() + &m;
     let learned = tch::no_grad(|| model.forward(&probe));
     let exact = -(&probe - &m) / &var_smoothed;
     let rel = (f(&(&learned - &exact).square().sum(Kind::Float))
@@ -277,13 +277,13 @@ fn mixture_smoothed_score_matches_autograd_of_smoothed_density() {
         vec![0.3, 0.6],
     )
     .unwrap();
-    let x = Tensor::randn([300, 2], (Kind::Float, Device::Cpu)) * 2.0;
-    let sigma = Tensor::rand([300], (Kind::Float, Device::Cpu)) + 0.01;
+    let x = Tensor::randn([300, 2], (Kind::Float, test_device())) * 2.0;
+    let sigma = Tensor::rand([300], (Kind::Float, test_device())) + 0.01;
     let closed = gm.score(&x, &sigma).unwrap();
     let auto = score::grad_log_density(|x| gm.log_density_smoothed(x, &sigma), &x);
     assert!(f(&(&closed - &auto).abs().max()) < 1e-3);
     // σ = 0 is the mixture itself.
-    let zero = Tensor::zeros([300], (Kind::Float, Device::Cpu));
+    let zero = Tensor::zeros([300], (Kind::Float, test_device()));
     let auto0 = score::grad_log_density(|x| gm.log_density(x), &x);
     assert!(f(&(gm.score(&x, &zero).unwrap() - auto0).abs().max()) < 1e-3);
 }
@@ -300,7 +300,7 @@ fn mixture_sampler_has_the_right_weights() {
     )
     .unwrap();
     assert_eq!(gm.weights, vec![0.2, 0.8]);
-    let x = gm.sample(20_000, Device::Cpu).unwrap();
+    let x = gm.sample(20_000, test_device()).unwrap();
     let share = f(&gm
         .nearest_mode(&x)
         .eq(0)
@@ -321,7 +321,7 @@ fn two_moons_follow_make_moons() {
     let upper = x.index_select(0, &y.eq(0).nonzero().squeeze_dim(1));
     let lower = x.index_select(0, &y.eq(1).nonzero().squeeze_dim(1));
     assert!(f(&(radii(&upper) - 1.0).abs().max()) < 1e-5);
-    let centre = Tensor::from_slice(&[1.0f32, 0.5]);
+    let centre = sgm::tch::Tensor::from_slice(&[1.0f32, 0.5]);
     assert!(f(&(radii(&(lower - centre)) - 1.0).abs().max()) < 1e-5);
     // Seeded: the same seed gives the same data, another seed other data.
     let (a, _) = data::two_moons(100, 0.1, 3).unwrap();
@@ -336,7 +336,7 @@ fn two_moons_follow_make_moons() {
 #[test]
 fn mlp_has_pytorch_sequential_names_and_shapes() {
     let _rng = rng_lock();
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(test_device());
     let mlp = Mlp::new(&vs.root(), &MlpConfig::donut()).unwrap();
     let mut names: Vec<String> = vs.variables().keys().cloned().collect();
     names.sort();
@@ -344,7 +344,7 @@ fn mlp_has_pytorch_sequential_names_and_shapes() {
         names,
         ["0.bias", "0.weight", "2.bias", "2.weight", "4.bias", "4.weight", "6.bias", "6.weight"]
     );
-    let x = Tensor::randn([16, 2], (Kind::Float, Device::Cpu));
+    let x = Tensor::randn([16, 2], (Kind::Float, test_device()));
     assert_eq!(mlp.score_at(&x, 0.1).unwrap().size(), [16, 2]);
     // Homework 5's check: the per-sample loss has x's shape, the loss is a scalar.
     assert_eq!(
@@ -368,7 +368,7 @@ fn tweedie_monte_carlo_score_matches_closed_form_smoothed_score() {
     )
     .unwrap();
     let sigma = 0.5;
-    let x = gm.sample(200, Device::Cpu).unwrap();
+    let x = gm.sample(200, test_device()).unwrap();
     let x = data::perturb(&x, sigma).unwrap();
     let mc = score::smoothed_score_mc(&gm, &x, sigma, 20_000).unwrap();
     let exact = gm.score_at(&x, sigma).unwrap();

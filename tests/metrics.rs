@@ -6,7 +6,7 @@
 use sgm::images::{self, ImageSet};
 use sgm::metrics::{self, Classifier, ClassifierConfig, EnergyReport, ImageQuality};
 use sgm::prelude::*;
-use sgm_tests::{rng_lock, tmpdir};
+use sgm_tests::{from_slice, rng_lock, test_device, tmpdir};
 
 #[test]
 fn frechet_distance_matches_the_gaussian_closed_form() {
@@ -14,10 +14,10 @@ fn frechet_distance_matches_the_gaussian_closed_form() {
     data::seed(21);
     // N(0, I) vs N(μ, diag(s²)) in d = 4: FD = ‖μ‖² + Σ (1 − s_k)².
     let n = 40_000;
-    let a = Tensor::randn([n, 4], (Kind::Double, Device::Cpu));
-    let s = Tensor::from_slice(&[0.5f64, 1.0, 1.5, 2.0]);
-    let mu = Tensor::from_slice(&[1.0f64, 0.0, -1.0, 0.5]);
-    let b = Tensor::randn([n, 4], (Kind::Double, Device::Cpu)) * &s + &mu;
+    let a = Tensor::randn([n, 4], (Kind::Double, test_device()));
+    let s = from_slice(&[0.5f64, 1.0, 1.5, 2.0]);
+    let mu = from_slice(&[1.0f64, 0.0, -1.0, 0.5]);
+    let b = Tensor::randn([n, 4], (Kind::Double, test_device())) * &s + &mu;
     let exact = 1.0 + 1.0 + 0.25 + (0.25 + 0.0 + 0.25 + 1.0);
     let got = metrics::frechet_distance(&a, &b).unwrap();
     // The estimate's standard error at n = 40,000 is about 0.02 here (moment estimates of
@@ -25,16 +25,16 @@ fn frechet_distance_matches_the_gaussian_closed_form() {
     assert!((got - exact).abs() < 0.1, "FD {got} vs exact {exact}");
     // Exact identities: zero against itself, ‖c‖² for a pure translation.
     assert!(metrics::frechet_distance(&a, &a).unwrap().abs() < 1e-8);
-    let c = Tensor::from_slice(&[3.0f64, -4.0, 0.0, 0.0]);
+    let c = from_slice(&[3.0f64, -4.0, 0.0, 0.0]);
     let shifted = metrics::frechet_distance(&b, &(&b + &c)).unwrap();
     assert!((shifted - 25.0).abs() < 1e-6, "translation gives {shifted}");
 }
 
 #[test]
 fn frechet_distance_rejects_bad_shapes() {
-    let one_row = Tensor::zeros([1, 3], (Kind::Float, Device::Cpu));
-    let ok = Tensor::randn([5, 3], (Kind::Float, Device::Cpu));
-    let wide = Tensor::randn([5, 4], (Kind::Float, Device::Cpu));
+    let one_row = Tensor::zeros([1, 3], (Kind::Float, test_device()));
+    let ok = Tensor::randn([5, 3], (Kind::Float, test_device()));
+    let wide = Tensor::randn([5, 4], (Kind::Float, test_device()));
     assert!(matches!(
         metrics::frechet_distance(&one_row, &ok),
         Err(Error::Shape { .. })
@@ -55,7 +55,7 @@ fn entropy_and_class_histogram() {
         metrics::entropy(&[0, 0]),
         Err(Error::EmptyData(_))
     ));
-    let labels = Tensor::from_slice(&[0i64, 2, 2, 1, 2]);
+    let labels = from_slice(&[0i64, 2, 2, 1, 2]);
     assert_eq!(
         metrics::class_histogram(&labels, 4).unwrap(),
         vec![1, 1, 3, 0]
@@ -71,15 +71,15 @@ fn mode_weights_recover_a_mixture() {
     let n = 10_000;
     // 0.2 N((-4, 0), I) + 0.8 N((4, 0), I), sampled exactly: modes 8 apart, so the nearest
     // centre is the right mode except with probability Φ(-4) ≈ 3e-5.
-    let left = Tensor::rand([n], (Kind::Float, Device::Cpu)).lt(0.2);
+    let left = Tensor::rand([n], (Kind::Float, test_device())).lt(0.2);
     let centre_x = left.to_kind(Kind::Float) * -8.0 + 4.0;
-    let x = Tensor::randn([n, 2], (Kind::Float, Device::Cpu))
+    let x = Tensor::randn([n, 2], (Kind::Float, test_device()))
         + Tensor::stack(
-            &[centre_x, Tensor::zeros([n], (Kind::Float, Device::Cpu))],
+            &[centre_x, Tensor::zeros([n], (Kind::Float, test_device()))],
             1,
         );
-    let centres = Tensor::from_slice(&[-4.0f32, 0.0, 4.0, 0.0]).view([2, 2]);
-    let w = metrics::mode_weights(&x, &centres, &Tensor::from_slice(&[0i64, 1]), 2).unwrap();
+    let centres = from_slice(&[-4.0f32, 0.0, 4.0, 0.0]).view([2, 2]);
+    let w = metrics::mode_weights(&x, &centres, &from_slice(&[0i64, 1]), 2).unwrap();
     // Binomial standard deviation √(0.2·0.8/10⁴) = 0.004; 0.02 is five of them.
     assert!(
         (w[0] - 0.2).abs() < 0.02 && (w[1] - 0.8).abs() < 0.02,
@@ -90,7 +90,7 @@ fn mode_weights_recover_a_mixture() {
     // to the first, 5 next to the second, 2 next to the third, so the weights per label are
     // [0.7, 0, 0.3]. Fails on shares per reference row instead of per label ([0.3, 0.5, 0.2]),
     // labels ignored, or a division by anything but the number of samples.
-    let reference = Tensor::from_slice(&[-4.0f32, 0.0, 4.0, 0.0, 0.0, 10.0]).view([3, 2]);
+    let reference = from_slice(&[-4.0f32, 0.0, 4.0, 0.0, 0.0, 10.0]).view([3, 2]);
     let near = |i: usize, k: usize| -> Vec<f32> {
         let centre = [[-4.0f32, 0.0], [4.0, 0.0], [0.0, 10.0]][i];
         (0..k)
@@ -98,11 +98,11 @@ fn mode_weights_recover_a_mixture() {
             .collect()
     };
     let rows: Vec<f32> = [near(0, 3), near(1, 5), near(2, 2)].concat();
-    let samples = Tensor::from_slice(&rows).view([10, 2]);
-    let labels = Tensor::from_slice(&[2i64, 0, 0]);
+    let samples = from_slice(&rows).view([10, 2]);
+    let labels = from_slice(&[2i64, 0, 0]);
     let w = metrics::mode_weights(&samples, &reference, &labels, 3).unwrap();
     assert_eq!(w, vec![0.7, 0.0, 0.3]);
-    let bad = metrics::mode_weights(&x, &centres, &Tensor::from_slice(&[0i64, 5]), 2);
+    let bad = metrics::mode_weights(&x, &centres, &from_slice(&[0i64, 5]), 2);
     assert!(matches!(
         bad,
         Err(Error::InvalidParameter { name: "labels", .. })
@@ -111,8 +111,8 @@ fn mode_weights_recover_a_mixture() {
 
 #[test]
 fn nearest_neighbours_find_copies() {
-    let reference = Tensor::from_slice(&[0.0f32, 0.0, 3.0, 4.0, 10.0, 0.0]).view([3, 2]);
-    let samples = Tensor::from_slice(&[3.0f32, 4.0, 0.0, 1.0]).view([2, 2]);
+    let reference = from_slice(&[0.0f32, 0.0, 3.0, 4.0, 10.0, 0.0]).view([3, 2]);
+    let samples = from_slice(&[3.0f32, 4.0, 0.0, 1.0]).view([2, 2]);
     let (d, i) = metrics::nearest_neighbours(&samples, &reference).unwrap();
     assert_eq!(Vec::<f32>::try_from(&d).unwrap(), vec![0.0, 1.0]);
     assert_eq!(Vec::<i64>::try_from(&i).unwrap(), vec![1, 0]);
@@ -149,7 +149,7 @@ fn lenet_classifier_learns_digits_and_image_metrics_separate_real_from_noise() {
         &cfg,
         &train_set,
         &test_set,
-        Device::Cpu,
+        test_device(),
         &mut training::silent(),
     )
     .unwrap();
@@ -167,7 +167,7 @@ fn lenet_classifier_learns_digits_and_image_metrics_separate_real_from_noise() {
         &cfg,
         &train_set,
         &test_set,
-        Device::Cpu,
+        test_device(),
         &mut training::silent(),
     )
     .unwrap();
@@ -185,7 +185,7 @@ fn lenet_classifier_learns_digits_and_image_metrics_separate_real_from_noise() {
     let real = train_set.images.narrow(0, 1000, n);
     let q_real = ImageQuality::measure(&clf, &real, &train_set.images, heldout, 0.9).unwrap();
     // Uniform noise is nothing like a digit.
-    let noise = Tensor::rand([n, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let noise = Tensor::rand([n, 1, 28, 28], (Kind::Float, test_device()));
     let q_noise = ImageQuality::measure(&clf, &noise, &train_set.images, heldout, 0.9).unwrap();
     assert_eq!((q_real.n_samples, q_real.n_heldout), (n as usize, 500));
     assert!(q_real.fld < 2.0 * q_real.fld_floor, "{q_real:?}");
@@ -239,7 +239,7 @@ fn lenet_classifier_learns_digits_and_image_metrics_separate_real_from_noise() {
         })
     ));
     assert!(matches!(
-        clf.features(&Tensor::zeros([2, 1, 32, 32], (Kind::Float, Device::Cpu))),
+        clf.features(&Tensor::zeros([2, 1, 32, 32], (Kind::Float, test_device()))),
         Err(Error::Shape { .. })
     ));
 }

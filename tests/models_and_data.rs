@@ -11,7 +11,7 @@ use sgm::nets::{
 use sgm::noise::Sigmas;
 use sgm::prelude::*;
 use sgm::training::{LrDecay, TrainConfig};
-use sgm_tests::{rng_lock, tmpdir};
+use sgm_tests::{from_slice, rng_lock, test_device, tmpdir};
 
 fn f(t: &Tensor) -> f64 {
     t.double_value(&[])
@@ -27,7 +27,7 @@ fn names(vs: &nn::VarStore) -> Vec<String> {
 fn conditioned_resnet_matches_the_homework() {
     let _rng = rng_lock();
     let sigmas = Sigmas::new(vec![1.0, 0.1]).unwrap();
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(test_device());
     let cfg = ResnetConfig {
         in_channels: 1,
         out_channels: 1,
@@ -54,9 +54,9 @@ fn conditioned_resnet_matches_the_homework() {
         ]
     );
     // Homework 5's test: the output changes with the noise-level index.
-    let x = Tensor::rand([1, 1, 28, 28], (Kind::Float, Device::Cpu));
-    let y0 = Tensor::zeros([1], (Kind::Int64, Device::Cpu));
-    let y1 = Tensor::ones([1], (Kind::Int64, Device::Cpu));
+    let x = Tensor::rand([1, 1, 28, 28], (Kind::Float, test_device()));
+    let y0 = Tensor::zeros([1], (Kind::Int64, test_device()));
+    let y1 = Tensor::ones([1], (Kind::Int64, test_device()));
     let (a, b) = (
         model.forward_index(&x, &y0).unwrap(),
         model.forward_index(&x, &y1).unwrap(),
@@ -68,7 +68,7 @@ fn conditioned_resnet_matches_the_homework() {
     assert!(f(&(&s - &a).abs().max()) < 1e-6);
     // Images of another channel count are a typed error naming both shapes, not a libtorch
     // panic (nor an empty tensor reported later as a score of the wrong shape).
-    let wrong = Tensor::rand([2, 3, 28, 28], (Kind::Float, Device::Cpu));
+    let wrong = Tensor::rand([2, 3, 28, 28], (Kind::Float, test_device()));
     let err = model.score_at(&wrong, 1.0).unwrap_err();
     assert!(
         matches!(err, Error::Shape { .. })
@@ -81,8 +81,8 @@ fn conditioned_resnet_matches_the_homework() {
 #[test]
 fn unets_and_mlp_give_scores_of_the_input_shape() {
     let _rng = rng_lock();
-    let vs = nn::VarStore::new(Device::Cpu);
-    let x = Tensor::randn([3, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let vs = nn::VarStore::new(test_device());
+    let x = Tensor::randn([3, 1, 28, 28], (Kind::Float, test_device()));
     let blog = BlogUnet::new(&(vs.root() / "blog"), &UnetConfig::default()).unwrap();
     let v2 = Ncsnv2Unet::new(&(vs.root() / "v2"), &UnetConfig::default()).unwrap();
     for model in [&blog as &dyn Score, &v2 as &dyn Score] {
@@ -94,7 +94,7 @@ fn unets_and_mlp_give_scores_of_the_input_shape() {
             "the score must depend on σ"
         );
         // H and W must be multiples of 4: other sizes are a typed error naming both shapes.
-        let odd = Tensor::randn([2, 1, 30, 30], (Kind::Float, Device::Cpu));
+        let odd = Tensor::randn([2, 1, 30, 30], (Kind::Float, test_device()));
         let err = model.score_at(&odd, 1.0).unwrap_err();
         assert!(
             matches!(err, Error::Shape { .. })
@@ -115,7 +115,7 @@ fn unets_and_mlp_give_scores_of_the_input_shape() {
     )
     .is_err());
     let mlp = ConditionedMlp::new(&(vs.root() / "mlp"), &ConditionedMlpConfig::moons()).unwrap();
-    let p = Tensor::randn([7, 2], (Kind::Float, Device::Cpu));
+    let p = Tensor::randn([7, 2], (Kind::Float, test_device()));
     assert_eq!(mlp.score_at(&p, 0.3).unwrap().size(), [7, 2]);
 }
 
@@ -129,7 +129,7 @@ fn checkpoints_round_trip_and_refuse_bad_files() {
         n_blocks: 2,
         ..ResnetConfig::homework(sigmas)
     };
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(test_device());
     let model = ConditionedSimpleResnet::new(&vs.root(), &cfg).unwrap();
     let saved = checkpoint::save(&dir, &vs, &cfg, serde_json::json!({"epoch": 3})).unwrap();
     assert!(saved.weights_bytes > 0);
@@ -137,9 +137,9 @@ fn checkpoints_round_trip_and_refuse_bad_files() {
     let (cfg2, meta): (ResnetConfig, _) = checkpoint::load_config(&dir).unwrap();
     assert_eq!(cfg2, cfg);
     assert_eq!(meta["epoch"], 3);
-    let mut vs2 = nn::VarStore::new(Device::Cpu);
+    let mut vs2 = nn::VarStore::new(test_device());
     let model2 = ConditionedSimpleResnet::new(&vs2.root(), &cfg2).unwrap();
-    let x = Tensor::rand([2, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let x = Tensor::rand([2, 1, 28, 28], (Kind::Float, test_device()));
     assert!(
         f(
             &(model.score_at(&x, 0.1).unwrap() - model2.score_at(&x, 0.1).unwrap())
@@ -153,7 +153,7 @@ fn checkpoints_round_trip_and_refuse_bad_files() {
         .unwrap()
         .equal(&model2.score_at(&x, 0.1).unwrap()));
     // A model that does not match the checkpoint: names the tensors.
-    let mut vs3 = nn::VarStore::new(Device::Cpu);
+    let mut vs3 = nn::VarStore::new(test_device());
     let _other = ConditionedSimpleResnet::new(
         &vs3.root(),
         &ResnetConfig {
@@ -168,7 +168,7 @@ fn checkpoints_round_trip_and_refuse_bad_files() {
             && err.to_string().contains("first_block.0.weight has shape"),
         "{err}"
     );
-    let mut vs4 = nn::VarStore::new(Device::Cpu);
+    let mut vs4 = nn::VarStore::new(test_device());
     let _deeper = ConditionedSimpleResnet::new(
         &vs4.root(),
         &ResnetConfig {
@@ -203,8 +203,8 @@ fn checkpoints_round_trip_and_refuse_bad_files() {
 fn training_extras_work_and_resume_continues() {
     let _rng = rng_lock();
     data::seed(1);
-    let x = Tensor::randn([256, 2], (Kind::Float, Device::Cpu));
-    let vs = nn::VarStore::new(Device::Cpu);
+    let x = Tensor::randn([256, 2], (Kind::Float, test_device()));
+    let vs = nn::VarStore::new(test_device());
     let mlp = Mlp::new(&vs.root(), &MlpConfig::donut()).unwrap();
     let cfg = TrainConfig {
         epochs: 4,
@@ -277,10 +277,10 @@ fn training_extras_work_and_resume_continues() {
         serde_json::json!({"epoch": 4}),
     )
     .unwrap();
-    let mut vs2 = nn::VarStore::new(Device::Cpu);
+    let mut vs2 = nn::VarStore::new(test_device());
     let mlp2 = Mlp::new(&vs2.root(), &MlpConfig::donut()).unwrap();
     checkpoint::load_weights(&dir, &mut vs2).unwrap();
-    let probe = Tensor::randn([5, 2], (Kind::Float, Device::Cpu));
+    let probe = Tensor::randn([5, 2], (Kind::Float, test_device()));
     assert!(mlp
         .score_at(&probe, 0.5)
         .unwrap()
@@ -402,7 +402,7 @@ fn offline_mnist_digits_are_there() {
 #[test]
 fn image_grids_render() {
     let _rng = rng_lock();
-    let x = Tensor::rand([20, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let x = Tensor::rand([20, 1, 28, 28], (Kind::Float, test_device()));
     let grid = plots::ImageGrid::new("grid", &x, 10).unwrap();
     let fig = grid.figure_scaled(2).unwrap();
     assert!(fig.size().0 >= 10 * 56 && fig.size().1 >= 2 * 56);
@@ -418,7 +418,7 @@ fn image_grids_render() {
     rows.figure_scaled(1).unwrap();
     assert!(plots::ImageGrid::new(
         "bad",
-        &Tensor::zeros([2, 3, 28, 28], (Kind::Float, Device::Cpu)),
+        &Tensor::zeros([2, 3, 28, 28], (Kind::Float, test_device())),
         2
     )
     .is_err());
@@ -428,7 +428,7 @@ fn image_grids_render() {
 /// within O(1/n) of N(0, 1), so distances computed on them match closed forms to about 1e-5
 /// (no Monte Carlo error).
 fn normal_quantiles(n: i64) -> Tensor {
-    let u = (Tensor::arange(n, (Kind::Double, Device::Cpu)) + 0.5) / n as f64;
+    let u = (Tensor::arange(n, (Kind::Double, test_device())) + 0.5) / n as f64;
     ((u * 2.0 - 1.0).erfinv() * std::f64::consts::SQRT_2).unsqueeze(1)
 }
 
@@ -451,10 +451,8 @@ fn energy_distance_matches_closed_forms() {
     // over the wrong number of pairs (the two samples have different sizes).
     //
     // Point masses: 5 copies of (0, 0) against 3 of (3, 4): D = 2·‖(3, 4)‖ = 10 exactly.
-    let a = Tensor::zeros([5, 2], (Kind::Double, Device::Cpu));
-    let b = Tensor::from_slice(&[3.0f64, 4.0])
-        .view([1, 2])
-        .repeat([3, 1]);
+    let a = Tensor::zeros([5, 2], (Kind::Double, test_device()));
+    let b = from_slice(&[3.0f64, 4.0]).view([1, 2]).repeat([3, 1]);
     let d = metrics::energy_distance(&a, &b).unwrap();
     assert!((d - 10.0).abs() < 1e-9, "point masses: {d}");
     // N(0, 1) against N(μ, 1), μ = 1: X - Y ~ N(μ, 2), so with s = √2
@@ -483,20 +481,20 @@ fn energy_distance_matches_closed_forms() {
     // One law against itself: exactly 0 for the same points.
     assert!(metrics::energy_distance(&x, &x).unwrap().abs() < 1e-9);
     assert!(
-        metrics::energy_distance(&a, &Tensor::zeros([3, 3], (Kind::Float, Device::Cpu))).is_err()
+        metrics::energy_distance(&a, &Tensor::zeros([3, 3], (Kind::Float, test_device()))).is_err()
     );
 }
 
 #[test]
 fn edm_preconditioned_unet_is_the_gaussian_score_plus_a_correction() {
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(test_device());
     let cfg = UnetConfig {
         sigma_data: Some(0.5),
         ..Default::default()
     };
     let net = BlogUnet::new(&vs.root(), &cfg).unwrap();
-    let x = Tensor::randn([3, 1, 28, 28], (Kind::Float, Device::Cpu));
-    let sigma = Tensor::from_slice(&[0.02f32, 0.5, 2.0]);
+    let x = Tensor::randn([3, 1, 28, 28], (Kind::Float, test_device()));
+    let sigma = from_slice(&[0.02f32, 0.5, 2.0]);
     // With the network's output zero, the score is exactly that of N(0, (σ² + σ_data²) I).
     tch::no_grad(|| {
         for (_, mut v) in vs.variables() {
@@ -546,7 +544,7 @@ fn edm_preconditioned_unet_is_the_gaussian_score_plus_a_correction() {
             ..Default::default()
         },
     ] {
-        let vs = nn::VarStore::new(Device::Cpu);
+        let vs = nn::VarStore::new(test_device());
         assert!(matches!(
             BlogUnet::new(&vs.root(), &bad),
             Err(Error::InvalidParameter {

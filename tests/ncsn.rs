@@ -6,7 +6,7 @@ use sgm::langevin::{annealed_langevin, AnnealedConfig, Init, StepSchedule};
 use sgm::losses::{self, LevelSampling, MultiScaleConfig, NoisePrediction, Weighting};
 use sgm::noise::{self, Sigmas};
 use sgm::prelude::*;
-use sgm_tests::rng_lock;
+use sgm_tests::{from_slice, rng_lock, test_device};
 
 fn f(t: &Tensor) -> f64 {
     t.double_value(&[])
@@ -43,7 +43,7 @@ fn schedules_are_geometric_and_descending() {
         .all(|(a, b)| (a - b).abs() < 1e-12));
     assert_eq!(Sigmas::ncsn(), s);
     // Index of a level: itself, and nearby values (in log σ) map to it.
-    let idx = s.index_of(&(s.tensor(Device::Cpu) * 1.05)).unwrap();
+    let idx = s.index_of(&(s.tensor(test_device()) * 1.05)).unwrap();
     assert_eq!(
         Vec::<i64>::try_from(&idx).unwrap(),
         (0..10).collect::<Vec<i64>>()
@@ -63,7 +63,7 @@ fn schedules_are_geometric_and_descending() {
 fn ncsnv2_techniques_give_the_worked_values() {
     let _rng = rng_lock();
     // Technique 1: the largest pairwise distance.
-    let x = Tensor::from_slice(&[0.0f32, 0.0, 3.0, 4.0, 1.0, 1.0]).view([3, 2]);
+    let x = from_slice(&[0.0f32, 0.0, 3.0, 4.0, 1.0, 1.0]).view([3, 2]);
     assert!((noise::technique1_sigma_max(&x).unwrap() - 5.0).abs() < 1e-9);
     // Technique 2: D = 784 gives γ ≈ 1.08 (1.08197 by an independent bisection of the same
     // equation in double precision).
@@ -131,9 +131,9 @@ fn toy_model(vs: &nn::Path) -> impl Score {
 #[test]
 fn loss_forms_agree_up_to_their_constants() {
     let _rng = rng_lock();
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(test_device());
     let model = toy_model(&vs.root());
-    let x = Tensor::randn([64, 2], (Kind::Float, Device::Cpu));
+    let x = Tensor::randn([64, 2], (Kind::Float, test_device()));
     let sigmas = Sigmas::geometric(2.0, 0.05, 6).unwrap();
     let papers = MultiScaleConfig::new(sigmas.clone());
     let homework = MultiScaleConfig {
@@ -175,9 +175,9 @@ fn loss_forms_agree_up_to_their_constants() {
         sampling: LevelSampling::PerBatch,
         ..papers.clone()
     };
-    let s = per_batch.draw_sigmas(500, Device::Cpu);
+    let s = per_batch.draw_sigmas(500, test_device());
     assert_eq!(f(&(s.max() - s.min())), 0.0);
-    let s = papers.draw_sigmas(500, Device::Cpu);
+    let s = papers.draw_sigmas(500, test_device());
     assert!(f(&(s.max() - s.min())) > 1.0);
 }
 
@@ -191,7 +191,7 @@ fn multiscale_loss_is_minimised_by_the_smoothed_score() {
     let sigmas = Sigmas::geometric(2.0, 0.1, 5).unwrap();
     let cfg = MultiScaleConfig::new(sigmas.clone());
     let n = 200_000;
-    let x = Tensor::randn([n, 2], (Kind::Float, Device::Cpu));
+    let x = Tensor::randn([n, 2], (Kind::Float, test_device()));
     let exact = |x: &Tensor, s: &Tensor| -x / (s.square() + 1.0).unsqueeze(1);
     let per_sample = losses::multiscale_dsm_per_element(&exact, &x, &cfg)
         .unwrap()
@@ -215,7 +215,7 @@ fn annealed_conventions_coincide_where_they_should() {
     let _rng = rng_lock();
     let donut = Donut::default();
     let sigmas = Sigmas::geometric(1.0, 0.1, 4).unwrap();
-    let x0 = Tensor::randn([128, 2], (Kind::Float, Device::Cpu));
+    let x0 = Tensor::randn([128, 2], (Kind::Float, test_device()));
     let run = |cfg: AnnealedConfig| {
         annealed_langevin(&donut, &sigmas, &x0, &cfg)
             .unwrap()
@@ -278,7 +278,7 @@ fn tweedie_denoising_step_is_the_posterior_mean() {
     // Data N(0, I): the smoothed score is -x/(1 + σ²), so x + σ² s(x) = x/(1 + σ²) = E[x₀ | x].
     let exact = |x: &Tensor, s: &Tensor| -x / (s.square() + 1.0).unsqueeze(1);
     let sigmas = Sigmas::new(vec![0.3]).unwrap();
-    let x0 = Tensor::randn([50, 2], (Kind::Float, Device::Cpu));
+    let x0 = Tensor::randn([50, 2], (Kind::Float, test_device()));
     let cfg = AnnealedConfig {
         steps_per_level: 0,
         denoise: true,
@@ -308,7 +308,7 @@ fn annealing_recovers_mixture_weights_where_plain_langevin_cannot() {
         low: -8.0,
         high: 8.0,
     }
-    .draw(&[n, 2], Device::Cpu)
+    .draw(&[n, 2], test_device())
     .unwrap();
     let share_small = |x: &Tensor| {
         f(&gm
@@ -350,7 +350,7 @@ fn annealed_bad_input_is_refused() {
     let _rng = rng_lock();
     let donut = Donut::default();
     let sigmas = Sigmas::ncsn();
-    let x0 = Tensor::zeros([4, 2], (Kind::Float, Device::Cpu));
+    let x0 = Tensor::zeros([4, 2], (Kind::Float, test_device()));
     let cfg = AnnealedConfig {
         eps: 0.0,
         ..AnnealedConfig::ncsn()
@@ -363,10 +363,10 @@ fn annealed_bad_input_is_refused() {
         low: 1.0,
         high: -1.0
     }
-    .draw(&[2, 2], Device::Cpu)
+    .draw(&[2, 2], test_device())
     .is_err());
     assert!(Init::Gaussian { std: -1.0 }
-        .draw(&[2, 2], Device::Cpu)
+        .draw(&[2, 2], test_device())
         .is_err());
     let blowup = AnnealedConfig {
         eps: 50.0,
@@ -411,7 +411,7 @@ fn technique4_step_size_fits_the_annealed_default() {
     let wrong = wrong / (s * s);
     let n = 400_000;
     data::seed(3);
-    let x0 = Tensor::randn([n, 1], (Kind::Float, Device::Cpu)) * (gamma * s);
+    let x0 = Tensor::randn([n, 1], (Kind::Float, test_device())) * (gamma * s);
     let sigmas = Sigmas::new(vec![s]).unwrap();
     let score = |x: &Tensor, _: &Tensor| -(x / (s * s));
     let out = annealed_langevin(&score, &sigmas, &x0, &cfg).unwrap();

@@ -6,10 +6,10 @@ use sgm::data;
 use sgm::losses::dsm_loss;
 use sgm::nets::{Mlp, MlpConfig};
 use sgm::tch::nn::{self, OptimizerConfig};
-use sgm::tch::{Device, Kind, Tensor};
+use sgm::tch::{Kind, Tensor};
 use sgm::training::{self, Adam, Ema, Event, History, LrDecay, TrainConfig};
 use sgm::Error;
-use sgm_tests::{rng_lock, tmpdir};
+use sgm_tests::{rng_lock, test_device, tmpdir};
 use std::path::Path;
 
 fn params(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
@@ -36,7 +36,7 @@ fn max_abs_diff(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> f64 {
 /// A net whose initial weights depend on `init_seed` only.
 fn net(init_seed: u64) -> (nn::VarStore, Mlp) {
     data::seed(init_seed);
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(test_device());
     let mlp = Mlp::new(&vs.root(), &MlpConfig::donut()).unwrap();
     (vs, mlp)
 }
@@ -51,8 +51,8 @@ fn adam_matches_libtorchs_adam() {
     vs_b.copy(&vs_a).unwrap();
     let mut ours = Adam::new(&vs_a, 3e-3).unwrap();
     let mut theirs = nn::Adam::default().build(&vs_b, 3e-3).unwrap();
-    let x = Tensor::randn([64, 2], (Kind::Float, Device::Cpu));
-    let z = Tensor::randn([64, 2], (Kind::Float, Device::Cpu));
+    let x = Tensor::randn([64, 2], (Kind::Float, test_device()));
+    let z = Tensor::randn([64, 2], (Kind::Float, test_device()));
     // A deterministic loss (fixed noise), so both optimisers see the same gradients.
     let loss = |m: &Mlp| {
         use sgm::Score;
@@ -76,7 +76,7 @@ fn adam_matches_libtorchs_adam() {
 fn ema_warms_up() {
     // Bug caught: a fixed decay of 0.999 from the initial weights, which dominated short runs
     // (held-out loss 14,808 with EMA against 1,513 without after notebook 03's first epoch).
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(test_device());
     let mut p = vs.root().zeros("p", &[1]);
     let mut ema = Ema::new(&vs, 0.999).unwrap();
     assert!((ema.current_decay() - 0.1).abs() < 1e-15); // (1 + 0)/(10 + 0)
@@ -170,7 +170,7 @@ fn a_crashed_run_resumes_to_the_same_weights() {
     // partial epoch's loss sum lost.
     let _rng = rng_lock();
     data::seed(0);
-    let x = Tensor::randn([300, 2], (Kind::Float, Device::Cpu)); // 5 batches a epoch, 15 steps
+    let x = Tensor::randn([300, 2], (Kind::Float, test_device())); // 5 batches a epoch, 15 steps
     let whole_dir = tmpdir("resume-whole");
     let (vs, mlp) = net(11);
     let mut events = Vec::new();
@@ -224,7 +224,7 @@ fn a_crashed_run_resumes_to_the_same_weights() {
 fn a_checkpoint_of_another_configuration_is_an_error() {
     let _rng = rng_lock();
     data::seed(0);
-    let x = Tensor::randn([100, 2], (Kind::Float, Device::Cpu));
+    let x = Tensor::randn([100, 2], (Kind::Float, test_device()));
     let dir = tmpdir("resume-mismatch");
     let (vs, mlp) = net(1);
     run(&vs, &mlp, &x, &dir, None, &mut Vec::new()).unwrap();

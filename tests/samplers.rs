@@ -17,7 +17,7 @@ use sgm::samplers::{
     sample, sample_quietly, AdaptiveFlow, OdeMethod, PredictorCorrector, ProbabilityFlow,
     ReverseDiffusion, Sampler, Tolerances,
 };
-use sgm_tests::rng_lock;
+use sgm_tests::{from_slice, rng_lock, test_device};
 
 const MU: [f64; 2] = [1.0, -2.0];
 const V: f64 = 0.25; // data variance (std 0.5)
@@ -28,13 +28,13 @@ fn gaussian() -> GaussianMixture {
 
 /// `n` points of the exact `p_σ = N(μ, (v + σ²) I)`.
 fn start(n: i64, sigma: f64) -> Tensor {
-    Tensor::randn([n, 2], (Kind::Float, Device::Cpu)) * (V + sigma * sigma).sqrt()
-        + Tensor::from_slice(&MU).to_kind(Kind::Float)
+    Tensor::randn([n, 2], (Kind::Float, test_device())) * (V + sigma * sigma).sqrt()
+        + from_slice(&MU).to_kind(Kind::Float)
 }
 
 /// Per-coordinate mean (pooled over the two coordinates after removing μ) and variance.
 fn moments(x: &Tensor) -> (f64, f64) {
-    let c = x.to_kind(Kind::Double) - Tensor::from_slice(&MU);
+    let c = x.to_kind(Kind::Double) - from_slice(&MU);
     (
         c.mean(Kind::Double).double_value(&[]),
         c.var(true).double_value(&[]),
@@ -123,7 +123,7 @@ fn flow_error(method: OdeMethod, levels: usize, x0: &Tensor) -> f64 {
         OdeMethod::Heun => 2 * (levels - 1),
     };
     assert_eq!(out.nfe, expected_nfe);
-    let mu = Tensor::from_slice(&MU).to_kind(Kind::Float);
+    let mu = from_slice(&MU).to_kind(Kind::Float);
     let exact = (x0 - &mu) * ((V + 0.05f64.powi(2)) / (V + 25.0)).sqrt() + &mu;
     (out.x - exact).abs().max().double_value(&[])
 }
@@ -157,7 +157,7 @@ fn adaptive_flow_meets_its_tolerance_and_counts_evaluations() {
     let _rng = rng_lock();
     data::seed(6);
     let x0 = start(1000, 5.0);
-    let mu = Tensor::from_slice(&MU).to_kind(Kind::Float);
+    let mu = from_slice(&MU).to_kind(Kind::Float);
     let exact = (&x0 - &mu) * ((V + 0.05f64.powi(2)) / (V + 25.0)).sqrt() + &mu;
     let mut previous: Option<(f64, usize)> = None;
     for tol in [1e-3, 1e-5] {
@@ -212,7 +212,7 @@ fn adaptive_flow_meets_its_tolerance_and_counts_evaluations() {
 fn index_networks_are_sampled_only_at_their_levels() {
     let _rng = rng_lock();
     let sigmas = Sigmas::geometric(1.0, 0.1, 4).unwrap();
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(test_device());
     let config = ResnetConfig {
         in_channels: 1,
         out_channels: 1,
@@ -222,7 +222,7 @@ fn index_networks_are_sampled_only_at_their_levels() {
         divide_by_sigma: false,
     };
     let net = ConditionedSimpleResnet::new(&vs.root(), &config).unwrap();
-    let x0 = Tensor::rand([2, 1, 8, 8], (Kind::Float, Device::Cpu));
+    let x0 = Tensor::rand([2, 1, 8, 8], (Kind::Float, test_device()));
     // Its own levels: fine.
     let mut ok = ReverseDiffusion {
         sigmas: sigmas.clone(),
@@ -263,19 +263,19 @@ fn ode_likelihood_matches_the_exact_log_density_of_a_mixture() {
     )
     .unwrap();
     data::seed(7);
-    let x = mix.sample(200, Device::Cpu).unwrap();
+    let x = mix.sample(200, test_device()).unwrap();
     let (lo, hi) = (0.01, 20.0);
     let cfg = LikelihoodConfig::new(lo, hi);
     let out = likelihood::log_likelihood(&mix, &x, &cfg).unwrap();
     let exact = mix
-        .log_density_smoothed(&x, &Tensor::full([200], lo, (Kind::Float, Device::Cpu)))
+        .log_density_smoothed(&x, &Tensor::full([200], lo, (Kind::Float, test_device())))
         .to_kind(Kind::Double);
     // With the exact prior p_σmax at the ODE's end point, only the solver's error remains:
     // tolerances 1e-5 on a log-density change of a few nats.
     let prior = mix
         .log_density_smoothed(
             &out.x_end,
-            &Tensor::full([200], hi, (Kind::Float, Device::Cpu)),
+            &Tensor::full([200], hi, (Kind::Float, test_device())),
         )
         .to_kind(Kind::Double);
     let err = (&prior + &out.delta - &exact).abs().max().double_value(&[]);
@@ -324,13 +324,13 @@ fn bits_per_dim_of_uniform_8_bit_data_is_8() {
     // Uniform data on [0, 1]^D has log-density 0; on [−1, 1]^D, −D ln 2. Both are 8 bits per
     // dimension of 256 equally likely pixel values, whatever the scaling.
     let d = 784;
-    let zero = Tensor::zeros([3], (Kind::Double, Device::Cpu));
+    let zero = Tensor::zeros([3], (Kind::Double, test_device()));
     let unit = bits_per_dim(&zero, d, 1.0).unwrap();
     let centred = bits_per_dim(&(zero - d as f64 * std::f64::consts::LN_2), d, 2.0).unwrap();
     for b in [unit, centred] {
         assert!((b - 8.0).abs().max().double_value(&[]) < 1e-12);
     }
-    assert!(bits_per_dim(&Tensor::zeros([1], (Kind::Double, Device::Cpu)), d, 0.0).is_err());
+    assert!(bits_per_dim(&Tensor::zeros([1], (Kind::Double, test_device())), d, 0.0).is_err());
 }
 
 #[test]
@@ -407,7 +407,7 @@ fn training_previews_are_drawn_every_k_epochs_and_written_as_they_go() {
     use sgm::training::{train, Previews};
     let _rng = rng_lock();
     let dir = sgm_tests::tmpdir("previews");
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(test_device());
     let net = Mlp::new(&vs.root(), &MlpConfig::default()).unwrap();
     data::seed(9);
     let x = start(256, 0.0);

@@ -3,7 +3,7 @@
 
 use sgm::losses::{implicit_score_matching, sliced_score_matching};
 use sgm::prelude::*;
-use sgm_tests::rng_lock;
+use sgm_tests::{from_slice, rng_lock, test_device};
 
 fn f(t: &Tensor) -> f64 {
     t.double_value(&[])
@@ -11,8 +11,8 @@ fn f(t: &Tensor) -> f64 {
 
 /// A smooth, non-linear, non-conservative model s(x) = tanh(x A + b) + 0.3 x.
 fn model(x: &Tensor, _sigma: &Tensor) -> Tensor {
-    let a = Tensor::from_slice(&[0.8f32, -1.3, 0.5, 1.1]).view([2, 2]);
-    let b = Tensor::from_slice(&[0.2f32, -0.4]);
+    let a = from_slice(&[0.8f32, -1.3, 0.5, 1.1]).view([2, 2]);
+    let b = from_slice(&[0.2f32, -0.4]);
     (x.matmul(&a) + b).tanh() + x * 0.3
 }
 
@@ -31,13 +31,13 @@ fn implicit_score_matching_is_the_explicit_objective_up_to_its_constant() {
     // Data N(μ, v I): ∇ log p = −(x − μ)/v. Per point, ISM − (½‖s − ∇log p‖² − ½‖∇log p‖²)
     // = tr ∇s + s·∇log p, whose mean is 0 by integration by parts; a trace off by a factor
     // or a sign leaves a mean of order one.
-    let (mu, v) = (Tensor::from_slice(&[0.5f32, -1.0]), 0.6f64);
+    let (mu, v) = (from_slice(&[0.5f32, -1.0]), 0.6f64);
     data::seed(21);
     let n = 200_000;
-    let x = Tensor::randn([n, 2], (Kind::Float, Device::Cpu)) * v.sqrt() + &mu;
+    let x = Tensor::randn([n, 2], (Kind::Float, test_device())) * v.sqrt() + &mu;
     let ism = implicit_score_matching(&model, &x, 0.0).unwrap();
     assert_eq!(ism.size(), vec![n]);
-    let s = model(&x, &Tensor::zeros([n], (Kind::Float, Device::Cpu)));
+    let s = model(&x, &Tensor::zeros([n], (Kind::Float, test_device())));
     let grad_log_p = -(&x - &mu) / v;
     let explicit =
         ((&s - &grad_log_p).square() - grad_log_p.square()).sum_dim_intlist(1, false, Kind::Float)
@@ -54,7 +54,7 @@ fn sliced_score_matching_has_the_implicit_objective_as_its_mean() {
     let _rng = rng_lock();
     data::seed(22);
     let n = 200_000;
-    let x = Tensor::randn([n, 2], (Kind::Float, Device::Cpu));
+    let x = Tensor::randn([n, 2], (Kind::Float, test_device()));
     let ism = implicit_score_matching(&model, &x, 0.0).unwrap().detach();
     let ssm = sliced_score_matching(&model, &x, 0.0).unwrap();
     let (m, se) = mean_se(&(ssm.detach() - &ism));
@@ -67,9 +67,9 @@ fn both_objectives_train_a_network() {
     let _rng = rng_lock();
     // The trace and the projection stay in the graph: a network's parameters get gradients.
     data::seed(23);
-    let x = Tensor::randn([256, 2], (Kind::Float, Device::Cpu));
+    let x = Tensor::randn([256, 2], (Kind::Float, test_device()));
     for sliced in [false, true] {
-        let vs = nn::VarStore::new(Device::Cpu);
+        let vs = nn::VarStore::new(test_device());
         let net = Mlp::new(&vs.root(), &MlpConfig::default()).unwrap();
         let loss = if sliced {
             sliced_score_matching(&net, &x, 0.0)

@@ -6,7 +6,7 @@ use sgm::noise::Sigmas;
 use sgm::prelude::*;
 use sgm::samplers::{sample, sample_quietly};
 use sgm::variations::{variation_sampler, Inpainting, Interpolation};
-use sgm_tests::rng_lock;
+use sgm_tests::{from_slice, rng_lock, test_device};
 
 fn f(t: &Tensor) -> f64 {
     t.double_value(&[])
@@ -19,10 +19,10 @@ fn correlated(mu: [f64; 2], a: f64, b: f64, c: f64) -> impl Fn(&Tensor, &Tensor)
         let s2 = f(&sigma.get(0)).powi(2);
         let (a, b) = (a + s2, b + s2);
         let det = a * b - c * c;
-        let inv = Tensor::from_slice(&[b / det, -c / det, -c / det, a / det])
+        let inv = from_slice(&[b / det, -c / det, -c / det, a / det])
             .view([2, 2])
             .to_kind(Kind::Float);
-        -(x - Tensor::from_slice(&mu).to_kind(Kind::Float)).matmul(&inv)
+        -(x - from_slice(&mu).to_kind(Kind::Float)).matmul(&inv)
     }
 }
 
@@ -40,11 +40,11 @@ fn inpainting_samples_the_conditional_gaussian() {
     };
     let n = 20_000;
     let y0 = 0.9;
-    let known = Tensor::from_slice(&[y0 as f32, 0.0]).repeat([n, 1]);
-    let mask = Tensor::from_slice(&[1.0f32, 0.0]);
+    let known = from_slice(&[y0 as f32, 0.0]).repeat([n, 1]);
+    let mask = from_slice(&[1.0f32, 0.0]);
     let mut inpaint = Inpainting::new(sigmas.clone(), config.clone(), &known, &mask).unwrap();
     data::seed(11);
-    let x0 = Tensor::randn([n, 2], (Kind::Float, Device::Cpu));
+    let x0 = Tensor::randn([n, 2], (Kind::Float, test_device()));
     let x = sample_quietly(&mut inpaint, &score, &x0, None)
         .unwrap()
         .x
@@ -104,7 +104,7 @@ fn inpainting_samples_the_conditional_gaussian() {
         sigmas,
         config,
         &known,
-        &Tensor::ones([3], (Kind::Float, Device::Cpu))
+        &Tensor::ones([3], (Kind::Float, test_device()))
     )
     .is_err());
 }
@@ -129,7 +129,7 @@ fn interpolated_chains_are_annealed_chains_correlated_as_cos_of_their_angle() {
     };
     let rows = 8000;
     data::seed(12);
-    let x0 = interp.start(rows, &[2], 1.0, Device::Cpu).unwrap();
+    let x0 = interp.start(rows, &[2], 1.0, test_device()).unwrap();
     assert_eq!(x0.size(), vec![rows * 5, 2]);
     let mut nfe = 0;
     let x = sample(&mut interp, &gauss, &x0, None, &mut |_| nfe += 1)
@@ -166,7 +166,7 @@ fn interpolated_chains_are_annealed_chains_correlated_as_cos_of_their_angle() {
         var(0)
     );
     interp.steps = 1;
-    assert!(interp.start(2, &[2], 1.0, Device::Cpu).is_err());
+    assert!(interp.start(2, &[2], 1.0, test_device()).is_err());
 }
 
 #[test]
@@ -188,7 +188,7 @@ fn variations_stray_further_from_larger_levels() {
         ..AnnealedConfig::ncsn()
     };
     data::seed(13);
-    let y = mix.sample(4000, Device::Cpu).unwrap();
+    let y = mix.sample(4000, test_device()).unwrap();
     let mut distances = Vec::new();
     let mut switched = Vec::new();
     for level in [9usize, 5, 0] {

@@ -33,3 +33,40 @@ pub fn sgm_bin() -> &'static std::path::Path {
         exe.parent().unwrap().parent().unwrap().join("sgm")
     })
 }
+
+/// The environment variable naming the device the library tests compute on.
+pub const TEST_DEVICE_ENV: &str = "SGM_TEST_DEVICE";
+
+/// The device the library tests compute on: `$SGM_TEST_DEVICE` (`cpu`, `cuda` or `cuda:N`,
+/// parsed like `SGM_DEVICE`), the CPU when it is unset, so that CI (no GPU) is unchanged. A GPU
+/// asked for and absent stops the test with the reason: never a silent CPU run.
+///
+/// On a GPU machine, `SGM_TEST_DEVICE=cuda cargo test` runs every statistical, shape and
+/// error test there (the tests about device selection itself keep naming devices).
+pub fn test_device() -> sgm::tch::Device {
+    static DEVICE: std::sync::OnceLock<sgm::tch::Device> = std::sync::OnceLock::new();
+    *DEVICE.get_or_init(|| {
+        let Some(value) = std::env::var_os(TEST_DEVICE_ENV) else {
+            return sgm::tch::Device::Cpu;
+        };
+        let value = value.to_string_lossy();
+        let request = sgm::device::parse_device_request(&value)
+            .unwrap_or_else(|e| panic!("{TEST_DEVICE_ENV}: {e}"));
+        let (backend, gpus) = match request {
+            sgm::device::DeviceRequest::Cpu => (sgm::device::CudaBackend::Absent, 0),
+            sgm::device::DeviceRequest::Cuda(_) => (
+                sgm::device::load_cuda_backend().clone(),
+                usize::try_from(sgm::tch::Cuda::device_count()).unwrap_or(0),
+            ),
+        };
+        sgm::device::choose(Some(request), &backend, gpus)
+            .unwrap_or_else(|e| panic!("{TEST_DEVICE_ENV}={value}: {e}"))
+            .device
+    })
+}
+
+/// `Tensor::from_slice` on [`test_device`]: the tests' hand-written constants live where the
+/// tensors they meet do.
+pub fn from_slice<T: sgm::tch::kind::Element>(values: &[T]) -> sgm::tch::Tensor {
+    sgm::tch::Tensor::from_slice(values).to_device(test_device())
+}
