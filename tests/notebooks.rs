@@ -47,16 +47,7 @@ fn run_notebooks(notebooks: &[PathBuf], out: &Path) -> (bool, String) {
 #[test]
 fn every_notebook_executes_with_its_figures() {
     let _kernel = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut notebooks: Vec<PathBuf> = std::fs::read_dir(root().join("notebooks"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "ipynb")
-                && !p.file_name().unwrap().to_string_lossy().starts_with('.')
-        })
-        .collect();
-    notebooks.sort();
-    assert!(!notebooks.is_empty(), "no notebooks found");
+    let notebooks = numbered_notebooks();
     let out = root().join("target/notebook-tests/executed");
     // A fresh folder: the notebooks resume from checkpoints they find there.
     let _ = std::fs::remove_dir_all(&out);
@@ -69,6 +60,77 @@ fn every_notebook_executes_with_its_figures() {
             out.join(format!("{stem}.html")).exists(),
             "{stem}.html missing"
         );
+    }
+    check_executed(&out, &notebooks);
+}
+
+/// The same notebooks turned into one program (`sgm-notebook`, what runs them on a GPU machine
+/// without Rust) and run on this machine's device, held to the same checks as the kernel's run:
+/// the conversion keeps every cell's code, output and figure.
+#[test]
+fn every_notebook_runs_as_a_program_with_the_same_results() {
+    let _kernel = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "-p",
+            "sgm-notebook-programs",
+            "--bin",
+            "sgm-notebook",
+        ])
+        .current_dir(root())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building sgm-notebook failed");
+    let exe = std::env::current_exe().unwrap();
+    let program = exe.parent().unwrap().parent().unwrap().join("sgm-notebook");
+    let mut notebooks = numbered_notebooks();
+    notebooks.push(root().join("notebooks/homework/source/hw5_score_matching.ipynb"));
+    let out = root().join("target/notebook-tests/programs");
+    let _ = std::fs::remove_dir_all(&out);
+    let budget = std::env::var("SGM_BUDGET").unwrap_or_else(|_| "ci".into());
+    let output = Command::new(&program)
+        .arg("run")
+        .arg("--out")
+        .arg(&out)
+        .args(&notebooks)
+        .current_dir(root())
+        .env("SGM_BUDGET", budget)
+        .env_remove("SGM_OUTPUT")
+        .output()
+        .expect("start sgm-notebook");
+    let log = String::from_utf8_lossy(&output.stdout);
+    println!("{log}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "a notebook program failed:\n{log}");
+    assert_eq!(log.matches(": ok in ").count(), notebooks.len(), "{log}");
+    check_executed(&out, &notebooks[..notebooks.len() - 1]);
+}
+
+/// The numbered notebooks, sorted.
+fn numbered_notebooks() -> Vec<PathBuf> {
+    let mut notebooks: Vec<PathBuf> = std::fs::read_dir(root().join("notebooks"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "ipynb")
+                && p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(|c: char| c.is_ascii_digit())
+        })
+        .collect();
+    notebooks.sort();
+    assert!(!notebooks.is_empty(), "no notebooks found");
+    notebooks
+}
+
+/// What every run of the notebooks must leave in `out`, by the kernel or as programs: each
+/// executed notebook with a figure (also written as a PNG file), the checkpoints the notebooks
+/// train, and the headline figures within their bounds.
+fn check_executed(out: &Path, notebooks: &[PathBuf]) {
+    for nb in notebooks {
+        let stem = nb.file_stem().unwrap().to_string_lossy().to_string();
         let executed: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(out.join(format!("{stem}.ipynb"))).unwrap(),
         )
@@ -97,7 +159,7 @@ fn every_notebook_executes_with_its_figures() {
             .join("config.json")
             .exists());
     }
-    headline_figures(&out);
+    headline_figures(out);
 }
 
 /// The stdout text of an executed notebook, all cells.
