@@ -316,34 +316,49 @@ fn bench_prints_json_lines_and_ratios_to_pytorch() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 6, "{lines:?}"); // 2 sgm, 2 pytorch, 2 ratios
+    // On the CPU: 2 sgm lines, 2 PyTorch variants (eager, fused Adam) per workload, 2 ratios.
+    assert_eq!(lines.len(), 8, "{lines:?}");
     for w in ["W1", "W3"] {
-        let of = |imp: &str| {
+        let of = |variant: &str| {
             lines
                 .iter()
-                .find(|l| l["workload"] == w && l["impl"] == imp)
-                .unwrap_or_else(|| panic!("no {imp} line for {w}"))
+                .find(|l| l["workload"] == w && l["variant"] == variant)
+                .unwrap_or_else(|| panic!("no {variant} line for {w}"))
         };
-        let ours = of("sgm (tch)");
-        let theirs = of("pytorch");
-        assert_eq!(ours["threads"], 1);
-        assert_eq!(theirs["threads"], 1);
-        for l in [ours, theirs] {
+        let ours = of("sgm");
+        let (eager, fused) = (of("eager"), of("fused-adam"));
+        assert_eq!(ours["impl"], "sgm (tch)");
+        for l in [ours, eager, fused] {
+            // Both sides on the same device and thread count (bug caught: PyTorch timed on the
+            // CPU beside sgm on a GPU).
+            assert_eq!(l["device"], ours["device"], "{l}");
+            assert_eq!(l["threads"], 1, "{l}");
             assert!(l["train_steps_per_s"].as_f64().unwrap() > 0.0);
             assert!(l["sampler_evals_per_s"].as_f64().unwrap() > 0.0);
+            assert_eq!(l["train_batch"], ours["train_batch"]);
+            assert_eq!(l["sampler_evals"], ours["sampler_evals"]);
         }
-        assert_eq!(ours["train_batch"], theirs["train_batch"]);
-        assert_eq!(ours["sampler_evals"], theirs["sampler_evals"]);
         let ratio = lines
             .iter()
             .find(|l| l["workload"] == w && l.get("compare").is_some())
             .unwrap();
-        // The ratio line compares this workload's two runs: it is sgm's rate over PyTorch's
-        // (bug caught: the ratio inverted, or taken from another workload's lines).
-        let r = ratio["train_steps_per_s_ratio"].as_f64().unwrap();
-        let expected = ours["train_steps_per_s"].as_f64().unwrap()
-            / theirs["train_steps_per_s"].as_f64().unwrap();
-        assert!((r - expected).abs() < 1e-9 * expected, "{r} vs {expected}");
+        // The ratio line compares this workload's runs: sgm's rate over eager PyTorch's, over
+        // each variant's, and over the fastest variant's (bugs caught: a ratio inverted, taken
+        // from another workload's lines, or "fastest" not the fastest).
+        let rate = |l: &Value, k: &str| l[k].as_f64().unwrap();
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * b;
+        let r = rate(ratio, "train_steps_per_s_ratio");
+        let expected = rate(ours, "train_steps_per_s") / rate(eager, "train_steps_per_s");
+        assert!(close(r, expected), "{r} vs {expected}");
+        let r = rate(
+            &ratio["variants"]["fused-adam"],
+            "sampler_evals_per_s_ratio",
+        );
+        let expected = rate(ours, "sampler_evals_per_s") / rate(fused, "sampler_evals_per_s");
+        assert!(close(r, expected), "{r} vs {expected}");
+        let best = rate(eager, "train_steps_per_s").max(rate(fused, "train_steps_per_s"));
+        let r = rate(&ratio["train_vs_fastest"], "ratio");
+        assert!(close(r, rate(ours, "train_steps_per_s") / best), "{ratio}");
     }
     // The arithmetic floor is reported for the convolutional workload.
     let w3 = lines.iter().find(|l| l["workload"] == "W3").unwrap();

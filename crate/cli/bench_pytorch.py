@@ -1,8 +1,10 @@
 """The `sgm bench` workloads W1-W3 in PyTorch, for the ratios `sgm bench --compare-pytorch` prints.
 
 Same networks (layer by layer), same losses (multi-scale DSM, sigma per sample, lambda = sigma^2),
-same Adam, same annealed Langevin update, same batch sizes, step counts and thread count.
-Prints one JSON line per workload with the same keys as `sgm bench`.
+same Adam, same annealed Langevin update, same batch sizes, step counts, thread count and device
+(`--device`, the one sgm ran on). Each workload runs as eager PyTorch and as the faster variants a
+performance-minded user would write (VARIANTS below). Prints one JSON line per workload and
+variant with the same keys as `sgm bench`, plus "variant".
 """
 import argparse
 import json
@@ -79,7 +81,7 @@ class BlogUnet(nn.Module):
 
 
 def dsm_loss(net, x, sigmas):
-    idx = torch.randint(0, len(sigmas), (x.shape[0],))
+    idx = torch.randint(0, len(sigmas), (x.shape[0],), device=x.device)
     sigma = sigmas[idx]
     s = sigma.view(-1, *([1] * (x.dim() - 1)))
     z = torch.randn_like(x)
@@ -88,14 +90,9 @@ def dsm_loss(net, x, sigmas):
     return per.flatten(1).sum(1).mean()
 
 
-@torch.no_grad()
-def annealed_langevin(net, sigmas, x, steps_per_level, eps):
-    for sigma in sigmas.tolist():
-        alpha = eps * sigma**2 / sigmas[-1].item() ** 2
-        sig = torch.full((x.shape[0],), sigma)
-        for _ in range(steps_per_level):
-            x = x + 0.5 * alpha * net(x, sig) + math.sqrt(alpha) * torch.randn_like(x)
-    return x
+def langevin_step(net, x, sig, alpha):
+    """One annealed-Langevin update at one level (alpha = eps sigma^2 / sigma_L^2)."""
+    return x + 0.5 * alpha * net(x, sig) + math.sqrt(alpha) * torch.randn_like(x)
 
 
 WORKLOADS = {
@@ -104,49 +101,145 @@ WORKLOADS = {
     "W3": dict(batch=120, sampler_batch=100, steps=60, evals=100, shape=(1, 28, 28)),
 }
 
+# What a performance-minded user would write, beside plain eager PyTorch:
+# - fused-adam: torch.optim.Adam(fused=True), one kernel for all parameters (CPU and CUDA);
+# - cuda-graph: the whole training step (loss, backward, capturable fused Adam) captured once
+#   in a CUDA graph and replayed; the sampler with one graph per annealing level (CUDA only;
+#   each replay advances the generator, so every step draws new noise);
+# - cuda-graph-bf16: the same under bf16 autocast with channels_last (convolutional networks).
+VARIANTS = {
+    "cpu": ["eager", "fused-adam"],
+    "cuda": ["eager", "fused-adam", "cuda-graph", "cuda-graph-bf16"],
+}
 
-def run(name, w, scale):
-    torch.manual_seed(0)
-    n = lambda k: max(LEVELS, round(k * scale))
-    sigmas = torch.tensor([1.0 * (0.01 / 1.0) ** (i / (LEVELS - 1)) for i in range(LEVELS)])
-    net = {"W1": ConditionedMlp, "W2": lambda: ConditionedSimpleResnet(sigmas), "W3": BlogUnet}[name]()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    batch = torch.randn(w["batch"], *w["shape"])
+
+class Timer:
+    def __init__(self, device):
+        self.cuda = device.type == "cuda"
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.seconds = time.perf_counter() - self.t0
+
+
+def train_rate(net, batch, sigmas, variant, steps):
+    fused = variant != "eager"
+    graph = variant.startswith("cuda-graph")
+    bf16 = variant.endswith("bf16")
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=fused, capturable=graph)
 
     def step():
-        loss = dsm_loss(net, batch, sigmas)
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = dsm_loss(net, batch, sigmas)
         loss.backward()
         opt.step()
-        return loss.item()
+        return loss
 
-    for _ in range(3):
-        step()
+    if not graph:
+        for _ in range(3):
+            step().item()
+        with Timer(batch.device) as t:
+            for _ in range(steps):
+                step().item()
+        return steps / t.seconds
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(g):
+        static_loss = step()
+    with Timer(batch.device) as t:
+        for _ in range(steps):
+            g.replay()
+    if not torch.isfinite(static_loss).item():
+        raise SystemExit(f"{variant}: the captured training step gave a loss of {static_loss.item()}")
+    return steps / t.seconds
+
+
+@torch.no_grad()
+def sampler_rate(net, sigmas, x0, variant, per_level, eps=1e-6):
+    graph = variant.startswith("cuda-graph")
+    bf16 = variant.endswith("bf16")
+    sig_l = sigmas[-1].item()
+    levels = [(torch.full((x0.shape[0],), s, device=x0.device), eps * s**2 / sig_l**2) for s in sigmas.tolist()]
+
+    def update(x, sig, alpha):
+        with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=bf16):
+            return langevin_step(net, x, sig, alpha).float()
+
+    if not graph:
+        def run(x, k):
+            for sig, alpha in levels:
+                for _ in range(k):
+                    x = update(x, sig, alpha)
+            return x
+
+        run(x0, 1)
+        with Timer(x0.device) as t:
+            run(x0, per_level)
+        return per_level * len(levels) / t.seconds
+    x = x0.clone()
+    graphs = []
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for sig, alpha in levels:
+            x.copy_(update(x, sig, alpha))
+    torch.cuda.current_stream().wait_stream(side)
+    for sig, alpha in levels:
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            x.copy_(update(x, sig, alpha))
+        graphs.append(g)
+    x.copy_(x0)
+    with Timer(x0.device) as t:
+        for g in graphs:
+            for _ in range(per_level):
+                g.replay()
+    return per_level * len(levels) / t.seconds
+
+
+def run(name, w, scale, device, variant):
+    torch.manual_seed(0)
+    n = lambda k: max(LEVELS, round(k * scale))
+    sigmas = torch.tensor([1.0 * (0.01 / 1.0) ** (i / (LEVELS - 1)) for i in range(LEVELS)], device=device)
+    net = {"W1": ConditionedMlp, "W2": lambda: ConditionedSimpleResnet(sigmas), "W3": BlogUnet}[name]().to(device)
+    batch = torch.randn(w["batch"], *w["shape"], device=device)
+    x0 = torch.randn(w["sampler_batch"], *w["shape"], device=device)
+    if variant.endswith("bf16"):
+        net = net.to(memory_format=torch.channels_last)
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        x0 = x0.contiguous(memory_format=torch.channels_last)
     steps = n(w["steps"])
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    train_rate = steps / (time.perf_counter() - t0)
-
-    x0 = torch.randn(w["sampler_batch"], *w["shape"])
-    annealed_langevin(net, sigmas, x0, 1, 1e-6)
     per_level = n(w["evals"]) // LEVELS
-    t0 = time.perf_counter()
-    annealed_langevin(net, sigmas, x0, per_level, 1e-6)
-    eval_rate = per_level * LEVELS / (time.perf_counter() - t0)
+    train = train_rate(net, batch, sigmas, variant, steps)
+    evals = sampler_rate(net, sigmas, x0, variant, per_level)
     return {
         "workload": name,
         "impl": "pytorch",
+        "variant": variant,
         "version": torch.__version__,
-        "device": "cpu",
+        "device": str(device),
         "threads": torch.get_num_threads(),
         "train_batch": w["batch"],
         "train_steps": steps,
-        "train_steps_per_s": train_rate,
+        "train_steps_per_s": train,
         "sampler_batch": w["sampler_batch"],
         "sampler_evals": per_level * LEVELS,
-        "sampler_evals_per_s": eval_rate,
-        "sampler_sample_evals_per_s": eval_rate * w["sampler_batch"],
+        "sampler_evals_per_s": evals,
+        "sampler_sample_evals_per_s": evals * w["sampler_batch"],
     }
 
 
@@ -155,10 +248,18 @@ def main():
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--workloads", default="W1,W2,W3")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: the device sgm ran on")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     for name in a.workloads.split(","):
-        print(json.dumps(run(name.strip().upper(), WORKLOADS[name.strip().upper()], a.scale)), flush=True)
+        name = name.strip().upper()
+        for variant in VARIANTS[device.type]:
+            if variant.endswith("bf16") and name == "W1":
+                continue  # autocast and channels_last are for the convolutional networks
+            print(json.dumps(run(name, WORKLOADS[name], a.scale, device, variant)), flush=True)
 
 
 if __name__ == "__main__":
