@@ -9,7 +9,7 @@ use sgm::tch::nn::{self, OptimizerConfig};
 use sgm::tch::{Kind, Tensor};
 use sgm::training::{self, Adam, Ema, Event, History, LrDecay, TrainConfig};
 use sgm::Error;
-use sgm_tests::{rng_lock, test_device, tmpdir};
+use sgm_tests::{from_slice, rng_lock, test_device, tmpdir};
 use std::path::Path;
 
 fn params(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
@@ -83,10 +83,10 @@ fn ema_warms_up() {
     tch_no_grad(|| {
         let _ = p.fill_(1.0);
     });
-    ema.update(); // θ̄ = 0.1 · 0 + 0.9 · 1
+    ema.update().unwrap(); // θ̄ = 0.1 · 0 + 0.9 · 1
     assert!((ema.current_decay() - 2.0 / 11.0).abs() < 1e-15);
     for _ in 0..9 {
-        ema.update();
+        ema.update().unwrap();
     }
     ema.swap();
     // After n updates towards a constant 1 from 0, θ̄ = 1 - Π d_k with d_k = (1+k)/(10+k):
@@ -259,4 +259,44 @@ fn a_checkpoint_of_another_configuration_is_an_error() {
     assert!(err.contains("no training state"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
     std::fs::remove_dir_all(plain).unwrap();
+}
+
+#[test]
+fn fused_adam_moves_by_lr_along_a_constant_gradient_and_bad_lists_are_named() {
+    // loss = Σ gᵢθᵢ has the constant gradient g, so at every step t the bias-corrected moments
+    // are exactly m̂ = g and v̂ = g², and each step moves θ by lr · g / (|g| + ε): after k steps
+    // θ = −k lr g / (|g| + ε). Bugs caught: a bias correction missing or wrong (the first step
+    // off by √(1 − β₂) ≈ 0.03), the step number not advanced on the device, a parameter skipped.
+    let vs = nn::VarStore::new(test_device());
+    let theta = vs.root().zeros("theta", &[4]);
+    let g = [0.5f64, -2.0, 1e-3, 0.0];
+    let gt = from_slice(&g.map(|x| x as f32));
+    let (lr, k) = (0.01, 7);
+    let mut opt = Adam::new(&vs, lr).unwrap();
+    for _ in 0..k {
+        opt.backward_step(&(&theta * &gt).sum(Kind::Float), None)
+            .unwrap();
+    }
+    let got = Vec::<f64>::try_from(theta.to_kind(Kind::Double)).unwrap();
+    for (gi, ti) in g.iter().zip(&got) {
+        let expected = -(k as f64) * lr * gi / (gi.abs() + 1e-8);
+        assert!(
+            (ti - expected).abs() < 1e-5,
+            "g = {gi}: θ = {ti}, expected {expected}"
+        );
+    }
+    // The multi-tensor kernels name their operation on bad input instead of aborting.
+    let a = Tensor::zeros([3], (Kind::Float, test_device()));
+    let b = Tensor::ones([4], (Kind::Float, test_device()));
+    let err = sgm::fused::lerp(&[&a], &[], 0.5).unwrap_err().to_string();
+    assert!(
+        err.contains("_foreach_lerp_") && err.contains("[1, 0]"),
+        "{err}"
+    );
+    let err = sgm::fused::lerp(&[&a], &[&b], 0.5).unwrap_err().to_string();
+    assert!(err.contains("_foreach_lerp_"), "{err}");
+    // And compute the lerp where the input is good: a + 0.25 (b − a).
+    let c = Tensor::ones([3], (Kind::Float, test_device())) * 2.0;
+    sgm::fused::lerp(&[&a], &[&c], 0.25).unwrap();
+    assert_eq!(Vec::<f32>::try_from(&a).unwrap(), vec![0.5; 3]);
 }

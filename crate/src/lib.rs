@@ -32,6 +32,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod experiment;
+pub mod fused;
 pub mod images;
 pub mod langevin;
 pub mod likelihood;

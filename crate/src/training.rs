@@ -93,14 +93,13 @@ impl Ema {
     }
 
     /// `θ̄ ← d_n · θ̄ + (1 - d_n) · θ`.
-    pub fn update(&mut self) {
+    pub fn update(&mut self) -> Result<()> {
         let d = self.current_decay();
-        tch::no_grad(|| {
-            for (_, avg, p) in &mut self.shadow {
-                let _ = avg.lerp_(&*p, 1.0 - d);
-            }
-        });
+        let (averages, params): (Vec<&Tensor>, Vec<&Tensor>) =
+            self.shadow.iter().map(|(_, avg, p)| (avg, p)).unzip();
+        tch::no_grad(|| crate::fused::lerp(&averages, &params, 1.0 - d))?;
         self.updates += 1;
+        Ok(())
     }
 
     /// Swaps the averages and the parameters (twice restores them).
@@ -123,6 +122,9 @@ impl Ema {
 pub struct Adam {
     lr: f64,
     steps: u64,
+    /// `steps` as a float32 scalar on the parameters' device (what the fused kernel reads),
+    /// advanced there; `None` until the first step and after `steps` is set from a checkpoint.
+    step_tensor: Option<Tensor>,
     /// `(name, parameter, m, v)`, sorted by name.
     state: Vec<(String, Tensor, Tensor, Tensor)>,
 }
@@ -146,6 +148,7 @@ impl Adam {
         Ok(Adam {
             lr: check_positive("lr", lr)?,
             steps: 0,
+            step_tensor: None,
             state,
         })
     }
@@ -163,11 +166,8 @@ impl Adam {
         }
         loss.f_backward()?;
         self.steps += 1;
-        let t = self.steps as i32;
-        let bc1 = 1.0 - Self::BETA1.powi(t);
-        let bc2 = 1.0 - Self::BETA2.powi(t);
         tch::no_grad(|| -> Result<()> {
-            let grads: Vec<Tensor> = self.state.iter().map(|(_, p, _, _)| p.grad()).collect();
+            let mut grads: Vec<Tensor> = self.state.iter().map(|(_, p, _, _)| p.grad()).collect();
             let scale = match clip {
                 Some(max_norm) => {
                     let norms: Vec<Tensor> = grads
@@ -180,21 +180,45 @@ impl Adam {
                 }
                 None => 1.0,
             };
-            for ((_, p, m, v), g) in self.state.iter_mut().zip(&grads) {
-                if !g.defined() {
-                    continue;
-                }
-                let g = if scale < 1.0 {
-                    g * scale
-                } else {
-                    g.shallow_clone()
-                };
-                let _ = m.f_lerp_(&g, 1.0 - Self::BETA1)?;
-                let _ = v.f_mul_scalar_(Self::BETA2)?;
-                let _ = v.f_add_(&(g.square() * (1.0 - Self::BETA2)))?;
-                let denom = v.sqrt() / bc2.sqrt() + Self::EPS;
-                let _ = p.f_sub_(&(&*m / denom * (self.lr / bc1)))?;
+            // Parameters without a gradient (unused by this loss) are left as they are.
+            let with_grad: Vec<usize> = (0..grads.len()).filter(|&i| grads[i].defined()).collect();
+            if with_grad.is_empty() {
+                // t advanced on the host only: the device's copy is rebuilt at the next step.
+                self.step_tensor = None;
+                return Ok(());
             }
+            if scale < 1.0 {
+                for &i in &with_grad {
+                    let _ = grads[i].f_mul_scalar_(scale)?;
+                }
+            }
+            // The step number t lives on the parameters' device, advanced there.
+            let device = self.state[with_grad[0]].1.device();
+            let step = match self.step_tensor.take() {
+                Some(mut t) if t.device() == device => {
+                    let _ = t.f_add_scalar_(1.0)?;
+                    t
+                }
+                _ => Tensor::from(self.steps as f32).to_device(device),
+            };
+            let pick = |k: usize| -> Vec<&Tensor> {
+                with_grad
+                    .iter()
+                    .map(|&i| {
+                        let (_, p, m, v) = &self.state[i];
+                        [p, &grads[i], m, v][k]
+                    })
+                    .collect()
+            };
+            let hyper = crate::fused::AdamHyper {
+                lr: self.lr,
+                beta1: Self::BETA1,
+                beta2: Self::BETA2,
+                eps: Self::EPS,
+                weight_decay: 0.0,
+            };
+            crate::fused::adam(&pick(0), &pick(1), &pick(2), &pick(3), &step, hyper)?;
+            self.step_tensor = Some(step);
             Ok(())
         })
     }
@@ -584,7 +608,7 @@ pub fn run(
             }
             opt.backward_step(&loss, cfg.grad_clip)?;
             if let Some(ema) = ema.as_mut() {
-                ema.update();
+                ema.update()?;
             }
             state.step += 1;
             state.batch += 1;
@@ -816,6 +840,7 @@ fn load_state(
         Ok(())
     })?;
     opt.steps = saved.adam_steps;
+    opt.step_tensor = None;
     Ok(Some(saved))
 }
 

@@ -27,7 +27,7 @@ use sgm::nets::{
     UnetConfig,
 };
 use sgm::noise::Sigmas;
-use sgm::tch::nn::{self, OptimizerConfig};
+use sgm::tch::nn;
 use sgm::tch::{Device, Kind, Tensor};
 use sgm::Score;
 use std::path::PathBuf;
@@ -164,13 +164,14 @@ fn time_workload(w: &Workload, device: Device) -> sgm::Result<(f64, f64)> {
     let vs = nn::VarStore::new(device);
     let net = build(w.name, &vs, &sigmas)?;
     let loss_cfg = MultiScaleConfig::new(sigmas.clone());
-    let mut opt = nn::Adam::default().build(&vs, 1e-3)?;
+    // The crate's Adam, as `sgm train` steps it (libtorch's fused kernel, one call a step).
+    let mut opt = sgm::training::Adam::new(&vs, 1e-3)?;
     let mut shape = vec![w.train_batch];
     shape.extend_from_slice(w.sample_shape);
     let batch = Tensor::randn(&shape, (Kind::Float, device));
     let mut step = || -> sgm::Result<f64> {
         let loss = multiscale_dsm_loss(net.as_ref(), &batch, &loss_cfg)?;
-        opt.backward_step(&loss);
+        opt.backward_step(&loss, None)?;
         Ok(loss.double_value(&[]))
     };
     for _ in 0..3 {

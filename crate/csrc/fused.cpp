@@ -1,0 +1,71 @@
+// libtorch's multi-tensor ("foreach") and fused optimiser kernels, which tch's generated bindings
+// skip (tch's gen/gen.ml leaves out `_fused_*` and `_foreach_*`): one call updates every
+// parameter, where a loop over parameters launches a chain of kernels for each.
+//
+// A tensor handle here is tch's `C_tensor*`, which is an `at::Tensor*` (torch-sys's
+// torch_api.h: `typedef torch::Tensor *tensor;`). Each function returns nullptr on success,
+// else a message allocated with malloc that the caller frees.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/_foreach_lerp.h>
+#include <ATen/ops/_fused_adam.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <vector>
+
+namespace {
+
+std::vector<at::Tensor> list(at::Tensor **handles, size_t n) {
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) out.push_back(*handles[i]);
+  return out;
+}
+
+char *message(const char *what) {
+  char *copy = static_cast<char *>(std::malloc(std::strlen(what) + 1));
+  if (copy != nullptr) std::strcpy(copy, what);
+  return copy;
+}
+
+template <typename F>
+char *guarded(F f) {
+  try {
+    f();
+    return nullptr;
+  } catch (const std::exception &e) {
+    return message(e.what());
+  } catch (...) {
+    return message("unknown C++ exception");
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+// One Adam step over n parameters (torch.optim.Adam(fused=True)'s kernel, no AMSGrad): each
+// `steps[i]` holds the step number t (float32, on the parameter's device; the same tensor may
+// be passed for every parameter), already advanced by the caller.
+char *sgm_fused_adam(at::Tensor **params, at::Tensor **grads, at::Tensor **exp_avgs,
+                     at::Tensor **exp_avg_sqs, at::Tensor **steps, size_t n, double lr,
+                     double beta1, double beta2, double weight_decay, double eps) {
+  return guarded([&] {
+    auto p = list(params, n), g = list(grads, n), m = list(exp_avgs, n),
+         v = list(exp_avg_sqs, n), t = list(steps, n);
+    std::vector<at::Tensor> none;
+    at::_fused_adam_(p, g, m, v, none, t, lr, beta1, beta2, weight_decay, eps,
+                     /*amsgrad=*/false, /*maximize=*/false);
+  });
+}
+
+// self[i] += weight * (ends[i] - self[i]) for every i, in one call.
+char *sgm_foreach_lerp(at::Tensor **self, at::Tensor **ends, size_t n, double weight) {
+  return guarded([&] {
+    auto s = list(self, n), e = list(ends, n);
+    at::_foreach_lerp_(s, e, at::Scalar(weight));
+  });
+}
+
+}  // extern "C"
