@@ -25,14 +25,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+/// A notebook's cells as one function: the callback receives each code cell's index before it
+/// runs; an error is the failing cell's.
+pub type Cells = fn(&mut dyn FnMut(usize)) -> Result<(), Box<dyn std::error::Error>>;
+
 /// A notebook compiled into this program.
 pub struct Program {
     /// The notebook's file stem.
     pub stem: &'static str,
     /// Its path from the repository's root.
     pub path: &'static str,
-    /// Its code cells, in order; the callback receives each code cell's index before it runs.
-    pub run: fn(&mut dyn FnMut(usize)) -> Result<(), Box<dyn std::error::Error>>,
+    /// Its code cells, in order.
+    pub run: Cells,
 }
 
 /// How a cell's value is shown: figures and animations through their `evcxr_display`, anything
