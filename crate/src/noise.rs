@@ -181,8 +181,20 @@ pub fn technique2_gamma(dim: usize) -> Result<f64> {
         });
     }
     let d = (2.0 * dim as f64).sqrt();
+    // For √(2D) ≤ 3 (D ≤ 4) the second argument falls as γ grows, so the overlap only grows
+    // and never reaches 1/2: the criterion has no solution in so few dimensions (the shells of
+    // radius ≈ σ√D overlap at any ratio). Refused, rather than searched for ever.
+    if d <= 3.0 {
+        return Err(Error::InvalidParameter {
+            name: "technique 2 dimension D",
+            value: dim.to_string(),
+            why: "the overlap criterion has no solution for D <= 4: choose the number of \
+                  levels another way (for 2D data, Experiment::points_2d does)",
+        });
+    }
     let f = |g: f64| phi(d * (g - 1.0) + 3.0 * g) - phi(d * (g - 1.0) - 3.0 * g) - 0.5;
-    // f(1) = Φ(3) - Φ(-3) - 1/2 > 0 and f decreases to -1/2; bracket and bisect.
+    // f(1) = Φ(3) - Φ(-3) - 1/2 > 0 and, for √(2D) > 3, f decreases to -1/2; bracket and
+    // bisect.
     let (mut lo, mut hi) = (1.0, 2.0);
     while f(hi) > 0.0 {
         hi *= 2.0;

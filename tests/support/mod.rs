@@ -70,3 +70,59 @@ pub fn test_device() -> sgm::tch::Device {
 pub fn from_slice<T: sgm::tch::kind::Element>(values: &[T]) -> sgm::tch::Tensor {
     sgm::tch::Tensor::from_slice(values).to_device(test_device())
 }
+
+/// Two-dimensional distributions of the tests' own, for checking that the 2D pipeline's
+/// defaults work on data they were not tuned for: each has a scale and a shape of its own
+/// (thin curves, sharp edges, heavy arms), unlike the moons, the donut and the crate's mixtures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Toy {
+    /// Two interleaved spirals, 1.5 turns each, radius up to about 3 (FFJORD's "2spirals").
+    Spirals,
+    /// Eight unit squares of a 4 × 4 checkerboard on [−2, 2]² (FFJORD's "checkerboard").
+    Checkerboard,
+    /// Five curved arms, radial spread 0.3, tangential 0.1, out to about 4 (FFJORD's
+    /// "pinwheel").
+    Pinwheel,
+}
+
+impl Toy {
+    /// Every toy distribution.
+    pub const ALL: [Toy; 3] = [Toy::Spirals, Toy::Checkerboard, Toy::Pinwheel];
+
+    /// `n` independent points `[n, 2]` (float32, CPU), from libtorch's generator (seed it
+    /// first for reproducible draws).
+    pub fn sample(self, n: i64) -> sgm::tch::Tensor {
+        use sgm::tch::{Device, Kind, Tensor};
+        let opts = (Kind::Float, Device::Cpu);
+        let u = |k: i64| Tensor::rand([k], opts);
+        let g = |k: i64| Tensor::randn([k], opts);
+        match self {
+            Toy::Spirals => {
+                // Each point on either spiral (the second is the first turned by π).
+                let side = Tensor::randint(2, [n, 1], (Kind::Int64, Device::Cpu)) * 2.0 - 1.0;
+                let t = u(n).sqrt() * (3.0 * std::f64::consts::PI);
+                let x = -(t.cos() * &t) + u(n) * 0.5;
+                let y = t.sin() * &t + u(n) * 0.5;
+                Tensor::stack(&[x, y], 1) * side / 3.0 + Tensor::randn([n, 2], opts) * 0.1
+            }
+            Toy::Checkerboard => {
+                let x1 = u(n) * 4.0 - 2.0;
+                let row = u(n) - Tensor::randint(2, [n], (Kind::Int64, Device::Cpu)) * 2.0;
+                let x2 = row + x1.floor().remainder(2.0);
+                Tensor::stack(&[x1, x2], 1)
+            }
+            Toy::Pinwheel => {
+                let arms = 5;
+                let arm = Tensor::randint(arms, [n], (Kind::Int64, Device::Cpu));
+                let radial = g(n) * 0.3 + 1.0;
+                let tangential = g(n) * 0.1;
+                let angle = arm.to_kind(Kind::Float) * (2.0 * std::f64::consts::PI / arms as f64)
+                    + radial.exp() * 0.25;
+                let (c, s) = (angle.cos(), angle.sin());
+                let x = &radial * &c - &tangential * &s;
+                let y = &radial * &s + &tangential * &c;
+                Tensor::stack(&[x, y], 1) * 2.0
+            }
+        }
+    }
+}
