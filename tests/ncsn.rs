@@ -123,7 +123,10 @@ fn ncsnv2_techniques_give_the_worked_values() {
     // the search for a bracket used to run for ever (2D data is this crate's main toy case).
     for d in 1..=4 {
         let err = noise::technique2_gamma(d).unwrap_err().to_string();
-        assert!(err.contains(&d.to_string()) && err.contains("D <= 4"), "{err}");
+        assert!(
+            err.contains(&d.to_string()) && err.contains("D <= 4"),
+            "{err}"
+        );
     }
     assert!(noise::technique2_gamma(5).unwrap() > 1.0);
     assert!(noise::technique4_step_size(0.9, 0.01, 5).is_err());

@@ -282,6 +282,62 @@ impl Experiment {
         }
     }
 
+    /// The 2D pipeline's defaults fitted to training points `train` (`[n, 2]`), for 2D data
+    /// nobody tuned them for; everything else (name, dataset) is kept from `self`.
+    ///
+    /// - Noise levels: 10, geometric, from NCSNv2 technique 1's σ_1 (the largest pairwise
+    ///   distance of `train`) down to σ_L = 0.01 (data of order-one scale; the moons have
+    ///   noise 0.1). Technique 2 has no answer in 2D ([`crate::noise::technique2_gamma`]).
+    /// - Network: [`ConditionedMlpConfig::moons`] (3 × 128, softplus, log σ input, output / σ).
+    /// - Training: 1,000 epochs of batch 128, Adam 2·10⁻³ halved every 250 epochs, EMA 0.999.
+    ///   The moons' old schedule (×0.7 every 10 epochs) had the rate at 6·10⁻⁵ by epoch 100,
+    ///   which stopped training however many epochs were asked for.
+    /// - Sampling: the adaptive probability-flow ODE ([`crate::samplers::AdaptiveFlow`]) from
+    ///   [`crate::samplers::gaussian_prior`], denoised ([`Model::sample_flow`]). The annealed
+    ///   sampler kept in the experiment takes T = 100 steps a level with technique 4's ε.
+    ///
+    /// Measured on this machine (CPU, 4,000 training and 1,000 held-out points, 2,000 samples,
+    /// energy distance over its floor): moons 0.81, spirals 1.09, checkerboard 2.31, pinwheel
+    /// 0.59 with the ODE; the moons preset's settings score 10.6, 3.2, 6.5 and 2.5.
+    pub fn fit_2d(self, train: &Tensor) -> Result<Self> {
+        if train.dim() != 2 || train.size()[1] != 2 || train.size()[0] < 2 {
+            return Err(Error::Shape {
+                what: "Experiment::fit_2d training points",
+                expected: "[n >= 2, 2]".into(),
+                got: train.size(),
+            });
+        }
+        let sigma_max = crate::noise::technique1_sigma_max(train)?;
+        let (sigma_min, levels, steps) = (0.01, 10, 100);
+        let sigmas = Sigmas::geometric(sigma_max, sigma_min, levels)?;
+        let gamma = (sigma_max / sigma_min).powf(1.0 / (levels - 1) as f64);
+        Ok(Experiment {
+            sigmas,
+            network: Network::Mlp(ConditionedMlpConfig::moons()),
+            weighting: Weighting::SigmaSquared,
+            level_sampling: LevelSampling::PerSample,
+            train: TrainConfig {
+                epochs: 1_000,
+                batch_size: 128,
+                lr: 2e-3,
+                lr_decay: Some(training::LrDecay {
+                    step_epochs: 250,
+                    gamma: 0.5,
+                }),
+                ema_decay: Some(0.999),
+                ..self.train
+            },
+            sampler: AnnealedConfig {
+                steps_per_level: steps,
+                eps: crate::noise::technique4_step_size(gamma, sigma_min, steps)?,
+                denoise: true,
+                ..AnnealedConfig::ncsn()
+            },
+            init: Init::Gaussian { std: sigma_max },
+            ..self
+        })
+    }
+
     /// MNIST (the 5,000 real digits) as notebook 03's U-Net on a CPU: pixels in [-1, 1], 100
     /// levels from 2 to 0.02, the blog's U-Net with EDM preconditioning (σ_data = 0.5), batch
     /// 32, EMA 0.999, 75 epochs; annealed Langevin with T = 3 per level, ε = 1.2·10⁻⁴, from
@@ -580,6 +636,22 @@ impl Model {
         meta: serde_json::Value,
     ) -> Result<checkpoint::Saved> {
         checkpoint::save(dir, &self.vs, &self.experiment, meta)
+    }
+
+    /// Draws `n` samples with the adaptive probability-flow ODE over the experiment's noise
+    /// range, from [`crate::samplers::gaussian_prior`] of `train` (the data the model was
+    /// trained on), denoised at the end; the experiment's sampler seed seeds the prior.
+    pub fn sample_flow(&self, train: &Tensor, n: i64) -> Result<crate::samplers::Samples> {
+        if let Some(seed) = self.experiment.sampler.seed {
+            data::seed(seed);
+        }
+        let start = crate::samplers::gaussian_prior(
+            &train.to_device(self.vs.device()),
+            self.experiment.sigmas.max(),
+            n,
+        )?;
+        let mut ode = crate::samplers::AdaptiveFlow::new(&self.experiment.sigmas);
+        crate::samplers::sample_quietly(&mut ode, self.score.as_ref(), &start, None)
     }
 
     /// Draws `n` samples with the experiment's sampler (in the training range).

@@ -189,7 +189,7 @@ pub fn technique2_gamma(dim: usize) -> Result<f64> {
             name: "technique 2 dimension D",
             value: dim.to_string(),
             why: "the overlap criterion has no solution for D <= 4: choose the number of \
-                  levels another way (for 2D data, Experiment::points_2d does)",
+                  levels another way (for 2D data, Experiment::fit_2d does)",
         });
     }
     let f = |g: f64| phi(d * (g - 1.0) + 3.0 * g) - phi(d * (g - 1.0) - 3.0 * g) - 0.5;

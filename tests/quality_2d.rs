@@ -1,0 +1,128 @@
+//! The 2D pipeline's defaults ([`Experiment::fit_2d`]) on distributions of the tests' own
+//! ([`Toy`]: spirals, a checkerboard, a pinwheel), which the defaults were not chosen on, at a
+//! small training budget: samples of the probability-flow ODE against held-out points, by the
+//! energy distance over its floor (the same distance for training points).
+
+use sgm::experiment::{Data, Experiment, Model};
+use sgm::langevin::{annealed_langevin, AnnealedConfig};
+use sgm::metrics::EnergyReport;
+use sgm::prelude::*;
+use sgm_tests::{rng_lock, test_device, Toy};
+
+/// 4,000 training and 1,000 held-out points of `toy`, seeded.
+fn split(toy: Toy, seed: u64) -> (Tensor, Tensor) {
+    data::seed(seed);
+    let x = toy.sample(5_000).to_device(test_device());
+    (x.narrow(0, 0, 4_000), x.narrow(0, 4_000, 1_000))
+}
+
+#[test]
+fn fitted_defaults_sample_untuned_2d_data_near_their_floor() {
+    let _rng = rng_lock();
+    let (mut fitted_ratios, mut notebook_ratios) = (Vec::new(), Vec::new());
+    for (k, toy) in Toy::ALL.into_iter().enumerate() {
+        let (train, test) = split(toy, 100 + k as u64);
+        let mut e = Experiment::moons().fit_2d(&train).unwrap();
+        // The CI budget: 300 epochs (9,375 steps), the rate halved every 75.
+        e.train.epochs = 300;
+        e.train.lr_decay = Some(sgm::training::LrDecay {
+            step_epochs: 75,
+            gamma: 0.5,
+        });
+        e.sampler.seed = Some(2);
+        let model = Model::new(&e, test_device()).unwrap();
+        let data = Data {
+            train: train.shallow_clone(),
+            test: test.shallow_clone(),
+            train_labels: None,
+            test_labels: None,
+        };
+        model.train(&data, None, &mut |_| {}, &|| false).unwrap();
+        let ode = model.sample_flow(&train, 2_000).unwrap();
+        let fitted = EnergyReport::new(&ode.x, &train, &test).unwrap();
+        // The same network sampled as the moons notebook samples: annealed Langevin over its
+        // 10 levels from 1 to 0.05 with ε = 10⁻⁴, T = 100, from U[-1, 1]², denoised.
+        data::seed(2);
+        let start = Tensor::rand([2_000, 2], (Kind::Float, test_device())) * 2.0 - 1.0;
+        let moons = Experiment::moons();
+        let notebook = AnnealedConfig {
+            steps_per_level: 100,
+            eps: 1e-4,
+            denoise: true,
+            seed: Some(4),
+            ..AnnealedConfig::ncsn()
+        };
+        let wide =
+            annealed_langevin(model.score.as_ref(), &moons.sigmas, &start, &notebook).unwrap();
+        let wide = EnergyReport::new(&wide.samples, &train, &test).unwrap();
+        let ratio = |r: &EnergyReport| r.distance / r.floor;
+        println!(
+            "{toy:?}: fitted ODE {:.2} ({} NFE), the moons notebook's sampler {:.2} (floor {:.5})",
+            ratio(&fitted),
+            ode.nfe,
+            ratio(&wide),
+            fitted.floor
+        );
+        // Seen on this machine's CPU: 1.53, 2.76 and 1.00 (the full 1,000 epochs: 1.09, 2.31,
+        // 0.59); the checkerboard's sharp edges are the hardest.
+        assert!(ratio(&fitted) < 3.2, "{toy:?}: {fitted:?}");
+        fitted_ratios.push(ratio(&fitted));
+        notebook_ratios.push(ratio(&wide));
+    }
+    // On average within 2.2 of the floor (1.76 seen), a bound that the moons notebook's sampler
+    // on the same networks misses (3.18 seen: its levels stop at σ = 1 and its start at ±1,
+    // short of the spirals' and the pinwheel's extent).
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    assert!(mean(&fitted_ratios) < 2.2, "{fitted_ratios:?}");
+    assert!(mean(&notebook_ratios) > 2.2, "{notebook_ratios:?}");
+}
+
+#[test]
+fn the_prior_has_the_moments_of_p_sigma_max_and_bad_input_is_refused() {
+    let _rng = rng_lock();
+    data::seed(7);
+    // Data with mean (3, -1) and standard deviations (0.5, 2); σ_max = 1.5: the prior's
+    // variances are 0.25 + 2.25 = 2.5 and 4 + 2.25 = 6.25.
+    let x = Tensor::randn([4_000, 2], (Kind::Float, test_device()))
+        * sgm_tests::from_slice(&[0.5f32, 2.0])
+        + sgm_tests::from_slice(&[3.0f32, -1.0]);
+    let n = 40_000;
+    let prior = sgm::samplers::gaussian_prior(&x, 1.5, n).unwrap();
+    assert_eq!(prior.size(), [n, 2]);
+    let mean =
+        Vec::<f64>::try_from(prior.mean_dim([0i64].as_slice(), false, Kind::Double)).unwrap();
+    let var = Vec::<f64>::try_from(prior.to_kind(Kind::Double).var_dim(
+        [0i64].as_slice(),
+        true,
+        false,
+    ))
+    .unwrap();
+    let data_mean =
+        Vec::<f64>::try_from(x.mean_dim([0i64].as_slice(), false, Kind::Double)).unwrap();
+    let data_var = Vec::<f64>::try_from(x.to_kind(Kind::Double).var_dim(
+        [0i64].as_slice(),
+        true,
+        false,
+    ))
+    .unwrap();
+    for j in 0..2 {
+        let v = data_var[j] + 2.25;
+        // Standard errors of a mean and of a variance of n Gaussian draws: √(v/n), v√(2/n).
+        assert!(
+            (mean[j] - data_mean[j]).abs() < 5.0 * (v / n as f64).sqrt(),
+            "{mean:?}"
+        );
+        assert!(
+            (var[j] - v).abs() < 5.0 * v * (2.0 / n as f64).sqrt(),
+            "{var:?} vs {v}"
+        );
+    }
+    assert!(sgm::samplers::gaussian_prior(&x, 0.0, 10).is_err());
+    assert!(sgm::samplers::gaussian_prior(&x, 1.0, 0).is_err());
+    let images = Tensor::zeros([4, 1, 8, 8], (Kind::Float, test_device()));
+    let err = Experiment::moons().fit_2d(&images).unwrap_err();
+    assert!(
+        matches!(err, sgm::Error::Shape { .. }) && err.to_string().contains("fit_2d"),
+        "{err}"
+    );
+}
