@@ -150,6 +150,7 @@ fn check_executed(out: &Path, notebooks: &[PathBuf]) {
         "donut_dsm",
         "moons_single",
         "moons",
+        "moons_fitted",
         "mnist_resnet",
         "mnist",
     ] {
@@ -247,14 +248,19 @@ fn headline_figures(out: &Path) {
     // uniform start as it is score 0.26 against the moons; two samples of the moons 0.002), and
     // the two moons' weights (the data are 0.5/0.5).
     let nb = stdout_of(out, "02_dsm_moons");
-    // At the CI budget: single σ 0.139, annealed 0.032.
-    for (sampler, bound) in [("single σ, Langevin", 0.2), ("10 levels, annealed", 0.1)] {
+    // At the CI budget: single σ 0.139, annealed 0.032, the fitted pipeline's ODE 0.0063 (floor
+    // 0.0036 for 500 samples): its bound is one the hand-picked annealed run misses.
+    for (sampler, bound) in [
+        ("single σ, Langevin", 0.2),
+        ("10 levels, annealed", 0.1),
+        ("fitted, ODE", 0.02),
+    ] {
         let v = numbers_after(&nb, sampler);
         let (distance, w0) = (v[0], v[2]);
         assert!(distance < bound, "{sampler}: {v:?}");
         assert!((w0 - 0.5).abs() < 0.15, "{sampler}: moon weights {v:?}");
     }
-    assert_losses_fall(&nb, 2);
+    assert_losses_fall(&nb, 3);
     // 03 (one epoch per network at the CI budget, so no quality bound on its samples): the
     // metrics' classifier is accurate (0.97 seen), and both checkpoints reload as the
     // command line reads them.

@@ -29,8 +29,9 @@ fn fitted_defaults_sample_untuned_2d_data_near_their_floor() {
             step_epochs: 75,
             gamma: 0.5,
         });
-        e.sampler.seed = Some(2);
-        let model = Model::new(&e, test_device()).unwrap();
+        let mut model = Model::new(&e, test_device()).unwrap();
+        let moons = Experiment::moons();
+        let preset = Model::new(&moons, test_device()).unwrap();
         let data = Data {
             train: train.shallow_clone(),
             test: test.shallow_clone(),
@@ -38,43 +39,45 @@ fn fitted_defaults_sample_untuned_2d_data_near_their_floor() {
             test_labels: None,
         };
         model.train(&data, None, &mut |_| {}, &|| false).unwrap();
-        let ode = model.sample_flow(&train, 2_000).unwrap();
-        let fitted = EnergyReport::new(&ode.x, &train, &test).unwrap();
-        // The same network sampled as the moons notebook samples: annealed Langevin over its
-        // 10 levels from 1 to 0.05 with ε = 10⁻⁴, T = 100, from U[-1, 1]², denoised.
-        data::seed(2);
-        let start = Tensor::rand([2_000, 2], (Kind::Float, test_device())) * 2.0 - 1.0;
-        let moons = Experiment::moons();
-        let notebook = AnnealedConfig {
-            steps_per_level: 100,
-            eps: 1e-4,
-            denoise: true,
-            seed: Some(4),
-            ..AnnealedConfig::ncsn()
+        preset.train(&data, None, &mut |_| {}, &|| false).unwrap();
+        let ratio = |x: &Tensor| {
+            let r = EnergyReport::new(x, &train, &test).unwrap();
+            r.distance / r.floor
         };
-        let wide =
-            annealed_langevin(model.score.as_ref(), &moons.sigmas, &start, &notebook).unwrap();
-        let wide = EnergyReport::new(&wide.samples, &train, &test).unwrap();
-        let ratio = |r: &EnergyReport| r.distance / r.floor;
-        println!(
-            "{toy:?}: fitted ODE {:.2} ({} NFE), the moons notebook's sampler {:.2} (floor {:.5})",
-            ratio(&fitted),
-            ode.nfe,
-            ratio(&wide),
-            fitted.floor
-        );
-        // Seen on this machine's CPU: 1.53, 2.76 and 1.00 (the full 1,000 epochs: 1.09, 2.31,
-        // 0.59); the checkerboard's sharp edges are the hardest.
-        assert!(ratio(&fitted) < 3.2, "{toy:?}: {fitted:?}");
-        fitted_ratios.push(ratio(&fitted));
-        notebook_ratios.push(ratio(&wide));
+        // One draw of 2,000 samples scores anywhere from 1 to 4 times the floor with the same
+        // model (its quality varies with the draw), so each figure is the mean over 4 draws.
+        let (mut fitted, mut notebook) = (0.0, 0.0);
+        let draws = 4;
+        for seed in 0..draws {
+            model.experiment.sampler.seed = Some(10 + seed);
+            fitted += ratio(&model.sample_flow(&train, 2_000).unwrap().x) / draws as f64;
+            // The moons notebook's pipeline: its preset trained on these data, sampled with
+            // annealed Langevin over its 10 levels from 1 to 0.05 (ε = 10⁻⁴, T = 100), from
+            // U[-1, 1]², denoised.
+            data::seed(20 + seed);
+            let start = Tensor::rand([2_000, 2], (Kind::Float, test_device())) * 2.0 - 1.0;
+            let cfg = AnnealedConfig {
+                steps_per_level: 100,
+                eps: 1e-4,
+                denoise: true,
+                ..AnnealedConfig::ncsn()
+            };
+            let x = annealed_langevin(preset.score.as_ref(), &moons.sigmas, &start, &cfg).unwrap();
+            notebook += ratio(&x.samples) / draws as f64;
+        }
+        println!("{toy:?}: fitted ODE {fitted:.2}, the moons notebook's sampler {notebook:.2}");
+        // Seen on this machine's CPU: 2.22, 2.20 and 1.40 (the moons notebook's pipeline: 2.81,
+        // 4.85 and 1.38); the checkerboard's sharp edges are the hardest.
+        assert!(fitted < 3.0, "{toy:?}: {fitted}");
+        fitted_ratios.push(fitted);
+        notebook_ratios.push(notebook);
     }
-    // On average within 2.2 of the floor (1.76 seen), a bound that the moons notebook's sampler
-    // on the same networks misses (3.18 seen: its levels stop at σ = 1 and its start at ±1,
-    // short of the spirals' and the pinwheel's extent).
+    // On average within 2.5 of the floor (1.94 seen), a bound that the moons notebook's
+    // pipeline on the same data misses (3.01 seen: its levels stop at σ = 1, its start at ±1,
+    // and its learning rate decays to nothing within 100 epochs).
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    assert!(mean(&fitted_ratios) < 2.2, "{fitted_ratios:?}");
-    assert!(mean(&notebook_ratios) > 2.2, "{notebook_ratios:?}");
+    assert!(mean(&fitted_ratios) < 2.5, "{fitted_ratios:?}");
+    assert!(mean(&notebook_ratios) > 2.5, "{notebook_ratios:?}");
 }
 
 #[test]

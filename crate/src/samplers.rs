@@ -278,8 +278,8 @@ pub fn annealed_step(
 /// data sit off the origin (the moons' mean is (0.5, 0.25)) or σ_max is of the order of their
 /// width (NCSNv2 technique 1 makes it the largest pairwise distance), the ODE carries that
 /// mismatch into its samples. Measured with the exact score of 1,000 moons (adaptive ODE, 10
-/// levels from 3.6 to 0.01): energy distance to the data 4.9× that of fresh data from
-/// `N(0, σ_max² I)`, 0.42× from this prior.
+/// levels from 3.6 to 0.01, one draw of 1,000 samples each): energy distance to the data 4.9×
+/// that of fresh data from `N(0, σ_max² I)`, 0.42× from this prior.
 pub fn gaussian_prior(data: &Tensor, sigma_max: f64, n: i64) -> Result<Tensor> {
     check_nonempty(data, "prior data")?;
     check_positive("sigma_max", sigma_max)?;
