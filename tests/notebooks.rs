@@ -70,21 +70,7 @@ fn every_notebook_executes_with_its_figures() {
 #[test]
 fn every_notebook_runs_as_a_program_with_the_same_results() {
     let _kernel = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "-p",
-            "sgm-notebook-programs",
-            "--bin",
-            "sgm-notebook",
-        ])
-        .current_dir(root())
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building sgm-notebook failed");
-    let exe = std::env::current_exe().unwrap();
-    let program = exe.parent().unwrap().parent().unwrap().join("sgm-notebook");
+    let program = sgm_tests::workspace_bin("sgm-notebook-programs", "sgm-notebook");
     let mut notebooks = numbered_notebooks();
     notebooks.push(root().join("notebooks/homework/source/hw5_score_matching.ipynb"));
     let out = root().join("target/notebook-tests/programs");

@@ -80,6 +80,18 @@ fn fitted_defaults_sample_untuned_2d_data_near_their_floor() {
     assert!(mean(&notebook_ratios) > 2.5, "{notebook_ratios:?}");
 }
 
+/// Per-column mean and (unbiased) variance of `x` (`[n, d]`), in double precision.
+fn column_moments(x: &Tensor) -> (Vec<f64>, Vec<f64>) {
+    let x = x.to_kind(Kind::Double);
+    let dim = [0i64];
+    let mean = x.mean_dim(dim.as_slice(), false, Kind::Double);
+    let var = x.var_dim(dim.as_slice(), true, false);
+    (
+        Vec::<f64>::try_from(mean).unwrap(),
+        Vec::<f64>::try_from(var).unwrap(),
+    )
+}
+
 #[test]
 fn the_prior_has_the_moments_of_p_sigma_max_and_bad_input_is_refused() {
     let _rng = rng_lock();
@@ -92,22 +104,8 @@ fn the_prior_has_the_moments_of_p_sigma_max_and_bad_input_is_refused() {
     let n = 40_000;
     let prior = sgm::samplers::gaussian_prior(&x, 1.5, n).unwrap();
     assert_eq!(prior.size(), [n, 2]);
-    let mean =
-        Vec::<f64>::try_from(prior.mean_dim([0i64].as_slice(), false, Kind::Double)).unwrap();
-    let var = Vec::<f64>::try_from(prior.to_kind(Kind::Double).var_dim(
-        [0i64].as_slice(),
-        true,
-        false,
-    ))
-    .unwrap();
-    let data_mean =
-        Vec::<f64>::try_from(x.mean_dim([0i64].as_slice(), false, Kind::Double)).unwrap();
-    let data_var = Vec::<f64>::try_from(x.to_kind(Kind::Double).var_dim(
-        [0i64].as_slice(),
-        true,
-        false,
-    ))
-    .unwrap();
+    let (mean, var) = column_moments(&prior);
+    let (data_mean, data_var) = column_moments(&x);
     for j in 0..2 {
         let v = data_var[j] + 2.25;
         // Standard errors of a mean and of a variance of n Gaussian draws: √(v/n), v√(2/n).

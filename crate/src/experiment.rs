@@ -313,7 +313,8 @@ impl Experiment {
         let sigma_max = crate::noise::technique1_sigma_max(train)?;
         let (sigma_min, levels, steps) = (0.01, 10, 100);
         let sigmas = Sigmas::geometric(sigma_max, sigma_min, levels)?;
-        let gamma = (sigma_max / sigma_min).powf(1.0 / (levels - 1) as f64);
+        // The schedule's common ratio σ_{i-1}/σ_i.
+        let gamma = sigmas.values()[0] / sigmas.values()[1];
         Ok(Experiment {
             sigmas,
             network: Network::Mlp(ConditionedMlpConfig::moons()),

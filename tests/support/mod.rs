@@ -17,21 +17,25 @@ pub fn tmpdir(name: &str) -> std::path::PathBuf {
     d
 }
 
+/// Builds binary `bin` of workspace package `package` with the tests' profile and returns its
+/// path (`target/<profile>/<bin>`).
+pub fn workspace_bin(package: &str, bin: &str) -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "-p", package, "--bin", bin])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building {bin} failed");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/<bin>
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join(bin)
+}
+
 /// Builds the `sgm` binary (package `sgm-cli`) once and returns its path.
 pub fn sgm_bin() -> &'static std::path::Path {
     static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "sgm-cli", "--bin", "sgm"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building sgm failed");
-        // target/<profile>/deps/<test>-<hash> → target/<profile>/sgm
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().parent().unwrap().join("sgm")
-    })
+    BIN.get_or_init(|| workspace_bin("sgm-cli", "sgm"))
 }
 
 /// The environment variable naming the device the library tests compute on.
