@@ -513,7 +513,8 @@ fn noise_conditional_networks_refuse_sigma_zero_at_the_call() {
         ("NoisePrediction", &noise_pred, &flat),
     ];
     for (name, model, x) in conditional {
-        for bad in [0.0, -0.5, f64::NAN, f64::INFINITY] {
+        // 1e-50 and 1e39 are positive and finite as f64, but 0 and ∞ as the float32 tensors hold.
+        for bad in [0.0, -0.5, f64::NAN, f64::INFINITY, 1e-50, 1e39] {
             match model.score_at(x, bad) {
                 Err(Error::InvalidSigma(v)) => {
                     assert!(
@@ -531,6 +532,15 @@ fn noise_conditional_networks_refuse_sigma_zero_at_the_call() {
             "{name}"
         );
         assert!(model.score_at(x, 0.3).is_ok(), "{name} at σ = 0.3");
+        // score_at skips the check of the σ tensor it built from a checked value; the skip
+        // ends with the call.
+        assert!(
+            matches!(model.score(x, &mixed), Err(Error::InvalidSigma(v)) if v == -0.25),
+            "{name}: the check stayed off after score_at"
+        );
+    }
+    for bad in [1e-50, 1e39] {
+        assert!(matches!(Sigmas::new(vec![1.0, bad]), Err(Error::InvalidSigma(v)) if v == bad));
     }
     // Models of one noise level ignore σ and keep accepting 0.
     assert!(n.mlp.score_at(&flat, 0.0).is_ok());
@@ -544,6 +554,13 @@ fn noise_conditional_networks_refuse_sigma_zero_at_the_call() {
     let cfg = MultiScaleConfig::new(sigmas);
     assert!(matches!(
         losses::dsm_at_levels(&n.mlp, &flat, &from_slice(&[0.1f32, 0.0]), &cfg),
+        Err(Error::InvalidSigma(v)) if v == 0.0
+    ));
+    // The training loss draws its levels from the checked table and skips the per-call check;
+    // the skip ends with it.
+    assert!(losses::multiscale_dsm_loss(&n.cmlp, &flat, &cfg).is_ok());
+    assert!(matches!(
+        losses::dsm_at_levels(&n.cmlp, &flat, &from_slice(&[0.1f32, 0.0]), &cfg),
         Err(Error::InvalidSigma(v)) if v == 0.0
     ));
     // Plain Langevin's default σ is 0: with a noise-conditional network that is an error at the

@@ -296,17 +296,31 @@ fn mixture_sampler_has_the_right_weights() {
     let gm = GaussianMixture::new(
         vec![1.0, 4.0],
         vec![vec![-5.0, 0.0], vec![5.0, 0.0]],
-        vec![0.5, 0.5],
+        vec![0.5, 1.5],
     )
     .unwrap();
-    assert_eq!(gm.weights, vec![0.2, 0.8]);
+    assert_eq!(gm.weights(), vec![0.2, 0.8]);
     let x = gm.sample(20_000, test_device()).unwrap();
-    let share = f(&gm
-        .nearest_mode(&x)
-        .eq(0)
-        .to_kind(Kind::Float)
-        .mean(Kind::Float));
+    let mode = gm.nearest_mode(&x);
+    let share = f(&mode.eq(0).to_kind(Kind::Float).mean(Kind::Float));
     assert!((share - 0.2).abs() < 0.014, "share {share}");
+    // Each component's own spread (modes 10 apart: 3.3 of the wider std, so nearest-mode
+    // assignment errs for ~0.05% of draws). SE of a std from m draws ≈ s/√(2m): 0.008 and
+    // 0.012 here; 0.05 is over 4 SE and far below the swap of stds and weights it catches.
+    for (k, s) in [(0i64, 0.5), (1, 1.5)] {
+        let rows = x.index_select(0, &mode.eq(k).nonzero().squeeze_dim(1));
+        let std = f(&rows.select(1, 1).std(true));
+        assert!((std - s).abs() < 0.05, "component {k}: std {std}, not {s}");
+    }
+    // Saved and loaded through JSON; a loaded mixture is checked like a built one.
+    let json = sgm::serde_json::to_string(&gm).unwrap();
+    assert_eq!(
+        sgm::serde_json::from_str::<GaussianMixture>(&json).unwrap(),
+        gm
+    );
+    let bad = json.replace("1.5", "-1.5");
+    let err = sgm::serde_json::from_str::<GaussianMixture>(&bad).unwrap_err();
+    assert!(err.to_string().contains("-1.5"), "{err}");
 }
 
 #[test]

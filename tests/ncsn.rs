@@ -57,6 +57,19 @@ fn schedules_are_geometric_and_descending() {
     let json = serde_json::to_string(&s).unwrap();
     assert_eq!(serde_json::from_str::<Sigmas>(&json).unwrap(), s);
     assert!(serde_json::from_str::<Sigmas>("[1.0, 0.0]").is_err());
+    // The table is copied to a device once, then shared (training reads it every step); a
+    // clone has its own copies, and equality is the levels'.
+    let (first, again) = (s.tensor(test_device()), s.tensor(test_device()));
+    assert_eq!(first.data_ptr(), again.data_ptr());
+    assert_eq!(
+        Vec::<f64>::try_from(&first.to_kind(sgm::tch::Kind::Double))
+            .unwrap()
+            .len(),
+        10
+    );
+    let cloned = s.clone();
+    assert_ne!(cloned.tensor(test_device()).data_ptr(), first.data_ptr());
+    assert_eq!(cloned, s);
 }
 
 #[test]

@@ -63,6 +63,12 @@ fn adam_matches_libtorchs_adam() {
         ours.backward_step(&loss(&mlp_a), None).unwrap();
         theirs.backward_step(&loss(&mlp_b));
     }
+    // Then with the gradients' norm clipped (computed on the device, no read back) to a bound
+    // below it, so the clip acts on every step.
+    for _ in 0..10 {
+        ours.backward_step(&loss(&mlp_a), Some(0.05)).unwrap();
+        theirs.backward_step_clip_norm(&loss(&mlp_b), 0.05);
+    }
     let moved = max_abs_diff(&params(&vs_a), &params(&net(1).0));
     let diff = max_abs_diff(&params(&vs_a), &params(&vs_b));
     // 30 steps of size ≈ lr move weights by ~0.1; float32 rounding leaves ~1e-6 between two
@@ -218,6 +224,92 @@ fn a_crashed_run_resumes_to_the_same_weights() {
     assert_eq!(max_abs_diff(&params(&vs), &whole_params), 0.0);
     std::fs::remove_dir_all(whole_dir).unwrap();
     std::fs::remove_dir_all(crash_dir).unwrap();
+}
+
+#[test]
+fn losses_read_in_bursts_keep_every_step_and_a_non_finite_one_never_reaches_a_checkpoint() {
+    // The loop reads losses from the device every few dozen steps, not every step. Bugs caught:
+    // a step's loss reported under another step or lost at a read, the epoch's mean built from
+    // unread losses, a NaN reported at the step where it was read instead of where it happened,
+    // a checkpoint written between the NaN and its read (weights stepped with a NaN gradient).
+    let _rng = rng_lock();
+    data::seed(0);
+    let x = Tensor::randn([400, 2], (Kind::Float, test_device())); // 50 steps of 8 an epoch
+    let cfg = TrainConfig {
+        batch_size: 8,
+        epochs: 2,
+        checkpoint_every: 40,
+        ..config()
+    };
+    let dir = tmpdir("resume-nan");
+    let (vs, mlp) = net(3);
+    let (mut produced, mut reported, mut saved, mut epochs) = (vec![], vec![], vec![], vec![]);
+    let mut hook = |e: &Event| match e {
+        Event::Step { step, loss, .. } => reported.push((*step, *loss)),
+        Event::Saved { step, .. } => saved.push(*step),
+        Event::Epoch { train_loss, .. } => epochs.push(*train_loss),
+        _ => {}
+    };
+    let err = training::run(
+        &vs,
+        &x,
+        &cfg,
+        |b| {
+            let loss = dsm_loss(&mlp, b, 0.5)?;
+            if !loss.requires_grad() {
+                return Ok(loss);
+            }
+            // Step 75 (epoch 2's 25th) is NaN; later steps are whatever the NaN weights give.
+            let loss = if produced.len() == 74 {
+                loss * f64::NAN
+            } else {
+                loss
+            };
+            produced.push(loss.double_value(&[]));
+            Ok(loss)
+        },
+        training::Options {
+            hook: &mut hook,
+            checkpoint: Some(training::Checkpointing {
+                dir: &dir,
+                config: sgm::serde_json::json!({"model": "donut mlp"}),
+            }),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::NonFiniteLoss { epoch: 2, step: 75, loss } if loss.is_nan()),
+        "{err}"
+    );
+    // Every step before the NaN was reported once, in order, with its own loss.
+    let expected: Vec<(usize, f64)> = (1..).zip(produced[..74].iter().copied()).collect();
+    assert_eq!(reported, expected);
+    // Epoch 1's mean is that of its 50 steps (equal batches of 8).
+    let mean = produced[..50].iter().sum::<f64>() / 50.0;
+    assert_eq!(epochs.len(), 1);
+    assert!(
+        (epochs[0] - mean).abs() <= 1e-12 * mean.abs(),
+        "{} vs {mean}",
+        epochs[0]
+    );
+    // The checkpoint due at step 80 was not written (the NaN came first); the one of step 40
+    // holds finite weights. The NaN was found within one read interval.
+    assert_eq!(saved, [40]);
+    assert!(
+        produced.len() < 75 + 32,
+        "read {} steps late",
+        produced.len() - 75
+    );
+    let (mut loaded, _) = net(4);
+    sgm::checkpoint::load_weights(&dir, &mut loaded).unwrap();
+    for (name, p) in params(&loaded) {
+        assert!(
+            p.isfinite().all().int64_value(&[]) == 1,
+            "{name} is not finite"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //!
 //! Every tensor of points is `[n, d]`, one point per row, `Kind::Float`.
 
+use crate::device::DeviceCopies;
 use crate::error::{check_nonempty, check_sigma, Error, Result};
 use crate::score::Score;
 use std::f64::consts::PI;
@@ -122,13 +123,39 @@ fn positive_count(n: i64) -> Result<()> {
 /// responsibilities) is exact for every σ: [`Score`] for this type uses the σ of each row
 /// (σ = 0 gives the score of `p` itself).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "MixtureParameters", into = "MixtureParameters")]
 pub struct GaussianMixture {
-    /// Mixture weights, positive, summing to 1.
-    pub weights: Vec<f64>,
-    /// Component means, all of the same dimension.
-    pub means: Vec<Vec<f64>>,
-    /// Component standard deviations, positive.
-    pub stds: Vec<f64>,
+    weights: Vec<f64>,
+    means: Vec<Vec<f64>>,
+    stds: Vec<f64>,
+    /// `[K, d + 2]`: the means, then the standard deviations and the weights, per device.
+    table: DeviceCopies,
+}
+
+/// A [`GaussianMixture`]'s parameters as saved (a loaded one is checked by
+/// [`GaussianMixture::new`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MixtureParameters {
+    weights: Vec<f64>,
+    means: Vec<Vec<f64>>,
+    stds: Vec<f64>,
+}
+
+impl TryFrom<MixtureParameters> for GaussianMixture {
+    type Error = Error;
+    fn try_from(p: MixtureParameters) -> Result<Self> {
+        GaussianMixture::new(p.weights, p.means, p.stds)
+    }
+}
+
+impl From<GaussianMixture> for MixtureParameters {
+    fn from(m: GaussianMixture) -> Self {
+        MixtureParameters {
+            weights: m.weights,
+            means: m.means,
+            stds: m.stds,
+        }
+    }
 }
 
 impl GaussianMixture {
@@ -169,7 +196,23 @@ impl GaussianMixture {
             weights: weights.iter().map(|w| w / total).collect(),
             means,
             stds,
+            table: DeviceCopies::default(),
         })
+    }
+
+    /// Mixture weights, positive, summing to 1.
+    pub fn weights(&self) -> &[f64] {
+        &self.weights
+    }
+
+    /// Component means, all of the same dimension.
+    pub fn means(&self) -> &[Vec<f64>] {
+        &self.means
+    }
+
+    /// Component standard deviations, positive.
+    pub fn stds(&self) -> &[f64] {
+        &self.stds
     }
 
     /// Dimension of the space.
@@ -177,16 +220,25 @@ impl GaussianMixture {
         self.means[0].len() as i64
     }
 
-    fn means_tensor(&self, device: Device) -> Tensor {
-        let flat: Vec<f64> = self.means.iter().flatten().copied().collect();
-        Tensor::from_slice(&flat)
-            .view([self.weights.len() as i64, self.dim()])
-            .to_kind(Kind::Float)
-            .to_device(device)
-    }
-
-    fn vector(v: &[f64], device: Device) -> Tensor {
-        Tensor::from_slice(v).to_kind(Kind::Float).to_device(device)
+    /// The parameters on `device` (copied there once): means `[K, d]`, stds `[K]`, weights `[K]`.
+    fn tables(&self, device: Device) -> (Tensor, Tensor, Tensor) {
+        let d = self.dim();
+        let table = self.table.get(device, || {
+            let rows: Vec<f64> = (0..self.weights.len())
+                .flat_map(|k| {
+                    let tail = [self.stds[k], self.weights[k]];
+                    self.means[k].iter().copied().chain(tail)
+                })
+                .collect();
+            Tensor::from_slice(&rows)
+                .view([self.weights.len() as i64, d + 2])
+                .to_kind(Kind::Float)
+        });
+        (
+            table.narrow(1, 0, d),
+            table.select(1, d),
+            table.select(1, d + 1),
+        )
     }
 
     /// Per-row component log-joint `log wₖ + log N(x; μₖ, (sₖ² + σ²) I)`, `[n, K]`, and the
@@ -194,8 +246,9 @@ impl GaussianMixture {
     fn components(&self, x: &Tensor, sigma: Option<&Tensor>) -> (Tensor, Tensor, Tensor) {
         let device = x.device();
         let d = self.dim() as f64;
-        let diff = x.unsqueeze(1) - self.means_tensor(device).unsqueeze(0);
-        let component_var = Self::vector(&self.stds, device).square().unsqueeze(0);
+        let (means, stds, weights) = self.tables(device);
+        let diff = x.unsqueeze(1) - means.unsqueeze(0);
+        let component_var = stds.square().unsqueeze(0);
         let var = match sigma {
             Some(sigma) => component_var + sigma.to_kind(Kind::Float).square().unsqueeze(1),
             None => component_var,
@@ -203,9 +256,8 @@ impl GaussianMixture {
         let sq = diff
             .square()
             .sum_dim_intlist([-1i64].as_slice(), false, Kind::Float);
-        let log_joint = Self::vector(&self.weights, device).log().unsqueeze(0)
-            - (&var * (2.0 * PI)).log() * (d / 2.0)
-            - sq / (&var * 2.0);
+        let log_joint =
+            weights.log().unsqueeze(0) - (&var * (2.0 * PI)).log() * (d / 2.0) - sq / (&var * 2.0);
         (log_joint, diff, var)
     }
 
@@ -223,7 +275,7 @@ impl GaussianMixture {
 
     /// Index of the nearest mean for each row, `[n]` (int64): how samples are assigned to modes.
     pub fn nearest_mode(&self, x: &Tensor) -> Tensor {
-        let diff = x.unsqueeze(1) - self.means_tensor(x.device()).unsqueeze(0);
+        let diff = x.unsqueeze(1) - self.tables(x.device()).0.unsqueeze(0);
         diff.square()
             .sum_dim_intlist([-1i64].as_slice(), false, Kind::Float)
             .argmin(1, false)
@@ -246,11 +298,10 @@ impl Density for GaussianMixture {
 
     fn sample(&self, n: i64, device: Device) -> Result<Tensor> {
         positive_count(n)?;
-        let k = Self::vector(&self.weights, device).multinomial(n, true);
-        let means = self.means_tensor(device).index_select(0, &k);
-        let stds = Self::vector(&self.stds, device)
-            .index_select(0, &k)
-            .unsqueeze(1);
+        let (means, stds, weights) = self.tables(device);
+        let k = weights.multinomial(n, true);
+        let means = means.index_select(0, &k);
+        let stds = stds.index_select(0, &k).unsqueeze(1);
         Ok(means + stds * Tensor::randn([n, self.dim()], (Kind::Float, device)))
     }
 }

@@ -294,3 +294,43 @@ pub fn describe(device: Device) -> String {
         other => name(other),
     }
 }
+
+/// Copies of one fixed host table (noise levels, a mixture's means) on the devices it has been
+/// asked for: built on a device's first request, then reused. A table that is read every step
+/// is so copied from the host once per device, not once per step (a copy from pageable host
+/// memory to a GPU waits for the GPU). The copies are shared: callers must not modify them in
+/// place. Cloning starts an empty cache.
+#[derive(Default)]
+pub struct DeviceCopies(std::sync::Mutex<Vec<(Device, tch::Tensor)>>);
+
+impl DeviceCopies {
+    /// The copy on `device`, made with `build` (a host tensor) the first time.
+    pub fn get(&self, device: Device, build: impl FnOnce() -> tch::Tensor) -> tch::Tensor {
+        let mut copies = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, t)) = copies.iter().find(|(d, _)| *d == device) {
+            return t.shallow_clone();
+        }
+        let t = build().to_device(device);
+        copies.push((device, t.shallow_clone()));
+        t
+    }
+}
+
+impl Clone for DeviceCopies {
+    fn clone(&self) -> Self {
+        DeviceCopies::default()
+    }
+}
+
+/// Caches compare equal: what they hold follows from the table they belong to.
+impl PartialEq for DeviceCopies {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for DeviceCopies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceCopies")
+    }
+}

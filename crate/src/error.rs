@@ -134,9 +134,10 @@ pub enum Error {
 /// `Result` with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Checks that a noise level is finite and > 0.
+/// Checks that a noise level is finite and > 0, also as a float32 (what networks compute in:
+/// 1e-50 would be 0 there, 1e39 infinite).
 pub fn check_sigma(sigma: f64) -> Result<f64> {
-    if sigma.is_finite() && sigma > 0.0 {
+    if valid_as_f32(sigma) {
         Ok(sigma)
     } else {
         Err(Error::InvalidSigma(sigma))
@@ -208,8 +209,13 @@ pub fn check_nonempty(x: &tch::Tensor, what: &'static str) -> Result<()> {
 /// Checks that every noise level of `sigma` (any shape) is finite and > 0, through
 /// [`check_sigma`]: the error names the first bad value. For networks that divide by σ, take
 /// `log σ` or look σ up in their table of levels, where σ = 0 would give inf or NaN (or the
-/// nearest level, silently) many steps later. One read back from the device per call.
+/// nearest level, silently) many steps later. One read back from the device per call, which
+/// a GPU must finish its queued work for; skipped while the crate evaluates a model at levels
+/// it built itself from checked values ([`with_valid_sigmas`]).
 pub fn check_sigma_tensor(sigma: &tch::Tensor) -> Result<()> {
+    if VALID_SIGMAS.with(std::cell::Cell::get) {
+        return Ok(());
+    }
     let bad = sigma.isfinite().logical_not().logical_or(&sigma.le(0.0));
     if bad.any().int64_value(&[]) == 0 {
         return Ok(());
@@ -219,6 +225,32 @@ pub fn check_sigma_tensor(sigma: &tch::Tensor) -> Result<()> {
         .to_kind(tch::Kind::Double)
         .double_value(&[0]);
     check_sigma(first).map(|_| ())
+}
+
+thread_local! {
+    static VALID_SIGMAS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with [`check_sigma_tensor`] off on this thread. Only for callers whose every σ
+/// tensor inside `f` is built from values already checked: a [`crate::noise::Sigmas`] table
+/// (its levels are positive and finite in float32) or one `f64` checked as float32
+/// ([`crate::Score::score_at`]). Training and sampling so make no read back per network
+/// evaluation. The previous state comes back when `f` returns or panics.
+pub(crate) fn with_valid_sigmas<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            VALID_SIGMAS.with(|v| v.set(self.0));
+        }
+    }
+    let _restore = Restore(VALID_SIGMAS.with(|v| v.replace(true)));
+    f()
+}
+
+/// Whether `sigma` stays finite and > 0 as a float32 (what the networks compute in).
+pub(crate) fn valid_as_f32(sigma: f64) -> bool {
+    let s = sigma as f32;
+    s.is_finite() && s > 0.0
 }
 
 /// Checks that `x` is on `device` (where a network's parameters live).

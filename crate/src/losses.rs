@@ -122,7 +122,8 @@ pub fn multiscale_dsm_per_element(
 ) -> Result<Tensor> {
     check_nonempty(x, "multi-scale dsm batch")?;
     let sigma = cfg.draw_sigmas(x.size()[0], x.device());
-    dsm_at_levels(score, x, &sigma, cfg)
+    // The levels come from the checked table: no read back of them per step.
+    crate::error::with_valid_sigmas(|| dsm_at_levels(score, x, &sigma, cfg))
 }
 
 /// [`multiscale_dsm_per_element`] at given levels `sigma` (`[n]` on `x`'s device, each finite

@@ -10,13 +10,21 @@
 //! accepts either order and sorts. Index `i` of a level always refers to this descending order,
 //! so index 0 is the largest σ (what an embedding-conditioned network receives).
 
+use crate::device::DeviceCopies;
 use crate::error::{Error, Result};
 use tch::{Device, Kind, Tensor};
 
-/// A set of noise levels, descending, all finite, positive and distinct.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// A set of noise levels, descending, all finite, positive and distinct (with their copies on
+/// the devices [`Sigmas::tensor`] was asked for).
+#[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "Vec<f64>", into = "Vec<f64>")]
-pub struct Sigmas(Vec<f64>);
+pub struct Sigmas(Vec<f64>, DeviceCopies);
+
+impl std::fmt::Debug for Sigmas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Sigmas").field(&self.0).finish()
+    }
+}
 
 impl TryFrom<Vec<f64>> for Sigmas {
     type Error = Error;
@@ -41,8 +49,8 @@ impl Sigmas {
                 why: "needs at least one noise level",
             });
         }
-        if let Some(bad) = values.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-            return Err(Error::InvalidSigma(*bad));
+        for &s in &values {
+            crate::error::check_sigma(s)?;
         }
         values.sort_by(|a, b| b.total_cmp(a));
         if values.windows(2).any(|w| w[0] == w[1]) {
@@ -52,7 +60,7 @@ impl Sigmas {
                 why: "noise levels must be distinct",
             });
         }
-        Ok(Sigmas(values))
+        Ok(Sigmas(values, DeviceCopies::default()))
     }
 
     /// `L` levels in geometric progression from `sigma_max` down to `sigma_min`:
@@ -72,7 +80,7 @@ impl Sigmas {
             });
         }
         if levels == 1 {
-            return Ok(Sigmas(vec![sigma_max]));
+            return Ok(Sigmas(vec![sigma_max], DeviceCopies::default()));
         }
         let ratio = (sigma_min / sigma_max).ln() / (levels - 1) as f64;
         Self::new(
@@ -112,11 +120,11 @@ impl Sigmas {
         self.0[self.0.len() - 1]
     }
 
-    /// The levels as a `[L]` float tensor, descending.
+    /// The levels as a `[L]` float tensor, descending, on `device`: copied there once, then
+    /// shared (do not modify it in place).
     pub fn tensor(&self, device: Device) -> Tensor {
-        Tensor::from_slice(&self.0)
-            .to_kind(Kind::Float)
-            .to_device(device)
+        self.1
+            .get(device, || Tensor::from_slice(&self.0).to_kind(Kind::Float))
     }
 
     /// Index (in the descending order) of the level nearest to each σ of `sigma` (`[n]`),

@@ -168,18 +168,6 @@ impl Adam {
         self.steps += 1;
         tch::no_grad(|| -> Result<()> {
             let mut grads: Vec<Tensor> = self.state.iter().map(|(_, p, _, _)| p.grad()).collect();
-            let scale = match clip {
-                Some(max_norm) => {
-                    let norms: Vec<Tensor> = grads
-                        .iter()
-                        .filter(|g| g.defined())
-                        .map(|g| g.norm())
-                        .collect();
-                    let total = Tensor::f_stack(&norms, 0)?.norm().double_value(&[]);
-                    (max_norm / (total + 1e-6)).min(1.0)
-                }
-                None => 1.0,
-            };
             // Parameters without a gradient (unused by this loss) are left as they are.
             let with_grad: Vec<usize> = (0..grads.len()).filter(|&i| grads[i].defined()).collect();
             if with_grad.is_empty() {
@@ -187,9 +175,14 @@ impl Adam {
                 self.step_tensor = None;
                 return Ok(());
             }
-            if scale < 1.0 {
+            if let Some(max_norm) = clip {
+                // clip_grad_norm_'s g ← g · min(1, max_norm / (‖g‖ + 10⁻⁶)), computed on the
+                // device: no read back of the norm.
+                let norms: Vec<Tensor> = with_grad.iter().map(|&i| grads[i].norm()).collect();
+                let total = Tensor::f_stack(&norms, 0)?.norm();
+                let scale = ((total + 1e-6).reciprocal() * max_norm).clamp_max(1.0);
                 for &i in &with_grad {
-                    let _ = grads[i].f_mul_scalar_(scale)?;
+                    let _ = grads[i].f_mul_(&scale)?;
                 }
             }
             // The step number t lives on the parameters' device, advanced there.
@@ -309,7 +302,9 @@ pub struct History {
 /// What the progress hook of [`train`] is told.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// After every optimiser step.
+    /// For every optimiser step, in order. The losses are read from the device in groups
+    /// (every few dozen steps, at the end of each epoch and before each checkpoint), so these
+    /// events arrive in bursts, each with its own step's loss.
     Step {
         /// Epoch, from 1.
         epoch: usize,
@@ -368,10 +363,16 @@ pub fn evaluate(
     check_nonempty(data, "evaluation set")?;
     let n = data.size()[0];
     tch::no_grad(|| {
-        let mut total = 0.0;
+        // Summed on the loss's device in float64 and read once: one host synchronisation.
+        let mut total: Option<Tensor> = None;
         for (start, len) in batches(n, batch_size) {
-            total += loss_fn(&data.narrow(0, start, len))?.double_value(&[]) * len as f64;
+            let term = loss_fn(&data.narrow(0, start, len))?.to_kind(Kind::Double) * len as f64;
+            total = Some(match total {
+                Some(t) => t + term,
+                None => term,
+            });
         }
+        let total = total.map_or(0.0, |t| t.double_value(&[]));
         Ok(total / n as f64)
     })
 }
@@ -380,9 +381,10 @@ pub fn evaluate(
 /// with Adam, recording the train and test loss of every epoch.
 ///
 /// `loss_fn` maps a batch (rows of the data, on `vs`'s device) to a scalar loss. `hook` is
-/// called after every step and every epoch ([`print_progress`] prints a line now and then).
+/// called for every step (in bursts, see [`Event::Step`]) and every epoch ([`print_progress`] prints a line now and then).
 /// Errors: empty data, batch size < 1, learning rate not finite or ≤ 0, and a loss that is NaN
-/// or infinite (training stops there, naming the epoch and step).
+/// or infinite (naming the epoch and step where it happened; losses are read from the device
+/// every few dozen steps, so training stops at most that many steps later).
 pub fn train(
     vs: &nn::VarStore,
     train_data: &Tensor,
@@ -429,7 +431,7 @@ fn no_stop() -> bool {
 pub struct Options<'a> {
     /// Held-out rows, evaluated after every epoch.
     pub test_data: Option<&'a Tensor>,
-    /// Progress hook, called after every step and epoch and at every checkpoint.
+    /// Progress hook, called for every step (in bursts, see [`Event::Step`]), every epoch and every checkpoint.
     pub hook: &'a mut dyn FnMut(&Event),
     /// Polled after every step; true ends the run there (with a checkpoint, when on).
     pub stop: &'a dyn Fn() -> bool,
@@ -502,6 +504,64 @@ fn mix(mut z: u64) -> u64 {
 /// evaluation) of the run seeded `seed`.
 fn seed_for(seed: u64, tag: u64, index: usize) -> u64 {
     mix(seed ^ mix(tag.wrapping_mul(0x1000_0000_01B3) ^ index as u64)) >> 1
+}
+
+/// Steps whose losses stay on the device between two reads: the loop reads them (one host
+/// synchronisation) every this many steps, at the end of every epoch and before every
+/// checkpoint, so a checkpoint never holds weights stepped with a non-finite loss.
+const LOSS_READ_EVERY: usize = 32;
+
+/// The losses of the steps taken since the last read, still on the device.
+struct PendingLosses {
+    /// `(epoch, step, batch rows)` of each.
+    steps: Vec<(usize, usize, i64)>,
+    values: Vec<Tensor>,
+    total_steps: usize,
+}
+
+impl PendingLosses {
+    fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    fn push(&mut self, loss: &Tensor, epoch: usize, step: usize, rows: i64) {
+        self.steps.push((epoch, step, rows));
+        self.values
+            .push(loss.detach().to_kind(Kind::Double).reshape([1]));
+    }
+
+    /// Reads the pending losses in one transfer, checks them in order (the first non-finite
+    /// one is the error, naming its own epoch and step), adds them to the epoch's total and
+    /// reports each step to `hook`.
+    fn read(
+        &mut self,
+        state: &mut TrainState,
+        hook: &mut dyn FnMut(&Event),
+        start: Instant,
+    ) -> Result<()> {
+        if self.values.is_empty() {
+            return Ok(());
+        }
+        let values: Vec<f64> = Tensor::cat(&self.values, 0)
+            .to_device(tch::Device::Cpu)
+            .try_into()?;
+        self.values.clear();
+        let elapsed = start.elapsed();
+        for ((epoch, step, rows), loss) in self.steps.drain(..).zip(values) {
+            if !loss.is_finite() {
+                return Err(Error::NonFiniteLoss { loss, epoch, step });
+            }
+            state.epoch_total += loss * rows as f64;
+            hook(&Event::Step {
+                epoch,
+                step,
+                loss,
+                total_steps: self.total_steps,
+                elapsed,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Trains as [`train`] does, with a stop predicate and, when `opts.checkpoint` is set, a
@@ -590,6 +650,11 @@ pub fn run(
         Ok(())
     };
     let mut stopped = false;
+    let mut pending = PendingLosses {
+        steps: Vec::new(),
+        values: Vec::new(),
+        total_steps,
+    };
     while !state.complete && state.epoch <= cfg.epochs && !stopped {
         let epoch = state.epoch;
         data::seed(seed_for(state.seed, 1, epoch));
@@ -597,35 +662,32 @@ pub fn run(
         for (from, len) in batches(n, cfg.batch_size).skip(state.batch) {
             data::seed(seed_for(state.seed, 0, state.step));
             let batch = train_data.index_select(0, &perm.narrow(0, from, len));
-            let loss = loss_fn(&batch)?;
-            let value = loss.double_value(&[]);
-            if !value.is_finite() {
-                return Err(Error::NonFiniteLoss {
-                    loss: value,
-                    epoch,
-                    step: state.step + 1,
-                });
-            }
+            let loss = match loss_fn(&batch) {
+                Ok(loss) => loss,
+                Err(e) => {
+                    // A non-finite loss before this step is the cause to report.
+                    pending.read(&mut state, hook, start)?;
+                    return Err(e);
+                }
+            };
             opt.backward_step(&loss, cfg.grad_clip)?;
             if let Some(ema) = ema.as_mut() {
                 ema.update()?;
             }
             state.step += 1;
             state.batch += 1;
-            state.epoch_total += value * len as f64;
             state.history.steps = state.step;
-            hook(&Event::Step {
-                epoch,
-                step: state.step,
-                loss: value,
-                total_steps,
-                elapsed: start.elapsed(),
-            });
+            pending.push(&loss, epoch, state.step, len);
             if stop() {
                 stopped = true;
             }
             let last_of_epoch = state.batch == n_batches;
-            if !last_of_epoch && (stopped || state.step.is_multiple_of(cfg.checkpoint_every)) {
+            let save_now =
+                !last_of_epoch && (stopped || state.step.is_multiple_of(cfg.checkpoint_every));
+            if save_now || last_of_epoch || pending.len() >= LOSS_READ_EVERY {
+                pending.read(&mut state, hook, start)?;
+            }
+            if save_now {
                 save(&mut state, &mut ema, &opt, hook)?;
             }
             if stopped {
