@@ -123,6 +123,7 @@ fn config() -> TrainConfig {
         grad_clip: Some(5.0),
         ema_decay: Some(0.9),
         checkpoint_every: 4,
+        precision: Default::default(),
     }
 }
 

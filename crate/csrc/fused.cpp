@@ -5,6 +5,7 @@
 // A tensor handle here is tch's `C_tensor*`, which is an `at::Tensor*` (torch-sys's
 // torch_api.h: `typedef torch::Tensor *tensor;`). Each function returns nullptr on success,
 // else a message allocated with malloc that the caller frees.
+#include <ATen/autocast_mode.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_foreach_lerp.h>
 #include <ATen/ops/_fused_adam.h>
@@ -65,6 +66,30 @@ char *sgm_foreach_lerp(at::Tensor **self, at::Tensor **ends, size_t n, double we
   return guarded([&] {
     auto s = list(self, n), e = list(ends, n);
     at::_foreach_lerp_(s, e, at::Scalar(weight));
+  });
+}
+
+// Autocast to bfloat16 on the CPU (`cuda` = 0) or CUDA (`cuda` = 1) for this thread, nested;
+// the previous state goes to `prev_enabled` and `prev_dtype` for sgm_autocast_exit.
+char *sgm_autocast_enter(int cuda, int *prev_enabled, int *prev_dtype) {
+  return guarded([&] {
+    auto type = cuda ? at::kCUDA : at::kCPU;
+    *prev_enabled = at::autocast::is_autocast_enabled(type) ? 1 : 0;
+    *prev_dtype = static_cast<int>(at::autocast::get_autocast_dtype(type));
+    at::autocast::set_autocast_dtype(type, at::kBFloat16);
+    at::autocast::set_autocast_enabled(type, true);
+    at::autocast::increment_nesting();
+  });
+}
+
+// Leaves the autocast scope entered by sgm_autocast_enter, restoring the state it saved; the
+// outermost exit clears the cache of cast weights.
+char *sgm_autocast_exit(int cuda, int prev_enabled, int prev_dtype) {
+  return guarded([&] {
+    auto type = cuda ? at::kCUDA : at::kCPU;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(type, prev_enabled != 0);
+    at::autocast::set_autocast_dtype(type, static_cast<at::ScalarType>(prev_dtype));
   });
 }
 

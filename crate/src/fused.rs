@@ -40,7 +40,7 @@ fn handles(tensors: &[&Tensor]) -> Vec<*mut c_void> {
 }
 
 /// Turns the C++ side's answer (null, or a malloc'ed message) into a result.
-fn checked(op: &str, message: *mut c_char) -> Result<()> {
+pub(crate) fn checked(op: &str, message: *mut c_char) -> Result<()> {
     if message.is_null() {
         return Ok(());
     }

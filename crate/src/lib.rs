@@ -15,6 +15,7 @@
 //! | [`likelihood`] | log-likelihood through the probability-flow ODE (nats per point, bits per dimension) |
 //! | [`samplers`] | samplers as a family: annealed Langevin, reverse diffusion, predictor-corrector, probability-flow ODE; one driver with a callback |
 //! | [`training`] | Adam training loop with train/test loss per epoch |
+//! | [`precision`] | float32 or bfloat16 autocast for a training step |
 //! | [`plots`] | densities, samples, score fields, loss curves as PNG figures |
 //! | [`metrics`] | sample quality against exact laws and held-out data (energy, Fréchet LeNet distance, …) |
 //! | [`assignment`] | homework: solution regions, the student release, grading notebooks, reports |
@@ -42,6 +43,7 @@ pub mod nets;
 pub mod noise;
 pub mod notebook;
 pub mod plots;
+pub mod precision;
 pub mod samplers;
 pub mod score;
 pub mod training;

@@ -5,6 +5,7 @@
 use crate::checkpoint;
 use crate::data;
 use crate::error::{check_nonempty, check_open_unit, check_positive, Error, Result};
+use crate::precision::Precision;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tch::nn;
@@ -40,6 +41,10 @@ pub struct TrainConfig {
     /// (and at the end); an interrupted run loses at most this many steps.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
+    /// The precision of the forward pass and the loss ([`Precision::Bf16Autocast`] for the
+    /// convolutional networks on a GPU); the held-out loss is computed in the same one.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 fn default_checkpoint_every() -> usize {
@@ -238,6 +243,7 @@ impl Default for TrainConfig {
             grad_clip: None,
             ema_decay: None,
             checkpoint_every: default_checkpoint_every(),
+            precision: Precision::Float32,
         }
     }
 }
@@ -662,7 +668,11 @@ pub fn run(
         for (from, len) in batches(n, cfg.batch_size).skip(state.batch) {
             data::seed(seed_for(state.seed, 0, state.step));
             let batch = train_data.index_select(0, &perm.narrow(0, from, len));
-            let loss = match loss_fn(&batch) {
+            let loss = match cfg
+                .precision
+                .run(device, || loss_fn(&batch))
+                .and_then(|l| l)
+            {
                 Ok(loss) => loss,
                 Err(e) => {
                     // A non-finite loss before this step is the cause to report.
@@ -706,7 +716,10 @@ pub fn run(
                 if let Some(ema) = ema.as_mut() {
                     ema.swap();
                 }
-                let value = evaluate(test, cfg.batch_size, &mut loss_fn);
+                let value = cfg
+                    .precision
+                    .run(device, || evaluate(test, cfg.batch_size, &mut loss_fn))
+                    .and_then(|v| v);
                 if let Some(ema) = ema.as_mut() {
                     ema.swap();
                 }

@@ -1,0 +1,59 @@
+//! Arithmetic precision of a training step: float32, or bfloat16 autocast.
+//!
+//! Under autocast libtorch runs the operations that gain from it (convolutions, matrix products)
+//! in bfloat16 and keeps the rest (sums, norms, the loss) in float32; the weights, their
+//! gradients and Adam's moments stay float32 (PyTorch's `torch.autocast(device_type,
+//! dtype=torch.bfloat16)`). bfloat16 has float32's exponent range, so unlike float16 it needs no
+//! loss scaling. It pays on GPUs with bfloat16 tensor cores (the convolutional networks); on the
+//! CPU it runs, for tests, usually slower. tch's own `autocast` covers CUDA with float16 only,
+//! hence the small C++ entry in `csrc/fused.cpp`.
+
+use crate::error::Result;
+use std::ffi::{c_char, c_int};
+use tch::Device;
+
+extern "C" {
+    fn sgm_autocast_enter(
+        cuda: c_int,
+        prev_enabled: *mut c_int,
+        prev_dtype: *mut c_int,
+    ) -> *mut c_char;
+    fn sgm_autocast_exit(cuda: c_int, prev_enabled: c_int, prev_dtype: c_int) -> *mut c_char;
+}
+
+/// The precision a training step computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Precision {
+    /// Everything in float32.
+    #[default]
+    Float32,
+    /// bfloat16 autocast for the forward pass and the loss (the backward pass follows it).
+    Bf16Autocast,
+}
+
+impl Precision {
+    /// Runs `f` in this precision for tensors on `device`'s type (autocast is per device type
+    /// and per thread; the previous state comes back when `f` returns or panics).
+    pub fn run<T>(self, device: Device, f: impl FnOnce() -> T) -> Result<T> {
+        if self == Precision::Float32 {
+            return Ok(f());
+        }
+        let cuda = c_int::from(device.is_cuda());
+        let (mut enabled, mut dtype) = (0, 0);
+        // SAFETY: plain ints out; the C++ side catches its exceptions.
+        crate::fused::checked("autocast (enter)", unsafe {
+            sgm_autocast_enter(cuda, &mut enabled, &mut dtype)
+        })?;
+        struct Exit(c_int, c_int, c_int);
+        impl Drop for Exit {
+            fn drop(&mut self) {
+                // SAFETY: as above. Leaving restores saved values and cannot fail in practice;
+                // a message would have nowhere to go from a destructor.
+                let message = unsafe { sgm_autocast_exit(self.0, self.1, self.2) };
+                let _ = crate::fused::checked("autocast (exit)", message);
+            }
+        }
+        let _exit = Exit(cuda, enabled, dtype);
+        Ok(f())
+    }
+}
