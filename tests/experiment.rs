@@ -4,7 +4,7 @@
 
 use sgm::experiment::{Dataset, Experiment, Model, Network};
 use sgm::langevin::Init;
-use sgm::losses::{multiscale_dsm_loss, Weighting};
+use sgm::losses::{multiscale_dsm_loss, LevelSampling, Weighting};
 use sgm::nets::ResnetConfig;
 use sgm::noise::Sigmas;
 use sgm::prelude::*;
@@ -30,6 +30,24 @@ fn presets_round_trip_through_json_exactly_and_build() {
     }
     let err = Experiment::preset("cifar10").unwrap_err();
     assert!(err.to_string().contains("cifar10"), "{err}");
+}
+
+#[test]
+fn a_table_network_refuses_levels_drawn_off_its_table() {
+    // The MNIST preset trains on EDM's log-normal levels; the ResNet preset built from it looks
+    // its levels up in a table, so it keeps per-sample table levels, and asking it for
+    // log-normal ones is an error, not a silent nearest-level lookup.
+    let mut e = Experiment::mnist_resnet();
+    assert_eq!(e.level_sampling, LevelSampling::PerSample);
+    e.level_sampling = Experiment::mnist().level_sampling;
+    let vs = nn::VarStore::new(test_device());
+    assert!(matches!(
+        e.build(&vs),
+        Err(Error::InvalidParameter {
+            name: "level_sampling",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -154,6 +172,9 @@ fn a_single_level_model_saves_and_reloads() {
 fn a_resnet_indexed_by_other_sigmas_is_refused() {
     let _rng = rng_lock();
     let mut e = Experiment::mnist();
+    // Levels from the table (the preset's log-normal levels are refused for a table network,
+    // tested above).
+    e.level_sampling = LevelSampling::PerSample;
     let other = Sigmas::geometric(1.0, 0.01, 10).unwrap();
     e.network = Network::Resnet(ResnetConfig::homework(other));
     let vs = nn::VarStore::new(test_device());

@@ -205,6 +205,71 @@ fn loss_forms_agree_up_to_their_constants() {
 }
 
 #[test]
+fn edm_weighting_and_log_normal_levels() {
+    let _rng = rng_lock();
+    data::seed(8);
+    let sigmas = Sigmas::geometric(2.0, 0.1, 5).unwrap();
+    let sigma_data = 0.5;
+    let edm = MultiScaleConfig {
+        weighting: Weighting::Edm { sigma_data },
+        ..MultiScaleConfig::new(sigmas.clone())
+    };
+    // N(0, I) data and their exact smoothed score -x/(1 + σ²). In EDM's own terms the optimal
+    // denoiser's error per dimension is σ²/(1 + σ²), weighted by (σ² + σ_d²)/(σ σ_d)²: the
+    // expected loss per sample is d (σ² + σ_d²)/(σ_d² (1 + σ²)) at each level, averaged over the
+    // uniformly drawn levels. 200,000 rows; 5 SE of the per-sample loss.
+    let n = 200_000;
+    let x = Tensor::randn([n, 2], (Kind::Float, test_device()));
+    let exact = |x: &Tensor, s: &Tensor| -x / (s.square() + 1.0).unsqueeze(1);
+    let per_sample = losses::multiscale_dsm_per_element(&exact, &x, &edm)
+        .unwrap()
+        .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+    let loss = f(&per_sample.mean(Kind::Float));
+    let sd2 = sigma_data * sigma_data;
+    let expected = sigmas
+        .values()
+        .iter()
+        .map(|s| 2.0 * (s * s + sd2) / (sd2 * (1.0 + s * s)))
+        .sum::<f64>()
+        / sigmas.len() as f64;
+    let se = f(&per_sample.std(true)) / (n as f64).sqrt();
+    assert!(
+        (loss - expected).abs() < 5.0 * se,
+        "EDM-weighted loss {loss} vs {expected} (SE {se})"
+    );
+    // EDM's training levels: ln σ ~ N(-1.2, 1.2²), not restricted to the table. SE of the mean
+    // 1.2/√n = 0.0027 and of the std 1.2/√(2n) = 0.0019; 5 SE. P(σ > 2) = 1 - Φ(1.577) = 0.057.
+    let log_normal = MultiScaleConfig {
+        sampling: LevelSampling::LogNormal {
+            p_mean: -1.2,
+            p_std: 1.2,
+        },
+        ..edm.clone()
+    };
+    let ln = log_normal.draw_sigmas(n, test_device()).log();
+    assert!((f(&ln.mean(Kind::Float)) + 1.2).abs() < 0.014);
+    assert!((f(&ln.std(true)) - 1.2).abs() < 0.01);
+    let above = f(&ln.gt(2f64.ln()).to_kind(Kind::Float).mean(Kind::Float));
+    assert!((above - 0.0574).abs() < 0.003, "share above σ_max {above}");
+    // Bad parameters are named.
+    let bad = MultiScaleConfig {
+        weighting: Weighting::Edm { sigma_data: 0.0 },
+        ..edm.clone()
+    };
+    let err = losses::multiscale_dsm_loss(&exact, &x.narrow(0, 0, 4), &bad).unwrap_err();
+    assert!(err.to_string().contains("sigma_data"), "{err}");
+    let bad = MultiScaleConfig {
+        sampling: LevelSampling::LogNormal {
+            p_mean: -1.2,
+            p_std: -1.0,
+        },
+        ..edm
+    };
+    let err = losses::multiscale_dsm_loss(&exact, &x.narrow(0, 0, 4), &bad).unwrap_err();
+    assert!(err.to_string().contains("p_std"), "{err}");
+}
+
+#[test]
 fn multiscale_loss_is_minimised_by_the_smoothed_score() {
     let _rng = rng_lock();
     // For N(0, I) data the σ-smoothed score is -x/(1 + σ²); at each level the λ = σ² DSM loss

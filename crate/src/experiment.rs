@@ -342,10 +342,16 @@ impl Experiment {
         })
     }
 
-    /// MNIST (the 5,000 real digits) as notebook 03's U-Net on a CPU: pixels in [-1, 1], 100
-    /// levels from 2 to 0.02, the blog's U-Net with EDM preconditioning (σ_data = 0.5), batch
-    /// 32, EMA 0.999, 75 epochs; annealed Langevin with T = 3 per level, ε = 1.2·10⁻⁴, from
-    /// U[-1, 1], then the denoising step.
+    /// MNIST (the 5,000 real digits) as notebook 03's U-Net on a CPU: pixels in [-1, 1], the
+    /// blog's U-Net with EDM preconditioning (σ_data = 0.5) trained on EDM's levels and weight
+    /// (ln σ ~ N(−1.2, 1.2²), λ(σ) = σ²(σ² + σ_data²)/σ_data²), batch 32, EMA 0.999, 75
+    /// epochs; annealed Langevin over 100 levels from 2 to 0.02 with T = 3 per level,
+    /// ε = 1.2·10⁻⁴, from U[-1, 1], then the denoising step.
+    ///
+    /// Measured on this machine's CPU (1,000 samples against the 500 held-out digits; the floor,
+    /// 1,000 training digits against them, is 10.6): Fréchet LeNet distance 94.6, where the
+    /// same run with λ = σ² and levels drawn uniformly from the table scored 249.9; the
+    /// probability-flow ODE (Heun, 18 or 50 levels) scored 181, the predictor-corrector 121.8.
     pub fn mnist() -> Self {
         Experiment {
             name: "mnist".into(),
@@ -356,8 +362,11 @@ impl Experiment {
                 sigma_data: Some(0.5),
                 ..Default::default()
             }),
-            weighting: Weighting::SigmaSquared,
-            level_sampling: LevelSampling::PerSample,
+            weighting: Weighting::Edm { sigma_data: 0.5 },
+            level_sampling: LevelSampling::LogNormal {
+                p_mean: -1.2,
+                p_std: 1.2,
+            },
             train: TrainConfig {
                 epochs: 75,
                 batch_size: 32,
@@ -396,6 +405,7 @@ impl Experiment {
                 ..ResnetConfig::homework(sigmas.clone())
             }),
             weighting: Weighting::SigmaSquaredOverMax,
+            level_sampling: LevelSampling::PerSample,
             train: TrainConfig {
                 epochs: 10,
                 batch_size: 128,
@@ -550,6 +560,13 @@ impl Experiment {
                         why: "the ResNet's noise levels must be the experiment's `sigmas`",
                     });
                 }
+                if matches!(self.level_sampling, LevelSampling::LogNormal { .. }) {
+                    return Err(Error::InvalidParameter {
+                        name: "level_sampling",
+                        value: format!("{:?}", self.level_sampling),
+                        why: "levels drawn off the table need a network that takes sigma as an input; the ResNet looks its levels up",
+                    });
+                }
                 Box::new(ConditionedSimpleResnet::new(&root, c)?)
             }
             Network::BlogUnet(c) => Box::new(BlogUnet::new(&root, c)?),
@@ -580,6 +597,7 @@ impl std::fmt::Debug for Model {
 impl Model {
     /// A freshly initialised model on `device`.
     pub fn new(experiment: &Experiment, device: Device) -> Result<Model> {
+        experiment.loss().validate()?;
         let vs = VarStore::new(device);
         let score = experiment.build(&vs)?;
         Ok(Model {

@@ -16,7 +16,7 @@
 //! At the optimum the loss is not zero: for data `N(m, diag(s²))` its minimum is
 //! `Σᵢ (1/σ² - 1/(sᵢ² + σ²))` (tested).
 
-use crate::error::{check_nonempty, check_sigma, check_sigma_tensor, Result};
+use crate::error::{check_nonempty, check_positive, check_sigma, check_sigma_tensor, Result};
 use crate::noise::Sigmas;
 use crate::score::{check_sigma_rows, jacobian_trace, per_row, vjp, Score};
 use tch::{Kind, Tensor};
@@ -45,23 +45,32 @@ pub fn dsm_loss(score: &(impl Score + ?Sized), x: &Tensor, sigma: f64) -> Result
 }
 
 /// The weight λ(σ) of each noise level in the multi-scale loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Weighting {
     /// `λ(σ) = σ²` (NCSN papers, seeds 001, 002, 004): every level's term is of order one.
     #[default]
     SigmaSquared,
     /// `λ(σ) = σ²/σ_max²` (homework 5): the papers' loss divided by the constant σ_max².
     SigmaSquaredOverMax,
+    /// EDM's weight (Karras et al. 2022, Table 1): `(σ² + σ_data²)/(σ σ_data)²` on the denoiser's
+    /// error `‖D(x̃) − x‖² = σ⁴ ‖s + z/σ‖²`, so `λ(σ) = σ² (σ² + σ_data²)/σ_data²` here: `σ²`
+    /// times `1 + σ²/σ_data²`, which gives the large levels more weight (17 times σ² at σ = 2
+    /// for σ_data = 0.5).
+    Edm { sigma_data: f64 },
 }
 
 /// How the noise levels of a batch are drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub enum LevelSampling {
     /// One level per sample, uniformly (homework 5; unbiased).
     #[default]
     PerSample,
     /// One level for the whole batch (Assignment 8's option; simpler, steadier there).
     PerBatch,
+    /// EDM's training distribution (Karras et al. 2022, Table 1): per sample,
+    /// `ln σ ~ N(p_mean, p_std²)` (−1.2 and 1.2 there), not restricted to the table. Only for
+    /// networks that take σ as an input (an index-embedding network would see the nearest level).
+    LogNormal { p_mean: f64, p_std: f64 },
 }
 
 /// Settings of the multi-scale DSM loss.
@@ -85,10 +94,32 @@ impl MultiScaleConfig {
         }
     }
 
+    /// Checks the parameters of the weighting and the level distribution.
+    pub fn validate(&self) -> Result<()> {
+        if let Weighting::Edm { sigma_data } = self.weighting {
+            check_positive("sigma_data", sigma_data)?;
+        }
+        if let LevelSampling::LogNormal { p_mean, p_std } = self.sampling {
+            check_positive("p_std", p_std)?;
+            if !p_mean.is_finite() {
+                return Err(crate::Error::InvalidParameter {
+                    name: "p_mean",
+                    value: p_mean.to_string(),
+                    why: "the mean of ln sigma must be finite",
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn weight(&self, sigma: &Tensor) -> Tensor {
         match self.weighting {
             Weighting::SigmaSquared => sigma.square(),
             Weighting::SigmaSquaredOverMax => sigma.square() / self.sigmas.max().powi(2),
+            Weighting::Edm { sigma_data } => {
+                let var = sigma.square();
+                &var * (&var / (sigma_data * sigma_data) + 1.0)
+            }
         }
     }
 
@@ -101,12 +132,14 @@ impl MultiScaleConfig {
         if self.sigmas.len() == 1 {
             return Tensor::full([n], self.sigmas.max(), (Kind::Float, device));
         }
-        let levels = self.sigmas.tensor(device);
         let idx = match self.sampling {
             LevelSampling::PerSample => self.sigmas.sample_indices(n, device),
             LevelSampling::PerBatch => self.sigmas.sample_indices(1, device).expand([n], false),
+            LevelSampling::LogNormal { p_mean, p_std } => {
+                return (Tensor::randn([n], (Kind::Float, device)) * p_std + p_mean).exp();
+            }
         };
-        levels.index_select(0, &idx)
+        self.sigmas.tensor(device).index_select(0, &idx)
     }
 }
 
@@ -121,6 +154,7 @@ pub fn multiscale_dsm_per_element(
     cfg: &MultiScaleConfig,
 ) -> Result<Tensor> {
     check_nonempty(x, "multi-scale dsm batch")?;
+    cfg.validate()?;
     let sigma = cfg.draw_sigmas(x.size()[0], x.device());
     // The levels come from the checked table: no read back of them per step.
     crate::error::with_valid_sigmas(|| dsm_at_levels(score, x, &sigma, cfg))
@@ -135,6 +169,7 @@ pub fn dsm_at_levels(
     cfg: &MultiScaleConfig,
 ) -> Result<Tensor> {
     check_nonempty(x, "dsm_at_levels batch")?;
+    cfg.validate()?;
     check_sigma_rows("dsm_at_levels", sigma, x)?;
     check_sigma_tensor(sigma)?;
     let s = per_row(sigma, x);

@@ -543,7 +543,8 @@ pub struct ImageQuality {
     pub n_heldout: usize,
     /// Fréchet LeNet distance, samples vs held-out.
     pub fld: f64,
-    /// Its floor: `n_samples` training images vs the same held-out images.
+    /// Its floor: `n_samples` training images (all of them when fewer) vs the same held-out
+    /// images.
     pub fld_floor: f64,
     /// Samples per predicted class.
     pub class_histogram: Vec<usize>,
@@ -592,7 +593,9 @@ impl ImageQuality {
         }
         check_nonempty(train, "training images")?;
         check_nonempty(heldout, "held-out images")?;
-        let m = n.min(train.size()[0]).min(heldout.size()[0]);
+        // The floor at the samples' own count (the distance's bias falls with the count):
+        // capping it at the held-out count, as this once did, flattered every n above that.
+        let m = n.min(train.size()[0]);
         let held_feats = classifier.features(heldout)?;
         let fld = frechet_distance(&classifier.features(&samples)?, &held_feats)?;
         let fld_floor =
@@ -627,7 +630,9 @@ impl ImageQuality {
             confident_share: confident(&top),
             confident_share_heldout: confident(&held_top),
             nn_distance: mean(nearest_neighbours(&samples, train)?.0),
-            nn_distance_heldout: mean(nearest_neighbours(&heldout.narrow(0, 0, m), train)?.0),
+            nn_distance_heldout: mean(
+                nearest_neighbours(&heldout.narrow(0, 0, m.min(heldout.size()[0])), train)?.0,
+            ),
         })
     }
 }
