@@ -267,6 +267,16 @@ fn edm_weighting_and_log_normal_levels() {
     };
     let err = losses::multiscale_dsm_loss(&exact, &x.narrow(0, 0, 4), &bad).unwrap_err();
     assert!(err.to_string().contains("p_std"), "{err}");
+    // exp(100) is infinite in float32: refused before any level is drawn.
+    let bad = MultiScaleConfig {
+        sampling: LevelSampling::LogNormal {
+            p_mean: 100.0,
+            p_std: 1.0,
+        },
+        ..bad
+    };
+    let err = losses::multiscale_dsm_loss(&exact, &x.narrow(0, 0, 4), &bad).unwrap_err();
+    assert!(err.to_string().contains("p_mean"), "{err}");
 }
 
 #[test]

@@ -101,11 +101,14 @@ impl MultiScaleConfig {
         }
         if let LevelSampling::LogNormal { p_mean, p_std } = self.sampling {
             check_positive("p_std", p_std)?;
-            if !p_mean.is_finite() {
+            // The drawn σ = exp(p_mean + p_std z) must stay positive and finite in float32
+            // (ln of its range: ±87) for every z a normal draw gives (|z| < 12), since the
+            // training loss does not check its own levels one by one.
+            if !(p_mean.is_finite() && p_mean.abs() + 12.0 * p_std < 87.0) {
                 return Err(crate::Error::InvalidParameter {
                     name: "p_mean",
-                    value: p_mean.to_string(),
-                    why: "the mean of ln sigma must be finite",
+                    value: format!("{p_mean} (p_std {p_std})"),
+                    why: "ln sigma = p_mean + p_std z must stay within float32's range (|p_mean| + 12 p_std < 87)",
                 });
             }
         }
