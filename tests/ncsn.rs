@@ -208,37 +208,18 @@ fn loss_forms_agree_up_to_their_constants() {
 fn edm_weighting_and_log_normal_levels() {
     let _rng = rng_lock();
     data::seed(8);
-    let sigmas = Sigmas::geometric(2.0, 0.1, 5).unwrap();
     let sigma_data = 0.5;
     let edm = MultiScaleConfig {
         weighting: Weighting::Edm { sigma_data },
-        ..MultiScaleConfig::new(sigmas.clone())
+        ..MultiScaleConfig::new(Sigmas::geometric(2.0, 0.1, 5).unwrap())
     };
-    // N(0, I) data and their exact smoothed score -x/(1 + σ²). In EDM's own terms the optimal
-    // denoiser's error per dimension is σ²/(1 + σ²), weighted by (σ² + σ_d²)/(σ σ_d)²: the
-    // expected loss per sample is d (σ² + σ_d²)/(σ_d² (1 + σ²)) at each level, averaged over the
-    // uniformly drawn levels. 200,000 rows; 5 SE of the per-sample loss.
-    let n = 200_000;
-    let x = Tensor::randn([n, 2], (Kind::Float, test_device()));
-    let exact = |x: &Tensor, s: &Tensor| -x / (s.square() + 1.0).unsqueeze(1);
-    let per_sample = losses::multiscale_dsm_per_element(&exact, &x, &edm)
-        .unwrap()
-        .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
-    let loss = f(&per_sample.mean(Kind::Float));
+    // In EDM's own terms the optimal denoiser's error per dimension is σ²/(1 + σ²) for N(0, I)
+    // data, weighted by (σ² + σ_d²)/(σ σ_d)²: d (σ² + σ_d²)/(σ_d² (1 + σ²)) per sample.
     let sd2 = sigma_data * sigma_data;
-    let expected = sigmas
-        .values()
-        .iter()
-        .map(|s| 2.0 * (s * s + sd2) / (sd2 * (1.0 + s * s)))
-        .sum::<f64>()
-        / sigmas.len() as f64;
-    let se = f(&per_sample.std(true)) / (n as f64).sqrt();
-    assert!(
-        (loss - expected).abs() < 5.0 * se,
-        "EDM-weighted loss {loss} vs {expected} (SE {se})"
-    );
+    assert_loss_at_the_exact_score(&edm, |s| 2.0 * (s * s + sd2) / (sd2 * (1.0 + s * s)));
     // EDM's training levels: ln σ ~ N(-1.2, 1.2²), not restricted to the table. SE of the mean
     // 1.2/√n = 0.0027 and of the std 1.2/√(2n) = 0.0019; 5 SE. P(σ > 2) = 1 - Φ(1.577) = 0.057.
+    let n = 200_000;
     let log_normal = MultiScaleConfig {
         sampling: LevelSampling::LogNormal {
             p_mean: -1.2,
@@ -256,7 +237,9 @@ fn edm_weighting_and_log_normal_levels() {
         weighting: Weighting::Edm { sigma_data: 0.0 },
         ..edm.clone()
     };
-    let err = losses::multiscale_dsm_loss(&exact, &x.narrow(0, 0, 4), &bad).unwrap_err();
+    let exact = |x: &Tensor, s: &Tensor| -x / (s.square() + 1.0).unsqueeze(1);
+    let x = Tensor::randn([4, 2], (Kind::Float, test_device()));
+    let err = losses::multiscale_dsm_loss(&exact, &x, &bad).unwrap_err();
     assert!(err.to_string().contains("sigma_data"), "{err}");
     let bad = MultiScaleConfig {
         sampling: LevelSampling::LogNormal {
@@ -265,7 +248,7 @@ fn edm_weighting_and_log_normal_levels() {
         },
         ..edm
     };
-    let err = losses::multiscale_dsm_loss(&exact, &x.narrow(0, 0, 4), &bad).unwrap_err();
+    let err = losses::multiscale_dsm_loss(&exact, &x, &bad).unwrap_err();
     assert!(err.to_string().contains("p_std"), "{err}");
     // exp(100) is infinite in float32: refused before any level is drawn.
     let bad = MultiScaleConfig {
@@ -275,32 +258,33 @@ fn edm_weighting_and_log_normal_levels() {
         },
         ..bad
     };
-    let err = losses::multiscale_dsm_loss(&exact, &x.narrow(0, 0, 4), &bad).unwrap_err();
+    let err = losses::multiscale_dsm_loss(&exact, &x, &bad).unwrap_err();
     assert!(err.to_string().contains("p_mean"), "{err}");
 }
 
 #[test]
 fn multiscale_loss_is_minimised_by_the_smoothed_score() {
     let _rng = rng_lock();
-    // For N(0, I) data the σ-smoothed score is -x/(1 + σ²); at each level the λ = σ² DSM loss
-    // there equals σ²·d·(1/σ² - 1/(1 + σ²)) = d/(1 + σ²). Averaged over uniformly drawn levels of
-    // a 200,000-row batch: 5 SE of the per-sample loss.
+    // At each level the λ = σ² DSM loss at the exact score equals σ²·d·(1/σ² - 1/(1 + σ²)) =
+    // d/(1 + σ²) for N(0, I) data.
     data::seed(7);
-    let sigmas = Sigmas::geometric(2.0, 0.1, 5).unwrap();
-    let cfg = MultiScaleConfig::new(sigmas.clone());
+    let cfg = MultiScaleConfig::new(Sigmas::geometric(2.0, 0.1, 5).unwrap());
+    assert_loss_at_the_exact_score(&cfg, |s| 2.0 / (1.0 + s * s));
+}
+
+/// The multi-scale loss of 200,000 rows of N(0, I) data in 2D at their exact smoothed score
+/// -x/(1 + σ²) against `per_level(σ)`, its expectation per sample at each level, averaged over
+/// `cfg`'s uniformly drawn levels: within 5 SE of the per-sample loss.
+fn assert_loss_at_the_exact_score(cfg: &MultiScaleConfig, per_level: impl Fn(f64) -> f64) {
     let n = 200_000;
     let x = Tensor::randn([n, 2], (Kind::Float, test_device()));
     let exact = |x: &Tensor, s: &Tensor| -x / (s.square() + 1.0).unsqueeze(1);
-    let per_sample = losses::multiscale_dsm_per_element(&exact, &x, &cfg)
+    let per_sample = losses::multiscale_dsm_per_element(&exact, &x, cfg)
         .unwrap()
         .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
     let loss = f(&per_sample.mean(Kind::Float));
-    let expected: f64 = sigmas
-        .values()
-        .iter()
-        .map(|s| 2.0 / (1.0 + s * s))
-        .sum::<f64>()
-        / 5.0;
+    let levels = cfg.sigmas.values();
+    let expected = levels.iter().map(|&s| per_level(s)).sum::<f64>() / levels.len() as f64;
     let se = f(&per_sample.std(true)) / (n as f64).sqrt();
     assert!(
         (loss - expected).abs() < 5.0 * se,

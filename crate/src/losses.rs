@@ -160,7 +160,7 @@ pub fn multiscale_dsm_per_element(
     cfg.validate()?;
     let sigma = cfg.draw_sigmas(x.size()[0], x.device());
     // The levels come from the checked table: no read back of them per step.
-    crate::error::with_valid_sigmas(|| dsm_at_levels(score, x, &sigma, cfg))
+    crate::error::with_valid_sigmas(|| dsm_terms(score, x, &sigma, cfg))
 }
 
 /// [`multiscale_dsm_per_element`] at given levels `sigma` (`[n]` on `x`'s device, each finite
@@ -171,8 +171,18 @@ pub fn dsm_at_levels(
     sigma: &Tensor,
     cfg: &MultiScaleConfig,
 ) -> Result<Tensor> {
-    check_nonempty(x, "dsm_at_levels batch")?;
     cfg.validate()?;
+    dsm_terms(score, x, sigma, cfg)
+}
+
+/// [`dsm_at_levels`] with `cfg` already validated.
+fn dsm_terms(
+    score: &(impl Score + ?Sized),
+    x: &Tensor,
+    sigma: &Tensor,
+    cfg: &MultiScaleConfig,
+) -> Result<Tensor> {
+    check_nonempty(x, "dsm_at_levels batch")?;
     check_sigma_rows("dsm_at_levels", sigma, x)?;
     check_sigma_tensor(sigma)?;
     let s = per_row(sigma, x);

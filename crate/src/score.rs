@@ -65,13 +65,15 @@ pub trait Score {
     /// [`Score::score`] at one noise level σ for every row.
     fn score_at(&self, x: &Tensor, sigma: f64) -> Result<Tensor> {
         let n = x.size().first().copied().unwrap_or(0);
-        if sigma.is_finite() && sigma > 0.0 && !crate::error::valid_as_f32(sigma) {
-            // Positive, but 0 or infinite as the float32 the tensor holds.
-            return Err(crate::Error::InvalidSigma(sigma));
+        // σ ≤ 0, NaN and ∞ are for the model to accept (one noise level) or refuse; a positive
+        // σ must also be positive and finite as the float32 the tensor holds.
+        let positive = sigma.is_finite() && sigma > 0.0;
+        if positive {
+            crate::error::check_sigma(sigma)?;
         }
         let sigmas = Tensor::full([n], sigma, (Kind::Float, x.device()));
-        if crate::error::valid_as_f32(sigma) {
-            // Every entry is this σ, known valid: no read back of the tensor to check it.
+        if positive {
+            // Every entry is this σ, checked: no read back of the tensor to check it again.
             crate::error::with_valid_sigmas(|| self.score(x, &sigmas))
         } else {
             self.score(x, &sigmas)

@@ -387,7 +387,8 @@ pub fn evaluate(
 /// with Adam, recording the train and test loss of every epoch.
 ///
 /// `loss_fn` maps a batch (rows of the data, on `vs`'s device) to a scalar loss. `hook` is
-/// called for every step (in bursts, see [`Event::Step`]) and every epoch ([`print_progress`] prints a line now and then).
+/// called for every step (in bursts, see [`Event::Step`]) and every epoch ([`print_progress`]
+/// prints a line now and then).
 /// Errors: empty data, batch size < 1, learning rate not finite or ≤ 0, and a loss that is NaN
 /// or infinite (naming the epoch and step where it happened; losses are read from the device
 /// every few dozen steps, so training stops at most that many steps later).
@@ -437,7 +438,8 @@ fn no_stop() -> bool {
 pub struct Options<'a> {
     /// Held-out rows, evaluated after every epoch.
     pub test_data: Option<&'a Tensor>,
-    /// Progress hook, called for every step (in bursts, see [`Event::Step`]), every epoch and every checkpoint.
+    /// Progress hook, called for every step (in bursts, see [`Event::Step`]), every epoch and
+    /// every checkpoint.
     pub hook: &'a mut dyn FnMut(&Event),
     /// Polled after every step; true ends the run there (with a checkpoint, when on).
     pub stop: &'a dyn Fn() -> bool,
