@@ -134,6 +134,57 @@ fn energy_report_sits_above_its_floor_for_a_shifted_sampler() {
     assert!(shifted.distance > 10.0 * shifted.floor, "{shifted:?}");
 }
 
+#[test]
+fn energy_floor_is_the_mean_over_every_draw_of_training_rows() {
+    let _rng = rng_lock();
+    data::seed(5);
+    let train = Tensor::randn([6, 2], (Kind::Double, test_device()));
+    let test = Tensor::randn([4, 2], (Kind::Double, test_device())) + 0.5;
+    // Three samples: the floor is the energy distance of 3 of the 6 training rows against the
+    // held-out rows, averaged over all C(6, 3) = 20 choices, enumerated here.
+    let samples = Tensor::zeros([3, 2], (Kind::Double, test_device()));
+    let report = EnergyReport::new(&samples, &train, &test).unwrap();
+    let mut total = 0.0;
+    let mut draws = 0;
+    for i in 0..6i64 {
+        for j in i + 1..6 {
+            for k in j + 1..6 {
+                let idx = from_slice(&[i, j, k]);
+                total += metrics::energy_distance(&train.index_select(0, &idx), &test).unwrap();
+                draws += 1;
+            }
+        }
+    }
+    assert_eq!(draws, 20);
+    let mean = total / 20.0;
+    assert!(
+        (report.floor - mean).abs() < 1e-12,
+        "{} vs {mean}",
+        report.floor
+    );
+    // As many samples as training rows: the one draw is every row.
+    let all = EnergyReport::new(
+        &Tensor::zeros([6, 2], (Kind::Double, test_device())),
+        &train,
+        &test,
+    )
+    .unwrap();
+    let exact = metrics::energy_distance(&train, &test).unwrap();
+    assert!(
+        (all.floor - exact).abs() < 1e-12,
+        "{} vs {exact}",
+        all.floor
+    );
+    // Training rows of another dimension are refused by name.
+    let err = EnergyReport::new(
+        &samples,
+        &Tensor::zeros([6, 3], (Kind::Double, test_device())),
+        &test,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("EnergyReport"), "{err}");
+}
+
 fn mnist_split() -> (ImageSet, ImageSet) {
     images::mnist_5k().unwrap().shuffle_split(0.9, 0).unwrap()
 }

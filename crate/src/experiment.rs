@@ -560,7 +560,10 @@ impl Experiment {
                         why: "the ResNet's noise levels must be the experiment's `sigmas`",
                     });
                 }
-                if matches!(self.level_sampling, LevelSampling::LogNormal { .. }) {
+                if matches!(
+                    self.level_sampling,
+                    LevelSampling::LogNormal { .. } | LevelSampling::LogUniform
+                ) {
                     return Err(Error::InvalidParameter {
                         name: "level_sampling",
                         value: format!("{:?}", self.level_sampling),

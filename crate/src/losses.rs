@@ -71,6 +71,11 @@ pub enum LevelSampling {
     /// `ln σ ~ N(p_mean, p_std²)` (−1.2 and 1.2 there), not restricted to the table. Only for
     /// networks that take σ as an input (an index-embedding network would see the nearest level).
     LogNormal { p_mean: f64, p_std: f64 },
+    /// The VE SDE's training distribution (Song et al. 2021, `σ(t) = σ_min (σ_max/σ_min)^t`
+    /// with `t ~ U(0, 1)`): per sample, `ln σ ~ U[ln σ_min, ln σ_max]` over the table's range,
+    /// not restricted to its levels. For networks that take σ as an input, and for samplers
+    /// that visit σ's between the levels (the probability-flow ODE).
+    LogUniform,
 }
 
 /// Settings of the multi-scale DSM loss.
@@ -140,6 +145,10 @@ impl MultiScaleConfig {
             LevelSampling::PerBatch => self.sigmas.sample_indices(1, device).expand([n], false),
             LevelSampling::LogNormal { p_mean, p_std } => {
                 return (Tensor::randn([n], (Kind::Float, device)) * p_std + p_mean).exp();
+            }
+            LevelSampling::LogUniform => {
+                let (lo, hi) = (self.sigmas.min().ln(), self.sigmas.max().ln());
+                return (Tensor::rand([n], (Kind::Float, device)) * (hi - lo) + lo).exp();
             }
         };
         self.sigmas.tensor(device).index_select(0, &idx)
