@@ -205,6 +205,41 @@ fn loss_forms_agree_up_to_their_constants() {
 }
 
 #[test]
+fn log_uniform_levels_cover_the_tables_range() {
+    let _rng = rng_lock();
+    data::seed(9);
+    // ln σ ~ U[ln 0.01, ln 5]: mean (a + b)/2, variance (b - a)²/12, and every draw inside.
+    let cfg = MultiScaleConfig {
+        sampling: LevelSampling::LogUniform,
+        ..MultiScaleConfig::new(Sigmas::geometric(5.0, 0.01, 10).unwrap())
+    };
+    let n = 200_000;
+    let ln = cfg
+        .draw_sigmas(n, test_device())
+        .to_kind(Kind::Double)
+        .log();
+    let (a, b) = (0.01f64.ln(), 5f64.ln());
+    let sd = (b - a) / 12f64.sqrt();
+    // Standard errors: sd/√n = 0.004 for the mean, sd/√(5 n) for the std (a uniform's kurtosis
+    // is 1.8, so Var s² = 0.8 sd⁴/n); 5 of each. float32 rounding of σ moves ln σ by < 1e-7.
+    assert!((f(&ln.mean(Kind::Double)) - (a + b) / 2.0).abs() < 5.0 * sd / (n as f64).sqrt());
+    assert!((f(&ln.std(true)) - sd).abs() < 5.0 * sd / (5.0 * n as f64).sqrt());
+    assert!(f(&ln.min()) >= a - 1e-6 && f(&ln.max()) <= b + 1e-6);
+    // The levels are not the table's: almost no draw lands on one of its 10 values.
+    let table = cfg.sigmas.tensor(test_device()).to_kind(Kind::Double).log();
+    let on_table = ln
+        .unsqueeze(1)
+        .f_sub(&table.unsqueeze(0))
+        .unwrap()
+        .abs()
+        .lt(1e-6)
+        .any_dim(1, false)
+        .to_kind(Kind::Double)
+        .mean(Kind::Double);
+    assert!(f(&on_table) < 1e-3, "{}", f(&on_table));
+}
+
+#[test]
 fn edm_weighting_and_log_normal_levels() {
     let _rng = rng_lock();
     data::seed(8);
