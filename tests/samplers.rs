@@ -7,15 +7,17 @@
 //!   last, denoised step);
 //! * the probability-flow ODE maps each point deterministically:
 //!   `x(σ) − μ = (x(σ_max) − μ) √((v + σ²)/(v + σ_max²))`;
-//! * predictor-corrector can only move the predictor's law towards `p_σ`.
+//! * predictor-corrector can only move the predictor's law towards `p_σ`;
+//! * EDM's stochastic sampler keeps `p_σ` at every level up to its Heun steps' error, whatever
+//!   noise it adds back.
 
 use sgm::likelihood::{self, bits_per_dim, Divergence, LikelihoodConfig};
 use sgm::nets::{ConditionedSimpleResnet, ResnetConfig};
 use sgm::noise::Sigmas;
 use sgm::prelude::*;
 use sgm::samplers::{
-    sample, sample_quietly, AdaptiveFlow, OdeMethod, PredictorCorrector, ProbabilityFlow,
-    ReverseDiffusion, Sampler, Tolerances,
+    sample, sample_quietly, AdaptiveFlow, EdmStochastic, OdeMethod, PredictorCorrector,
+    ProbabilityFlow, ReverseDiffusion, Sampler, Tolerances,
 };
 use sgm_tests::{from_slice, rng_lock, test_device};
 
@@ -107,6 +109,111 @@ fn predictor_corrector_moves_the_predictor_towards_the_target() {
     // Standard error of each variance ≈ 0.6 √(2/2n) ≈ 0.003, far below both figures.
     assert!(err[0] > 0.3, "the predictor alone: error {}", err[0]);
     assert!(err[1] < 0.6 * err[0], "{err:?}");
+}
+
+#[test]
+fn edm_stochastic_sampler_keeps_the_exact_law_and_is_heun_without_churn() {
+    let _rng = rng_lock();
+    let sigmas = Sigmas::karras(5.0, 0.05, 40, 7.0).unwrap();
+    data::seed(6);
+    let x0 = start(100_000, sigmas.max());
+    // Without churn it is the probability-flow ODE by Heun over the same levels.
+    let mut heun = ProbabilityFlow {
+        sigmas: sigmas.clone(),
+        method: OdeMethod::Heun,
+        denoise: false,
+    };
+    let plain = sample_quietly(&mut heun, &gaussian(), &x0, None).unwrap();
+    let mut edm = EdmStochastic {
+        s_churn: 0.0,
+        denoise: false,
+        ..EdmStochastic::new(sigmas.clone())
+    };
+    let out = sample_quietly(&mut edm, &gaussian(), &x0, Some(1)).unwrap();
+    assert_eq!(out.nfe, 2 * 39);
+    let diff = (&out.x - &plain.x).abs().max().double_value(&[]);
+    assert!(diff < 1e-5, "{diff}");
+    // With the most churn at every level (γ = √2 − 1) the chain adds noise back and still ends
+    // at p_σmin = N(μ, v + σ_min²), variance 0.2525, up to its steps' error, which shrinks
+    // about as 1/L (0.0064 at 40 levels, 0.0013 at 160 seen; standard error of the pooled
+    // variance 0.2525 √(2/200,000) = 0.0008). Adding back the wrong amount of noise (σ̂ for
+    // √(σ̂² − σ²), or none) converges to another variance.
+    let mut errors = Vec::new();
+    for levels in [40, 160] {
+        let mut edm = EdmStochastic {
+            s_churn: 1e9,
+            s_tmin: 0.0,
+            s_tmax: f64::INFINITY,
+            s_noise: 1.0,
+            denoise: false,
+            ..EdmStochastic::new(Sigmas::karras(5.0, 0.05, levels, 7.0).unwrap())
+        };
+        let out = sample_quietly(&mut edm, &gaussian(), &x0, Some(2)).unwrap();
+        let (mean, var) = moments(&out.x);
+        assert!(mean.abs() < 0.005, "{mean}");
+        errors.push((var - 0.2525).abs());
+    }
+    println!("EDM stochastic: variance error {errors:.4?} at 40 and 160 levels");
+    assert!(errors[1] < 0.004 && errors[1] < errors[0], "{errors:?}");
+    // Denoised: one more evaluation.
+    let mut edm = EdmStochastic::new(sigmas.clone());
+    assert_eq!(
+        sample_quietly(&mut edm, &gaussian(), &x0.narrow(0, 0, 10), Some(2))
+            .unwrap()
+            .nfe,
+        2 * 39 + 1
+    );
+    // Bad settings are named.
+    for (bad, name) in [
+        (
+            EdmStochastic {
+                s_churn: -1.0,
+                ..EdmStochastic::new(sigmas.clone())
+            },
+            "s_churn",
+        ),
+        (
+            EdmStochastic {
+                s_noise: 0.0,
+                ..EdmStochastic::new(sigmas.clone())
+            },
+            "s_noise",
+        ),
+        (
+            EdmStochastic {
+                s_tmin: 2.0,
+                s_tmax: 1.0,
+                ..EdmStochastic::new(sigmas.clone())
+            },
+            "s_tmin",
+        ),
+    ] {
+        let mut bad = bad;
+        let err = sample_quietly(&mut bad, &gaussian(), &x0.narrow(0, 0, 10), None).unwrap_err();
+        assert!(err.to_string().contains(name), "{err}");
+    }
+}
+
+#[test]
+fn karras_levels_are_even_in_sigma_to_the_one_over_rho() {
+    // ρ = 1: evenly spaced in σ; the ends exactly as given.
+    let s = Sigmas::karras(5.0, 1.0, 5, 1.0).unwrap();
+    for (got, want) in s.values().iter().zip([5.0, 4.0, 3.0, 2.0, 1.0]) {
+        assert!((got - want).abs() < 1e-12, "{:?}", s.values());
+    }
+    let s = Sigmas::karras(80.0, 0.002, 18, 7.0).unwrap();
+    assert_eq!((s.max(), s.min()), (80.0, 0.002));
+    // EDM's 18 levels: the second is (80^(1/7) + (0.002^(1/7) − 80^(1/7))/17)^7 = 57.59.
+    assert!((s.values()[1] - 57.586).abs() < 0.01, "{:?}", s.values());
+    // Very large ρ: the geometric schedule.
+    let g = Sigmas::geometric(80.0, 0.002, 18).unwrap();
+    let k = Sigmas::karras(80.0, 0.002, 18, 1e6).unwrap();
+    for (a, b) in k.values().iter().zip(g.values()) {
+        assert!((a / b - 1.0).abs() < 1e-4, "{a} vs {b}");
+    }
+    let err = Sigmas::karras(80.0, 0.002, 18, 0.0).unwrap_err();
+    assert!(err.to_string().contains("rho"), "{err}");
+    assert!(Sigmas::karras(1.0, 2.0, 5, 7.0).is_err());
 }
 
 /// Max over points of |x − exact flow map of x0|.

@@ -157,6 +157,19 @@ pub fn check_positive(name: &'static str, value: f64) -> Result<f64> {
     }
 }
 
+/// Checks that a named parameter is finite and >= 0 ([`Error::InvalidParameter`] otherwise).
+pub fn check_nonnegative(name: &'static str, value: f64) -> Result<f64> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(value)
+    } else {
+        Err(Error::InvalidParameter {
+            name,
+            value: value.to_string(),
+            why: "must be finite and >= 0",
+        })
+    }
+}
+
 /// Checks a range of noise levels: both finite and > 0, `sigma_min < sigma_max`.
 pub fn check_sigma_range(sigma_min: f64, sigma_max: f64) -> Result<()> {
     check_sigma(sigma_min)?;

@@ -90,6 +90,27 @@ impl Sigmas {
         )
     }
 
+    /// EDM's schedule (Karras et al. 2022, eq. 5): `L` levels from `sigma_max` down to
+    /// `sigma_min`, evenly spaced in `σ^(1/ρ)`,
+    /// `σ_i = (σ_max^(1/ρ) + (i-1)/(L-1) (σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ`; ρ = 7 there. Large ρ
+    /// crowds the levels near σ_min; ρ → ∞ is the geometric schedule.
+    pub fn karras(sigma_max: f64, sigma_min: f64, levels: usize, rho: f64) -> Result<Self> {
+        crate::error::check_positive("rho", rho)?;
+        // The same checks as the geometric schedule (L >= 2 needs σ_max > σ_min).
+        let geometric = Self::geometric(sigma_max, sigma_min, levels)?;
+        if levels == 1 {
+            return Ok(geometric);
+        }
+        let (a, b) = (sigma_max.powf(1.0 / rho), sigma_min.powf(1.0 / rho));
+        let mut values: Vec<f64> = (0..levels)
+            .map(|i| (a + i as f64 / (levels - 1) as f64 * (b - a)).powf(rho))
+            .collect();
+        // The ends exactly as given (powf round trips lose the last bits).
+        values[0] = sigma_max;
+        values[levels - 1] = sigma_min;
+        Self::new(values)
+    }
+
     /// NCSN's setting (seed 004): 10 levels from 1 to 0.01.
     pub fn ncsn() -> Self {
         Self::geometric(1.0, 0.01, 10).expect("valid schedule")
