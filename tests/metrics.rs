@@ -175,6 +175,35 @@ fn energy_floor_is_the_mean_over_every_draw_of_training_rows() {
         "{} vs {exact}",
         all.floor
     );
+    // More samples than training rows: draws with replacement, all 3⁴ = 81 ordered draws of 4
+    // of the first 3 rows enumerated.
+    let few = train.narrow(0, 0, 3);
+    let more = EnergyReport::new(
+        &Tensor::zeros([4, 2], (Kind::Double, test_device())),
+        &few,
+        &test,
+    )
+    .unwrap();
+    let mut total = 0.0;
+    for code in 0..81i64 {
+        let idx: Vec<i64> = (0..4).map(|p| code / 3i64.pow(p) % 3).collect();
+        total += metrics::energy_distance(&few.index_select(0, &from_slice(&idx)), &test).unwrap();
+    }
+    assert!(
+        (more.floor - total / 81.0).abs() < 1e-12,
+        "{} vs {}",
+        more.floor,
+        total / 81.0
+    );
+    // One training row and one sample: that row is the draw.
+    let one = train.narrow(0, 0, 1);
+    let single = EnergyReport::new(&samples.narrow(0, 0, 1), &one, &test).unwrap();
+    let exact = metrics::energy_distance(&one, &test).unwrap();
+    assert!(
+        (single.floor - exact).abs() < 1e-12,
+        "{} vs {exact}",
+        single.floor
+    );
     // Training rows of another dimension are refused by name.
     let err = EnergyReport::new(
         &samples,

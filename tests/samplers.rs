@@ -17,7 +17,7 @@ use sgm::noise::Sigmas;
 use sgm::prelude::*;
 use sgm::samplers::{
     sample, sample_quietly, AdaptiveFlow, EdmStochastic, OdeMethod, PredictorCorrector,
-    ProbabilityFlow, ReverseDiffusion, Sampler, Tolerances,
+    ProbabilityFlow, ReverseDiffusion, Sampler, Tolerances, Visits,
 };
 use sgm_tests::{from_slice, rng_lock, test_device};
 
@@ -163,6 +163,31 @@ fn edm_stochastic_sampler_keeps_the_exact_law_and_is_heun_without_churn() {
             .nfe,
         2 * 39 + 1
     );
+    // Where no step adds noise it visits only its levels (so a network with a table of levels
+    // can take it); otherwise up to the largest raised level, here the second level's, since
+    // the first lies above s_tmax.
+    let quiet = EdmStochastic {
+        s_churn: 0.0,
+        ..EdmStochastic::new(sigmas.clone())
+    };
+    assert_eq!(quiet.visits(), Visits::Levels(sigmas.values().to_vec()));
+    let second = sigmas.values()[1];
+    let above = EdmStochastic {
+        s_churn: 1e9,
+        s_tmin: 0.0,
+        s_tmax: (sigmas.max() + second) / 2.0,
+        ..EdmStochastic::new(sigmas.clone())
+    };
+    match above.visits() {
+        Visits::Continuous { max, min } => {
+            assert!(
+                (max - second * std::f64::consts::SQRT_2).abs() < 1e-12,
+                "{max}"
+            );
+            assert_eq!(min, sigmas.min());
+        }
+        other => panic!("{other:?}"),
+    }
     // Bad settings are named.
     for (bad, name) in [
         (

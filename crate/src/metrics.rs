@@ -1,7 +1,8 @@
 //! Sample quality: statistics against an exact law, and distances to held-out data, each
 //! reported with its floor (the same figure between two samples of the data itself).
 //!
-//! * 2D: [`energy_distance`] with [`EnergyReport`] (floor: train vs test of equal sizes),
+//! * 2D: [`energy_distance`] with [`EnergyReport`] (floor: its expected value for as many
+//!   training points against the same held-out points),
 //!   [`mode_weights`] (mixture weights recovered by mode).
 //! * Images: a LeNet-5 [`Classifier`] trained by the crate and cached as a checkpoint; the
 //!   Fréchet distance on its 84 penultimate features ([`frechet_distance`], the "Fréchet LeNet
@@ -144,12 +145,15 @@ pub const ENERGY_FLOOR_MAX_ROWS: i64 = 16_384;
 /// [`energy_distance`] between samples and held-out data, beside its floor: what a perfect
 /// sampler would score against the same held-out data.
 ///
-/// The floor is the *expected* [`energy_distance`] between `n = n_samples` rows drawn without
-/// replacement from the training points (all of them, when there are fewer) and the held-out
-/// points, over every such draw, in closed form: with `N` training rows (the first [`ENERGY_FLOOR_MAX_ROWS`] at most), `d̄(A, B)` the
-/// mean distance over all pairs and `U = N/(N - 1) d̄(train, train)` the mean over distinct pairs,
+/// The floor is the *expected* [`energy_distance`] between `n = n_samples` rows drawn from the
+/// training points and the held-out points, over every such draw, in closed form. With `N`
+/// training rows (the first [`ENERGY_FLOOR_MAX_ROWS`] at most) and `d̄(A, B)` the mean distance
+/// over all pairs of rows, the rows are drawn without replacement where `n ≤ N`, and then
 ///
-/// `floor = 2 d̄(train, test) - (n - 1)/n · U - d̄(test, test)`.
+/// `floor = 2 d̄(train, test) - (n - 1)/n · U - d̄(test, test)`, `U = N/(N - 1) d̄(train, train)`
+///
+/// (`U` is the mean over distinct pairs); where `n > N` they are drawn with replacement and
+/// `U = d̄(train, train)`, so that the floor's bias below stays the samples'.
 ///
 /// One such draw is a floor too, but a noisy one: for the two moons (2,000 rows against 1,000)
 /// one draw ranged from 0.0011 to 0.0064 with the data's seed, which moves a ratio to the floor
@@ -190,17 +194,21 @@ impl EnergyReport {
                 got: train.size(),
             });
         }
-        let big_n = rows as f64;
-        // With one training row there are no distinct pairs (and n = 1 then: no self term).
-        let distinct = if rows > 1 {
-            big_n / (big_n - 1.0) * mean_distance(&train, &train)
+        let (big_n, n_f) = (rows as f64, n as f64);
+        let all_pairs = mean_distance(&train, &train);
+        // The expected mean distance within the n drawn rows: (n - 1)/n times the mean over
+        // distinct pairs of training rows without replacement (none with one row), or over
+        // independent draws from them with replacement, d̄(train, train).
+        let within = if n <= rows {
+            if rows > 1 {
+                (n_f - 1.0) / n_f * big_n / (big_n - 1.0) * all_pairs
+            } else {
+                0.0
+            }
         } else {
-            0.0
+            (n_f - 1.0) / n_f * all_pairs
         };
-        let n_drawn = n.min(rows) as f64;
-        let floor = 2.0 * mean_distance(&train, &test)
-            - (n_drawn - 1.0) / n_drawn * distinct
-            - mean_distance(&test, &test);
+        let floor = 2.0 * mean_distance(&train, &test) - within - mean_distance(&test, &test);
         Ok(EnergyReport {
             n_samples: n as usize,
             n_test: test.size()[0] as usize,

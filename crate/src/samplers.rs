@@ -24,7 +24,7 @@
 //! | [`ReverseDiffusion`] (predictor only) | `L` | the L levels |
 //! | [`PredictorCorrector`] (reverse diffusion + Langevin corrector at a target signal-to-noise ratio) | `L (1 + n)` | the L levels |
 //! | [`ProbabilityFlow`], Euler or Heun (EDM's Algorithm 1) | `L` or `2L − 1` | the L levels |
-//! | [`EdmStochastic`] (Heun with noise added back, EDM's Algorithm 2) | `2L − 2` | σ's between the levels |
+//! | [`EdmStochastic`] (Heun with noise added back, EDM's Algorithm 2) | `2L − 1` | σ's between the levels (the L levels without churn) |
 //! | [`AdaptiveFlow`] (Dormand–Prince 5(4) with tolerances) | as the tolerances ask | any σ in [σ_min, σ_max] |
 //!
 //! Every sampler except [`LangevinSampler`] ends at σ_min and, with `denoise`, takes one last
@@ -599,9 +599,19 @@ impl Sampler for EdmStochastic {
     fn name(&self) -> String {
         format!("EDM stochastic (churn {})", self.s_churn)
     }
+    /// The levels themselves where no step adds noise; otherwise every σ up to the largest
+    /// raised level `σ_i (1 + γ_i)` (the last level takes no step, only the denoising).
     fn visits(&self) -> Visits {
+        let levels = self.sigmas.values();
+        let steps = &levels[..levels.len() - 1];
+        if steps.iter().all(|&s| self.gamma(s) == 0.0) {
+            return Visits::Levels(levels.to_vec());
+        }
         Visits::Continuous {
-            max: self.sigmas.max() * (1.0 + self.gamma(self.sigmas.max())),
+            max: steps
+                .iter()
+                .map(|&s| s * (1.0 + self.gamma(s)))
+                .fold(self.sigmas.max(), f64::max),
             min: self.sigmas.min(),
         }
     }
