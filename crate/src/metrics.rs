@@ -109,20 +109,38 @@ pub fn relative_error(a: &Tensor, b: &Tensor) -> Result<f64> {
 pub fn energy_distance(a: &Tensor, b: &Tensor) -> Result<f64> {
     check_nonempty(a, "energy distance sample a")?;
     check_nonempty(b, "energy distance sample b")?;
-    let a = a.flatten(1, -1).to_kind(tch::Kind::Double);
-    // Either may be on the GPU: both go where `a` is.
-    let b = b
-        .flatten(1, -1)
-        .to_kind(tch::Kind::Double)
-        .to_device(a.device());
+    let (a, b) = rows_of_one_dimension(
+        a,
+        b,
+        Kind::Double,
+        "energy_distance (samples of one dimension)",
+    )?;
+    Ok(energy_of_rows(&a, &b, mean_distance(&b, &b)))
+}
+
+/// [`energy_distance`] of rows of one dimension on one device, given `d̄(b, b)`.
+fn energy_of_rows(a: &Tensor, b: &Tensor, within_b: f64) -> f64 {
+    2.0 * mean_distance(a, b) - mean_distance(a, a) - within_b
+}
+
+/// `a` and `b` as rows (flattened) of `kind`, both where `a` is (either may be on the GPU), or
+/// [`Error::Shape`] naming `what` when their rows differ in length.
+fn rows_of_one_dimension(
+    a: &Tensor,
+    b: &Tensor,
+    kind: Kind,
+    what: &'static str,
+) -> Result<(Tensor, Tensor)> {
+    let a = a.flatten(1, -1).to_kind(kind);
+    let b = b.flatten(1, -1).to_kind(kind).to_device(a.device());
     if a.size()[1] != b.size()[1] {
-        return Err(crate::error::Error::Shape {
-            what: "energy_distance (samples of one dimension)",
+        return Err(Error::Shape {
+            what,
             expected: format!("[m, {}]", a.size()[1]),
             got: b.size(),
         });
     }
-    Ok(2.0 * mean_distance(&a, &b) - mean_distance(&a, &a) - mean_distance(&b, &b))
+    Ok((a, b))
 }
 
 /// `(1/(n m)) Σ_ij ‖x_i - y_j‖` over all pairs of rows (the zero diagonal included when `x` is
@@ -175,25 +193,26 @@ pub struct EnergyReport {
 impl EnergyReport {
     /// Computes the distance and its floor.
     pub fn new(samples: &Tensor, train: &Tensor, test: &Tensor) -> Result<EnergyReport> {
+        check_nonempty(samples, "energy distance sample a")?;
+        check_nonempty(test, "energy distance sample b")?;
         check_nonempty(train, "energy floor training set")?;
-        let distance = energy_distance(samples, test)?;
+        let (samples, test) = rows_of_one_dimension(
+            samples,
+            test,
+            Kind::Double,
+            "energy_distance (samples of one dimension)",
+        )?;
         let n = samples.size()[0];
         let rows = train.size()[0].min(ENERGY_FLOOR_MAX_ROWS);
-        let train = train
-            .narrow(0, 0, rows)
-            .flatten(1, -1)
-            .to_kind(Kind::Double);
-        let test = test
-            .flatten(1, -1)
-            .to_kind(Kind::Double)
-            .to_device(train.device());
-        if train.size()[1] != test.size()[1] {
-            return Err(Error::Shape {
-                what: "EnergyReport training points (rows of the held-out points' dimension)",
-                expected: format!("[N, {}]", test.size()[1]),
-                got: train.size(),
-            });
-        }
+        let (test, train) = rows_of_one_dimension(
+            &test,
+            &train.narrow(0, 0, rows),
+            Kind::Double,
+            "EnergyReport training points (rows of the held-out points' dimension)",
+        )?;
+        // d̄(test, test) enters both the distance and its floor.
+        let within_test = mean_distance(&test, &test);
+        let distance = energy_of_rows(&samples, &test, within_test);
         let (big_n, n_f) = (rows as f64, n as f64);
         let all_pairs = mean_distance(&train, &train);
         // The expected mean distance within the n drawn rows: (n - 1)/n times the mean over
@@ -208,7 +227,7 @@ impl EnergyReport {
         } else {
             (n_f - 1.0) / n_f * all_pairs
         };
-        let floor = 2.0 * mean_distance(&train, &test) - within - mean_distance(&test, &test);
+        let floor = 2.0 * mean_distance(&train, &test) - within - within_test;
         Ok(EnergyReport {
             n_samples: n as usize,
             n_test: test.size()[0] as usize,
@@ -248,18 +267,12 @@ pub fn mode_weights(
 pub fn nearest_neighbours(samples: &Tensor, reference: &Tensor) -> Result<(Tensor, Tensor)> {
     check_nonempty(samples, "nearest_neighbours samples")?;
     check_nonempty(reference, "nearest_neighbours reference")?;
-    let a = samples.flatten(1, -1).to_kind(Kind::Float);
-    let b = reference
-        .flatten(1, -1)
-        .to_kind(Kind::Float)
-        .to_device(a.device());
-    if a.size()[1] != b.size()[1] {
-        return Err(Error::Shape {
-            what: "nearest_neighbours (rows of one dimension)",
-            expected: format!("[m, {}]", a.size()[1]),
-            got: b.size(),
-        });
-    }
+    let (a, b) = rows_of_one_dimension(
+        samples,
+        reference,
+        Kind::Float,
+        "nearest_neighbours (rows of one dimension)",
+    )?;
     let (mut dist, mut idx) = (Vec::new(), Vec::new());
     let n = a.size()[0];
     for start in (0..n).step_by(512) {

@@ -39,6 +39,24 @@ impl From<Sigmas> for Vec<f64> {
     }
 }
 
+/// The checks a schedule from `sigma_max` down to `sigma_min` over `levels` levels needs: both
+/// valid σ's, L >= 1, σ_max > σ_min (or L = 1 and equal levels); `name` names the schedule.
+fn check_schedule(name: &'static str, sigma_max: f64, sigma_min: f64, levels: usize) -> Result<()> {
+    crate::error::check_sigma(sigma_max)?;
+    crate::error::check_sigma(sigma_min)?;
+    if levels == 0
+        || (levels > 1 && sigma_max <= sigma_min)
+        || (levels == 1 && sigma_max != sigma_min)
+    {
+        return Err(Error::InvalidParameter {
+            name,
+            value: format!("sigma_max {sigma_max}, sigma_min {sigma_min}, L {levels}"),
+            why: "needs L >= 1 and sigma_max > sigma_min (or L = 1 and equal levels)",
+        });
+    }
+    Ok(())
+}
+
 impl Sigmas {
     /// Noise levels in any order; sorted descending.
     pub fn new(mut values: Vec<f64>) -> Result<Self> {
@@ -67,18 +85,7 @@ impl Sigmas {
     /// `σ_i = σ_max · (σ_min/σ_max)^((i-1)/(L-1))` (`np.geomspace`; the homework's
     /// `σ_min q^i` with `q = (σ_max/σ_min)^(1/(L-1))`, reversed).
     pub fn geometric(sigma_max: f64, sigma_min: f64, levels: usize) -> Result<Self> {
-        crate::error::check_sigma(sigma_max)?;
-        crate::error::check_sigma(sigma_min)?;
-        if levels == 0
-            || (levels > 1 && sigma_max <= sigma_min)
-            || (levels == 1 && sigma_max != sigma_min)
-        {
-            return Err(Error::InvalidParameter {
-                name: "geometric schedule",
-                value: format!("sigma_max {sigma_max}, sigma_min {sigma_min}, L {levels}"),
-                why: "needs L >= 1 and sigma_max > sigma_min (or L = 1 and equal levels)",
-            });
-        }
+        check_schedule("geometric schedule", sigma_max, sigma_min, levels)?;
         if levels == 1 {
             return Ok(Sigmas(vec![sigma_max], DeviceCopies::default()));
         }
@@ -96,10 +103,9 @@ impl Sigmas {
     /// crowds the levels near σ_min; ρ → ∞ is the geometric schedule.
     pub fn karras(sigma_max: f64, sigma_min: f64, levels: usize, rho: f64) -> Result<Self> {
         crate::error::check_positive("rho", rho)?;
-        // The same checks as the geometric schedule (L >= 2 needs σ_max > σ_min).
-        let geometric = Self::geometric(sigma_max, sigma_min, levels)?;
+        check_schedule("karras schedule", sigma_max, sigma_min, levels)?;
         if levels == 1 {
-            return Ok(geometric);
+            return Ok(Sigmas(vec![sigma_max], DeviceCopies::default()));
         }
         let (a, b) = (sigma_max.powf(1.0 / rho), sigma_min.powf(1.0 / rho));
         let mut values: Vec<f64> = (0..levels)

@@ -510,6 +510,26 @@ pub enum OdeMethod {
     Heun,
 }
 
+/// One step of the probability-flow ODE from σ to `next` with slopes `d = −σ s(x, σ)`: Euler
+/// `x + (next − σ) d`, or Heun, which averages `d` with the slope at the Euler point.
+fn flow_step(
+    method: OdeMethod,
+    x: Tensor,
+    sigma: f64,
+    next: f64,
+    oracle: &mut ScoreOracle,
+) -> Result<Tensor> {
+    let d = oracle.eval(&x, sigma, None)? * (-sigma);
+    let euler = &x + &d * (next - sigma);
+    match method {
+        OdeMethod::Euler => Ok(euler),
+        OdeMethod::Heun => {
+            let d_next = oracle.eval(&euler, next, None)? * (-next);
+            Ok(x + (d + d_next) * ((next - sigma) / 2.0))
+        }
+    }
+}
+
 /// The probability-flow ODE `dx/dσ = −σ s(x, σ)` integrated over the levels σ_1 > … > σ_L
 /// (then to σ = 0 by Tweedie's step when `denoise`). With `d_i = −σ_i s(x_i, σ_i)`:
 /// Euler `x_{i+1} = x_i + (σ_{i+1} − σ_i) d_i`; Heun corrects with the slope at the Euler
@@ -533,15 +553,7 @@ impl Sampler for ProbabilityFlow {
     }
     fn step(&mut self, k: usize, x: Tensor, oracle: &mut ScoreOracle) -> Result<Tensor> {
         let (sigma, next) = (self.sigmas.values()[k], self.sigmas.values()[k + 1]);
-        let d = oracle.eval(&x, sigma, None)? * (-sigma);
-        let euler = &x + &d * (next - sigma);
-        match self.method {
-            OdeMethod::Euler => Ok(euler),
-            OdeMethod::Heun => {
-                let d_next = oracle.eval(&euler, next, None)? * (-next);
-                Ok(x + (d + d_next) * ((next - sigma) / 2.0))
-            }
-        }
+        flow_step(self.method, x, sigma, next, oracle)
     }
     fn finish(&mut self, x: Tensor, oracle: &mut ScoreOracle) -> Result<Tensor> {
         denoise_if(self.denoise, x, self.sigmas.min(), oracle)
@@ -639,10 +651,7 @@ impl Sampler for EdmStochastic {
         } else {
             x
         };
-        let d = oracle.eval(&x, hat, None)? * (-hat);
-        let euler = &x + &d * (next - hat);
-        let d_next = oracle.eval(&euler, next, None)? * (-next);
-        Ok(x + (d + d_next) * ((next - hat) / 2.0))
+        flow_step(OdeMethod::Heun, x, hat, next, oracle)
     }
     fn finish(&mut self, x: Tensor, oracle: &mut ScoreOracle) -> Result<Tensor> {
         denoise_if(self.denoise, x, self.sigmas.min(), oracle)
