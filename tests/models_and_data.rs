@@ -6,7 +6,7 @@ use sgm::checkpoint;
 use sgm::images::{self, Scaling};
 use sgm::nets::{
     BlogUnet, ConditionedMlp, ConditionedMlpConfig, ConditionedSimpleResnet, Ncsnv2Unet,
-    ResnetConfig, UnetConfig,
+    NoiseInput, ResnetConfig, UnetConfig,
 };
 use sgm::noise::Sigmas;
 use sgm::prelude::*;
@@ -553,6 +553,44 @@ fn edm_preconditioned_unet_is_the_gaussian_score_plus_a_correction() {
             })
         ));
     }
+}
+
+#[test]
+fn unet_noise_input_is_sigma_or_edm_log_sigma_over_4() {
+    let _rng = rng_lock();
+    // Two U-Nets with the same weights, one fed σ and one EDM's ln(σ)/4. Without
+    // preconditioning the output is the convolutions of [x, channel], so the second at σ must
+    // equal the first at ln(σ)/4: at σ = e⁴ and e⁸ that is the first at 1 and 2. A channel of
+    // ln σ, of σ/4, or left at σ fails this.
+    let make = |noise_input| {
+        let vs = nn::VarStore::new(test_device());
+        let cfg = UnetConfig {
+            start_filters: 4,
+            noise_input,
+            ..Default::default()
+        };
+        let net = BlogUnet::new(&vs.root(), &cfg).unwrap();
+        (vs, net)
+    };
+    let (vs_sigma, plain) = make(NoiseInput::Sigma);
+    let (mut vs_log, log) = make(NoiseInput::LogSigmaOver4);
+    vs_log.copy(&vs_sigma).unwrap();
+    let x = Tensor::randn([2, 1, 28, 28], (Kind::Float, test_device()));
+    let big = from_slice(&[4f32.exp(), 8f32.exp()]);
+    let small = from_slice(&[1.0f32, 2.0]);
+    let a = log.score(&x, &big).unwrap();
+    let b = plain.score(&x, &small).unwrap();
+    let err = f(&(&a - &b).abs().max());
+    assert!(err < 1e-5, "ln(σ)/4 channel off by {err}");
+    // The two inputs differ: the same σ gives different outputs (the test above is not vacuous).
+    let c = plain.score(&x, &big).unwrap();
+    assert!(f(&(&a - &c).abs().max()) > 1e-3);
+    // A configuration saved before the option existed reads as σ itself.
+    let old: UnetConfig = serde_json::from_str(
+        r#"{"channels": 1, "start_filters": 16, "groups": 4, "sigma_data": 0.5}"#,
+    )
+    .unwrap();
+    assert_eq!(old.noise_input, NoiseInput::Sigma);
 }
 
 #[test]

@@ -17,6 +17,7 @@
 
 use crate::error::{Error, Result};
 use crate::noise::Sigmas;
+use crate::precision::{InPrecision, Precision};
 use crate::samplers::{sample, AnnealedLangevinSampler, ByRef, LangevinSampler};
 use crate::score::Score;
 use tch::{Kind, Tensor};
@@ -187,6 +188,10 @@ pub struct AnnealedConfig {
     pub seed: Option<u64>,
     /// Keep a copy of the particles after every level, for progression figures.
     pub record_levels: bool,
+    /// The precision the score is evaluated in ([`crate::precision::InPrecision`]); the
+    /// update itself stays in the particles' dtype.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for AnnealedConfig {
@@ -208,6 +213,7 @@ impl AnnealedConfig {
             denoise: false,
             seed: None,
             record_levels: false,
+            precision: Precision::Float32,
         }
     }
 
@@ -257,7 +263,11 @@ pub fn annealed_langevin(
         sigmas: sigmas.clone(),
         config: cfg.clone(),
     };
-    let out = sample(&mut sampler, &ByRef(score), x0, cfg.seed, &mut |e| {
+    let in_precision = InPrecision {
+        precision: cfg.precision,
+        score,
+    };
+    let out = sample(&mut sampler, &in_precision, x0, cfg.seed, &mut |e| {
         // Each step evaluates the score once; the evaluation after level i's last step (at the
         // next level, or the denoising step) sees the particles at the end of level i.
         if cfg.record_levels && t > 0 && e.step > 0 && e.step % t == 0 {

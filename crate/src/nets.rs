@@ -598,6 +598,31 @@ pub struct UnetConfig {
     /// a score). Excludes `divide_by_sigma`.
     #[serde(default)]
     pub sigma_data: Option<f64>,
+    /// [`BlogUnet`] only: what fills the σ input channel (σ itself in the blog).
+    #[serde(default)]
+    pub noise_input: NoiseInput,
+}
+
+/// What a network that takes σ as an input channel sees of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum NoiseInput {
+    /// σ itself (seed 001's blog U-Net). Small levels are then nearly the same input:
+    /// σ = 0.02 and σ = 0.05 differ by 0.03 where σ spans 0.02 to 2.
+    #[default]
+    Sigma,
+    /// EDM's `c_noise(σ) = ln(σ) / 4` (Karras et al., 2022, Table 1): every ratio between two
+    /// levels is the same step of input, ln(100)/4 ≈ 1.15 across 0.02 to 2.
+    LogSigmaOver4,
+}
+
+impl NoiseInput {
+    /// The input channel's value for the per-row σ `sigma` (shape `[n, 1, 1, 1]`).
+    fn of(self, sigma: &Tensor) -> Tensor {
+        match self {
+            NoiseInput::Sigma => sigma.shallow_clone(),
+            NoiseInput::LogSigmaOver4 => sigma.log() / 4.0,
+        }
+    }
 }
 
 impl Default for UnetConfig {
@@ -609,6 +634,7 @@ impl Default for UnetConfig {
             groups: 4,
             divide_by_sigma: false,
             sigma_data: None,
+            noise_input: NoiseInput::Sigma,
         }
     }
 }
@@ -716,7 +742,8 @@ fn check_unet_input(what: &'static str, x: &Tensor, channels: i64, device: Devic
     check_device(what, x, "x", device, "the parameters")
 }
 
-/// The blog's small U-Net (seed 001): σ enters as a second input channel filled with σ;
+/// The blog's small U-Net (seed 001): σ enters as a second input channel filled with σ (or
+/// EDM's ln σ / 4, [`NoiseInput`]);
 /// 3×3 convolutions with ELU, average pooling, transposed convolutions, skip concatenations,
 /// a 1×1 output convolution. Its output is the score itself (trained with `λ = σ²`), or
 /// divided by σ (`divide_by_sigma`), or EDM-preconditioned (`sigma_data`, see [`UnetConfig`]).
@@ -769,7 +796,7 @@ impl Score for BlogUnet {
         check_unet_input(WHAT, x, self.config.channels, self.convs.device())?;
         check_sigma_input(WHAT, sigma, x, true)?;
         let sigma = per_row(sigma, x);
-        let sigma_channel = x.narrow(1, 0, 1).ones_like() * &sigma;
+        let sigma_channel = x.narrow(1, 0, 1).ones_like() * self.config.noise_input.of(&sigma);
         let net =
             |input: Tensor| {
                 let both = Tensor::f_cat(&[&input, &sigma_channel], 1)
