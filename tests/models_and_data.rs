@@ -572,6 +572,17 @@ fn unet_noise_input_is_sigma_or_edm_log_sigma_over_4() {
         let net = BlogUnet::new(&vs.root(), &cfg).unwrap();
         (vs, net)
     };
+    let make_edm = |noise_input| {
+        let vs = nn::VarStore::new(test_device());
+        let cfg = UnetConfig {
+            start_filters: 4,
+            sigma_data: Some(0.5),
+            noise_input,
+            ..Default::default()
+        };
+        let net = BlogUnet::new(&vs.root(), &cfg).unwrap();
+        (vs, net)
+    };
     let (vs_sigma, plain) = make(NoiseInput::Sigma);
     let (mut vs_log, log) = make(NoiseInput::LogSigmaOver4);
     vs_log.copy(&vs_sigma).unwrap();
@@ -585,12 +596,43 @@ fn unet_noise_input_is_sigma_or_edm_log_sigma_over_4() {
     // The two inputs differ: the same σ gives different outputs (the test above is not vacuous).
     let c = plain.score(&x, &big).unwrap();
     assert!(f(&(&a - &c).abs().max()) > 1e-3);
-    // A configuration saved before the option existed reads as σ itself.
-    let old: UnetConfig = serde_json::from_str(
-        r#"{"channels": 1, "start_filters": 16, "groups": 4, "sigma_data": 0.5}"#,
-    )
-    .unwrap();
+    // With EDM's preconditioning too (the mnist preset): the same σ, the two inputs differ.
+    let (vs_a, edm_sigma) = make_edm(NoiseInput::Sigma);
+    let (mut vs_b, edm_log) = make_edm(NoiseInput::LogSigmaOver4);
+    vs_b.copy(&vs_a).unwrap();
+    let sigma = from_slice(&[0.02f32, 0.5]);
+    let gap = f(
+        &(edm_sigma.score(&x, &sigma).unwrap() - edm_log.score(&x, &sigma).unwrap())
+            .abs()
+            .max(),
+    );
+    assert!(gap > 1e-3, "{gap}");
+    // A configuration saved before the option existed reads as σ itself, and σ is left out of
+    // the JSON, so such a configuration and today's compare equal (a resumed run checks that).
+    let old_json = r#"{"channels": 1, "start_filters": 16, "groups": 4, "divide_by_sigma": false, "sigma_data": 0.5}"#;
+    let old: UnetConfig = serde_json::from_str(old_json).unwrap();
     assert_eq!(old.noise_input, NoiseInput::Sigma);
+    assert_eq!(
+        serde_json::to_value(&old).unwrap(),
+        serde_json::from_str::<serde_json::Value>(old_json).unwrap()
+    );
+    let edm = UnetConfig {
+        noise_input: NoiseInput::LogSigmaOver4,
+        ..old
+    };
+    assert_eq!(
+        serde_json::to_value(&edm).unwrap()["noise_input"],
+        "LogSigmaOver4"
+    );
+    // The NCSNv2 U-Net takes no σ input: it refuses the option by name.
+    let vs = nn::VarStore::new(test_device());
+    assert!(matches!(
+        Ncsnv2Unet::new(&vs.root(), &edm),
+        Err(Error::InvalidParameter {
+            name: "noise_input",
+            ..
+        })
+    ));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use sgm::langevin::{annealed_langevin, AnnealedConfig};
 use sgm::losses::{multiscale_dsm_loss, MultiScaleConfig};
-use sgm::nets::{BlogUnet, UnetConfig};
+use sgm::nets::{BlogUnet, ConditionedSimpleResnet, ResnetConfig, UnetConfig};
 use sgm::noise::Sigmas;
 use sgm::precision::Precision;
 use sgm::prelude::*;
@@ -143,6 +143,20 @@ fn annealed_langevin_in_bf16_evaluates_the_score_in_bf16_and_keeps_float32_parti
             .samples;
         (x, kinds.borrow().clone())
     };
+    // Float32 is left out of the saved configuration, so one saved before the option existed
+    // reads back as float32 and compares equal to today's (a resumed run checks that).
+    let saved = serde_json::to_value(AnnealedConfig::ncsn()).unwrap();
+    assert!(saved.get("precision").is_none(), "{saved}");
+    let back: AnnealedConfig = serde_json::from_value(saved).unwrap();
+    assert_eq!(back.precision, Precision::Float32);
+    let bf16_cfg = AnnealedConfig {
+        precision: Precision::Bf16Autocast,
+        ..AnnealedConfig::ncsn()
+    };
+    assert_eq!(
+        serde_json::to_value(&bf16_cfg).unwrap()["precision"],
+        "Bf16Autocast"
+    );
     let (full, full_kinds) = run(Precision::Float32);
     let (half, half_kinds) = run(Precision::Bf16Autocast);
     // Every evaluation in the asked precision; the particles float32 either way.
@@ -162,6 +176,36 @@ fn annealed_langevin_in_bf16_evaluates_the_score_in_bf16_and_keeps_float32_parti
     // α / (1 − (1 − α/(2v))²) = 1.0655 (std 1.0322); 100 steps contract the start by e^-4.8.
     // 4,000 coordinates give a standard error of 0.012 on the std.
     let gap = (&half - &full).abs().max().double_value(&[]);
+    // A score whose result is itself bfloat16 (a network's last convolution with nothing after
+    // it): the particles still come back float32.
+    let bf16_out = |x: &Tensor, _: &Tensor| -x.matmul(&eye);
+    let cfg = AnnealedConfig {
+        steps_per_level: 2,
+        eps: 0.1,
+        precision: Precision::Bf16Autocast,
+        ..AnnealedConfig::ncsn()
+    };
+    let x = annealed_langevin(&bf16_out, &sigmas, &x0, &cfg)
+        .unwrap()
+        .samples;
+    assert_eq!(x.kind(), Kind::Float);
+    // A network with a table of levels still refuses other levels under autocast.
+    let vs = nn::VarStore::new(device);
+    let table = Sigmas::geometric(1.0, 0.1, 4).unwrap();
+    let resnet = ConditionedSimpleResnet::new(
+        &vs.root(),
+        &ResnetConfig {
+            n_filters: 4,
+            n_blocks: 1,
+            ..ResnetConfig::homework(table)
+        },
+    )
+    .unwrap();
+    let images = Tensor::zeros([2, 1, 28, 28], (Kind::Float, device));
+    assert!(matches!(
+        annealed_langevin(&resnet, &sigmas, &images, &cfg),
+        Err(sgm::Error::UntrainedLevel { .. })
+    ));
     assert!(gap > 0.0 && gap < 0.05, "bf16 and float32 runs {gap} apart");
     for x in [&full, &half] {
         let std = x.std(true).double_value(&[]);

@@ -450,7 +450,7 @@ impl Experiment {
     }
 
     /// Fashion-MNIST with the MNIST settings and 6 epochs (its training set is 13 times larger:
-    /// 11,250 steps, about the MNIST run's 10,600).
+    /// 11,250 steps, against the MNIST run's 15,510).
     pub fn fashion() -> Self {
         let mnist = Self::mnist();
         Experiment {

@@ -17,7 +17,7 @@
 
 use crate::error::{Error, Result};
 use crate::noise::Sigmas;
-use crate::precision::{InPrecision, Precision};
+use crate::precision::Precision;
 use crate::samplers::{sample, AnnealedLangevinSampler, ByRef, LangevinSampler};
 use crate::score::Score;
 use tch::{Kind, Tensor};
@@ -188,9 +188,11 @@ pub struct AnnealedConfig {
     pub seed: Option<u64>,
     /// Keep a copy of the particles after every level, for progression figures.
     pub record_levels: bool,
-    /// The precision the score is evaluated in ([`crate::precision::InPrecision`]); the
-    /// update itself stays in the particles' dtype.
-    #[serde(default)]
+    /// The precision the score is evaluated in, by every sampler of the annealed-Langevin
+    /// family ([`crate::samplers::Sampler::precision`]); the update itself stays in the
+    /// particles' dtype. Left out of the JSON when float32, so that a configuration saved
+    /// before the option existed still matches (a resumed run compares them).
+    #[serde(default, skip_serializing_if = "Precision::is_float32")]
     pub precision: Precision,
 }
 
@@ -263,11 +265,7 @@ pub fn annealed_langevin(
         sigmas: sigmas.clone(),
         config: cfg.clone(),
     };
-    let in_precision = InPrecision {
-        precision: cfg.precision,
-        score,
-    };
-    let out = sample(&mut sampler, &in_precision, x0, cfg.seed, &mut |e| {
+    let out = sample(&mut sampler, &ByRef(score), x0, cfg.seed, &mut |e| {
         // Each step evaluates the score once; the evaluation after level i's last step (at the
         // next level, or the denoising step) sees the particles at the end of level i.
         if cfg.record_levels && t > 0 && e.step > 0 && e.step % t == 0 {

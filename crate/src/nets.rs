@@ -598,8 +598,10 @@ pub struct UnetConfig {
     /// a score). Excludes `divide_by_sigma`.
     #[serde(default)]
     pub sigma_data: Option<f64>,
-    /// [`BlogUnet`] only: what fills the σ input channel (σ itself in the blog).
-    #[serde(default)]
+    /// [`BlogUnet`] only: what fills the σ input channel (σ itself in the blog). Left out of
+    /// the JSON when σ, so that a configuration saved before the option existed still matches
+    /// (a resumed run compares them).
+    #[serde(default, skip_serializing_if = "NoiseInput::is_sigma")]
     pub noise_input: NoiseInput,
 }
 
@@ -616,6 +618,11 @@ pub enum NoiseInput {
 }
 
 impl NoiseInput {
+    /// Whether this is [`NoiseInput::Sigma`], the default (for serde's `skip_serializing_if`).
+    pub fn is_sigma(&self) -> bool {
+        *self == NoiseInput::Sigma
+    }
+
     /// The input channel's value for the per-row σ `sigma` (shape `[n, 1, 1, 1]`).
     fn of(self, sigma: &Tensor) -> Tensor {
         match self {
@@ -832,6 +839,13 @@ impl Ncsnv2Unet {
         positive("channels", config.channels)?;
         positive("start_filters", config.start_filters)?;
         positive("groups", config.groups)?;
+        if !config.noise_input.is_sigma() {
+            return Err(Error::InvalidParameter {
+                name: "noise_input",
+                value: format!("{:?}", config.noise_input),
+                why: "the NCSNv2 U-Net takes no σ input (its output is divided by σ)",
+            });
+        }
         let f = config.start_filters;
         if f % config.groups != 0 {
             return Err(Error::InvalidParameter {

@@ -5,14 +5,15 @@
 //! gradients and Adam's moments stay float32 (PyTorch's `torch.autocast(device_type,
 //! dtype=torch.bfloat16)`). bfloat16 has float32's exponent range, so unlike float16 it needs no
 //! loss scaling. It pays where the hardware has bfloat16 matrix units: GPUs with bfloat16 tensor
-//! cores, and CPUs with AMX (this project's 2-core Sapphire Rapids machine trains the MNIST
-//! U-Net 1.5 times as fast and samples it twice as fast, at the same loss and the same sample
-//! quality); elsewhere it can be slower. tch's own `autocast` covers CUDA with float16 only,
+//! cores, and CPUs with AMX (this project's 2-core machine trains the MNIST U-Net 1.3 to 1.5
+//! times as fast and samples it twice as fast, at the same loss and the same sample quality);
+//! elsewhere it can be slower. tch's own `autocast` covers CUDA with float16 only,
 //! hence the small C++ entry in `csrc/fused.cpp`.
 //!
 //! Sampling uses it through [`InPrecision`], a score evaluated under autocast whose result comes
 //! back in its input's dtype, so the sampler's own arithmetic (the Langevin update, the noise)
-//! stays float32.
+//! stays float32; [`crate::samplers::sample`] wraps the score in it with the sampler's
+//! [`crate::samplers::Sampler::precision`].
 
 use crate::error::Result;
 use crate::score::Score;
@@ -39,6 +40,11 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// Whether this is [`Precision::Float32`], the default (for serde's `skip_serializing_if`).
+    pub fn is_float32(&self) -> bool {
+        *self == Precision::Float32
+    }
+
     /// Runs `f` in this precision for tensors on `device`'s type (autocast is per device type
     /// and per thread; the previous state comes back when `f` returns or panics).
     pub fn run<T>(self, device: Device, f: impl FnOnce() -> T) -> Result<T> {

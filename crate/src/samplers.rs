@@ -39,6 +39,7 @@
 use crate::error::{check_nonempty, check_positive, Error, Result};
 use crate::langevin::{check_step_size, AnnealedConfig, LangevinConfig};
 use crate::noise::Sigmas;
+use crate::precision::{InPrecision, Precision};
 use crate::score::Score;
 use tch::{Kind, Tensor};
 
@@ -130,6 +131,13 @@ pub trait Sampler {
     fn finish(&mut self, x: Tensor, _oracle: &mut ScoreOracle) -> Result<Tensor> {
         Ok(x)
     }
+    /// The precision [`sample`] evaluates the score in ([`InPrecision`]: under bf16 autocast
+    /// the network runs in bfloat16 and the update stays float32). Float32 unless the
+    /// sampler's configuration asks otherwise (the annealed-Langevin family's
+    /// [`AnnealedConfig::precision`]).
+    fn precision(&self) -> Precision {
+        Precision::Float32
+    }
 }
 
 /// What [`sample`] returns.
@@ -193,8 +201,12 @@ pub fn sample(
         Visits::Levels(levels) => levels,
         Visits::Continuous { .. } => Vec::new(),
     };
+    let model = InPrecision {
+        precision: sampler.precision(),
+        score: model,
+    };
     let mut oracle = ScoreOracle {
-        model,
+        model: &model,
         callback,
         nfe: 0,
         step: 0,
@@ -363,6 +375,9 @@ pub struct AnnealedLangevinSampler {
 }
 
 impl Sampler for AnnealedLangevinSampler {
+    fn precision(&self) -> Precision {
+        self.config.precision
+    }
     fn name(&self) -> String {
         format!(
             "annealed Langevin (T = {}, ε = {})",

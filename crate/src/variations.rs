@@ -21,6 +21,7 @@
 use crate::error::{Error, Result};
 use crate::langevin::{check_step_size, AnnealedConfig};
 use crate::noise::Sigmas;
+use crate::precision::Precision;
 use crate::samplers::{
     annealed_step, denoise, denoise_if, standard_noise, Sampler, ScoreOracle, Visits,
 };
@@ -87,6 +88,9 @@ impl Inpainting {
 }
 
 impl Sampler for Inpainting {
+    fn precision(&self) -> Precision {
+        self.config.precision
+    }
     fn name(&self) -> String {
         "inpainting (annealed Langevin)".into()
     }
@@ -192,6 +196,9 @@ impl Interpolation {
 }
 
 impl Sampler for Interpolation {
+    fn precision(&self) -> Precision {
+        self.config.precision
+    }
     fn name(&self) -> String {
         format!("interpolation ({} chains)", self.steps)
     }
@@ -269,6 +276,9 @@ pub struct VariationSampler {
 }
 
 impl Sampler for VariationSampler {
+    fn precision(&self) -> Precision {
+        self.config.precision
+    }
     fn name(&self) -> String {
         format!("variation from σ = {:.3}", self.sigmas.values()[self.from])
     }
