@@ -34,6 +34,13 @@ pub struct Saved {
 }
 
 /// Creates `dir` and its parents.
+/// Whether a configuration field holds its default: serde's `skip_serializing_if` for options
+/// added after checkpoints were saved, so that an older `config.json` and today's compare equal
+/// (a resumed run compares them) wherever the option is left at its default.
+pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
 pub fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
         path: dir.display().to_string(),

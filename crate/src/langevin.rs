@@ -190,9 +190,8 @@ pub struct AnnealedConfig {
     pub record_levels: bool,
     /// The precision the score is evaluated in, by every sampler of the annealed-Langevin
     /// family ([`crate::samplers::Sampler::precision`]); the update itself stays in the
-    /// particles' dtype. Left out of the JSON when float32, so that a configuration saved
-    /// before the option existed still matches (a resumed run compares them).
-    #[serde(default, skip_serializing_if = "Precision::is_float32")]
+    /// particles' dtype. Left out of the JSON when float32 (`checkpoint::is_default`).
+    #[serde(default, skip_serializing_if = "crate::checkpoint::is_default")]
     pub precision: Precision,
 }
 

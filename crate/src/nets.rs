@@ -87,7 +87,7 @@ fn f_conv(what: &str, layer: &str, c: &nn::Conv2D, x: &Tensor) -> Result<Tensor>
 }
 
 /// The panic of a network's unchecked `forward_score` on input its checked one refuses.
-fn unchecked(r: Result<Tensor>) -> Tensor {
+pub(crate) fn unchecked(r: Result<Tensor>) -> Tensor {
     r.unwrap_or_else(|e| panic!("{e} (Score::score returns this as an error)"))
 }
 
@@ -598,10 +598,9 @@ pub struct UnetConfig {
     /// a score). Excludes `divide_by_sigma`.
     #[serde(default)]
     pub sigma_data: Option<f64>,
-    /// [`BlogUnet`] only: what fills the σ input channel (σ itself in the blog). Left out of
-    /// the JSON when σ, so that a configuration saved before the option existed still matches
-    /// (a resumed run compares them).
-    #[serde(default, skip_serializing_if = "NoiseInput::is_sigma")]
+    /// [`BlogUnet`] only: what fills the σ input channel (σ itself in the blog; left out of the
+    /// JSON then, `checkpoint::is_default`).
+    #[serde(default, skip_serializing_if = "crate::checkpoint::is_default")]
     pub noise_input: NoiseInput,
 }
 
@@ -618,11 +617,6 @@ pub enum NoiseInput {
 }
 
 impl NoiseInput {
-    /// Whether this is [`NoiseInput::Sigma`], the default (for serde's `skip_serializing_if`).
-    pub fn is_sigma(&self) -> bool {
-        *self == NoiseInput::Sigma
-    }
-
     /// The input channel's value for the per-row σ `sigma` (shape `[n, 1, 1, 1]`).
     fn of(self, sigma: &Tensor) -> Tensor {
         match self {
@@ -839,7 +833,7 @@ impl Ncsnv2Unet {
         positive("channels", config.channels)?;
         positive("start_filters", config.start_filters)?;
         positive("groups", config.groups)?;
-        if !config.noise_input.is_sigma() {
+        if config.noise_input != NoiseInput::Sigma {
             return Err(Error::InvalidParameter {
                 name: "noise_input",
                 value: format!("{:?}", config.noise_input),

@@ -40,11 +40,6 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// Whether this is [`Precision::Float32`], the default (for serde's `skip_serializing_if`).
-    pub fn is_float32(&self) -> bool {
-        *self == Precision::Float32
-    }
-
     /// Runs `f` in this precision for tensors on `device`'s type (autocast is per device type
     /// and per thread; the previous state comes back when `f` returns or panics).
     pub fn run<T>(self, device: Device, f: impl FnOnce() -> T) -> Result<T> {
@@ -83,8 +78,7 @@ pub struct InPrecision<'a, S: ?Sized> {
 
 impl<S: Score + ?Sized> Score for InPrecision<'_, S> {
     fn forward_score(&self, x: &Tensor, sigma: &Tensor) -> Tensor {
-        self.try_forward_score(x, sigma)
-            .unwrap_or_else(|e| panic!("{e} (Score::score returns this as an error)"))
+        crate::nets::unchecked(self.try_forward_score(x, sigma))
     }
 
     fn try_forward_score(&self, x: &Tensor, sigma: &Tensor) -> Result<Tensor> {
