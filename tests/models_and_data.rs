@@ -562,29 +562,19 @@ fn unet_noise_input_is_sigma_or_edm_log_sigma_over_4() {
     // preconditioning the output is the convolutions of [x, channel], so the second at σ must
     // equal the first at ln(σ)/4: at σ = e⁴ and e⁸ that is the first at 1 and 2. A channel of
     // ln σ, of σ/4, or left at σ fails this.
-    let make = |noise_input| {
+    let make = |noise_input, sigma_data| {
         let vs = nn::VarStore::new(test_device());
         let cfg = UnetConfig {
             start_filters: 4,
+            sigma_data,
             noise_input,
             ..Default::default()
         };
         let net = BlogUnet::new(&vs.root(), &cfg).unwrap();
         (vs, net)
     };
-    let make_edm = |noise_input| {
-        let vs = nn::VarStore::new(test_device());
-        let cfg = UnetConfig {
-            start_filters: 4,
-            sigma_data: Some(0.5),
-            noise_input,
-            ..Default::default()
-        };
-        let net = BlogUnet::new(&vs.root(), &cfg).unwrap();
-        (vs, net)
-    };
-    let (vs_sigma, plain) = make(NoiseInput::Sigma);
-    let (mut vs_log, log) = make(NoiseInput::LogSigmaOver4);
+    let (vs_sigma, plain) = make(NoiseInput::Sigma, None);
+    let (mut vs_log, log) = make(NoiseInput::LogSigmaOver4, None);
     vs_log.copy(&vs_sigma).unwrap();
     let x = Tensor::randn([2, 1, 28, 28], (Kind::Float, test_device()));
     let big = from_slice(&[4f32.exp(), 8f32.exp()]);
@@ -597,8 +587,8 @@ fn unet_noise_input_is_sigma_or_edm_log_sigma_over_4() {
     let c = plain.score(&x, &big).unwrap();
     assert!(f(&(&a - &c).abs().max()) > 1e-3);
     // With EDM's preconditioning too (the mnist preset): the same σ, the two inputs differ.
-    let (vs_a, edm_sigma) = make_edm(NoiseInput::Sigma);
-    let (mut vs_b, edm_log) = make_edm(NoiseInput::LogSigmaOver4);
+    let (vs_a, edm_sigma) = make(NoiseInput::Sigma, Some(0.5));
+    let (mut vs_b, edm_log) = make(NoiseInput::LogSigmaOver4, Some(0.5));
     vs_b.copy(&vs_a).unwrap();
     let sigma = from_slice(&[0.02f32, 0.5]);
     let gap = f(
