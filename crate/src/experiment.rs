@@ -614,9 +614,19 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
-    /// A freshly initialised model on `device`.
+    /// A freshly initialised model on `device`. With a training seed, the initial weights are
+    /// drawn after reseeding libtorch's generator from it ([`crate::training::TrainConfig::seed`]),
+    /// so the same experiment builds the same network wherever it is built.
     pub fn new(experiment: &Experiment, device: Device) -> Result<Model> {
         experiment.loss().validate()?;
+        if let Some(seed) = experiment.train.seed {
+            data::seed(crate::training::init_seed(seed));
+        }
+        Model::build(experiment, device)
+    }
+
+    /// The experiment's network on `device`, initialised from libtorch's generator as it is.
+    fn build(experiment: &Experiment, device: Device) -> Result<Model> {
         let vs = VarStore::new(device);
         let score = experiment.build(&vs)?;
         Ok(Model {
@@ -630,7 +640,8 @@ impl Model {
     /// `config.json`, then loads and checks the weights.
     pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Model> {
         let (experiment, _): (Experiment, _) = checkpoint::load_config(&dir)?;
-        let mut model = Model::new(&experiment, device)?;
+        experiment.loss().validate()?;
+        let mut model = Model::build(&experiment, device)?;
         checkpoint::load_weights(&dir, &mut model.vs)?;
         Ok(model)
     }

@@ -20,10 +20,12 @@ pub struct TrainConfig {
     pub batch_size: i64,
     /// Adam's learning rate.
     pub lr: f64,
-    /// Seed of the run. Every epoch's shuffle, every step's noise and every held-out evaluation
-    /// reseed libtorch's generator from it and their position in the run, so a run resumed from a
-    /// checkpoint draws exactly what the uninterrupted run draws. `None` picks one at random (and
-    /// a checkpoint records it).
+    /// Seed of the run. The initial weights (built by [`crate::experiment::Model::new`]), every
+    /// epoch's shuffle, every step's noise and every held-out evaluation reseed libtorch's
+    /// generator from it and their position in the run, so a run's result depends on its seed
+    /// alone and a run resumed from a checkpoint draws exactly what the uninterrupted run draws.
+    /// `None` picks one at random (and a checkpoint records it); the initial weights then come
+    /// from the generator's state as it is.
     pub seed: Option<u64>,
     /// StepLR (homework 5): multiply the learning rate by `gamma` after every `step_epochs`
     /// epochs; `None` keeps it constant.
@@ -509,9 +511,16 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// The generator seed for draw `index` of kind `tag` (0: a step, 1: an epoch's shuffle, 2: an
-/// evaluation) of the run seeded `seed`.
+/// evaluation, 3: the initial weights, see [`init_seed`]) of the run seeded `seed`.
 fn seed_for(seed: u64, tag: u64, index: usize) -> u64 {
     mix(seed ^ mix(tag.wrapping_mul(0x1000_0000_01B3) ^ index as u64)) >> 1
+}
+
+/// The generator seed from which [`crate::experiment::Model::new`] draws the initial weights of
+/// a run seeded `seed`: derived like the run's other draws, so that a run's result depends on
+/// its seed alone, not on what drew from libtorch's generator before it was built.
+pub(crate) fn init_seed(seed: u64) -> u64 {
+    seed_for(seed, 3, 0)
 }
 
 /// Steps whose losses stay on the device between two reads: the loop reads them (one host
