@@ -242,6 +242,42 @@ fn a_resnet_indexed_by_other_sigmas_is_refused() {
 }
 
 #[test]
+fn a_checkpoint_written_before_a_field_existed_still_resumes() {
+    let _rng = rng_lock();
+    let mut e = Experiment::moons();
+    e.dataset = Dataset::Moons { n: 400, noise: 0.1 };
+    e.train.epochs = 1;
+    let data = e.data(test_device()).unwrap();
+    let dir = tmpdir("resume-old-config");
+    let model = Model::new(&e, test_device()).unwrap();
+    let train = |model: &Model| model.train(&data, Some(&dir), &mut training::silent(), &|| false);
+    assert_eq!(train(&model).unwrap().steps, 3);
+    // Rewrite the saved configuration the way older versions wrote it: without a field added
+    // since (the U-Net's `noise_input` is absent from a moons experiment, so the sampler's
+    // `precision`, left out of today's JSON at its default), and with a default spelled out.
+    let state_path = dir.join(training::STATE_JSON);
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+        f(&mut state["config"]);
+        std::fs::write(&state_path, state.to_string()).unwrap();
+    };
+    edit(&|c| {
+        c["sampler"]["precision"] = serde_json::json!("Float32");
+        c["train"].as_object_mut().unwrap().remove("grad_clip");
+    });
+    // The finished run is found and not trained again (no step taken)...
+    let again = Model::new(&e, test_device()).unwrap();
+    let history = train(&again).unwrap();
+    assert_eq!((history.steps, history.resumed_at), (3, 3));
+    // ... while a saved configuration that really differs is still refused, by its field.
+    edit(&|c| c["sampler"]["eps"] = serde_json::json!(0.5));
+    let err = train(&again).unwrap_err().to_string();
+    assert!(err.contains("config.sampler.eps: saved 0.5"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn a_model_saves_reloads_and_samples() {
     let _rng = rng_lock();
     let mut e = Experiment::moons();

@@ -219,6 +219,43 @@ fn mnist_split() -> (ImageSet, ImageSet) {
 }
 
 #[test]
+fn a_classifier_depends_on_its_seed_alone() {
+    // The metrics' LeNet is trained where it is first needed (after a notebook's networks, or
+    // in a fresh process): its initial weights, and so every Fréchet distance, must not depend
+    // on what drew from the generator before.
+    let _rng = rng_lock();
+    let (train_set, test_set) = mnist_split();
+    let small = ImageSet {
+        images: train_set.images.narrow(0, 0, 256),
+        labels: train_set.labels.narrow(0, 0, 256),
+    };
+    let cfg = ClassifierConfig {
+        train: TrainConfig {
+            epochs: 1,
+            ..ClassifierConfig::mnist().train
+        },
+        ..ClassifierConfig::mnist()
+    };
+    let probe = test_set.images.narrow(0, 0, 20);
+    let trained = |draw_first: i64| {
+        data::seed(3);
+        let _ = Tensor::randn([draw_first], (Kind::Float, test_device()));
+        let clf = Classifier::train(
+            &cfg,
+            &small,
+            &test_set,
+            test_device(),
+            &mut training::silent(),
+        )
+        .unwrap();
+        clf.probabilities(&probe).unwrap()
+    };
+    let a = trained(1);
+    let b = trained(1000);
+    assert!(a.equal(&b), "the classifier depends on earlier draws");
+}
+
+#[test]
 fn lenet_classifier_learns_digits_and_image_metrics_separate_real_from_noise() {
     let _rng = rng_lock();
     let (train_set, test_set) = mnist_split();

@@ -160,10 +160,10 @@ fn run(
         training::Options {
             test_data: Some(x),
             hook: &mut hook,
-            checkpoint: Some(training::Checkpointing {
+            checkpoint: Some(training::Checkpointing::new(
                 dir,
-                config: sgm::serde_json::json!({"model": "donut mlp"}),
-            }),
+                sgm::serde_json::json!({"model": "donut mlp"}),
+            )),
             ..Default::default()
         },
     )
@@ -271,10 +271,10 @@ fn losses_read_in_bursts_keep_every_step_and_a_non_finite_one_never_reaches_a_ch
         },
         training::Options {
             hook: &mut hook,
-            checkpoint: Some(training::Checkpointing {
-                dir: &dir,
-                config: sgm::serde_json::json!({"model": "donut mlp"}),
-            }),
+            checkpoint: Some(training::Checkpointing::new(
+                &dir,
+                sgm::serde_json::json!({"model": "donut mlp"}),
+            )),
             ..Default::default()
         },
     )
@@ -332,10 +332,10 @@ fn a_checkpoint_of_another_configuration_is_an_error() {
         &other,
         |b| dsm_loss(&mlp, b, 0.5),
         training::Options {
-            checkpoint: Some(training::Checkpointing {
-                dir: &dir,
-                config: sgm::serde_json::json!({"model": "donut mlp"}),
-            }),
+            checkpoint: Some(training::Checkpointing::new(
+                &dir,
+                sgm::serde_json::json!({"model": "donut mlp"}),
+            )),
             ..Default::default()
         },
     )

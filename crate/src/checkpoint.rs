@@ -35,8 +35,10 @@ pub struct Saved {
 
 /// Creates `dir` and its parents.
 /// Whether a configuration field holds its default: serde's `skip_serializing_if` for options
-/// added after checkpoints were saved, so that an older `config.json` and today's compare equal
-/// (a resumed run compares them) wherever the option is left at its default.
+/// added after checkpoints were saved, so that a `config.json` written today where the option is
+/// left at its default is the JSON older versions wrote (and read). A resumed run reads the
+/// saved configuration through its type before comparing it
+/// ([`crate::training::Checkpointing::typed`]), so resuming does not depend on this.
 pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }

@@ -620,9 +620,7 @@ impl Model {
     /// so the same experiment builds the same network wherever it is built.
     pub fn new(experiment: &Experiment, device: Device) -> Result<Model> {
         experiment.loss().validate()?;
-        if let Some(seed) = experiment.train.seed {
-            data::seed(crate::training::init_seed(seed));
-        }
+        training::seed_initial_weights(&experiment.train);
         Model::build(experiment, device)
     }
 
@@ -661,13 +659,9 @@ impl Model {
         stop: &dyn Fn() -> bool,
     ) -> Result<History> {
         let loss = self.experiment.loss();
-        let checkpoint = match checkpoint_dir {
-            Some(dir) => Some(training::Checkpointing {
-                dir,
-                config: serde_json::to_value(&self.experiment)?,
-            }),
-            None => None,
-        };
+        let checkpoint = checkpoint_dir
+            .map(|dir| training::Checkpointing::typed(dir, &self.experiment))
+            .transpose()?;
         training::run(
             &self.vs,
             &data.train,

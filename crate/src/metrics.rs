@@ -466,6 +466,7 @@ impl Classifier {
         device: tch::Device,
         hook: &mut dyn FnMut(&Event),
     ) -> Result<Classifier> {
+        training::seed_initial_weights(&config.train);
         let vs = VarStore::new(device);
         let net = LeNet::new(&vs.root(), config.classes)?;
         let rows = packed(train, device)?;

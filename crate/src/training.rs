@@ -20,7 +20,8 @@ pub struct TrainConfig {
     pub batch_size: i64,
     /// Adam's learning rate.
     pub lr: f64,
-    /// Seed of the run. The initial weights (built by [`crate::experiment::Model::new`]), every
+    /// Seed of the run. The initial weights (built by [`crate::experiment::Model::new`] and
+    /// [`crate::metrics::Classifier::train`]), every
     /// epoch's shuffle, every step's noise and every held-out evaluation reseed libtorch's
     /// generator from it and their position in the run, so a run's result depends on its seed
     /// alone and a run resumed from a checkpoint draws exactly what the uninterrupted run draws.
@@ -473,6 +474,38 @@ pub struct Checkpointing<'a> {
     pub dir: &'a Path,
     /// What `config.json` records as `config` (e.g. the experiment); compared when resuming.
     pub config: serde_json::Value,
+    /// Reads a saved `config` as this version of the code reads it before the comparison
+    /// (`None`: not readable, compared as saved). [`Checkpointing::typed`] reads it through its
+    /// type, so a field added since, which an old checkpoint lacks and the type reads with its
+    /// default, does not make that checkpoint another configuration.
+    pub read_config: fn(&serde_json::Value) -> Option<serde_json::Value>,
+}
+
+impl<'a> Checkpointing<'a> {
+    /// A configuration compared as it was saved, JSON value for JSON value.
+    pub fn new(dir: &'a Path, config: serde_json::Value) -> Self {
+        Checkpointing {
+            dir,
+            config,
+            read_config: |saved| Some(saved.clone()),
+        }
+    }
+
+    /// The configuration `config`, of type `T`: a saved one is compared after a round trip
+    /// through `T` (read with the defaults of fields added since, written as `T` writes today).
+    pub fn typed<T: serde::Serialize + serde::de::DeserializeOwned>(
+        dir: &'a Path,
+        config: &T,
+    ) -> Result<Self> {
+        Ok(Checkpointing {
+            dir,
+            config: serde_json::to_value(config)?,
+            read_config: |saved| {
+                let read: T = serde_json::from_value(saved.clone()).ok()?;
+                serde_json::to_value(read).ok()
+            },
+        })
+    }
 }
 
 /// The saved position of a run.
@@ -511,16 +544,20 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// The generator seed for draw `index` of kind `tag` (0: a step, 1: an epoch's shuffle, 2: an
-/// evaluation, 3: the initial weights, see [`init_seed`]) of the run seeded `seed`.
+/// evaluation, 3: the initial weights, see [`seed_initial_weights`]) of the run seeded `seed`.
 fn seed_for(seed: u64, tag: u64, index: usize) -> u64 {
     mix(seed ^ mix(tag.wrapping_mul(0x1000_0000_01B3) ^ index as u64)) >> 1
 }
 
-/// The generator seed from which [`crate::experiment::Model::new`] draws the initial weights of
-/// a run seeded `seed`: derived like the run's other draws, so that a run's result depends on
-/// its seed alone, not on what drew from libtorch's generator before it was built.
-pub(crate) fn init_seed(seed: u64) -> u64 {
-    seed_for(seed, 3, 0)
+/// Reseeds libtorch's generator for the initial weights of a run with the settings `cfg`, from
+/// its seed (derived like the run's other draws), so that a run's result depends on its seed
+/// alone, not on what drew from the generator before its network was built. Called before a
+/// network is built ([`crate::experiment::Model::new`], [`crate::metrics::Classifier::train`]).
+/// Without a seed the generator is left as it is.
+pub(crate) fn seed_initial_weights(cfg: &TrainConfig) {
+    if let Some(seed) = cfg.seed {
+        data::seed(seed_for(seed, 3, 0));
+    }
 }
 
 /// Steps whose losses stay on the device between two reads: the loop reads them (one host
@@ -634,7 +671,7 @@ pub fn run(
         complete: false,
     };
     if let Some(ck) = &checkpoint {
-        if let Some(saved) = load_state(ck.dir, &state, vs, &mut opt, ema.as_mut())? {
+        if let Some(saved) = load_state(ck, &state, vs, &mut opt, ema.as_mut())? {
             state = saved;
             state.history.resumed_at = state.step;
             state.history.interrupted = false;
@@ -828,15 +865,18 @@ fn save_state(
     })
 }
 
-/// Reads the resumable checkpoint in `dir` into `vs`, `opt` and `ema`, after checking that it was
-/// written by the same configuration as `fresh`. `None` when `dir` holds no checkpoint.
+/// Reads the resumable checkpoint in `ck.dir` into `vs`, `opt` and `ema`, after checking that it
+/// was written by the same configuration as `fresh` (the saved one read by `ck.read_config`).
+/// `None` when the folder holds no checkpoint. The state returned records the configuration as
+/// read, so the checkpoints the resumed run writes hold today's form of it.
 fn load_state(
-    dir: &Path,
+    ck: &Checkpointing,
     fresh: &TrainState,
     vs: &nn::VarStore,
     opt: &mut Adam,
     ema: Option<&mut Ema>,
 ) -> Result<Option<TrainState>> {
+    let dir = ck.dir;
     let json_path = dir.join(STATE_JSON);
     if !json_path.exists() {
         if dir.join(checkpoint::WEIGHTS).exists() {
@@ -852,8 +892,11 @@ fn load_state(
         path: json_path.display().to_string(),
         source,
     })?;
-    let saved: TrainState = serde_json::from_str(&text)
+    let mut saved: TrainState = serde_json::from_str(&text)
         .map_err(|e| state_error(&json_path, format!("not a training state: {e}")))?;
+    if let Some(read) = (ck.read_config)(&saved.config) {
+        saved.config = read;
+    }
     if saved.config != fresh.config {
         return Err(state_error(
             dir,
