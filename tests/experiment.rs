@@ -252,9 +252,9 @@ fn a_checkpoint_written_before_a_field_existed_still_resumes() {
     let model = Model::new(&e, test_device()).unwrap();
     let train = |model: &Model| model.train(&data, Some(&dir), &mut training::silent(), &|| false);
     assert_eq!(train(&model).unwrap().steps, 3);
-    // Rewrite the saved configuration the way older versions wrote it: without a field added
-    // since (the U-Net's `noise_input` is absent from a moons experiment, so the sampler's
-    // `precision`, left out of today's JSON at its default), and with a default spelled out.
+    // Rewrite the saved configuration the way older versions wrote it: with a default that
+    // today's JSON leaves out spelled out (the sampler's `precision`), and without a field added
+    // since (`train.grad_clip`, which reads as its default).
     let state_path = dir.join(training::STATE_JSON);
     let edit = |f: &dyn Fn(&mut serde_json::Value)| {
         let mut state: serde_json::Value =
@@ -270,10 +270,18 @@ fn a_checkpoint_written_before_a_field_existed_still_resumes() {
     let again = Model::new(&e, test_device()).unwrap();
     let history = train(&again).unwrap();
     assert_eq!((history.steps, history.resumed_at), (3, 3));
-    // ... while a saved configuration that really differs is still refused, by its field.
+    // ... while a saved configuration that really differs is still refused, by its field: a
+    // value, or an option this version does not know (a newer version's, a typo), which the
+    // reading must not drop.
     edit(&|c| c["sampler"]["eps"] = serde_json::json!(0.5));
     let err = train(&again).unwrap_err().to_string();
     assert!(err.contains("config.sampler.eps: saved 0.5"), "{err}");
+    edit(&|c| {
+        c["sampler"]["eps"] = serde_json::to_value(e.sampler.eps).unwrap();
+        c["sampler"]["churn"] = serde_json::json!(1.0);
+    });
+    let err = train(&again).unwrap_err().to_string();
+    assert!(err.contains("config.sampler.churn: saved 1.0"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

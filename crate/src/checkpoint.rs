@@ -33,7 +33,6 @@ pub struct Saved {
     pub config: PathBuf,
 }
 
-/// Creates `dir` and its parents.
 /// Whether a configuration field holds its default: serde's `skip_serializing_if` for options
 /// added after checkpoints were saved, so that a `config.json` written today where the option is
 /// left at its default is the JSON older versions wrote (and read). A resumed run reads the
@@ -43,6 +42,7 @@ pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
 
+/// Creates `dir` and its parents.
 pub fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
         path: dir.display().to_string(),

@@ -425,6 +425,11 @@ pub fn classifier_cache_dir(dataset: &str) -> std::path::PathBuf {
     crate::budget::cache_dir().join("classifiers").join(dataset)
 }
 
+/// What a saved classifier's `meta.initial_weights` says when its initial weights were drawn
+/// from its seed ([`Classifier::train`]); caches without it drew them from the generator as the
+/// process had left it, so the same data gave other classifiers and other distances.
+const SEEDED_INITIAL_WEIGHTS: &str = "from the training seed";
+
 /// A LeNet-5 classifier for image metrics, trained by the crate and cached as a checkpoint
 /// (`model.safetensors` + `config.json` with its held-out accuracy).
 #[derive(Debug)]
@@ -493,7 +498,10 @@ impl Classifier {
             dir,
             &self.vs,
             &self.config,
-            serde_json::json!({ "test_accuracy": self.test_accuracy }),
+            serde_json::json!({
+                "test_accuracy": self.test_accuracy,
+                "initial_weights": SEEDED_INITIAL_WEIGHTS,
+            }),
         )
     }
 
@@ -518,7 +526,8 @@ impl Classifier {
         })
     }
 
-    /// The cached classifier in `dir` when it was trained with `config`; otherwise trains one
+    /// The cached classifier in `dir` when it was trained with `config` (and its initial weights
+    /// drawn from its seed; a cache from before that is trained again); otherwise trains one
     /// (see [`Classifier::train`]) and saves it there.
     pub fn load_or_train(
         dir: impl AsRef<Path>,
@@ -530,8 +539,10 @@ impl Classifier {
     ) -> Result<Classifier> {
         let dir = dir.as_ref();
         if dir.join(crate::checkpoint::CONFIG).exists() {
+            let (_, meta): (ClassifierConfig, serde_json::Value) =
+                crate::checkpoint::load_config(dir)?;
             let cached = Classifier::load(dir, device)?;
-            if &cached.config == config {
+            if &cached.config == config && meta["initial_weights"] == SEEDED_INITIAL_WEIGHTS {
                 return Ok(cached);
             }
         }

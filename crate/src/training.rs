@@ -475,7 +475,7 @@ pub struct Checkpointing<'a> {
     /// What `config.json` records as `config` (e.g. the experiment); compared when resuming.
     pub config: serde_json::Value,
     /// Reads a saved `config` as this version of the code reads it before the comparison
-    /// (`None`: not readable, compared as saved). [`Checkpointing::typed`] reads it through its
+    /// (`None`: compared as saved). [`Checkpointing::typed`] reads it through its
     /// type, so a field added since, which an old checkpoint lacks and the type reads with its
     /// default, does not make that checkpoint another configuration.
     pub read_config: fn(&serde_json::Value) -> Option<serde_json::Value>,
@@ -487,12 +487,14 @@ impl<'a> Checkpointing<'a> {
         Checkpointing {
             dir,
             config,
-            read_config: |saved| Some(saved.clone()),
+            read_config: |_| None,
         }
     }
 
     /// The configuration `config`, of type `T`: a saved one is compared after a round trip
     /// through `T` (read with the defaults of fields added since, written as `T` writes today).
+    /// A saved one that `T` cannot read, or that holds a key `T` does not know, is compared as
+    /// saved.
     pub fn typed<T: serde::Serialize + serde::de::DeserializeOwned>(
         dir: &'a Path,
         config: &T,
@@ -501,7 +503,13 @@ impl<'a> Checkpointing<'a> {
             dir,
             config: serde_json::to_value(config)?,
             read_config: |saved| {
-                let read: T = serde_json::from_value(saved.clone()).ok()?;
+                // A key `T` does not know (a newer version's option, a typo) is not dropped
+                // but left to the plain comparison, which refuses it by name.
+                let mut unknown = false;
+                let read: T = serde_ignored::deserialize(saved.clone(), |_| unknown = true).ok()?;
+                if unknown {
+                    return None;
+                }
                 serde_json::to_value(read).ok()
             },
         })
