@@ -9,29 +9,8 @@ use sgm::tch::nn::{self, OptimizerConfig};
 use sgm::tch::{Kind, Tensor};
 use sgm::training::{self, Adam, Ema, Event, History, LrDecay, TrainConfig};
 use sgm::Error;
-use sgm_tests::{from_slice, rng_lock, test_device, tmpdir};
+use sgm_tests::{from_slice, max_abs_diff, params, rng_lock, test_device, tmpdir};
 use std::path::Path;
-
-fn params(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let mut v: Vec<_> = vs
-        .variables()
-        .into_iter()
-        .map(|(k, t)| (k, t.detach().copy()))
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
-fn max_abs_diff(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|((ka, ta), (kb, tb))| {
-            assert_eq!(ka, kb);
-            (ta - tb).abs().max().double_value(&[])
-        })
-        .fold(0.0, f64::max)
-}
 
 /// A net whose initial weights depend on `init_seed` only.
 fn net(init_seed: u64) -> (nn::VarStore, Mlp) {

@@ -130,3 +130,26 @@ impl Toy {
         }
     }
 }
+
+/// The parameters of a var store, detached copies sorted by name.
+pub fn params(vs: &sgm::tch::nn::VarStore) -> Vec<(String, sgm::tch::Tensor)> {
+    let mut v: Vec<_> = vs
+        .variables()
+        .into_iter()
+        .map(|(k, t)| (k, t.detach().copy()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// The largest absolute difference between two sets of parameters of the same names.
+pub fn max_abs_diff(a: &[(String, sgm::tch::Tensor)], b: &[(String, sgm::tch::Tensor)]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|((ka, ta), (kb, tb))| {
+            assert_eq!(ka, kb);
+            (ta - tb).abs().max().double_value(&[])
+        })
+        .fold(0.0, f64::max)
+}
