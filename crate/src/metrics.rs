@@ -507,7 +507,11 @@ impl Classifier {
 
     /// Loads a classifier saved by [`Classifier::save`].
     pub fn load(dir: impl AsRef<Path>, device: tch::Device) -> Result<Classifier> {
-        let dir = dir.as_ref();
+        Ok(Classifier::load_with_meta(dir.as_ref(), device)?.0)
+    }
+
+    /// [`Classifier::load`], with the saved `meta`.
+    fn load_with_meta(dir: &Path, device: tch::Device) -> Result<(Classifier, serde_json::Value)> {
         let (config, meta): (ClassifierConfig, _) = crate::checkpoint::load_config(dir)?;
         let mut vs = VarStore::new(device);
         let net = LeNet::new(&vs.root(), config.classes)?;
@@ -518,12 +522,13 @@ impl Classifier {
                 path: dir.join(crate::checkpoint::CONFIG).display().to_string(),
                 why: "meta.test_accuracy is missing".into(),
             })?;
-        Ok(Classifier {
+        let classifier = Classifier {
             vs,
             net,
             config,
             test_accuracy,
-        })
+        };
+        Ok((classifier, meta))
     }
 
     /// The cached classifier in `dir` when it was trained with `config` (and its initial weights
@@ -539,9 +544,7 @@ impl Classifier {
     ) -> Result<Classifier> {
         let dir = dir.as_ref();
         if dir.join(crate::checkpoint::CONFIG).exists() {
-            let (_, meta): (ClassifierConfig, serde_json::Value) =
-                crate::checkpoint::load_config(dir)?;
-            let cached = Classifier::load(dir, device)?;
+            let (cached, meta) = Classifier::load_with_meta(dir, device)?;
             if &cached.config == config && meta["initial_weights"] == SEEDED_INITIAL_WEIGHTS {
                 return Ok(cached);
             }
