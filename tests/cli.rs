@@ -3,7 +3,7 @@
 //! the benchmark's JSON lines (with the PyTorch comparison).
 
 use serde_json::Value;
-use sgm::experiment::{Dataset, Experiment};
+use sgm::experiment::{Dataset, Experiment, Method};
 use sgm_tests::{sgm_bin, tmpdir};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -178,6 +178,44 @@ fn train_sample_eval_on_moons() {
         ]),
         "[5, 3]",
     );
+}
+
+#[test]
+fn an_edm_checkpoint_samples_with_edm_and_refuses_annealed_overrides() {
+    let dir = tmpdir("cli-edm");
+    let mut e = Experiment::moons();
+    e.dataset = Dataset::Moons { n: 400, noise: 0.1 };
+    e.train.epochs = 1;
+    e.method = Method::EdmStochastic {
+        levels: 8,
+        s_churn: 2.0,
+    };
+    let config = dir.join("edm.json");
+    std::fs::write(&config, serde_json::to_string(&e).unwrap()).unwrap();
+    let ckpt = dir.join("ckpt");
+    let ckpt = ckpt.to_str().unwrap();
+    let out = sgm(&["train", "--config", config.to_str().unwrap(), "--out", ckpt]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sgm(&["sample", "--checkpoint", ckpt, "--n", "20"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sampled = json_line(&out);
+    assert_eq!(sampled["method"]["kind"], "edm_stochastic", "{sampled}");
+    assert_eq!(sampled["n"], 20);
+    // ε and T are annealed Langevin's: an EDM checkpoint refuses them instead of ignoring them.
+    for flag in ["--eps", "--steps-per-level"] {
+        assert_one_line_error(
+            &sgm(&["sample", "--checkpoint", ckpt, flag, "3"]),
+            "EDM stochastic (8 levels, churn 2)",
+        );
+    }
 }
 
 #[test]

@@ -2,12 +2,13 @@
 //! and inconsistent networks, a model that saves, reloads and scores identically, and the
 //! single-σ presets: their loss is `dsm_loss` and their sampler the notebooks' plain Langevin.
 
-use sgm::experiment::{Dataset, Experiment, Model, Network};
+use sgm::experiment::{Dataset, Experiment, Method, Model, Network};
 use sgm::langevin::Init;
 use sgm::losses::{multiscale_dsm_loss, LevelSampling, Weighting};
 use sgm::nets::ResnetConfig;
 use sgm::noise::Sigmas;
 use sgm::prelude::*;
+use sgm::samplers::{self, EdmStochastic};
 use sgm_tests::{max_abs_diff, params, rng_lock, test_device, tmpdir};
 
 /// The presets of one noise level, trained with one σ and an unconditioned MLP.
@@ -208,7 +209,6 @@ fn a_single_level_model_saves_and_reloads() {
     let a = model.score.score_at(&x, 0.1).unwrap();
     let b = loaded.score.score_at(&x, 0.0).unwrap();
     assert_eq!(f64::try_from((a - b).abs().max()).unwrap(), 0.0);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -273,7 +273,6 @@ fn a_checkpoint_written_before_a_field_existed_still_resumes() {
     });
     let err = train(&again).unwrap_err().to_string();
     assert!(err.contains("config.sampler.churn: saved 1.0"), "{err}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -292,7 +291,7 @@ fn a_model_saves_reloads_and_samples() {
         .unwrap();
     assert_eq!(history.steps, 3);
     assert!(!history.interrupted);
-    let dir = std::env::temp_dir().join(format!("sgm-experiment-{}", std::process::id()));
+    let dir = tmpdir("experiment");
     model.save(&dir, serde_json::json!({})).unwrap();
     let loaded = Model::load(&dir, test_device()).unwrap();
     assert_eq!(loaded.experiment, e);
@@ -314,9 +313,67 @@ fn a_model_saves_reloads_and_samples() {
 }
 
 #[test]
+fn the_edm_method_samples_from_the_experiments_start_and_levels() {
+    let _rng = rng_lock();
+    let mut e = Experiment::moons();
+    e.dataset = Dataset::Moons { n: 400, noise: 0.1 };
+    let (levels, s_churn) = (6, 3.0);
+    e.method = Method::EdmStochastic { levels, s_churn };
+    e.sampler.record_levels = true;
+    // Left out of the JSON only when it is annealed Langevin; read back as written.
+    let json = serde_json::to_value(&e).unwrap();
+    assert_eq!(json["method"]["kind"], "edm_stochastic", "{json}");
+    assert_eq!(serde_json::from_value::<Experiment>(json).unwrap(), e);
+    let plain = serde_json::to_value(Experiment::moons()).unwrap();
+    assert!(plain.get("method").is_none(), "{plain}");
+
+    let model = Model::new(&e, test_device()).unwrap();
+    let out = model.sample(50).unwrap();
+    assert_eq!(out.samples.size(), vec![50, 2]);
+    // One record per Heun step, at its raised level σ̂ = σ_i (1 + γ) with
+    // γ = min(S_churn / L, √2 − 1) = √2 − 1 here, then σ_L for the denoising step.
+    let karras = Sigmas::karras(e.sigmas.max(), e.sigmas.min(), levels, 7.0).unwrap();
+    let mut expected: Vec<f64> = karras.values()[..levels - 1]
+        .iter()
+        .map(|s| s * std::f64::consts::SQRT_2)
+        .collect();
+    expected.push(e.sigmas.min());
+    let seen: Vec<f64> = out.levels.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seen.len(), expected.len(), "{seen:?}");
+    for (a, b) in seen.iter().zip(&expected) {
+        assert!((a - b).abs() < 1e-12 * b, "{seen:?} against {expected:?}");
+    }
+    // The sampler run by hand: the experiment's seed, then its start, then the chain.
+    data::seed(e.sampler.seed.unwrap());
+    let start = e.init.draw(&[50, 2], test_device()).unwrap();
+    let mut edm = EdmStochastic {
+        s_churn,
+        ..EdmStochastic::new(karras)
+    };
+    let by_hand = samplers::sample_quietly(&mut edm, model.score.as_ref(), &start, None).unwrap();
+    assert_eq!(
+        f64::try_from((&out.samples - &by_hand.x).abs().max()).unwrap(),
+        0.0
+    );
+    // Annealed Langevin's levels differ from EDM's (so the method, not the default, ran).
+    e.method = Method::AnnealedLangevin;
+    e.sampler.steps_per_level = 2;
+    let annealed = Model::new(&e, test_device()).unwrap().sample(50).unwrap();
+    assert_eq!(annealed.levels.len(), e.sigmas.len());
+
+    // A network with a table of levels cannot be sampled between them: a typed error.
+    let mut resnet = Experiment::mnist_resnet();
+    resnet.method = Method::EdmStochastic { levels, s_churn };
+    let err = Model::new(&resnet, test_device())
+        .unwrap()
+        .sample(2)
+        .unwrap_err();
+    assert!(matches!(err, Error::UntrainedLevel { .. }), "{err}");
+}
+
+#[test]
 fn a_bad_experiment_file_names_itself() {
-    let dir = std::env::temp_dir().join(format!("sgm-experiment-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tmpdir("experiment-bad");
     let path = dir.join("broken.json");
     std::fs::write(&path, "{\"name\": \"x\"}").unwrap();
     let err = Experiment::from_json_file(&path).unwrap_err();

@@ -44,11 +44,10 @@ fn figures_render_as_png() {
     // Five panels of axes, dots, arrows and lines: a blank figure would be about 2% ink.
     let share = non_white_share(&fig);
     assert!(share > 0.1, "{share}");
-    let dir = std::env::temp_dir().join(format!("sgm-fig-{}", std::process::id()));
+    let dir = sgm_tests::tmpdir("fig");
     let path = dir.join("nested/fig.png");
     fig.save(&path).unwrap();
     assert_eq!(&std::fs::read(&path).unwrap()[..4], b"\x89PNG");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

@@ -284,7 +284,6 @@ fn a_classifier_depends_on_its_seed_alone() {
     std::fs::write(&config_path, saved.to_string()).unwrap();
     trainings(&mut events);
     assert!(events > 0, "a cache from before the seeding was used");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

@@ -196,7 +196,6 @@ fn checkpoints_round_trip_and_refuse_bad_files() {
         checkpoint::load_weights(dir.join("nowhere"), &mut vs2),
         Err(Error::Io { .. })
     ));
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -298,7 +297,6 @@ fn training_extras_work_and_resume_continues() {
         &mut training::silent(),
     )
     .unwrap();
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 fn write_idx(path: &std::path::Path, dims: &[u32], data: &[u8], gz: bool) {
@@ -372,7 +370,6 @@ fn idx_and_csv_readers_read_and_refuse_bad_files() {
         .unwrap_err()
         .to_string()
         .contains("785"));
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

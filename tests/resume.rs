@@ -202,8 +202,6 @@ fn a_crashed_run_resumes_to_the_same_weights() {
     let (mut vs, _) = net(5);
     sgm::checkpoint::load_weights(&crash_dir, &mut vs).unwrap();
     assert_eq!(max_abs_diff(&params(&vs), &whole_params), 0.0);
-    std::fs::remove_dir_all(whole_dir).unwrap();
-    std::fs::remove_dir_all(crash_dir).unwrap();
 }
 
 #[test]
@@ -289,7 +287,6 @@ fn losses_read_in_bursts_keep_every_step_and_a_non_finite_one_never_reaches_a_ch
             "{name} is not finite"
         );
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -329,8 +326,6 @@ fn a_checkpoint_of_another_configuration_is_an_error() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no training state"), "{err}");
-    std::fs::remove_dir_all(dir).unwrap();
-    std::fs::remove_dir_all(plain).unwrap();
 }
 
 #[test]

@@ -551,7 +551,7 @@ fn training_previews_are_drawn_every_k_epochs_and_written_as_they_go() {
     };
     let loss = |b: &Tensor| losses::dsm_loss(&net, b, 0.5);
     let mut drawn = Vec::new();
-    let mut previews = Previews::new(2, Some(dir.clone()), |epoch| {
+    let mut previews = Previews::new(2, Some(dir.to_path_buf()), |epoch| {
         drawn.push(epoch);
         let panel =
             Scatter::new(format!("epoch {epoch}"), [-2.0, 4.0, -5.0, 1.0])?.data("data", &x)?;

@@ -596,10 +596,13 @@ pub struct EdmStochastic {
     /// that remove a little too much noise).
     pub s_noise: f64,
     pub denoise: bool,
+    /// The precision the score is evaluated in ([`Sampler::precision`]); the update stays in
+    /// the particles' dtype.
+    pub precision: Precision,
 }
 
 impl EdmStochastic {
-    /// Churn 40 at every level, `s_noise` = 1, denoised (EDM's ImageNet settings are
+    /// Churn 40 at every level, `s_noise` = 1, denoised, float32 (EDM's ImageNet settings are
     /// S_churn 40, S_tmin 0.05, S_tmax 50, S_noise 1.003).
     pub fn new(sigmas: Sigmas) -> Self {
         EdmStochastic {
@@ -609,6 +612,7 @@ impl EdmStochastic {
             s_tmax: f64::INFINITY,
             s_noise: 1.0,
             denoise: true,
+            precision: Precision::Float32,
         }
     }
 
@@ -670,6 +674,9 @@ impl Sampler for EdmStochastic {
     }
     fn finish(&mut self, x: Tensor, oracle: &mut ScoreOracle) -> Result<Tensor> {
         denoise_if(self.denoise, x, self.sigmas.min(), oracle)
+    }
+    fn precision(&self) -> Precision {
+        self.precision
     }
 }
 

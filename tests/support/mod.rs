@@ -9,12 +9,38 @@ pub fn rng_lock() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A fresh, empty folder `$TMPDIR/sgm-<name>-<pid>` for a test's files.
-pub fn tmpdir(name: &str) -> std::path::PathBuf {
+/// A fresh, empty folder `$TMPDIR/sgm-<name>-<pid>` for a test's files, removed when the test
+/// passes (the guard drops outside a panic) and kept for inspection when it fails.
+pub fn tmpdir(name: &str) -> TmpDir {
     let d = std::env::temp_dir().join(format!("sgm-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TmpDir(d)
+}
+
+/// The folder of [`tmpdir`]; derefs to its path.
+#[derive(Debug)]
+pub struct TmpDir(std::path::PathBuf);
+
+impl std::ops::Deref for TmpDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TmpDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// Builds binary `bin` of workspace package `package` with the tests' profile and returns its

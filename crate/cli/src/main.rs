@@ -9,7 +9,7 @@ mod grade;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-use sgm::experiment::{Data, Dataset, Experiment, Model};
+use sgm::experiment::{Data, Dataset, Experiment, Method, Model};
 use sgm::images::ImageSet;
 use sgm::likelihood::{self, Divergence, LikelihoodConfig};
 use sgm::metrics::{self, Classifier, ClassifierConfig, EnergyReport, ImageQuality};
@@ -101,10 +101,10 @@ struct SampleArgs {
     /// Override the sampler's seed.
     #[arg(long)]
     seed: Option<u64>,
-    /// Override the Langevin steps per noise level.
+    /// Override annealed Langevin's steps per noise level (annealed-Langevin checkpoints only).
     #[arg(long)]
     steps_per_level: Option<usize>,
-    /// Override the sampler's base step size ε.
+    /// Override annealed Langevin's base step size ε (annealed-Langevin checkpoints only).
     #[arg(long)]
     eps: Option<f64>,
 }
@@ -306,7 +306,7 @@ fn train(args: &TrainArgs) -> CliResult<ExitCode> {
 fn draw(model: &mut Model, n: Option<i64>) -> CliResult<Tensor> {
     let n = n.unwrap_or(model.experiment.n_samples);
     let spinner = ProgressBar::new_spinner();
-    spinner.set_message(format!("annealed Langevin, {n} samples"));
+    spinner.set_message(format!("{}, {n} samples", model.experiment.method.name()));
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
     let out = model.sample(n);
     spinner.finish_and_clear();
@@ -321,6 +321,14 @@ fn draw(model: &mut Model, n: Option<i64>) -> CliResult<Tensor> {
 fn sample(args: &SampleArgs) -> CliResult<ExitCode> {
     let device = sgm::device();
     let mut model = Model::load(&args.checkpoint, device)?;
+    if model.experiment.method != Method::AnnealedLangevin
+        && (args.steps_per_level.is_some() || args.eps.is_some())
+    {
+        return Err(CliError::Usage(format!(
+            "--steps-per-level and --eps set annealed Langevin's steps, but this checkpoint samples with {} (its config's \"method\")",
+            model.experiment.method.name()
+        )));
+    }
     let sampler = &mut model.experiment.sampler;
     if let Some(seed) = args.seed {
         sampler.seed = Some(seed);
@@ -367,6 +375,7 @@ fn sample(args: &SampleArgs) -> CliResult<ExitCode> {
         "checkpoint": args.checkpoint,
         "n": samples.size()[0],
         "seconds": seconds,
+        "method": model.experiment.method,
         "sampler": model.experiment.sampler,
         "samples": tensor_path,
         "png": png_path,
