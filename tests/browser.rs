@@ -76,8 +76,8 @@ fn formulas_render_offline_from_the_local_mathjax() {
 
 /// A notebook with the release's shape: the set-up cell, a graded check, a figure cell (tag
 /// `figure`), then a graded check cell (`metadata.sgm.grade`) whose output names its test; the
-/// cells after it are not run.
-fn stand_in() -> PathBuf {
+/// cells after it are not run. The folder lives as long as the returned guard.
+fn stand_in() -> (sgm_tests::TmpDir, PathBuf) {
     let dir = tmpdir("browser-standin");
     let first = format!(
         ":dep sgm = {{ path = {:?} }}\nsgm::notebook::report_failed_cells()?;",
@@ -124,7 +124,7 @@ fn stand_in() -> PathBuf {
     });
     let path = dir.join("hw5_score_matching.ipynb");
     std::fs::write(&path, serde_json::to_string_pretty(&nb).unwrap()).unwrap();
-    path
+    (dir, path)
 }
 
 #[test]
@@ -133,19 +133,19 @@ fn jupyterlab_runs_the_homework_down_to_its_first_check_after_a_figure() {
         return;
     }
     let release = root().join(RELEASE);
-    let (notebook, which) = if release.exists() {
-        (release, "the release notebook")
+    // `_folder` keeps a stand-in's folder until the test ends.
+    let (_folder, notebook, which) = if release.exists() {
+        (None, release, "the release notebook")
     } else {
+        let (folder, path) = stand_in();
         (
-            stand_in(),
+            Some(folder),
+            path,
             "a stand-in (the release notebook does not exist yet)",
         )
     };
     println!("JupyterLab check on {which}: {}", notebook.display());
     let (ok, log) = browser_check(&["lab".into(), notebook.clone().into()]);
-    if which.starts_with("a stand-in") {
-        let _ = std::fs::remove_dir_all(notebook.parent().unwrap());
-    }
     assert!(ok, "the JupyterLab check on {which} failed:\n{log}");
     assert!(log.contains("browser check lab: ok"), "{log}");
     let figures = log

@@ -218,6 +218,7 @@ fn a_resnet_indexed_by_other_sigmas_is_refused() {
     // Levels from the table (the preset's log-normal levels are refused for a table network,
     // tested above).
     e.level_sampling = LevelSampling::PerSample;
+    e.method = Method::AnnealedLangevin;
     let other = Sigmas::geometric(1.0, 0.01, 10).unwrap();
     e.network = Network::Resnet(ResnetConfig::homework(other));
     let vs = nn::VarStore::new(test_device());
@@ -361,14 +362,16 @@ fn the_edm_method_samples_from_the_experiments_start_and_levels() {
     let annealed = Model::new(&e, test_device()).unwrap().sample(50).unwrap();
     assert_eq!(annealed.levels.len(), e.sigmas.len());
 
-    // A network with a table of levels cannot be sampled between them: a typed error.
-    let mut resnet = Experiment::mnist_resnet();
-    resnet.method = Method::EdmStochastic { levels, s_churn };
-    let err = Model::new(&resnet, test_device())
-        .unwrap()
-        .sample(2)
-        .unwrap_err();
-    assert!(matches!(err, Error::UntrainedLevel { .. }), "{err}");
+    // A network with a table of levels, or with one level, cannot be sampled between them:
+    // refused when the model is built, before any training.
+    for mut table in [Experiment::mnist_resnet(), Experiment::moons_single()] {
+        table.method = Method::EdmStochastic { levels, s_churn };
+        let err = Model::new(&table, test_device()).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidParameter { name: "method", .. }),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -65,8 +65,9 @@ pub enum Network {
 }
 
 /// Which sampler [`Model::sample`] runs, and so `sgm sample` and `sgm eval`. Both start from
-/// [`Experiment::init`] and take [`Experiment::sampler`]'s seed, final denoising step and
-/// precision; its step settings (T, ε, schedule, convention) are annealed Langevin's alone.
+/// [`Experiment::init`] and take [`Experiment::sampler`]'s seed, final denoising step,
+/// precision and `record_levels`; its step settings (T, ε, schedule, convention) are annealed
+/// Langevin's alone.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Method {
@@ -76,8 +77,9 @@ pub enum Method {
     AnnealedLangevin,
     /// EDM's stochastic sampler ([`crate::samplers::EdmStochastic`], Karras et al. 2022,
     /// Algorithm 2) over `levels` levels of [`Sigmas::karras`] (ρ = 7) from the experiment's
-    /// σ_max to its σ_min, with churn `s_churn`: `2 levels − 1` network evaluations. It visits
-    /// σ's between the levels, so it needs a network that takes σ as an input.
+    /// σ_max to its σ_min, with churn `s_churn`: `2 levels − 2` network evaluations, and one
+    /// more to denoise. It visits σ's between the levels, so it needs a network that takes σ
+    /// as an input ([`Experiment::build`] refuses the others).
     EdmStochastic { levels: usize, s_churn: f64 },
 }
 
@@ -129,7 +131,9 @@ pub struct Experiment {
     /// [`Method`].
     pub sampler: AnnealedConfig,
     /// The sampler [`Model::sample`] runs (annealed Langevin unless said; left out of the JSON
-    /// then, so checkpoints from before the choice existed read and resume as they were).
+    /// then, so checkpoints from before the choice existed read and resume as they were, as
+    /// annealed-Langevin experiments: one of a preset that has since changed its method, as
+    /// `mnist`'s did, is another experiment's to resume).
     #[serde(default, skip_serializing_if = "checkpoint::is_default")]
     pub method: Method,
     /// Where the sampler starts.
@@ -409,7 +413,10 @@ impl Experiment {
     /// 49.4 against a floor of 11.3 (4.4 times, 0.75) with the seeded one a fresh set-up trains.
     /// The same network and LeNet with EDM's sampler (bf16; from U[-1, 1] unless said): 50
     /// levels 47.1 in 37 s, 100 levels 44.3 (0.81 confident) in 75 s, against annealed
-    /// Langevin's 49.4 in 122 s; 30 levels 55.4; 50 levels from the data's Gaussian at σ_max
+    /// Langevin's 49.4 in 122 s; over other sampling seeds, 100 levels 52.2, 44.8, 49.2 and
+    /// notebook 03's 49.9 (mean of the five 48.1, 0.79 confident), annealed Langevin 50.0 and
+    /// 56.6 (mean of three 52.0, 0.76): single figures are good to about ±4. 30 levels 55.4;
+    /// 50 levels from the data's Gaussian at σ_max
     /// ([`crate::samplers::gaussian_prior`]) 48.7. A U-Net of 32 start filters (2 epochs in
     /// 15.3 s against 7.9 s; 80 epochs, last train loss 140.9 as these 110's) scored no better:
     /// 50 levels 44.6 from U[-1, 1], 48.2 from the data's Gaussian, 60.4 from N(0, 4 I);
@@ -509,7 +516,8 @@ impl Experiment {
     }
 
     /// Fashion-MNIST with the MNIST settings and 6 epochs (its training set is 13 times larger:
-    /// 11,250 steps, against the MNIST run's 15,510).
+    /// 11,250 steps, against the MNIST run's 15,510). Its sampler, EDM's as MNIST's, was chosen
+    /// on MNIST; it has not been measured on Fashion-MNIST.
     pub fn fashion() -> Self {
         let mnist = Self::mnist();
         Experiment {
@@ -612,6 +620,18 @@ impl Experiment {
     /// unconditioned MLP with more than one level (it cannot tell them apart).
     pub fn build(&self, vs: &VarStore) -> Result<Box<dyn Score>> {
         let root = vs.root();
+        if matches!(self.method, Method::EdmStochastic { .. })
+            && matches!(
+                self.network,
+                Network::Resnet(_) | Network::UnconditionedMlp(_)
+            )
+        {
+            return Err(Error::InvalidParameter {
+                name: "method",
+                value: self.method.name(),
+                why: "EDM's sampler visits noise levels between its table's and needs a network that takes sigma as an input; the ResNet looks its levels up and the unconditioned MLP has one (sample them with annealed Langevin)",
+            });
+        }
         Ok(match &self.network {
             Network::Mlp(c) => Box::new(ConditionedMlp::new(&root, c)?),
             Network::UnconditionedMlp(c) => {

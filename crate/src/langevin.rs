@@ -186,7 +186,8 @@ pub struct AnnealedConfig {
     pub denoise: bool,
     /// Seed for libtorch's generator, set before the first step.
     pub seed: Option<u64>,
-    /// Keep a copy of the particles after every level, for progression figures.
+    /// Keep a copy of the particles after every level, for progression figures (for EDM's
+    /// sampler, [`crate::experiment::Method`], at each step's raised level).
     pub record_levels: bool,
     /// The precision the score is evaluated in, by every sampler of the annealed-Langevin
     /// family ([`crate::samplers::Sampler::precision`]); the update itself stays in the

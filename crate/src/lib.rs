@@ -13,7 +13,7 @@
 //! | [`losses`] | denoising score matching |
 //! | [`langevin`] | Langevin dynamics (and the step-size conventions of the seeds) |
 //! | [`likelihood`] | log-likelihood through the probability-flow ODE (nats per point, bits per dimension) |
-//! | [`samplers`] | samplers as a family: annealed Langevin, reverse diffusion, predictor-corrector, probability-flow ODE; one driver with a callback |
+//! | [`samplers`] | samplers as a family: annealed Langevin, reverse diffusion, predictor-corrector, probability-flow ODE, EDM's stochastic sampler; one driver with a callback |
 //! | [`training`] | Adam training loop with train/test loss per epoch |
 //! | [`precision`] | float32 or bfloat16 autocast for a training step |
 //! | [`plots`] | densities, samples, score fields, loss curves as PNG figures |

@@ -321,11 +321,17 @@ fn draw(model: &mut Model, n: Option<i64>) -> CliResult<Tensor> {
 fn sample(args: &SampleArgs) -> CliResult<ExitCode> {
     let device = sgm::device();
     let mut model = Model::load(&args.checkpoint, device)?;
-    if model.experiment.method != Method::AnnealedLangevin
-        && (args.steps_per_level.is_some() || args.eps.is_some())
-    {
+    let annealed_flag = match (args.steps_per_level, args.eps) {
+        (Some(_), _) => Some("--steps-per-level"),
+        (None, Some(_)) => Some("--eps"),
+        (None, None) => None,
+    };
+    if let (Some(flag), false) = (
+        annealed_flag,
+        model.experiment.method == Method::AnnealedLangevin,
+    ) {
         return Err(CliError::Usage(format!(
-            "--steps-per-level and --eps set annealed Langevin's steps, but this checkpoint samples with {} (its config's \"method\")",
+            "{flag} sets annealed Langevin's steps, but this checkpoint samples with {} (its config's \"method\")",
             model.experiment.method.name()
         )));
     }
