@@ -326,10 +326,9 @@ fn sample(args: &SampleArgs) -> CliResult<ExitCode> {
         (None, Some(_)) => Some("--eps"),
         (None, None) => None,
     };
-    if let (Some(flag), false) = (
-        annealed_flag,
-        model.experiment.method == Method::AnnealedLangevin,
-    ) {
+    if let Some(flag) =
+        annealed_flag.filter(|_| model.experiment.method != Method::AnnealedLangevin)
+    {
         return Err(CliError::Usage(format!(
             "{flag} sets annealed Langevin's steps, but this checkpoint samples with {} (its config's \"method\")",
             model.experiment.method.name()
