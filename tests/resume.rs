@@ -4,11 +4,12 @@
 
 use sgm::data;
 use sgm::losses::dsm_loss;
-use sgm::nets::{Mlp, MlpConfig};
+use sgm::nets::{BlogUnet, Mlp, MlpConfig, UnetConfig};
 use sgm::tch::nn::{self, OptimizerConfig};
 use sgm::tch::{Kind, Tensor};
 use sgm::training::{self, Adam, Ema, Event, History, LrDecay, TrainConfig};
 use sgm::Error;
+use sgm::Score;
 use sgm_tests::{from_slice, max_abs_diff, params, rng_lock, test_device, tmpdir};
 use std::path::Path;
 
@@ -34,7 +35,6 @@ fn adam_matches_libtorchs_adam() {
     let z = Tensor::randn([64, 2], (Kind::Float, test_device()));
     // A deterministic loss (fixed noise), so both optimisers see the same gradients.
     let loss = |m: &Mlp| {
-        use sgm::Score;
         let s = m.score_at(&(&x + &z * 0.3), 0.3).unwrap();
         (s + &z / 0.3).square().sum(Kind::Float) / 64.0
     };
@@ -366,4 +366,44 @@ fn fused_adam_moves_by_lr_along_a_constant_gradient_and_bad_lists_are_named() {
     let c = Tensor::ones([3], (Kind::Float, test_device())) * 2.0;
     sgm::fused::lerp(&[&a], &[&c], 0.25).unwrap();
     assert_eq!(Vec::<f32>::try_from(&a).unwrap(), vec![0.5; 3]);
+}
+
+#[test]
+fn channels_last_keeps_shape_and_values_and_gradients_keep_the_parameters_layout() {
+    // The layout: NHWC strides for [2, 3, 4, 5] are [60, 1, 15, 3]; shape and values unchanged.
+    let x = Tensor::randn([2, 3, 4, 5], (Kind::Float, test_device()));
+    let y = sgm::fused::channels_last(&x).unwrap();
+    assert_eq!(y.size(), x.size());
+    assert_eq!(y.stride(), vec![60, 1, 15, 3]);
+    assert!(x.equal(&y));
+    // A tensor that is not 4-D has no channels-last layout: a typed error naming the operation.
+    let err = sgm::fused::channels_last(&Tensor::zeros([3, 4], (Kind::Float, test_device())))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("channels_last"), "{err}");
+    // The U-Nets run channels-last inside; their parameters stay contiguous, and so must every
+    // gradient: the fused Adam reads a parameter, its gradient and its moments element by
+    // element in storage order, so a gradient in another layout would update the wrong weights.
+    let _rng = rng_lock();
+    let vs = nn::VarStore::new(test_device());
+    let net = BlogUnet::new(&vs.root(), &UnetConfig::default()).unwrap();
+    let x = Tensor::randn([2, 1, 28, 28], (Kind::Float, test_device()));
+    let sigma = from_slice(&[0.1f32, 1.0]);
+    net.score(&x, &sigma)
+        .unwrap()
+        .square()
+        .sum(Kind::Float)
+        .backward();
+    let vars = vs.variables();
+    assert!(vars.values().any(|v| v.dim() == 4), "no convolution weight");
+    for (name, v) in vars {
+        let g = v.grad();
+        // (Contiguity, not equal strides: a stride along a dimension of size 1 is arbitrary.)
+        assert!(v.is_contiguous() && g.defined(), "{name}");
+        assert!(
+            g.is_contiguous(),
+            "{name}: gradient strides {:?}",
+            g.stride()
+        );
+    }
 }

@@ -93,4 +93,10 @@ char *sgm_autocast_exit(int cuda, int prev_enabled, int prev_dtype) {
   });
 }
 
+// `*out` = `t` laid out channels-last (NHWC strides, same shape and values): a new tensor
+// handle for the caller to own (tch's `Tensor::from_ptr`), or `t`'s storage when it already is.
+char *sgm_channels_last(at::Tensor *t, at::Tensor **out) {
+  return guarded([&] { *out = new at::Tensor(t->contiguous(at::MemoryFormat::ChannelsLast)); });
+}
+
 }  // extern "C"

@@ -6,6 +6,8 @@
 //! - [`adam`]: `torch._fused_adam_`, the kernel behind `torch.optim.Adam(fused=True)` (CPU and
 //!   CUDA), computing what [`crate::training::Adam`] documents.
 //! - [`lerp`]: `torch._foreach_lerp_`, `a ← a + w (b − a)` over lists (the EMA update).
+//! - [`channels_last`]: `Tensor.contiguous(memory_format=torch.channels_last)`, the layout in
+//!   which oneDNN's and cuDNN's convolutions run fastest.
 
 use crate::error::{Error, Result};
 use std::ffi::{c_char, c_void, CStr};
@@ -31,6 +33,7 @@ extern "C" {
         n: usize,
         weight: f64,
     ) -> *mut c_char;
+    fn sgm_channels_last(t: *mut c_void, out: *mut *mut c_void) -> *mut c_char;
 }
 
 /// The handles of `tensors` as the C++ side takes them (`at::Tensor*`). The kernels update
@@ -134,4 +137,19 @@ pub fn lerp(selves: &[&Tensor], ends: &[&Tensor], weight: f64) -> Result<()> {
     // SAFETY: as in `adam`.
     let answer = unsafe { sgm_foreach_lerp(a.as_ptr(), b.as_ptr(), a.len(), weight) };
     checked(OP, answer)
+}
+
+/// `x` laid out channels-last (`[n, c, h, w]` with NHWC strides: same shape, same values), as
+/// `x.contiguous(memory_format=torch.channels_last)`. Convolutions, pooling and concatenation
+/// keep the layout, so a network whose input is channels-last runs channels-last throughout;
+/// its parameters and their gradients keep theirs (PyTorch's gradient layout contract), so
+/// [`adam`] and [`lerp`] see matching strides. An input that is not 4-D is a
+/// [`Error::TorchOp`].
+pub fn channels_last(x: &Tensor) -> Result<Tensor> {
+    let mut out: *mut c_void = std::ptr::null_mut();
+    // SAFETY: `x` is a live `at::Tensor*` for the call; on success `out` is a new
+    // `at::Tensor*` that nothing else owns, so the returned `Tensor` takes it.
+    let answer = unsafe { sgm_channels_last(x.as_ptr() as *mut c_void, &mut out) };
+    checked("contiguous(channels_last)", answer)?;
+    Ok(unsafe { Tensor::from_ptr(out.cast()) })
 }
