@@ -370,6 +370,7 @@ fn fused_adam_moves_by_lr_along_a_constant_gradient_and_bad_lists_are_named() {
 
 #[test]
 fn channels_last_keeps_shape_and_values_and_gradients_keep_the_parameters_layout() {
+    let _rng = rng_lock();
     // The layout: NHWC strides for [2, 3, 4, 5] are [60, 1, 15, 3]; shape and values unchanged.
     let x = Tensor::randn([2, 3, 4, 5], (Kind::Float, test_device()));
     let y = sgm::fused::channels_last(&x).unwrap();
@@ -384,7 +385,6 @@ fn channels_last_keeps_shape_and_values_and_gradients_keep_the_parameters_layout
     // The U-Nets run channels-last inside; their parameters stay contiguous, and so must every
     // gradient: the fused Adam reads a parameter, its gradient and its moments element by
     // element in storage order, so a gradient in another layout would update the wrong weights.
-    let _rng = rng_lock();
     let vs = nn::VarStore::new(test_device());
     let net = BlogUnet::new(&vs.root(), &UnetConfig::default()).unwrap();
     let x = Tensor::randn([2, 1, 28, 28], (Kind::Float, test_device()));
