@@ -34,6 +34,27 @@ fn presets_round_trip_through_json_exactly_and_build() {
 }
 
 #[test]
+fn a_gaussian_start_is_the_tables_largest_level() {
+    // An annealed chain that starts from N(0, s² I) approximates p_σmax only with s = σ_max
+    // (the homework's note); a table moved without its start would begin every chain at the
+    // wrong scale. (A single level's plain Langevin may start anywhere.)
+    for name in Experiment::PRESETS {
+        let e = Experiment::preset(name).unwrap();
+        if let (Init::Gaussian { std }, true) = (e.init, e.sigmas.len() > 1) {
+            assert_eq!(std, e.sigmas.max(), "{name}");
+        }
+    }
+    // The ResNet keeps the homework's start, whatever the U-Net's.
+    assert_eq!(
+        Experiment::mnist_resnet().init,
+        Init::Uniform {
+            low: -1.0,
+            high: 1.0
+        }
+    );
+}
+
+#[test]
 fn the_initial_weights_depend_on_the_training_seed_alone() {
     let _rng = rng_lock();
     let e = Experiment::preset("mnist").unwrap();

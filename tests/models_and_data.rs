@@ -1,6 +1,6 @@
 //! Noise-conditional networks (shapes, PyTorch names, conditioning), training extras (StepLR,
-//! clipping, EMA), checkpoints (round trip, corrupt or mismatched files), image data (IDX and
-//! CSV readers, errors), image figures, energy distance.
+//! cooldown, clipping, EMA), checkpoints (round trip, corrupt or mismatched files), image data
+//! (IDX and CSV readers, errors), image figures, energy distance.
 
 use sgm::checkpoint;
 use sgm::images::{self, Scaling};
@@ -196,6 +196,60 @@ fn checkpoints_round_trip_and_refuse_bad_files() {
         checkpoint::load_weights(dir.join("nowhere"), &mut vs2),
         Err(Error::Io { .. })
     ));
+}
+
+#[test]
+fn cooldown_lowers_the_learning_rate_linearly_over_the_last_steps() {
+    let _rng = rng_lock();
+    let x = Tensor::zeros([100, 2], (Kind::Float, test_device()));
+    // 4 epochs of 5 batches: 20 steps. With a constant gradient g, Adam's bias-corrected moments
+    // are m̂ = g and v̂ = g², so every step moves a parameter by lr·g/(|g| + 10⁻⁸), lr itself for
+    // g = 1. A cooldown of k steps scales step t ≥ 20 − k by (20 − t)/k, so the run moves
+    // lr·(20 − k + (k + 1)/2): 20 lr without one, 15.5 lr for k = 10, 10.5 lr for k = 20.
+    for (cooldown, lrs) in [(None, 20.0), (Some(0.5), 15.5), (Some(1.0), 10.5)] {
+        let vs = nn::VarStore::new(test_device());
+        let p = vs.root().zeros("p", &[3]);
+        let cfg = TrainConfig {
+            epochs: 4,
+            batch_size: 20,
+            lr: 1e-2,
+            seed: Some(1),
+            cooldown,
+            ..Default::default()
+        };
+        let h = train(
+            &vs,
+            &x,
+            None,
+            &cfg,
+            |_| Ok(p.sum(Kind::Float)),
+            &mut training::silent(),
+        )
+        .unwrap();
+        assert_eq!(h.steps, 20);
+        let moved = -f(&p.mean(Kind::Float));
+        assert!(
+            (moved - lrs * 1e-2).abs() < 1e-6,
+            "cooldown {cooldown:?}: moved {moved}, expected {}",
+            lrs * 1e-2
+        );
+    }
+    for bad in [0.0, 1.5, f64::NAN] {
+        let cfg = TrainConfig {
+            cooldown: Some(bad),
+            ..Default::default()
+        };
+        assert!(
+            matches!(
+                cfg.validate(),
+                Err(Error::InvalidParameter {
+                    name: "cooldown",
+                    ..
+                })
+            ),
+            "{bad}"
+        );
+    }
 }
 
 #[test]

@@ -99,6 +99,8 @@ fn config() -> TrainConfig {
             step_epochs: 1,
             gamma: 0.5,
         }),
+        // Over the last half of the steps: a resumed run must take the same rates.
+        cooldown: Some(0.5),
         grad_clip: Some(5.0),
         ema_decay: Some(0.9),
         checkpoint_every: 4,

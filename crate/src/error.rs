@@ -198,6 +198,19 @@ pub fn check_open_unit(name: &'static str, value: f64) -> Result<f64> {
     }
 }
 
+/// Checks that a named fraction lies in (0, 1].
+pub fn check_fraction(name: &'static str, value: f64) -> Result<f64> {
+    if value > 0.0 && value <= 1.0 {
+        Ok(value)
+    } else {
+        Err(Error::InvalidParameter {
+            name,
+            value: value.to_string(),
+            why: "must lie in (0, 1]",
+        })
+    }
+}
+
 /// Checks that a named count is at least 1.
 pub fn check_count(name: &'static str, value: usize) -> Result<usize> {
     if value >= 1 {

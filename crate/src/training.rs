@@ -4,7 +4,9 @@
 
 use crate::checkpoint;
 use crate::data;
-use crate::error::{check_nonempty, check_open_unit, check_positive, Error, Result};
+use crate::error::{
+    check_fraction, check_nonempty, check_open_unit, check_positive, Error, Result,
+};
 use crate::precision::Precision;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -32,6 +34,12 @@ pub struct TrainConfig {
     /// epochs; `None` keeps it constant.
     #[serde(default)]
     pub lr_decay: Option<LrDecay>,
+    /// Linear cooldown: over this fraction of the run's last optimiser steps, in (0, 1], the
+    /// learning rate falls linearly towards zero (the decay phase of the warmup-stable-decay
+    /// schedule; Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed
+    /// Training Durations"). See [`cooldown_factor`]. It multiplies whatever `lr_decay` gives.
+    #[serde(default)]
+    pub cooldown: Option<f64>,
     /// Clip the gradients' global L2 norm to this value before each step.
     #[serde(default)]
     pub grad_clip: Option<f64>,
@@ -243,6 +251,7 @@ impl Default for TrainConfig {
             lr: 1e-3,
             seed: None,
             lr_decay: None,
+            cooldown: None,
             grad_clip: None,
             ema_decay: None,
             checkpoint_every: default_checkpoint_every(),
@@ -275,6 +284,9 @@ impl TrainConfig {
                 why: "needs step_epochs >= 1 and a finite gamma > 0",
             });
         }
+        if let Some(f) = self.cooldown {
+            check_fraction("cooldown", f)?;
+        }
         if let Some(d) = self.ema_decay {
             check_open_unit("ema_decay", d)?;
         }
@@ -286,6 +298,23 @@ impl TrainConfig {
             });
         }
         Ok(())
+    }
+}
+
+/// The factor [`TrainConfig::cooldown`] puts on the learning rate of optimiser step `step`
+/// (counted from 0) of a run of `total` steps. With `k = ⌈fraction · total⌉` cooldown steps it is
+/// 1 before step `total − k` and `(total − step)/k` from there on: 1 at the cooldown's first step,
+/// `1/k` at the run's last, never 0. `None` is 1 throughout.
+pub fn cooldown_factor(fraction: Option<f64>, step: usize, total: usize) -> f64 {
+    let Some(fraction) = fraction else {
+        return 1.0;
+    };
+    let k = ((fraction * total as f64).ceil() as usize).clamp(1, total.max(1));
+    let start = total.saturating_sub(k);
+    if step < start {
+        1.0
+    } else {
+        total.saturating_sub(step).max(1) as f64 / k as f64
     }
 }
 
@@ -724,6 +753,7 @@ pub fn run(
         for (from, len) in batches(n, cfg.batch_size).skip(state.batch) {
             data::seed(seed_for(state.seed, 0, state.step));
             let batch = train_data.index_select(0, &perm.narrow(0, from, len));
+            opt.set_lr(state.lr * cooldown_factor(cfg.cooldown, state.step, total_steps));
             let loss = match cfg
                 .precision
                 .run(device, || loss_fn(&batch))
