@@ -398,7 +398,8 @@ impl Experiment {
     /// EDM's stochastic sampler over 100 levels of ρ = 7 from σ_max = 20 to 0.02, churn 40 (199
     /// network evaluations), from N(0, σ_max² I), the network in bfloat16 autocast, then the
     /// denoising step. The annealed-Langevin settings kept for [`Method::AnnealedLangevin`]:
-    /// the 100 geometric levels with T = 3 per level, ε = 1.8·10⁻⁴ (301 evaluations).
+    /// the 100 geometric levels with T = 3 per level, ε = 1.8·10⁻⁴ (301 evaluations; ε was
+    /// chosen when the table began at 2).
     ///
     /// Measured on this machine's CPU (1,000 samples against the 500 held-out digits; the floor,
     /// 1,000 training digits against them, is 10.6), one change at a time at 75 epochs:
@@ -435,9 +436,10 @@ impl Experiment {
     /// chain started from U[-1, 1]. At σ = 2 two digits are still far apart (pixels in [-1, 1]:
     /// NCSNv2's technique 1 puts σ_1 at 31.7, the largest distance between two training digits),
     /// so p_σ is no simple law there and the start, not the network, chose each sample's class:
-    /// 0s came out two and a half times as often as 1s. Training does not read the table (its levels are
-    /// log-normal), so one 150-epoch network (notebook 03's) sampled over 100 levels from each
-    /// σ_max, starting from N(0, σ_max² I), sampling seeds 5, 6 and 7: σ_max = 2 from U[-1, 1]
+    /// 0s came out two and a half times as often as 1s. Training does not read the table (its
+    /// levels are log-normal), so one 150-epoch network (notebook 03's) sampled over 100 levels
+    /// from each σ_max, starting from N(0, σ_max² I), sampling seeds 5, 6 and 7: σ_max = 2 from
+    /// U[-1, 1]
     /// 38.3, 42.8, 35.2 (mean 38.8); 5: mean 31.4; 10: 28.8; 20: 28.1 (28.1, 27.1, 29.2, 0.81
     /// confident); 40: 32.3; 80: 32.3. Churn 0 (the deterministic Heun sampler) 43.5, churn 80
     /// 28.3. Annealed Langevin over the new table, seed 5: 39.1.
