@@ -439,18 +439,17 @@ impl Experiment {
     /// 0s came out two and a half times as often as 1s. Training does not read the table (its
     /// levels are log-normal), so one 150-epoch network (notebook 03's) sampled over 100 levels
     /// from each σ_max, starting from N(0, σ_max² I), sampling seeds 5, 6 and 7: σ_max = 2 from
-    /// U[-1, 1]
-    /// 38.3, 42.8, 35.2 (mean 38.8); 5: mean 31.4; 10: 28.8; 20: 28.1 (28.1, 27.1, 29.2, 0.81
-    /// confident); 40: 32.3; 80: 32.3. Churn 0 (the deterministic Heun sampler) 43.5, churn 80
-    /// 28.3. Annealed Langevin over the new table, seed 5: 39.1.
+    /// U[-1, 1] 38.3, 42.8, 35.2 (mean 38.8); 5: mean 31.4; 10: 28.8; 20: 28.1 (28.1, 27.1,
+    /// 29.2, 0.81 confident); 40: 32.3; 80: 32.3. Churn 0 (the deterministic Heun sampler)
+    /// 43.5, churn 80 28.3. Annealed Langevin over the new table, seed 5: 39.1.
     ///
     /// The cooldown, measured on two more trainings from the same seed (so the same weights and
     /// batches until it starts), sampling seeds 5 to 9 from σ_max = 20: constant rate 28.1, 27.1,
     /// 29.2, 35.1, 28.9 (mean 29.7, 0.80 confident); the last 20% cooled 24.9, 23.2, 25.3, 29.5,
     /// 25.6 (mean 25.7, 0.82), lower on every seed; the last 40% cooled 28.2. From training
     /// seed 11, sampling seeds 5 to 7: constant rate 27.4, the last 20% cooled 22.6, lower on
-    /// each. From σ_max = 2 and
-    /// U[-1, 1] the 20% cooldown had scored 42.1 against 38.8: the old start hid it.
+    /// each. From σ_max = 2 and U[-1, 1] the 20% cooldown had scored 42.1 against 38.8: the old
+    /// start hid it.
     pub fn mnist() -> Self {
         Experiment {
             name: "mnist".into(),

@@ -719,7 +719,6 @@ pub fn run(
             });
         }
     }
-    opt.set_lr(state.lr);
     let start = Instant::now();
     let seconds_before = state.history.seconds;
     // Brings the state's clock and counters up to date, then writes the checkpoint (if on).
@@ -753,6 +752,7 @@ pub fn run(
         for (from, len) in batches(n, cfg.batch_size).skip(state.batch) {
             data::seed(seed_for(state.seed, 0, state.step));
             let batch = train_data.index_select(0, &perm.narrow(0, from, len));
+            // The one place the rate is set: StepLR's (resumed with the state) times the cooldown.
             opt.set_lr(state.lr * cooldown_factor(cfg.cooldown, state.step, total_steps));
             let loss = match cfg
                 .precision
@@ -817,7 +817,6 @@ pub fn run(
         };
         if let Some(decay) = cfg.lr_decay.filter(|d| epoch.is_multiple_of(d.step_epochs)) {
             state.lr *= decay.gamma;
-            opt.set_lr(state.lr);
         }
         state.epoch += 1;
         state.batch = 0;
