@@ -551,16 +551,18 @@ impl Experiment {
         self
     }
 
-    /// Fashion-MNIST with the MNIST settings and 6 epochs (its training set is 13 times larger:
-    /// 11,250 steps, against the MNIST run's 26,790). Its sampler, EDM's as MNIST's, was chosen
-    /// on MNIST; it has not been measured on Fashion-MNIST.
+    /// Fashion-MNIST with the MNIST settings and 20 epochs (its training set is 13 times larger:
+    /// 37,500 steps, against the MNIST run's 26,790). Measured on the 2-core CPU, 1,000 samples
+    /// with sampling seeds 5 and 6 against the 10,000 test images (floor 0.55): 6 epochs
+    /// (11,250 steps, 293 s) scored a Fréchet LeNet distance of 11.8 and 13.3, 20 epochs
+    /// (1,103 s) 5.4 and 6.4. Its sampler, EDM's as MNIST's, was chosen on MNIST.
     pub fn fashion() -> Self {
         let mnist = Self::mnist();
         Experiment {
             name: "fashion".into(),
             dataset: Dataset::Fashion,
             train: TrainConfig {
-                epochs: 6,
+                epochs: 20,
                 ..mnist.train.clone()
             },
             ..mnist
