@@ -186,10 +186,7 @@ fn an_edm_checkpoint_samples_with_edm_and_refuses_annealed_overrides() {
     let mut e = Experiment::moons();
     e.dataset = Dataset::Moons { n: 400, noise: 0.1 };
     e.train.epochs = 1;
-    e.method = Method::EdmStochastic {
-        levels: 8,
-        s_churn: 2.0,
-    };
+    e.method = Method::edm(8, 2.0);
     let config = dir.join("edm.json");
     std::fs::write(&config, serde_json::to_string(&e).unwrap()).unwrap();
     let ckpt = dir.join("ckpt");

@@ -340,7 +340,7 @@ fn the_edm_method_samples_from_the_experiments_start_and_levels() {
     let mut e = Experiment::moons();
     e.dataset = Dataset::Moons { n: 400, noise: 0.1 };
     let (levels, s_churn) = (6, 3.0);
-    e.method = Method::EdmStochastic { levels, s_churn };
+    e.method = Method::edm(levels, s_churn);
     e.sampler.record_levels = true;
     // Left out of the JSON only when it is annealed Langevin; read back as written.
     let json = serde_json::to_value(&e).unwrap();
@@ -386,13 +386,95 @@ fn the_edm_method_samples_from_the_experiments_start_and_levels() {
     // A network with a table of levels, or with one level, cannot be sampled between them:
     // refused when the model is built, before any training.
     for mut table in [Experiment::mnist_resnet(), Experiment::moons_single()] {
-        table.method = Method::EdmStochastic { levels, s_churn };
+        table.method = Method::edm(levels, s_churn);
         let err = Model::new(&table, test_device()).unwrap_err();
         assert!(
             matches!(err, Error::InvalidParameter { name: "method", .. }),
             "{err}"
         );
     }
+}
+
+#[test]
+fn the_edm_methods_churn_window_and_noise_scale_reach_its_sampler() {
+    let _rng = rng_lock();
+    // A method written before the window and the noise scale existed reads as churn at every
+    // level with S_noise 1.
+    let old: Method =
+        serde_json::from_str(r#"{"kind": "edm_stochastic", "levels": 6, "s_churn": 3.0}"#).unwrap();
+    assert_eq!(old, Method::edm(6, 3.0));
+
+    let mut e = Experiment::moons();
+    e.dataset = Dataset::Moons { n: 400, noise: 0.1 };
+    let levels = 6;
+    let karras = Sigmas::karras(e.sigmas.max(), e.sigmas.min(), levels, 7.0).unwrap();
+    // A window holding the second and third levels only.
+    let (s_tmin, s_tmax) = (karras.values()[2], karras.values()[1]);
+    e.method = Method::EdmStochastic {
+        levels,
+        s_churn: 3.0,
+        s_tmin,
+        s_tmax: Some(s_tmax),
+        s_noise: 1.5,
+    };
+    e.sampler.record_levels = true;
+    let json = serde_json::to_value(&e).unwrap();
+    assert_eq!(serde_json::from_value::<Experiment>(json).unwrap(), e);
+
+    let model = Model::new(&e, test_device()).unwrap();
+    let out = model.sample(50).unwrap();
+    // Raised by 1 + γ = √2 inside the window, not outside it.
+    let mut expected: Vec<f64> = karras.values()[..levels - 1]
+        .iter()
+        .map(|&s| {
+            if (s_tmin..=s_tmax).contains(&s) {
+                s * std::f64::consts::SQRT_2
+            } else {
+                s
+            }
+        })
+        .collect();
+    expected.push(e.sigmas.min());
+    let seen: Vec<f64> = out.levels.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seen.len(), expected.len(), "{seen:?}");
+    for (a, b) in seen.iter().zip(&expected) {
+        assert!((a - b).abs() < 1e-12 * b, "{seen:?} against {expected:?}");
+    }
+    // The same chain by hand with the same window and S_noise; with S_noise 1 it differs.
+    let by_hand = |s_noise: f64| {
+        data::seed(e.sampler.seed.unwrap());
+        let start = e.init.draw(&[50, 2], test_device()).unwrap();
+        let mut edm = EdmStochastic {
+            s_churn: 3.0,
+            s_tmin,
+            s_tmax,
+            s_noise,
+            ..EdmStochastic::new(karras.clone())
+        };
+        samplers::sample_quietly(&mut edm, model.score.as_ref(), &start, None)
+            .unwrap()
+            .x
+    };
+    let gap = |x: Tensor| f64::try_from((&out.samples - x).abs().max()).unwrap();
+    assert_eq!(gap(by_hand(1.5)), 0.0);
+    assert!(gap(by_hand(1.0)) > 1e-3);
+
+    // An empty window is refused by name when sampling.
+    e.method = Method::EdmStochastic {
+        levels,
+        s_churn: 3.0,
+        s_tmin: 1.0,
+        s_tmax: Some(0.5),
+        s_noise: 1.0,
+    };
+    let err = Model::new(&e, test_device())
+        .unwrap()
+        .sample(10)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidParameter { name: "s_tmin", .. }),
+        "{err}"
+    );
 }
 
 #[test]

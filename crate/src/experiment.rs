@@ -79,8 +79,24 @@ pub enum Method {
     /// Algorithm 2) over `levels` levels of [`Sigmas::karras`] (ρ = 7) from the experiment's
     /// σ_max to its σ_min, with churn `s_churn`: `2 levels − 2` network evaluations, and one
     /// more to denoise. It visits σ's between the levels, so it needs a network that takes σ
-    /// as an input ([`Experiment::build`] refuses the others).
-    EdmStochastic { levels: usize, s_churn: f64 },
+    /// as an input ([`Experiment::build`] refuses the others). Noise is added back only at
+    /// levels inside `[s_tmin, s_tmax]` (EDM's S_tmin and S_tmax; by default every level), scaled
+    /// by `s_noise` (EDM's S_noise, 1 by default); see [`crate::samplers::EdmStochastic`].
+    EdmStochastic {
+        levels: usize,
+        s_churn: f64,
+        #[serde(default)]
+        s_tmin: f64,
+        /// `None`: no upper end.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        s_tmax: Option<f64>,
+        #[serde(default = "unit_noise")]
+        s_noise: f64,
+    },
+}
+
+fn unit_noise() -> f64 {
+    1.0
 }
 
 impl Method {
@@ -88,9 +104,35 @@ impl Method {
     pub fn name(&self) -> String {
         match self {
             Method::AnnealedLangevin => "annealed Langevin".into(),
-            Method::EdmStochastic { levels, s_churn } => {
-                format!("EDM stochastic ({levels} levels, churn {s_churn})")
+            Method::EdmStochastic {
+                levels,
+                s_churn,
+                s_tmin,
+                s_tmax,
+                s_noise,
+            } => {
+                let mut name = format!("EDM stochastic ({levels} levels, churn {s_churn}");
+                if *s_tmin > 0.0 || s_tmax.is_some() {
+                    let hi = s_tmax.map_or("∞".to_string(), |t| t.to_string());
+                    name += &format!(" in σ ∈ [{s_tmin}, {hi}]");
+                }
+                if *s_noise != 1.0 {
+                    name += &format!(", S_noise {s_noise}");
+                }
+                name + ")"
             }
+        }
+    }
+
+    /// EDM's stochastic sampler over `levels` levels with churn `s_churn` at every level and
+    /// S_noise 1.
+    pub fn edm(levels: usize, s_churn: f64) -> Method {
+        Method::EdmStochastic {
+            levels,
+            s_churn,
+            s_tmin: 0.0,
+            s_tmax: None,
+            s_noise: 1.0,
         }
     }
 }
@@ -491,10 +533,7 @@ impl Experiment {
                 precision: Precision::Bf16Autocast,
                 ..AnnealedConfig::ncsn()
             },
-            method: Method::EdmStochastic {
-                levels: 100,
-                s_churn: 40.0,
-            },
+            method: Method::edm(100, 40.0),
             init: Init::Gaussian { std: 20.0 },
             n_samples: 100,
         }
@@ -844,10 +883,19 @@ impl Model {
                     ..config.clone()
                 },
             ),
-            Method::EdmStochastic { levels, s_churn } => {
+            Method::EdmStochastic {
+                levels,
+                s_churn,
+                s_tmin,
+                s_tmax,
+                s_noise,
+            } => {
                 let sigmas = &self.experiment.sigmas;
                 let mut edm = crate::samplers::EdmStochastic {
                     s_churn,
+                    s_tmin,
+                    s_tmax: s_tmax.unwrap_or(f64::INFINITY),
+                    s_noise,
                     denoise: config.denoise,
                     precision: config.precision,
                     ..crate::samplers::EdmStochastic::new(Sigmas::karras(
