@@ -396,10 +396,10 @@ fn the_edm_method_samples_from_the_experiments_start_and_levels() {
 }
 
 #[test]
-fn the_edm_methods_churn_window_and_noise_scale_reach_its_sampler() {
+fn the_edm_methods_rho_churn_window_and_noise_scale_reach_its_sampler() {
     let _rng = rng_lock();
-    // A method written before the window and the noise scale existed reads as churn at every
-    // level with S_noise 1.
+    // A method written before ρ, the window and the noise scale existed reads as ρ = 7, churn
+    // at every level and S_noise 1.
     let old: Method =
         serde_json::from_str(r#"{"kind": "edm_stochastic", "levels": 6, "s_churn": 3.0}"#).unwrap();
     assert_eq!(old, Method::edm(6, 3.0));
@@ -407,7 +407,8 @@ fn the_edm_methods_churn_window_and_noise_scale_reach_its_sampler() {
     let mut e = Experiment::moons();
     e.dataset = Dataset::Moons { n: 400, noise: 0.1 };
     let levels = 6;
-    let karras = Sigmas::karras(e.sigmas.max(), e.sigmas.min(), levels, 7.0).unwrap();
+    let rho = 3.0;
+    let karras = Sigmas::karras(e.sigmas.max(), e.sigmas.min(), levels, rho).unwrap();
     // A window holding the second and third levels only.
     let (s_tmin, s_tmax) = (karras.values()[2], karras.values()[1]);
     e.method = Method::EdmStochastic {
@@ -416,6 +417,7 @@ fn the_edm_methods_churn_window_and_noise_scale_reach_its_sampler() {
         s_tmin,
         s_tmax: Some(s_tmax),
         s_noise: 1.5,
+        rho,
     };
     e.sampler.record_levels = true;
     let json = serde_json::to_value(&e).unwrap();
@@ -466,6 +468,7 @@ fn the_edm_methods_churn_window_and_noise_scale_reach_its_sampler() {
         s_tmin: 1.0,
         s_tmax: Some(0.5),
         s_noise: 1.0,
+        rho,
     };
     let err = Model::new(&e, test_device())
         .unwrap()

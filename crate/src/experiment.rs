@@ -76,7 +76,7 @@ pub enum Method {
     #[default]
     AnnealedLangevin,
     /// EDM's stochastic sampler ([`crate::samplers::EdmStochastic`], Karras et al. 2022,
-    /// Algorithm 2) over `levels` levels of [`Sigmas::karras`] (ρ = 7) from the experiment's
+    /// Algorithm 2) over `levels` levels of [`Sigmas::karras`] (`rho`, EDM's ρ = 7 by default) from the experiment's
     /// σ_max to its σ_min, with churn `s_churn`: `2 levels − 2` network evaluations, and one
     /// more to denoise. It visits σ's between the levels, so it needs a network that takes σ
     /// as an input ([`Experiment::build`] refuses the others). Noise is added back only at
@@ -92,11 +92,17 @@ pub enum Method {
         s_tmax: Option<f64>,
         #[serde(default = "unit_noise")]
         s_noise: f64,
+        #[serde(default = "edm_rho")]
+        rho: f64,
     },
 }
 
 fn unit_noise() -> f64 {
     1.0
+}
+
+fn edm_rho() -> f64 {
+    7.0
 }
 
 impl Method {
@@ -110,8 +116,13 @@ impl Method {
                 s_tmin,
                 s_tmax,
                 s_noise,
+                rho,
             } => {
-                let mut name = format!("EDM stochastic ({levels} levels, churn {s_churn}");
+                let mut name = format!("EDM stochastic ({levels} levels");
+                if *rho != edm_rho() {
+                    name += &format!(" of ρ = {rho}");
+                }
+                name += &format!(", churn {s_churn}");
                 if *s_tmin > 0.0 || s_tmax.is_some() {
                     let hi = s_tmax.map_or("∞".to_string(), |t| t.to_string());
                     name += &format!(" in σ ∈ [{s_tmin}, {hi}]");
@@ -124,8 +135,8 @@ impl Method {
         }
     }
 
-    /// EDM's stochastic sampler over `levels` levels with churn `s_churn` at every level and
-    /// S_noise 1.
+    /// EDM's stochastic sampler over `levels` levels of ρ = 7 with churn `s_churn` at every
+    /// level and S_noise 1.
     pub fn edm(levels: usize, s_churn: f64) -> Method {
         Method::EdmStochastic {
             levels,
@@ -133,6 +144,7 @@ impl Method {
             s_tmin: 0.0,
             s_tmax: None,
             s_noise: 1.0,
+            rho: edm_rho(),
         }
     }
 }
@@ -889,6 +901,7 @@ impl Model {
                 s_tmin,
                 s_tmax,
                 s_noise,
+                rho,
             } => {
                 let sigmas = &self.experiment.sigmas;
                 let mut edm = crate::samplers::EdmStochastic {
@@ -902,7 +915,7 @@ impl Model {
                         sigmas.max(),
                         sigmas.min(),
                         levels,
-                        7.0,
+                        rho,
                     )?)
                 };
                 let mut recorded = Vec::new();
