@@ -334,6 +334,15 @@ fn a_model_saves_reloads_and_samples() {
     assert!(stopped.interrupted && stopped.steps == 1);
 }
 
+/// The σ's a sampler recorded, one per step, equal `expected` to 1e-12 relative.
+fn assert_recorded_levels(levels: &[(f64, Tensor)], expected: &[f64]) {
+    let seen: Vec<f64> = levels.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seen.len(), expected.len(), "{seen:?}");
+    for (a, b) in seen.iter().zip(expected) {
+        assert!((a - b).abs() < 1e-12 * b, "{seen:?} against {expected:?}");
+    }
+}
+
 #[test]
 fn the_edm_method_samples_from_the_experiments_start_and_levels() {
     let _rng = rng_lock();
@@ -360,11 +369,7 @@ fn the_edm_method_samples_from_the_experiments_start_and_levels() {
         .map(|s| s * std::f64::consts::SQRT_2)
         .collect();
     expected.push(e.sigmas.min());
-    let seen: Vec<f64> = out.levels.iter().map(|(s, _)| *s).collect();
-    assert_eq!(seen.len(), expected.len(), "{seen:?}");
-    for (a, b) in seen.iter().zip(&expected) {
-        assert!((a - b).abs() < 1e-12 * b, "{seen:?} against {expected:?}");
-    }
+    assert_recorded_levels(&out.levels, &expected);
     // The sampler run by hand: the experiment's seed, then its start, then the chain.
     data::seed(e.sampler.seed.unwrap());
     let start = e.init.draw(&[50, 2], test_device()).unwrap();
@@ -437,11 +442,7 @@ fn the_edm_methods_rho_churn_window_and_noise_scale_reach_its_sampler() {
         })
         .collect();
     expected.push(e.sigmas.min());
-    let seen: Vec<f64> = out.levels.iter().map(|(s, _)| *s).collect();
-    assert_eq!(seen.len(), expected.len(), "{seen:?}");
-    for (a, b) in seen.iter().zip(&expected) {
-        assert!((a - b).abs() < 1e-12 * b, "{seen:?} against {expected:?}");
-    }
+    assert_recorded_levels(&out.levels, &expected);
     // The same chain by hand with the same window and S_noise; with S_noise 1 it differs.
     let by_hand = |s_noise: f64| {
         data::seed(e.sampler.seed.unwrap());
