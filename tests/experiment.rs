@@ -462,23 +462,31 @@ fn the_edm_methods_rho_churn_window_and_noise_scale_reach_its_sampler() {
     assert_eq!(gap(by_hand(1.5)), 0.0);
     assert!(gap(by_hand(1.0)) > 1e-3);
 
-    // An empty window is refused by name when sampling.
-    e.method = Method::EdmStochastic {
+    // A bad setting is refused by name when the model is built, before any training: an
+    // empty window, an infinite S_tmax (JSON would write it as null), ρ or S_noise of 0, a
+    // negative churn.
+    let edm = |s_churn, s_tmin, s_tmax, s_noise, rho| Method::EdmStochastic {
         levels,
-        s_churn: 3.0,
-        s_tmin: 1.0,
-        s_tmax: Some(0.5),
-        s_noise: 1.0,
+        s_churn,
+        s_tmin,
+        s_tmax,
+        s_noise,
         rho,
     };
-    let err = Model::new(&e, test_device())
-        .unwrap()
-        .sample(10)
-        .unwrap_err();
-    assert!(
-        matches!(err, Error::InvalidParameter { name: "s_tmin", .. }),
-        "{err}"
-    );
+    for (method, name) in [
+        (edm(3.0, 1.0, Some(0.5), 1.0, rho), "s_tmin"),
+        (edm(3.0, 0.0, Some(f64::INFINITY), 1.0, rho), "s_tmax"),
+        (edm(3.0, 0.0, None, 1.0, 0.0), "rho"),
+        (edm(3.0, 0.0, None, 0.0, rho), "s_noise"),
+        (edm(-1.0, 0.0, None, 1.0, rho), "s_churn"),
+    ] {
+        e.method = method;
+        let err = Model::new(&e, test_device()).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidParameter { name: n, .. } if n == name),
+            "{name}: {err}"
+        );
+    }
 }
 
 #[test]

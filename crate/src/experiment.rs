@@ -76,12 +76,13 @@ pub enum Method {
     #[default]
     AnnealedLangevin,
     /// EDM's stochastic sampler ([`crate::samplers::EdmStochastic`], Karras et al. 2022,
-    /// Algorithm 2) over `levels` levels of [`Sigmas::karras`] (`rho`, EDM's ρ = 7 by default) from the experiment's
-    /// σ_max to its σ_min, with churn `s_churn`: `2 levels − 2` network evaluations, and one
-    /// more to denoise. It visits σ's between the levels, so it needs a network that takes σ
-    /// as an input ([`Experiment::build`] refuses the others). Noise is added back only at
-    /// levels inside `[s_tmin, s_tmax]` (EDM's S_tmin and S_tmax; by default every level), scaled
-    /// by `s_noise` (EDM's S_noise, 1 by default); see [`crate::samplers::EdmStochastic`].
+    /// Algorithm 2) over `levels` levels of [`Sigmas::karras`] (`rho`, EDM's ρ = 7 by default)
+    /// from the experiment's σ_max to its σ_min, with churn `s_churn`: `2 levels − 2` network
+    /// evaluations, and one more to denoise. It visits σ's between the levels, so it needs a
+    /// network that takes σ as an input ([`Experiment::build`] refuses the others). Noise is
+    /// added back only at levels inside `[s_tmin, s_tmax]` (EDM's S_tmin and S_tmax; by default
+    /// every level), scaled by `s_noise` (EDM's S_noise, 1 by default); see
+    /// [`crate::samplers::EdmStochastic`] and [`Experiment::edm_sampler`], which checks them.
     EdmStochastic {
         levels: usize,
         s_churn: f64,
@@ -447,8 +448,9 @@ impl Experiment {
     /// MNIST (the 5,000 real digits) as notebook 03's U-Net on a CPU: pixels in [-1, 1], the
     /// blog's U-Net with EDM preconditioning (σ_data = 0.5) and EDM's noise input ln(σ)/4,
     /// trained on log-normal levels centred higher than EDM's (ln σ ~ N(−0.8, 1.2²); EDM's
-    /// N(−1.2, 1.2²), see below) and EDM's weight λ(σ) = σ²(σ² + σ_data²)/σ_data², batch 32, EMA 0.999, 190 epochs whose last 20% cool
-    /// the learning rate linearly towards 0 ([`TrainConfig::cooldown`]), in bfloat16 autocast;
+    /// N(−1.2, 1.2²), see below) and EDM's weight λ(σ) = σ²(σ² + σ_data²)/σ_data², batch 32,
+    /// EMA 0.999, 190 epochs whose last 20% cool the learning rate linearly towards 0
+    /// ([`TrainConfig::cooldown`]), in bfloat16 autocast;
     /// EDM's stochastic sampler over 100 levels of ρ = 7 from σ_max = 20 to 0.02, churn 40 (199
     /// network evaluations), from N(0, σ_max² I), the network in bfloat16 autocast, then the
     /// denoising step. The annealed-Langevin settings kept for [`Method::AnnealedLangevin`]:
@@ -514,7 +516,7 @@ impl Experiment {
     ///
     /// The training levels, centred higher: EDM's ln σ ~ N(−1.2, 1.2²) puts 6% of the draws
     /// above σ = 2, where the sampler from σ_max = 20 spends 45 of its 100 levels and where its
-    /// churn decides each sample's digit (churn only below σ = 1 costs 1.8 in the distance);
+    /// churn decides each sample's digit (churn only below σ = 1 cost 1.8 at one sampling seed);
     /// N(−0.8, 1.2²) puts 11% there. The same training seed, 190 epochs: sampling seeds 5 to 9
     /// 17.9, 16.4, 17.5, 29.3, 18.4 (mean 19.9, 0.86 confident) against EDM's levels' 22.6;
     /// seeds 11 to 13 17.7, 16.3, 19.3 against 21.3, 18.4, 19.3. The nines and fours the
@@ -611,7 +613,8 @@ impl Experiment {
         self
     }
 
-    /// Fashion-MNIST with the MNIST settings and 40 epochs (its training set is 13 times larger:
+    /// Fashion-MNIST with the MNIST settings but EDM's training levels, and 40 epochs (its
+    /// training set is 13 times larger:
     /// 75,000 steps, against the MNIST run's 26,790). Measured on the 2-core CPU, 1,000 samples
     /// with sampling seeds 5 and 6 against the 10,000 test images (floor 0.55): 6 epochs
     /// (11,250 steps, 293 s) scored a Fréchet LeNet distance of 11.8 and 13.3, 20 epochs
@@ -720,6 +723,46 @@ impl Experiment {
         }
     }
 
+    /// EDM's sampler as [`Experiment::method`] sets it (`None` for annealed Langevin), with the
+    /// sampler settings' denoising step and precision, its settings checked: S_churn and S_tmin
+    /// finite and ≥ 0, S_tmax (when given) finite and ≥ S_tmin, ρ and S_noise finite and > 0.
+    /// [`Model::new`] calls it, so a bad setting is refused before any training.
+    pub fn edm_sampler(&self) -> Result<Option<crate::samplers::EdmStochastic>> {
+        use crate::samplers::Sampler;
+        let Method::EdmStochastic {
+            levels,
+            s_churn,
+            s_tmin,
+            s_tmax,
+            s_noise,
+            rho,
+        } = self.method
+        else {
+            return Ok(None);
+        };
+        crate::error::check_nonnegative("s_tmin", s_tmin)?;
+        if let Some(s_tmax) = s_tmax {
+            crate::error::check_nonnegative("s_tmax", s_tmax)?;
+        }
+        let mut edm = crate::samplers::EdmStochastic {
+            s_churn,
+            s_tmin,
+            s_tmax: s_tmax.unwrap_or(f64::INFINITY),
+            s_noise,
+            denoise: self.sampler.denoise,
+            precision: self.sampler.precision,
+            ..crate::samplers::EdmStochastic::new(Sigmas::karras(
+                self.sigmas.max(),
+                self.sigmas.min(),
+                levels,
+                rho,
+            )?)
+        };
+        // The sampler's own checks: S_churn, the window and S_noise.
+        edm.start()?;
+        Ok(Some(edm))
+    }
+
     /// Builds the network's parameters under `vs`. A ResNet whose `sigmas` differ from the
     /// experiment's is an error (its embedding is indexed by them), and so is an
     /// unconditioned MLP with more than one level (it cannot tell them apart).
@@ -808,6 +851,7 @@ impl Model {
         experiment.loss().validate()?;
         let vs = VarStore::new(device);
         let score = experiment.build(&vs)?;
+        experiment.edm_sampler()?;
         Ok(Model {
             experiment: experiment.clone(),
             vs,
@@ -900,8 +944,8 @@ impl Model {
             data::seed(seed);
         }
         let start = self.experiment.init.draw(&shape, self.vs.device())?;
-        match self.experiment.method {
-            Method::AnnealedLangevin => annealed_langevin(
+        let Some(mut edm) = self.experiment.edm_sampler()? else {
+            return annealed_langevin(
                 self.score.as_ref(),
                 &self.experiment.sigmas,
                 &start,
@@ -909,52 +953,22 @@ impl Model {
                     seed: None,
                     ..config.clone()
                 },
-            ),
-            Method::EdmStochastic {
-                levels,
-                s_churn,
-                s_tmin,
-                s_tmax,
-                s_noise,
-                rho,
-            } => {
-                let sigmas = &self.experiment.sigmas;
-                let mut edm = crate::samplers::EdmStochastic {
-                    s_churn,
-                    s_tmin,
-                    s_tmax: s_tmax.unwrap_or(f64::INFINITY),
-                    s_noise,
-                    denoise: config.denoise,
-                    precision: config.precision,
-                    ..crate::samplers::EdmStochastic::new(Sigmas::karras(
-                        sigmas.max(),
-                        sigmas.min(),
-                        levels,
-                        rho,
-                    )?)
-                };
-                let mut recorded = Vec::new();
-                let mut last_step = None;
-                let out = crate::samplers::sample(
-                    &mut edm,
-                    self.score.as_ref(),
-                    &start,
-                    None,
-                    &mut |e| {
-                        if config.record_levels && last_step != Some(e.step) {
-                            last_step = Some(e.step);
-                            recorded.push((e.sigma, e.x.copy()));
-                        }
-                    },
-                )?;
-                if config.record_levels && !config.denoise {
-                    recorded.push((sigmas.min(), out.x.copy()));
-                }
-                Ok(AnnealedOutput {
-                    samples: out.x,
-                    levels: recorded,
-                })
+            );
+        };
+        let mut recorded = Vec::new();
+        let mut last_step = None;
+        let out = crate::samplers::sample(&mut edm, self.score.as_ref(), &start, None, &mut |e| {
+            if config.record_levels && last_step != Some(e.step) {
+                last_step = Some(e.step);
+                recorded.push((e.sigma, e.x.copy()));
             }
+        })?;
+        if config.record_levels && !config.denoise {
+            recorded.push((self.experiment.sigmas.min(), out.x.copy()));
         }
+        Ok(AnnealedOutput {
+            samples: out.x,
+            levels: recorded,
+        })
     }
 }
