@@ -128,7 +128,7 @@ impl Method {
                     let hi = s_tmax.map_or("∞".to_string(), |t| t.to_string());
                     name += &format!(" in σ ∈ [{s_tmin}, {hi}]");
                 }
-                if *s_noise != 1.0 {
+                if *s_noise != unit_noise() {
                     name += &format!(", S_noise {s_noise}");
                 }
                 name + ")"
@@ -144,7 +144,7 @@ impl Method {
             s_churn,
             s_tmin: 0.0,
             s_tmax: None,
-            s_noise: 1.0,
+            s_noise: unit_noise(),
             rho: edm_rho(),
         }
     }
