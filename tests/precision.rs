@@ -5,7 +5,7 @@ use sgm::langevin::{annealed_langevin, AnnealedConfig};
 use sgm::losses::{multiscale_dsm_loss, MultiScaleConfig};
 use sgm::nets::{BlogUnet, ConditionedSimpleResnet, ResnetConfig, UnetConfig};
 use sgm::noise::Sigmas;
-use sgm::precision::Precision;
+use sgm::precision::{has_bf16_matrix_units, Precision};
 use sgm::prelude::*;
 use sgm::training::{self, TrainConfig};
 use sgm_tests::{rng_lock, test_device};
@@ -214,4 +214,99 @@ fn annealed_langevin_in_bf16_evaluates_the_score_in_bf16_and_keeps_float32_parti
         let exact = (0.1 / (1.0 - a * a)).sqrt();
         assert!((std - exact).abs() < 0.04, "std {std} vs {exact}");
     }
+}
+
+/// Linux's own view of this CPU: whether `/proc/cpuinfo` lists the `amx_bf16` flag (None where
+/// there is no such file).
+fn kernel_lists_amx_bf16() -> Option<bool> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let flags = info.lines().find(|l| l.starts_with("flags"))?;
+    Some(flags.split_whitespace().any(|f| f == "amx_bf16"))
+}
+
+#[test]
+fn auto_precision_is_bf16_autocast_exactly_where_the_device_has_bf16_matrix_units() {
+    let _rng = rng_lock();
+    let device = test_device();
+    let units = has_bf16_matrix_units(device).unwrap();
+    // On an x86 CPU, libtorch's answer (cpuinfo's CPUID reading) agrees with the kernel's flags:
+    // a wrong capability key or an inverted answer would not.
+    if device == Device::Cpu && cfg!(target_arch = "x86_64") {
+        if let Some(listed) = kernel_lists_amx_bf16() {
+            assert_eq!(
+                units, listed,
+                "libtorch and /proc/cpuinfo disagree on AMX-BF16"
+            );
+        }
+    }
+    assert_eq!(has_bf16_matrix_units(device).unwrap(), units, "asked twice");
+    let resolved = Precision::Auto.resolve(device).unwrap();
+    let (expected, other) = if units {
+        (Precision::Bf16Autocast, Precision::Float32)
+    } else {
+        (Precision::Float32, Precision::Bf16Autocast)
+    };
+    assert_eq!(resolved, expected);
+    for fixed in [Precision::Float32, Precision::Bf16Autocast] {
+        assert_eq!(fixed.resolve(device).unwrap(), fixed);
+    }
+    // A convolution under Auto computes in the resolved precision's dtype.
+    let x = Tensor::rand([2, 1, 8, 8], (Kind::Float, device));
+    let w = Tensor::randn([4, 1, 3, 3], (Kind::Float, device));
+    let kind = Precision::Auto
+        .run(device, || {
+            x.conv2d(&w, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1)
+                .kind()
+        })
+        .unwrap();
+    assert_eq!(kind, if units { Kind::BFloat16 } else { Kind::Float });
+
+    // A training run under Auto is the resolved precision's run, bit for bit, and its history
+    // records what ran; the other precision gives other losses, so the comparison can tell.
+    data::seed(8);
+    let images = Tensor::rand([32, 1, 28, 28], (Kind::Float, device));
+    let levels = MultiScaleConfig::new(Sigmas::geometric(1.0, 0.1, 4).unwrap());
+    let train = |precision| {
+        data::seed(9);
+        let vs = nn::VarStore::new(device);
+        let net = unet(&vs);
+        let cfg = TrainConfig {
+            epochs: 2,
+            batch_size: 16,
+            lr: 2e-3,
+            seed: Some(3),
+            precision,
+            ..Default::default()
+        };
+        let history = training::train(
+            &vs,
+            &images,
+            None,
+            &cfg,
+            |b| multiscale_dsm_loss(&net, b, &levels),
+            &mut training::silent(),
+        )
+        .unwrap();
+        let weights: Vec<Tensor> = vs.trainable_variables();
+        (history, weights)
+    };
+    let (auto, auto_weights) = train(Precision::Auto);
+    let (fixed, fixed_weights) = train(expected);
+    let (different, _) = train(other);
+    assert_eq!(auto.precision, Some(expected));
+    assert_eq!(different.precision, Some(other));
+    assert_eq!(auto.train_loss, fixed.train_loss);
+    for (a, f) in auto_weights.iter().zip(&fixed_weights) {
+        assert!(a.equal(f), "Auto's weights differ from {expected:?}'s");
+    }
+    assert_ne!(auto.train_loss, different.train_loss);
+
+    // The setting is saved by name and read back.
+    let cfg = AnnealedConfig {
+        precision: Precision::Auto,
+        ..AnnealedConfig::ncsn()
+    };
+    let json = serde_json::to_value(&cfg).unwrap();
+    assert_eq!(json["precision"], "Auto");
+    assert_eq!(serde_json::from_value::<AnnealedConfig>(json).unwrap(), cfg);
 }

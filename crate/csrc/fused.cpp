@@ -7,6 +7,8 @@
 // else a message allocated with malloc that the caller frees.
 #include <ATen/autocast_mode.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/cpu/Utils.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <ATen/ops/_foreach_lerp.h>
 #include <ATen/ops/_fused_adam.h>
 
@@ -90,6 +92,25 @@ char *sgm_autocast_exit(int cuda, int prev_enabled, int prev_dtype) {
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
     at::autocast::set_autocast_enabled(type, prev_enabled != 0);
     at::autocast::set_autocast_dtype(type, static_cast<at::ScalarType>(prev_dtype));
+  });
+}
+
+// `*out` = 1 when the device type has bfloat16 matrix units, else 0. CPU (`cuda` = 0): the
+// cpuinfo library's AMX-BF16 flag (torch.backends.cpu's capabilities), and the kernel lets this
+// process use the AMX tiles (at::cpu::init_amx, which oneDNN would otherwise ask for itself).
+// CUDA: the current device supports cuDNN's bfloat16 convolutions, compute capability >= 8
+// (the check behind torch.cuda.is_bf16_supported's answer on Ampere and later).
+char *sgm_bf16_matrix_units(int cuda, int *out) {
+  return guarded([&] {
+    if (cuda) {
+      *out = at::detail::getCUDAHooks().supportsBFloat16ConvolutionWithCuDNNv8() ? 1 : 0;
+      return;
+    }
+    auto caps = at::cpu::get_cpu_capabilities();
+    auto amx = caps.find("amx_bf16");
+    *out = amx != caps.end() && amx->second.isBool() && amx->second.toBool() && at::cpu::init_amx()
+               ? 1
+               : 0;
   });
 }
 

@@ -450,9 +450,10 @@ impl Experiment {
     /// trained on log-normal levels centred higher than EDM's (ln σ ~ N(−0.8, 1.2²); EDM's
     /// N(−1.2, 1.2²), see below) and EDM's weight λ(σ) = σ²(σ² + σ_data²)/σ_data², batch 32,
     /// EMA 0.999, 190 epochs whose last 20% cool the learning rate linearly towards 0
-    /// ([`TrainConfig::cooldown`]), in bfloat16 autocast;
+    /// ([`TrainConfig::cooldown`]), in bfloat16 autocast where the CPU or GPU has bfloat16
+    /// matrix units and in float32 elsewhere ([`Precision::Auto`]);
     /// EDM's stochastic sampler over 100 levels of ρ = 7 from σ_max = 20 to 0.02, churn 40 (199
-    /// network evaluations), from N(0, σ_max² I), the network in bfloat16 autocast, then the
+    /// network evaluations), from N(0, σ_max² I), the network in the same precision, then the
     /// denoising step. The annealed-Langevin settings kept for [`Method::AnnealedLangevin`]:
     /// the 100 geometric levels with T = 3 per level, ε = 1.8·10⁻⁴ (301 evaluations; ε was
     /// chosen when the table began at 2).
@@ -546,7 +547,7 @@ impl Experiment {
                 seed: Some(4),
                 cooldown: Some(0.2),
                 ema_decay: Some(0.999),
-                precision: Precision::Bf16Autocast,
+                precision: Precision::Auto,
                 ..Default::default()
             },
             sampler: AnnealedConfig {
@@ -554,7 +555,7 @@ impl Experiment {
                 eps: 1.8e-4,
                 denoise: true,
                 seed: Some(5),
-                precision: Precision::Bf16Autocast,
+                precision: Precision::Auto,
                 ..AnnealedConfig::ncsn()
             },
             method: Method::edm(100, 40.0),

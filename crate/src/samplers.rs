@@ -201,8 +201,11 @@ pub fn sample(
         Visits::Levels(levels) => levels,
         Visits::Continuous { .. } => Vec::new(),
     };
+    let precision = sampler
+        .precision()
+        .resolve(model.device().unwrap_or(x0.device()))?;
     let model = InPrecision {
-        precision: sampler.precision(),
+        precision,
         score: model,
     };
     let mut oracle = ScoreOracle {

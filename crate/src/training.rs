@@ -52,8 +52,9 @@ pub struct TrainConfig {
     /// (and at the end); an interrupted run loses at most this many steps.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
-    /// The precision of the forward pass and the loss ([`Precision::Bf16Autocast`] for the
-    /// convolutional networks on a GPU); the held-out loss is computed in the same one.
+    /// The precision of the forward pass and the loss ([`Precision::Auto`] for the convolutional
+    /// networks: bfloat16 autocast where the device has the units for it); the held-out loss is
+    /// computed in the same one.
     #[serde(default)]
     pub precision: Precision,
 }
@@ -335,6 +336,10 @@ pub struct History {
     /// Steps that were already done in a checkpoint this run resumed from (0 for a fresh run).
     #[serde(default)]
     pub resumed_at: usize,
+    /// The precision the steps ran in: [`TrainConfig::precision`] resolved on the run's device
+    /// ([`Precision::resolve`]); for a resumed run, that of its last session.
+    #[serde(default)]
+    pub precision: Option<Precision>,
 }
 
 /// What the progress hook of [`train`] is told.
@@ -719,6 +724,8 @@ pub fn run(
             });
         }
     }
+    let precision = cfg.precision.resolve(device)?;
+    state.history.precision = Some(precision);
     let start = Instant::now();
     let seconds_before = state.history.seconds;
     // Brings the state's clock and counters up to date, then writes the checkpoint (if on).
@@ -754,11 +761,7 @@ pub fn run(
             let batch = train_data.index_select(0, &perm.narrow(0, from, len));
             // The one place the rate is set: StepLR's (resumed with the state) times the cooldown.
             opt.set_lr(state.lr * cooldown_factor(cfg.cooldown, state.step, total_steps));
-            let loss = match cfg
-                .precision
-                .run(device, || loss_fn(&batch))
-                .and_then(|l| l)
-            {
+            let loss = match precision.run(device, || loss_fn(&batch)).and_then(|l| l) {
                 Ok(loss) => loss,
                 Err(e) => {
                     // A non-finite loss before this step is the cause to report.
@@ -802,8 +805,7 @@ pub fn run(
                 if let Some(ema) = ema.as_mut() {
                     ema.swap();
                 }
-                let value = cfg
-                    .precision
+                let value = precision
                     .run(device, || evaluate(test, cfg.batch_size, &mut loss_fn))
                     .and_then(|v| v);
                 if let Some(ema) = ema.as_mut() {

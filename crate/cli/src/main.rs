@@ -289,6 +289,7 @@ fn train(args: &TrainArgs) -> CliResult<ExitCode> {
         "seconds": history.seconds,
         "train_loss": history.train_loss.last(),
         "test_loss": history.test_loss.last(),
+        "precision": history.precision,
         "interrupted": history.interrupted,
     }))?;
     if history.interrupted {
