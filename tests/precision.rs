@@ -240,6 +240,14 @@ fn auto_precision_is_bf16_autocast_exactly_where_the_device_has_bf16_matrix_unit
         }
     }
     assert_eq!(has_bf16_matrix_units(device).unwrap(), units, "asked twice");
+    // The rule itself, both ways, whatever this machine has.
+    assert_eq!(Precision::Auto.given_units(true), Precision::Bf16Autocast);
+    assert_eq!(Precision::Auto.given_units(false), Precision::Float32);
+    for units in [true, false] {
+        for fixed in [Precision::Float32, Precision::Bf16Autocast] {
+            assert_eq!(fixed.given_units(units), fixed);
+        }
+    }
     let resolved = Precision::Auto.resolve(device).unwrap();
     let (expected, other) = if units {
         (Precision::Bf16Autocast, Precision::Float32)
@@ -261,8 +269,10 @@ fn auto_precision_is_bf16_autocast_exactly_where_the_device_has_bf16_matrix_unit
         .unwrap();
     assert_eq!(kind, if units { Kind::BFloat16 } else { Kind::Float });
 
-    // A training run under Auto is the resolved precision's run, bit for bit, and its history
-    // records what ran; the other precision gives other losses, so the comparison can tell.
+    // A training run under Auto is the resolved precision's run (bit for bit on the CPU; cuDNN's
+    // backward passes are not deterministic, so within 10⁻⁴ on a GPU, where bfloat16's rounding
+    // moves the losses by about 10⁻²), and its history records what ran; the other precision
+    // gives other losses, so the comparison can tell.
     data::seed(8);
     let images = Tensor::rand([32, 1, 28, 28], (Kind::Float, device));
     let levels = MultiScaleConfig::new(Sigmas::geometric(1.0, 0.1, 4).unwrap());
@@ -295,11 +305,31 @@ fn auto_precision_is_bf16_autocast_exactly_where_the_device_has_bf16_matrix_unit
     let (different, _) = train(other);
     assert_eq!(auto.precision, Some(expected));
     assert_eq!(different.precision, Some(other));
-    assert_eq!(auto.train_loss, fixed.train_loss);
-    for (a, f) in auto_weights.iter().zip(&fixed_weights) {
-        assert!(a.equal(f), "Auto's weights differ from {expected:?}'s");
+    let exact = device == Device::Cpu;
+    let close = |a: &[f64], b: &[f64], tol: f64| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| (x - y).abs() <= tol * x.abs().max(y.abs()))
+    };
+    if exact {
+        assert_eq!(auto.train_loss, fixed.train_loss);
+        for (a, f) in auto_weights.iter().zip(&fixed_weights) {
+            assert!(a.equal(f), "Auto's weights differ from {expected:?}'s");
+        }
+    } else {
+        assert!(
+            close(&auto.train_loss, &fixed.train_loss, 1e-4),
+            "{:?} vs {:?}",
+            auto.train_loss,
+            fixed.train_loss
+        );
     }
-    assert_ne!(auto.train_loss, different.train_loss);
+    assert!(
+        !close(&auto.train_loss, &different.train_loss, 1e-4),
+        "{other:?} trained as {expected:?} did: {:?}",
+        auto.train_loss
+    );
 
     // The setting is saved by name and read back.
     let cfg = AnnealedConfig {

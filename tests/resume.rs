@@ -5,6 +5,7 @@
 use sgm::data;
 use sgm::losses::dsm_loss;
 use sgm::nets::{BlogUnet, Mlp, MlpConfig, UnetConfig};
+use sgm::precision::Precision;
 use sgm::tch::nn::{self, OptimizerConfig};
 use sgm::tch::{Kind, Tensor};
 use sgm::training::{self, Adam, Ema, Event, History, LrDecay, TrainConfig};
@@ -117,6 +118,19 @@ fn run(
     crash_at: Option<usize>,
     events: &mut Vec<String>,
 ) -> sgm::Result<History> {
+    run_with(&config(), vs, mlp, x, dir, crash_at, events)
+}
+
+/// [`run`] with the training settings `cfg`.
+fn run_with(
+    cfg: &TrainConfig,
+    vs: &nn::VarStore,
+    mlp: &Mlp,
+    x: &Tensor,
+    dir: &Path,
+    crash_at: Option<usize>,
+    events: &mut Vec<String>,
+) -> sgm::Result<History> {
     let mut steps = 0usize;
     let mut hook = |e: &Event| match e {
         Event::Resumed { step, .. } => events.push(format!("resumed {step}")),
@@ -126,7 +140,7 @@ fn run(
     training::run(
         vs,
         x,
-        &config(),
+        cfg,
         |b| {
             let loss = dsm_loss(mlp, b, 0.5)?;
             // Held-out evaluations run without gradients; count training steps only.
@@ -204,6 +218,53 @@ fn a_crashed_run_resumes_to_the_same_weights() {
     let (mut vs, _) = net(5);
     sgm::checkpoint::load_weights(&crash_dir, &mut vs).unwrap();
     assert_eq!(max_abs_diff(&params(&vs), &whole_params), 0.0);
+}
+
+#[test]
+fn a_resumed_run_keeps_the_precision_its_first_session_resolved() {
+    // Bug caught: `Precision::Auto` resolved afresh when a run resumes, so a run moved to a
+    // machine with (or without) bfloat16 matrix units would go on in another precision than the
+    // one it started in. The first session's record is made to say the other precision, as if
+    // it had run on such a machine: the resumed steps must run in that one.
+    let _rng = rng_lock();
+    data::seed(0);
+    let device = test_device();
+    let x = Tensor::randn([300, 2], (Kind::Float, device));
+    let cfg = TrainConfig {
+        precision: Precision::Auto,
+        ..config()
+    };
+    let here = Precision::Auto.resolve(device).unwrap();
+    let elsewhere = match here {
+        Precision::Float32 => Precision::Bf16Autocast,
+        _ => Precision::Float32,
+    };
+    let whole_dir = tmpdir("precision-whole");
+    let (vs, mlp) = net(11);
+    let whole = run_with(&cfg, &vs, &mlp, &x, &whole_dir, None, &mut Vec::new()).unwrap();
+    assert_eq!(whole.precision, Some(here));
+
+    let dir = tmpdir("precision-moved");
+    let (vs, mlp) = net(11);
+    assert!(run_with(&cfg, &vs, &mlp, &x, &dir, Some(10), &mut Vec::new()).is_err());
+    let state_path = dir.join("training_state.json");
+    let mut state: sgm::serde_json::Value =
+        sgm::serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    assert_eq!(
+        state["history"]["precision"],
+        sgm::serde_json::to_value(here).unwrap()
+    );
+    state["history"]["precision"] = sgm::serde_json::to_value(elsewhere).unwrap();
+    std::fs::write(&state_path, state.to_string()).unwrap();
+
+    let (vs, mlp) = net(99);
+    let resumed = run_with(&cfg, &vs, &mlp, &x, &dir, None, &mut Vec::new()).unwrap();
+    assert_eq!(resumed.resumed_at, 8);
+    assert_eq!(resumed.precision, Some(elsewhere));
+    // The epoch of the first checkpoint (5 steps) ran in `here` both times; the later ones ran
+    // their resumed steps in `elsewhere`, whose rounding differs.
+    assert_eq!(resumed.train_loss[0], whole.train_loss[0]);
+    assert_ne!(resumed.train_loss[1..], whole.train_loss[1..]);
 }
 
 #[test]

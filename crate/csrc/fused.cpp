@@ -9,6 +9,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/cpu/Utils.h>
 #include <ATen/detail/CUDAHooksInterface.h>
+#include <c10/core/DeviceGuard.h>
 #include <ATen/ops/_foreach_lerp.h>
 #include <ATen/ops/_fused_adam.h>
 
@@ -98,11 +99,12 @@ char *sgm_autocast_exit(int cuda, int prev_enabled, int prev_dtype) {
 // `*out` = 1 when the device type has bfloat16 matrix units, else 0. CPU (`cuda` = 0): the
 // cpuinfo library's AMX-BF16 flag (torch.backends.cpu's capabilities), and the kernel lets this
 // process use the AMX tiles (at::cpu::init_amx, which oneDNN would otherwise ask for itself).
-// CUDA: the current device supports cuDNN's bfloat16 convolutions, compute capability >= 8
-// (the check behind torch.cuda.is_bf16_supported's answer on Ampere and later).
-char *sgm_bf16_matrix_units(int cuda, int *out) {
+// CUDA (`cuda` = 1): GPU `index` supports cuDNN's bfloat16 convolutions, compute capability
+// >= 8 (Ampere and later; the hook asks the current device, hence the guard).
+char *sgm_bf16_matrix_units(int cuda, int index, int *out) {
   return guarded([&] {
     if (cuda) {
+      c10::DeviceGuard guard(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index)));
       *out = at::detail::getCUDAHooks().supportsBFloat16ConvolutionWithCuDNNv8() ? 1 : 0;
       return;
     }

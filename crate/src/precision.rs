@@ -1,5 +1,5 @@
-//! Arithmetic precision of a training step: float32, bfloat16 autocast, or whichever of the two
-//! the device runs faster ([`Precision::Auto`]).
+//! Arithmetic precision of a training step: float32, bfloat16 autocast, or autocast only where
+//! the device has bfloat16 matrix units ([`Precision::Auto`]).
 //!
 //! Under autocast libtorch runs the operations that gain from it (convolutions, matrix products)
 //! in bfloat16 and keeps the rest (sums, norms, the loss) in float32; the weights, their
@@ -33,7 +33,7 @@ extern "C" {
         prev_dtype: *mut c_int,
     ) -> *mut c_char;
     fn sgm_autocast_exit(cuda: c_int, prev_enabled: c_int, prev_dtype: c_int) -> *mut c_char;
-    fn sgm_bf16_matrix_units(cuda: c_int, out: *mut c_int) -> *mut c_char;
+    fn sgm_bf16_matrix_units(cuda: c_int, index: c_int, out: *mut c_int) -> *mut c_char;
 }
 
 /// The precision a training step computes in.
@@ -52,15 +52,16 @@ pub enum Precision {
 
 /// Whether `device` has bfloat16 matrix units, as libtorch sees them: on the CPU, AMX-BF16
 /// (Intel Sapphire Rapids and later) that the kernel lets this process use; on CUDA, the
-/// current GPU's compute capability is 8.0 or above (Ampere and later). Other devices: no.
+/// GPU's compute capability is 8.0 or above (Ampere and later). Other devices: no.
 /// The CPU's answer is asked once per process.
 pub fn has_bf16_matrix_units(device: Device) -> Result<bool> {
     static CPU: OnceLock<bool> = OnceLock::new();
-    let ask = |cuda: c_int| -> Result<bool> {
+    let ask = |cuda: c_int, index: usize| -> Result<bool> {
         let mut out = 0;
+        let index = c_int::try_from(index).unwrap_or(c_int::MAX);
         // SAFETY: a plain int out; the C++ side catches its exceptions.
         crate::fused::checked("bfloat16 capability", unsafe {
-            sgm_bf16_matrix_units(cuda, &mut out)
+            sgm_bf16_matrix_units(cuda, index, &mut out)
         })?;
         Ok(out == 1)
     };
@@ -69,10 +70,10 @@ pub fn has_bf16_matrix_units(device: Device) -> Result<bool> {
             if let Some(&known) = CPU.get() {
                 return Ok(known);
             }
-            let known = ask(0)?;
+            let known = ask(0, 0)?;
             Ok(*CPU.get_or_init(|| known))
         }
-        Device::Cuda(_) => ask(1),
+        Device::Cuda(index) => ask(1, index),
         _ => Ok(false),
     }
 }
@@ -83,10 +84,18 @@ impl Precision {
     /// elsewhere; the other two are themselves.
     pub fn resolve(self, device: Device) -> Result<Precision> {
         Ok(match self {
-            Precision::Auto if has_bf16_matrix_units(device)? => Precision::Bf16Autocast,
-            Precision::Auto => Precision::Float32,
+            Precision::Auto => Precision::Auto.given_units(has_bf16_matrix_units(device)?),
             fixed => fixed,
         })
+    }
+
+    /// The rule of [`Precision::resolve`] for a device that has bfloat16 matrix units or not.
+    pub fn given_units(self, bf16_matrix_units: bool) -> Precision {
+        match self {
+            Precision::Auto if bf16_matrix_units => Precision::Bf16Autocast,
+            Precision::Auto => Precision::Float32,
+            fixed => fixed,
+        }
     }
 
     /// Runs `f` in this precision for tensors on `device`'s type (autocast is per device type

@@ -336,8 +336,8 @@ pub struct History {
     /// Steps that were already done in a checkpoint this run resumed from (0 for a fresh run).
     #[serde(default)]
     pub resumed_at: usize,
-    /// The precision the steps ran in: [`TrainConfig::precision`] resolved on the run's device
-    /// ([`Precision::resolve`]); for a resumed run, that of its last session.
+    /// The precision the steps ran in: [`TrainConfig::precision`] resolved on the device of the
+    /// run's first session ([`Precision::resolve`]), which its resumed sessions keep.
     #[serde(default)]
     pub precision: Option<Precision>,
 }
@@ -724,7 +724,12 @@ pub fn run(
             });
         }
     }
-    let precision = cfg.precision.resolve(device)?;
+    // A resumed run keeps the precision its first session resolved (Auto may resolve otherwise
+    // on another machine), so that it continues the run it resumes.
+    let precision = match state.history.precision {
+        Some(recorded) => recorded,
+        None => cfg.precision.resolve(device)?,
+    };
     state.history.precision = Some(precision);
     let start = Instant::now();
     let seconds_before = state.history.seconds;
