@@ -340,3 +340,38 @@ fn auto_precision_is_bf16_autocast_exactly_where_the_device_has_bf16_matrix_unit
     assert_eq!(json["precision"], "Auto");
     assert_eq!(serde_json::from_value::<AnnealedConfig>(json).unwrap(), cfg);
 }
+
+/// `flush_subnormals` makes float32 arithmetic on the CPU read and write subnormal values
+/// (below 1.18·10⁻³⁸) as zero, on the calling thread and on the threads of libtorch's pool,
+/// including pool threads that already existed when it was called; turned off, the same
+/// product keeps them. A product over 2²⁰ elements runs on every thread of the pool, so one
+/// thread left out leaves its share nonzero.
+#[test]
+fn flushing_subnormals_reaches_the_caller_and_every_thread_of_the_pool() {
+    let _rng = rng_lock();
+    let tiny = 1e-39_f32;
+    assert!(
+        tiny > 0.0 && tiny < f32::MIN_POSITIVE,
+        "{tiny} is subnormal"
+    );
+    let n = 1_usize << 20;
+    // Built from bytes, not by arithmetic, so that the flag cannot change the input.
+    let x = Tensor::from_slice(&vec![tiny; n]);
+    let nonzero = |t: &Tensor| t.ne(0.0).sum(Kind::Int64).int64_value(&[]);
+    // The pool's threads exist before the call (the case of a notebook's later cells).
+    let _warm = (&x * 1.0).sum(Kind::Float);
+    if !sgm::precision::flush_subnormals(false).unwrap() {
+        eprintln!("this CPU cannot flush subnormals; nothing to check");
+        return;
+    }
+    assert_eq!(nonzero(&(&x * 1.0)), n as i64, "kept when off");
+    assert!(sgm::precision::flush_subnormals(true).unwrap());
+    assert_eq!(nonzero(&(&x * 1.0)), 0, "flushed on every thread");
+    assert_eq!(nonzero(&(&x * 1.0).sum(Kind::Float)), 0);
+    // Normal values are untouched.
+    let normal = Tensor::from_slice(&[f32::MIN_POSITIVE, 1.5]);
+    assert_eq!(
+        Vec::<f32>::try_from(&normal * 1.0).unwrap(),
+        vec![f32::MIN_POSITIVE, 1.5]
+    );
+}

@@ -5,6 +5,7 @@
 // A tensor handle here is tch's `C_tensor*`, which is an `at::Tensor*` (torch-sys's
 // torch_api.h: `typedef torch::Tensor *tensor;`). Each function returns nullptr on success,
 // else a message allocated with malloc that the caller frees.
+#include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cpu/Utils.h>
@@ -14,6 +15,7 @@
 #include <ATen/ops/_fused_adam.h>
 
 #include <cstdlib>
+#include <dlfcn.h>
 #include <cstring>
 #include <exception>
 #include <vector>
@@ -113,6 +115,25 @@ char *sgm_bf16_matrix_units(int cuda, int index, int *out) {
     *out = amx != caps.end() && amx->second.isBool() && amx->second.toBool() && at::cpu::init_amx()
                ? 1
                : 0;
+  });
+}
+
+// Subnormal floats flushed to zero and read as zero (x86's FTZ and DAZ) on the calling thread
+// and on each thread of its OpenMP team, libtorch's intra-op pool (`torch.set_flush_denormal`
+// sets the caller's only). The team is reached through libgomp's own entry for `omp parallel`,
+// found in the process (libtorch's libgomp), because this file is not built with OpenMP: ATen's
+// parallel_for, inlined here, would run serially. `*supported` = 0 where the CPU cannot.
+static void flush_denormal_here(void *on) {
+  at::globalContext().setFlushDenormal(*static_cast<int *>(on) != 0);
+}
+
+char *sgm_flush_denormal(int on, int *supported) {
+  return guarded([&] {
+    *supported = at::globalContext().setFlushDenormal(on != 0) ? 1 : 0;
+    using GompParallel = void (*)(void (*)(void *), void *, unsigned, unsigned);
+    if (auto parallel = reinterpret_cast<GompParallel>(dlsym(RTLD_DEFAULT, "GOMP_parallel"))) {
+      parallel(flush_denormal_here, &on, 0, 0);  // 0 threads: the team's usual size
+    }
   });
 }
 

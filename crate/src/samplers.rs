@@ -41,7 +41,7 @@ use crate::langevin::{check_step_size, AnnealedConfig, LangevinConfig};
 use crate::noise::Sigmas;
 use crate::precision::{InPrecision, Precision};
 use crate::score::Score;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// What the callback of [`sample`] sees at each score evaluation.
 #[derive(Debug)]
@@ -201,9 +201,11 @@ pub fn sample(
         Visits::Levels(levels) => levels,
         Visits::Continuous { .. } => Vec::new(),
     };
-    let precision = sampler
-        .precision()
-        .resolve(model.device().unwrap_or(x0.device()))?;
+    let device = model.device().unwrap_or(x0.device());
+    let precision = sampler.precision().resolve(device)?;
+    if device == Device::Cpu {
+        crate::precision::flush_subnormals(true)?;
+    }
     let model = InPrecision {
         precision,
         score: model,
