@@ -15,8 +15,8 @@
 #include <ATen/ops/_fused_adam.h>
 
 #include <cstdlib>
-#include <dlfcn.h>
 #include <cstring>
+#include <dlfcn.h>
 #include <exception>
 #include <vector>
 

@@ -530,8 +530,9 @@ impl Experiment {
     /// seeds 5 to 9 15.9, 16.1, 17.3, 23.2, 15.5 (mean 17.6, 1.56 times the floor, 0.89
     /// confident) against N(−0.8, 1.2²)'s 18.0, 19.9, 19.2, 30.0, 21.4 (mean 21.7,
     /// 0.86 confident), lower on each. A second training seed (11), sampling seeds 5 to 9:
-    /// 13.4, 14.7, 15.2, 18.0, 14.0 (mean 15.1, 1.33 times the floor, 0.88 confident). Centred at 0 (28% above σ = 2) the
-    /// distance stopped falling: 16.9, 15.9, 16.8, 24.4, 15.4 (mean 17.9) from training seed 4.
+    /// 13.4, 14.7, 15.2, 18.0, 14.0 (mean 15.1, 1.33 times the floor, 0.88 confident).
+    /// Centred at 0 (28% above σ = 2) the distance stopped falling: 16.9, 15.9, 16.8, 24.4,
+    /// 15.4 (mean 17.9) from training seed 4.
     pub fn mnist() -> Self {
         Experiment {
             name: "mnist".into(),

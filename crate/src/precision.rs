@@ -89,8 +89,9 @@ pub fn has_bf16_matrix_units(device: Device) -> Result<bool> {
 /// that low: on a 2-core Xeon without AMX its float32 epochs took 5.6 s fresh and 16 s when
 /// resumed at epoch 190; with subnormals flushed the same resumed epochs took 5 to 6 s, with the
 /// same losses to every printed digit. [`crate::training::train`] and
-/// [`crate::samplers::sample`] turn it on when they run on the CPU; it stays on for the
-/// process, as PyTorch's setting does. It changes no value above the subnormal range.
+/// [`crate::samplers::sample`] turn it on when they run on the CPU
+/// ([`flush_subnormals_on_cpu`]); it stays on for the process, as PyTorch's setting does. It
+/// changes no value above the subnormal range.
 pub fn flush_subnormals(on: bool) -> Result<bool> {
     let mut supported = 0;
     // SAFETY: a plain int out; the C++ side catches its exceptions.
@@ -98,6 +99,14 @@ pub fn flush_subnormals(on: bool) -> Result<bool> {
         sgm_flush_denormal(c_int::from(on), &mut supported)
     })?;
     Ok(supported == 1)
+}
+
+/// [`flush_subnormals`] on when `device` is the CPU (GPUs have their own modes, untouched).
+pub fn flush_subnormals_on_cpu(device: Device) -> Result<()> {
+    if device == Device::Cpu {
+        flush_subnormals(true)?;
+    }
+    Ok(())
 }
 
 impl Precision {

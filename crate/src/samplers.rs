@@ -41,7 +41,7 @@ use crate::langevin::{check_step_size, AnnealedConfig, LangevinConfig};
 use crate::noise::Sigmas;
 use crate::precision::{InPrecision, Precision};
 use crate::score::Score;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 /// What the callback of [`sample`] sees at each score evaluation.
 #[derive(Debug)]
@@ -203,9 +203,7 @@ pub fn sample(
     };
     let device = model.device().unwrap_or(x0.device());
     let precision = sampler.precision().resolve(device)?;
-    if device == Device::Cpu {
-        crate::precision::flush_subnormals(true)?;
-    }
+    crate::precision::flush_subnormals_on_cpu(device)?;
     let model = InPrecision {
         precision,
         score: model,

@@ -11,7 +11,7 @@ use crate::precision::Precision;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tch::nn;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 /// Settings of [`train`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -731,9 +731,7 @@ pub fn run(
         None => cfg.precision.resolve(device)?,
     };
     state.history.precision = Some(precision);
-    if device == Device::Cpu {
-        crate::precision::flush_subnormals(true)?;
-    }
+    crate::precision::flush_subnormals_on_cpu(device)?;
     let start = Instant::now();
     let seconds_before = state.history.seconds;
     // Brings the state's clock and counters up to date, then writes the checkpoint (if on).
