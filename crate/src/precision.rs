@@ -88,7 +88,8 @@ pub fn has_bf16_matrix_units(device: Device) -> Result<bool> {
 /// ones. Late in a float32 training run some gradients and activations of the MNIST U-Net fall
 /// that low: on a 2-core Xeon without AMX its float32 epochs took 5.6 s fresh and 16 s when
 /// resumed at epoch 190; with subnormals flushed the same resumed epochs took 5 to 6 s, with the
-/// same losses to every printed digit. [`crate::training::train`] and
+/// same losses to every printed digit, and a whole 190-epoch run flushed (986 s against
+/// 1,932 s) wrote the unflushed run's weights byte for byte. [`crate::training::train`] and
 /// [`crate::samplers::sample`] turn it on when they run on the CPU
 /// ([`flush_subnormals_on_cpu`]); it stays on for the process, as PyTorch's setting does. It
 /// changes no value above the subnormal range.
