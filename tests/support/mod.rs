@@ -43,9 +43,19 @@ impl Drop for TmpDir {
     }
 }
 
+/// The environment variable naming a folder of prebuilt workspace binaries: set, the tests run
+/// `$SGM_TEST_BINS/<bin>` instead of building it (a GPU machine without cargo, where
+/// `kernel-setup/gpu-check.sh` runs the bundle `kernel-setup/gpu-bundle.sh` made).
+pub const TEST_BINS_ENV: &str = "SGM_TEST_BINS";
+
 /// Builds binary `bin` of workspace package `package` with the tests' profile and returns its
-/// path (`target/<profile>/<bin>`).
+/// path (`target/<profile>/<bin>`), or `$SGM_TEST_BINS/<bin>` when that is set.
 pub fn workspace_bin(package: &str, bin: &str) -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os(TEST_BINS_ENV) {
+        let exe = std::path::PathBuf::from(dir).join(bin);
+        assert!(exe.is_file(), "{TEST_BINS_ENV}: no {}", exe.display());
+        return exe;
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
         .args(["build", "-p", package, "--bin", bin])

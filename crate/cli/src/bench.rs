@@ -48,7 +48,8 @@ pub struct BenchArgs {
     /// Also run the same workloads in PyTorch and print the ratios.
     #[arg(long)]
     compare_pytorch: bool,
-    /// The Python with torch installed [default: .venv/bin/python at the repository's root].
+    /// The Python with torch installed [default: .venv/bin/python at the repository's root, or
+    /// `python3` where that is absent (a machine the binary was carried to)].
     #[arg(long)]
     python: Option<PathBuf>,
 }
@@ -250,17 +251,33 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// `bench_pytorch.py`: beside this crate's sources where the binary was built, else
+/// `crate/cli/bench_pytorch.py` under the current folder (a copy of the repository on a machine
+/// the binary was carried to, such as a GPU machine without Rust).
+fn pytorch_script() -> PathBuf {
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench_pytorch.py");
+    if built.is_file() {
+        built
+    } else {
+        PathBuf::from("crate/cli/bench_pytorch.py")
+    }
+}
+
 fn pytorch_lines(
     args: &BenchArgs,
     threads: i32,
     device: Device,
     names: &[&str],
 ) -> CliResult<Vec<Value>> {
-    let python = args
-        .python
-        .clone()
-        .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench_pytorch.py");
+    let python = args.python.clone().unwrap_or_else(|| {
+        let venv = repo_root().join(".venv/bin/python");
+        if venv.is_file() {
+            venv
+        } else {
+            PathBuf::from("python3")
+        }
+    });
+    let script = pytorch_script();
     let out = std::process::Command::new(&python)
         .arg(&script)
         .args(["--threads", &threads.to_string()])

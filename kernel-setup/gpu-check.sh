@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Runs, on a GPU machine that has python3 with torch but no Rust, the checks of issue 10 from the
+# bundle kernel-setup/gpu-bundle.sh built (.gpu/bundle.tar.xz, unpacked to /tmp/sgm-gpu), in the
+# repository's root, with data/mnist_5k.csv.gz:
+#   tests      every bundled test binary on $SGM_TEST_DEVICE (default cuda);
+#   notebooks  every notebook as a program (sgm-notebook) at $SGM_BUDGET (default ci);
+#   bench      `sgm bench --compare-pytorch` on the same device as PyTorch;
+#   mnist      the mnist preset at the GPU sizes (200 epochs), 1,000 samples, `sgm eval`.
+# Usage: bash kernel-setup/gpu-check.sh [STAGE...]   (default: tests notebooks)
+# $SGM_GPU_ONLY="precision cli" runs only those test binaries. Logs and results go to $OUT
+# (the device tool's folder) or .gpu/out, each stage's one-line verdict to stdout and summary.txt.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+[ -f .gpu/bundle.tar.xz ] || { echo "no .gpu/bundle.tar.xz here: run kernel-setup/gpu-bundle.sh first and carry .gpu" >&2; exit 2; }
+[ -f data/mnist_5k.csv.gz ] || { echo "no data/mnist_5k.csv.gz here: carry data" >&2; exit 2; }
+OUT="${OUT:-$ROOT/.gpu/out}"
+mkdir -p "$OUT"
+B=/tmp/sgm-gpu
+rm -rf "$B" && mkdir -p "$B" && tar -xJf .gpu/bundle.tar.xz -C "$B" || { echo "cannot unpack .gpu/bundle.tar.xz" >&2; exit 2; }
+TORCH_LIB="$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')" || {
+  echo "python3 has no torch" >&2; exit 2; }
+export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export SGM_DATA="$ROOT/data" SGM_CACHE="${SGM_CACHE:-/tmp/sgm-cache}" SGM_TEST_BINS="$B/bin"
+export SGM_OUTPUT="${SGM_OUTPUT:-/tmp/sgm-output}"
+export SGM_TEST_DEVICE="${SGM_TEST_DEVICE:-cuda}" SGM_BUDGET="${SGM_BUDGET:-ci}"
+STAGES=("$@")
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(tests notebooks)
+SUMMARY="$OUT/summary.txt"
+verdict() { echo "$*" | tee -a "$SUMMARY"; }
+verdict "== $(head -1 $B/manifest); torch $(python3 -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")')"
+
+stage_tests() {
+  local log="$OUT/tests.log" name start rc secs failed
+  : > "$log"
+  for exe in "$B"/tests/*; do
+    name="$(basename "$exe")"
+    if [ -n "${SGM_GPU_ONLY:-}" ] && [[ " $SGM_GPU_ONLY " != *" $name "* ]]; then continue; fi
+    start=$(date +%s)
+    echo "==> $name on $SGM_TEST_DEVICE" >> "$log"
+    timeout "${SGM_GPU_TEST_TIMEOUT:-600}" "$exe" >> "$log" 2>&1
+    rc=$?
+    secs=$(( $(date +%s) - start ))
+    if [ $rc -eq 0 ]; then
+      echo "  $name: ok in ${secs}s ($(grep -o '[0-9]* passed' "$log" | tail -1))" | tee -a "$log"
+    else
+      echo "  $name: FAILED (exit $rc) in ${secs}s" | tee -a "$log"
+    fi
+  done
+  failed="$(grep '^  [^ ]*: FAILED' "$log" | sed 's/^  //; s/: FAILED.*//' | tr '\n' ' ')"
+  if [ -z "$failed" ]; then verdict "tests on $SGM_TEST_DEVICE: all passed"
+  else verdict "tests on $SGM_TEST_DEVICE: FAILED $failed(tests.log)"; fi
+}
+
+stage_notebooks() {
+  local dir=/tmp/sgm-notebooks rc
+  rm -rf "$dir"
+  SGM_OUTPUT="$dir/output" "$B/bin/sgm-notebook" run --out "$dir" notebooks/0*.ipynb notebooks/homework/source/*.ipynb > "$OUT/notebooks.log" 2>&1
+  rc=$?
+  tar -czf "$OUT/notebooks.tar.gz" -C "$dir" --exclude output . 2>/dev/null
+  if [ $rc -eq 0 ]; then verdict "notebooks at SGM_BUDGET=$SGM_BUDGET: all ran (notebooks.tar.gz: executed notebooks and figures)"
+  else verdict "notebooks at SGM_BUDGET=$SGM_BUDGET: FAILED (exit $rc): $(tail -1 "$OUT/notebooks.log")"; fi
+}
+
+stage_bench() {
+  "$B/bin/sgm" bench --compare-pytorch --python python3 > "$OUT/bench.jsonl" 2> "$OUT/bench.log"
+  local rc=$?
+  if [ $rc -eq 0 ]; then verdict "bench: $(wc -l < "$OUT/bench.jsonl") lines in bench.jsonl"
+  else verdict "bench: FAILED (exit $rc): $(tail -1 "$OUT/bench.log")"; fi
+}
+
+stage_mnist() {
+  local dir=/tmp/sgm-mnist log="$OUT/mnist.log" rc
+  rm -rf "$dir"
+  {
+    "$B/bin/sgm" train --preset mnist --epochs 200 --out "$dir" &&
+    "$B/bin/sgm" sample --checkpoint "$dir" --n 1000 --seed 5 --out "$dir/s5" &&
+    "$B/bin/sgm" eval --checkpoint "$dir" --samples "$dir/s5/samples.safetensors"
+  } > "$log" 2>&1
+  rc=$?
+  if [ $rc -eq 0 ]; then verdict "mnist at the GPU sizes: $(tail -1 "$log" | head -c 400)"
+  else verdict "mnist: FAILED (exit $rc): $(tail -1 "$log")"; fi
+}
+
+for stage in "${STAGES[@]}"; do
+  case "$stage" in
+    tests|notebooks|bench|mnist) "stage_$stage" ;;
+    *) verdict "unknown stage '$stage' (tests, notebooks, bench, mnist)"; exit 2 ;;
+  esac
+done
+grep -q FAILED "$SUMMARY" && exit 1
+exit 0
