@@ -28,6 +28,7 @@ STAGES=("$@")
 [ ${#STAGES[@]} -eq 0 ] && STAGES=(tests notebooks)
 SUMMARY="$OUT/summary.txt"
 verdict() { echo "$*" | tee -a "$SUMMARY"; }
+: > "$SUMMARY"
 verdict "== $(head -1 $B/manifest); torch $(python3 -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")')"
 
 stage_tests() {
