@@ -628,8 +628,7 @@ impl Experiment {
         self
     }
 
-    /// Fashion-MNIST with the MNIST settings and 40 epochs (its
-    /// training set is 13 times larger:
+    /// Fashion-MNIST with the MNIST settings and 40 epochs (its training set is 13 times larger:
     /// 75,000 steps, against the MNIST run's 26,790). Measured on the 2-core CPU, 1,000 samples
     /// with sampling seeds 5 and 6 against the 10,000 test images (floor 0.55): 6 epochs
     /// (11,250 steps, 293 s) scored a Fréchet LeNet distance of 11.8 and 13.3, 20 epochs
