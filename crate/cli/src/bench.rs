@@ -251,15 +251,14 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `bench_pytorch.py`: beside this crate's sources where the binary was built, else
-/// `crate/cli/bench_pytorch.py` under the current folder (a copy of the repository on a machine
-/// the binary was carried to, such as a GPU machine without Rust).
-fn pytorch_script() -> PathBuf {
-    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench_pytorch.py");
-    if built.is_file() {
+/// `built` (a path of the machine the binary was built on) where it exists, else `fallback`:
+/// on a machine the binary was carried to, such as a GPU machine without Rust, the build tree
+/// is absent.
+fn built_or(built: PathBuf, fallback: &str) -> PathBuf {
+    if built.exists() {
         built
     } else {
-        PathBuf::from("crate/cli/bench_pytorch.py")
+        PathBuf::from(fallback)
     }
 }
 
@@ -269,15 +268,15 @@ fn pytorch_lines(
     device: Device,
     names: &[&str],
 ) -> CliResult<Vec<Value>> {
-    let python = args.python.clone().unwrap_or_else(|| {
-        let venv = repo_root().join(".venv/bin/python");
-        if venv.is_file() {
-            venv
-        } else {
-            PathBuf::from("python3")
-        }
-    });
-    let script = pytorch_script();
+    let python = args
+        .python
+        .clone()
+        .unwrap_or_else(|| built_or(repo_root().join(".venv/bin/python"), "python3"));
+    // Under the current folder otherwise: a copy of the repository.
+    let script = built_or(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench_pytorch.py"),
+        "crate/cli/bench_pytorch.py",
+    );
     let out = std::process::Command::new(&python)
         .arg(&script)
         .args(["--threads", &threads.to_string()])
