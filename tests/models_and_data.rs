@@ -677,6 +677,105 @@ fn unet_noise_input_is_sigma_or_edm_log_sigma_over_4() {
 }
 
 #[test]
+fn unet_noise_embedding_adds_a_sigma_bias_to_every_layer() {
+    let _rng = rng_lock();
+    let make = |noise_embedding| {
+        let vs = nn::VarStore::new(test_device());
+        let cfg = UnetConfig {
+            start_filters: 4,
+            sigma_data: Some(0.5),
+            noise_input: NoiseInput::LogSigmaOver4,
+            noise_embedding,
+            ..Default::default()
+        };
+        let net = BlogUnet::new(&vs.root(), &cfg).unwrap();
+        (vs, net)
+    };
+    let (vs_plain, plain) = make(false);
+    let (mut vs_emb, emb) = make(true);
+    // The embedding's parameters are its own: ten per-layer projections of the 4f = 16
+    // channels, one per 3×3 convolution's output (f, f, 2f, 2f, 4f, 4f, 2f, 2f, f, f).
+    let vars = vs_emb.variables();
+    let widths: Vec<i64> = (0..10)
+        .map(|i| vars[&format!("emb.affine{i}.weight")].size()[0])
+        .collect();
+    assert_eq!(widths, [4, 4, 8, 8, 16, 16, 8, 8, 4, 4]);
+    assert_eq!(vars["emb.map0.weight"].size(), [16, 4]);
+    assert_eq!(vars.len(), vs_plain.variables().len() + 2 * 12);
+    // With the projections zeroed the biases are zero, and the network is the plain one with
+    // the same convolutions: the embedding changes nothing else.
+    let x = Tensor::randn([3, 1, 28, 28], (Kind::Float, test_device()));
+    let sigma = from_slice(&[0.02f32, 0.5, 20.0]);
+    tch::no_grad(|| {
+        for (name, mut v) in vs_emb.variables() {
+            if name.starts_with("emb.affine") {
+                let _ = v.zero_();
+            }
+        }
+    });
+    tch::no_grad(|| {
+        let mine = vs_emb.variables();
+        for (name, v) in vs_plain.variables() {
+            let mut t = mine[&name].shallow_clone();
+            t.copy_(&v);
+        }
+    });
+    let a = emb.score(&x, &sigma).unwrap();
+    let b = plain.score(&x, &sigma).unwrap();
+    assert!(f(&(&a - &b).abs().max()) < 1e-5);
+    // Re-drawn projections, and the σ input channel blinded (the first convolution's weights
+    // on it zeroed): the plain network's output F no longer sees σ, the embedded one's does.
+    // F = (s + x/v) σ √v / σ_d with v = σ² + σ_d² is the network's own output; its input is
+    // x/√v, so x = √v y gives both levels the same input y.
+    let (vs_fresh, _) = make(true);
+    vs_emb.copy(&vs_fresh).unwrap();
+    let blind = |vs: &nn::VarStore| {
+        tch::no_grad(|| {
+            let _ = vs.variables()["conv1a.weight"].narrow(1, 1, 1).zero_();
+        })
+    };
+    blind(&vs_plain);
+    blind(&vs_emb);
+    let raw = |net: &BlogUnet, level: f64| {
+        let v = level * level + 0.25;
+        let xs = &x * v.sqrt();
+        let sig = Tensor::full([3], level, (Kind::Float, test_device()));
+        (net.score(&xs, &sig).unwrap() + &xs / v) * (level * v.sqrt() / 0.5)
+    };
+    let gap_plain = f(&(raw(&plain, 0.1) - raw(&plain, 2.0)).abs().max());
+    let gap_emb = f(&(raw(&emb, 0.1) - raw(&emb, 2.0)).abs().max());
+    assert!(
+        gap_plain < 1e-3,
+        "blinded plain U-Net still sees σ: {gap_plain}"
+    );
+    assert!(
+        gap_emb > 1e-2,
+        "the embedding does not reach the layers: {gap_emb}"
+    );
+    // Saved before the option existed: reads as off, and off is left out of the JSON.
+    let old_json = r#"{"channels": 1, "start_filters": 16, "groups": 4, "divide_by_sigma": false, "sigma_data": 0.5, "noise_input": "LogSigmaOver4"}"#;
+    let old: UnetConfig = serde_json::from_str(old_json).unwrap();
+    assert!(!old.noise_embedding);
+    assert_eq!(
+        serde_json::to_value(&old).unwrap(),
+        serde_json::from_str::<serde_json::Value>(old_json).unwrap()
+    );
+    // The NCSNv2 U-Net takes no σ input: it refuses the option by name.
+    let vs = nn::VarStore::new(test_device());
+    let on = UnetConfig {
+        noise_embedding: true,
+        ..Default::default()
+    };
+    assert!(matches!(
+        Ncsnv2Unet::new(&vs.root(), &on),
+        Err(Error::InvalidParameter {
+            name: "noise_embedding",
+            ..
+        })
+    ));
+}
+
+#[test]
 fn md5_verification_and_the_full_mnist_cache() {
     let dir = tmpdir("md5");
     let path = dir.join("abc.gz");

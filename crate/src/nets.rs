@@ -603,6 +603,13 @@ pub struct UnetConfig {
     /// JSON then, `checkpoint::is_default`).
     #[serde(default, skip_serializing_if = "crate::checkpoint::is_default")]
     pub noise_input: NoiseInput,
+    /// [`BlogUnet`] only: the noise level also enters every layer, as in DDPM's and EDM's
+    /// U-Nets ([`NoiseEmbedding`]): the noise input (`noise_input`) through a sinusoidal
+    /// embedding and a two-layer MLP, projected to a per-channel bias added after each 3×3
+    /// convolution. Without it σ is seen only by the first convolution, through its input
+    /// channel. Off in the JSON of configurations saved before it existed.
+    #[serde(default, skip_serializing_if = "crate::checkpoint::is_default")]
+    pub noise_embedding: bool,
 }
 
 /// What a network that takes σ as an input channel sees of it.
@@ -637,6 +644,7 @@ impl Default for UnetConfig {
             divide_by_sigma: false,
             sigma_data: None,
             noise_input: NoiseInput::Sigma,
+            noise_embedding: false,
         }
     }
 }
@@ -698,6 +706,12 @@ impl UnetConvs {
         self.out.ws.device()
     }
 
+    /// Channels of the 3×3 convolutions' outputs, in the order `forward`'s `act` sees them,
+    /// for `f` start filters.
+    fn widths(f: i64) -> [i64; 10] {
+        [f, f, 2 * f, 2 * f, 4 * f, 4 * f, 2 * f, 2 * f, f, f]
+    }
+
     /// The forward pass of checked input (`what` names the network in errors), with
     /// `act(i, h)` applied after the i-th 3×3 convolution (ELU, or GroupNorm then ELU). The
     /// first convolution runs through the fallible call.
@@ -748,6 +762,57 @@ fn check_unet_input(what: &'static str, x: &Tensor, channels: i64, device: Devic
     check_device(what, x, "x", device, "the parameters")
 }
 
+/// The noise-level embedding of DDPM's and EDM's U-Nets (Ho et al., 2020, §B; Karras et al.,
+/// 2022, `SongUNet`), for [`BlogUnet`] with [`UnetConfig::noise_embedding`]: the noise input
+/// `c` (σ or EDM's `c_noise = ln(σ)/4`) becomes the `f` channels of the transformer's sinusoidal
+/// embedding `[cos(c ωₖ), sin(c ωₖ)]`, `ωₖ = 10000^(−k/(f/2))` for k < f/2 (EDM's
+/// `PositionalEmbedding`, `endpoint = False`), then `e = SiLU(W₂ SiLU(W₁ ·))` of `4f` channels,
+/// and layer `i` adds the per-channel bias `Aᵢ e` after its 3×3 convolution (EDM's `affine`,
+/// without adaptive scale).
+#[derive(Debug)]
+struct NoiseEmbedding {
+    map0: nn::Linear,
+    map1: nn::Linear,
+    affine: Vec<nn::Linear>,
+    /// `f/2`, the number of frequencies.
+    half: i64,
+}
+
+impl NoiseEmbedding {
+    fn new(vs: &nn::Path, f: i64, widths: &[i64]) -> Self {
+        let half = (f / 2).max(1);
+        let lin = |name: String, i, o| nn::linear(vs / name, i, o, Default::default());
+        NoiseEmbedding {
+            map0: lin("map0".into(), 2 * half, 4 * f),
+            map1: lin("map1".into(), 4 * f, 4 * f),
+            affine: widths
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| lin(format!("affine{i}"), 4 * f, c))
+                .collect(),
+            half,
+        }
+    }
+
+    /// The per-layer biases, `[n, Cᵢ, 1, 1]`, for the noise inputs `c` of shape `[n]`.
+    fn biases(&self, what: &str, c: &Tensor) -> Result<Vec<Tensor>> {
+        let k = Tensor::arange(self.half, (c.kind(), c.device()));
+        let freqs = (k * (-(10_000f64.ln()) / self.half as f64)).exp();
+        let angles = c.outer(&freqs);
+        let pos = Tensor::cat(&[angles.cos(), angles.sin()], 1);
+        let e = f_linear(what, "emb.map0", &self.map0, &pos)?
+            .silu()
+            .apply(&self.map1)
+            .silu();
+        let n = c.size()[0];
+        Ok(self
+            .affine
+            .iter()
+            .map(|a| e.apply(a).view([n, -1, 1, 1]))
+            .collect())
+    }
+}
+
 /// The blog's small U-Net (seed 001): σ enters as a second input channel filled with σ (or
 /// EDM's ln σ / 4, [`NoiseInput`]);
 /// 3×3 convolutions with ELU, average pooling, transposed convolutions, skip concatenations,
@@ -757,6 +822,7 @@ fn check_unet_input(what: &'static str, x: &Tensor, channels: i64, device: Devic
 #[derive(Debug)]
 pub struct BlogUnet {
     convs: UnetConvs,
+    embedding: Option<NoiseEmbedding>,
     config: UnetConfig,
 }
 
@@ -774,13 +840,12 @@ impl BlogUnet {
                 });
             }
         }
+        let f = config.start_filters;
         Ok(BlogUnet {
-            convs: UnetConvs::new(
-                vs,
-                config.channels + 1,
-                config.channels,
-                config.start_filters,
-            ),
+            convs: UnetConvs::new(vs, config.channels + 1, config.channels, f),
+            embedding: config
+                .noise_embedding
+                .then(|| NoiseEmbedding::new(&(vs / "emb"), f, &UnetConvs::widths(f))),
             config: config.clone(),
         })
     }
@@ -802,12 +867,20 @@ impl Score for BlogUnet {
         check_unet_input(WHAT, x, self.config.channels, self.convs.device())?;
         check_sigma_input(WHAT, sigma, x, true)?;
         let sigma = per_row(sigma, x);
-        let sigma_channel = x.narrow(1, 0, 1).ones_like() * self.config.noise_input.of(&sigma);
+        let c_noise = self.config.noise_input.of(&sigma);
+        let sigma_channel = x.narrow(1, 0, 1).ones_like() * &c_noise;
+        let biases = match &self.embedding {
+            Some(e) => e.biases(WHAT, &c_noise.flatten(0, -1))?,
+            None => Vec::new(),
+        };
         let net =
             |input: Tensor| {
                 let both = Tensor::f_cat(&[&input, &sigma_channel], 1)
                     .map_err(torch_op(op_name(WHAT, "input [x, sigma channel]", &input)))?;
-                self.convs.forward(WHAT, &both, |_, h| h.elu())
+                self.convs.forward(WHAT, &both, |i, h| match biases.get(i) {
+                    Some(b) => (h + b).elu(),
+                    None => h.elu(),
+                })
             };
         Ok(match self.config.sigma_data {
             Some(sd) => {
@@ -845,6 +918,13 @@ impl Ncsnv2Unet {
                 why: "the NCSNv2 U-Net takes no σ input (its output is divided by σ)",
             });
         }
+        if config.noise_embedding {
+            return Err(Error::InvalidParameter {
+                name: "noise_embedding",
+                value: "true".into(),
+                why: "the NCSNv2 U-Net takes no σ input (its output is divided by σ)",
+            });
+        }
         let f = config.start_filters;
         if f % config.groups != 0 {
             return Err(Error::InvalidParameter {
@@ -853,8 +933,7 @@ impl Ncsnv2Unet {
                 why: "must divide start_filters",
             });
         }
-        let widths = [f, f, 2 * f, 2 * f, 4 * f, 4 * f, 2 * f, 2 * f, f, f];
-        let norms = widths
+        let norms = UnetConvs::widths(f)
             .iter()
             .enumerate()
             .map(|(i, &c)| {
