@@ -911,19 +911,18 @@ impl Ncsnv2Unet {
         positive("channels", config.channels)?;
         positive("start_filters", config.start_filters)?;
         positive("groups", config.groups)?;
+        // Both options that feed σ to the network are refused by name.
+        let no_sigma_input = |name, value| Error::InvalidParameter {
+            name,
+            value,
+            why: "the NCSNv2 U-Net takes no σ input (its output is divided by σ)",
+        };
         if config.noise_input != NoiseInput::Sigma {
-            return Err(Error::InvalidParameter {
-                name: "noise_input",
-                value: format!("{:?}", config.noise_input),
-                why: "the NCSNv2 U-Net takes no σ input (its output is divided by σ)",
-            });
+            let value = format!("{:?}", config.noise_input);
+            return Err(no_sigma_input("noise_input", value));
         }
         if config.noise_embedding {
-            return Err(Error::InvalidParameter {
-                name: "noise_embedding",
-                value: "true".into(),
-                why: "the NCSNv2 U-Net takes no σ input (its output is divided by σ)",
-            });
+            return Err(no_sigma_input("noise_embedding", "true".into()));
         }
         let f = config.start_filters;
         if f % config.groups != 0 {
