@@ -7,6 +7,10 @@
 #   bench      `sgm bench --compare-pytorch` on the same device as PyTorch;
 #   mnist      the mnist preset at the GPU sizes (200 epochs), 1,000 samples, `sgm eval`.
 # Usage: bash kernel-setup/gpu-check.sh [STAGE...]   (default: tests notebooks)
+# Stages run one after another; STAGE+STAGE runs those at once (e.g. `bench tests+notebooks+mnist`:
+# the benchmark alone on the GPU, then the rest side by side). $SGM_GPU_DEADLINE (seconds from the
+# start) stops whatever still runs then, so a device lease's limit never loses the logs.
+# $SGM_GPU_MNIST_EPOCHS overrides the mnist preset's epochs.
 # $SGM_GPU_ONLY="precision cli" runs only those test binaries. Logs and results go to $OUT
 # (the device tool's folder) or .gpu/out, each stage's one-line verdict to stdout and summary.txt.
 set -uo pipefail
@@ -24,6 +28,17 @@ export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export SGM_DATA="$ROOT/data" SGM_CACHE="${SGM_CACHE:-/tmp/sgm-cache}" SGM_TEST_BINS="$B/bin"
 export SGM_OUTPUT="${SGM_OUTPUT:-/tmp/sgm-output}"
 export SGM_TEST_DEVICE="${SGM_TEST_DEVICE:-cuda}" SGM_BUDGET="${SGM_BUDGET:-ci}"
+START=$(date +%s)
+DEADLINE_AT=$(( START + ${SGM_GPU_DEADLINE:-100000} ))
+# timeout(1) for a command, never past the deadline
+bounded() {
+  local limit=$1 left
+  shift
+  left=$(( DEADLINE_AT - $(date +%s) ))
+  [ "$left" -lt "$limit" ] && limit=$left
+  [ "$limit" -gt 0 ] || { echo "deadline reached before: $*"; return 124; }
+  timeout "$limit" "$@"
+}
 STAGES=("$@")
 [ ${#STAGES[@]} -eq 0 ] && STAGES=(tests notebooks)
 SUMMARY="$OUT/summary.txt"
@@ -39,7 +54,7 @@ stage_tests() {
     if [ -n "${SGM_GPU_ONLY:-}" ] && [[ " $SGM_GPU_ONLY " != *" $name "* ]]; then continue; fi
     start=$(date +%s)
     echo "==> $name on $SGM_TEST_DEVICE" >> "$log"
-    timeout "${SGM_GPU_TEST_TIMEOUT:-600}" "$exe" >> "$log" 2>&1
+    bounded "${SGM_GPU_TEST_TIMEOUT:-600}" "$exe" >> "$log" 2>&1
     rc=$?
     secs=$(( $(date +%s) - start ))
     if [ $rc -eq 0 ]; then
@@ -56,7 +71,7 @@ stage_tests() {
 stage_notebooks() {
   local dir=/tmp/sgm-notebooks rc
   rm -rf "$dir"
-  SGM_OUTPUT="$dir/output" "$B/bin/sgm-notebook" run --out "$dir" notebooks/0*.ipynb notebooks/homework/source/*.ipynb > "$OUT/notebooks.log" 2>&1
+  SGM_OUTPUT="$dir/output" bounded 100000 "$B/bin/sgm-notebook" run --out "$dir" notebooks/0*.ipynb notebooks/homework/source/*.ipynb > "$OUT/notebooks.log" 2>&1
   rc=$?
   tar -czf "$OUT/notebooks.tar.gz" -C "$dir" --exclude output . 2>/dev/null
   if [ $rc -eq 0 ]; then verdict "notebooks at SGM_BUDGET=$SGM_BUDGET: all ran (notebooks.tar.gz: executed notebooks and figures)"
@@ -64,7 +79,7 @@ stage_notebooks() {
 }
 
 stage_bench() {
-  "$B/bin/sgm" bench --compare-pytorch --python python3 > "$OUT/bench.jsonl" 2> "$OUT/bench.log"
+  bounded 100000 "$B/bin/sgm" bench --compare-pytorch --python python3 --scale "${SGM_GPU_BENCH_SCALE:-1}" > "$OUT/bench.jsonl" 2> "$OUT/bench.log"
   local rc=$?
   if [ $rc -eq 0 ]; then verdict "bench: $(wc -l < "$OUT/bench.jsonl") lines in bench.jsonl"
   else verdict "bench: FAILED (exit $rc): $(tail -1 "$OUT/bench.log")"; fi
@@ -74,20 +89,28 @@ stage_mnist() {
   local dir=/tmp/sgm-mnist log="$OUT/mnist.log" rc
   rm -rf "$dir"
   {
-    "$B/bin/sgm" train --preset mnist --epochs 200 --out "$dir" &&
-    "$B/bin/sgm" sample --checkpoint "$dir" --n 1000 --seed 5 --out "$dir/s5" &&
-    "$B/bin/sgm" eval --checkpoint "$dir" --samples "$dir/s5/samples.safetensors"
+    bounded 100000 "$B/bin/sgm" train --preset mnist ${SGM_GPU_MNIST_EPOCHS:+--epochs $SGM_GPU_MNIST_EPOCHS} --out "$dir" &&
+    bounded 100000 "$B/bin/sgm" sample --checkpoint "$dir" --n 1000 --seed 5 --out "$dir/s5" &&
+    bounded 100000 "$B/bin/sgm" eval --checkpoint "$dir" --samples "$dir/s5/samples.safetensors"
   } > "$log" 2>&1
   rc=$?
   if [ $rc -eq 0 ]; then verdict "mnist at the GPU sizes: $(tail -1 "$log" | head -c 400)"
   else verdict "mnist: FAILED (exit $rc): $(tail -1 "$log")"; fi
 }
 
-for stage in "${STAGES[@]}"; do
-  case "$stage" in
-    tests|notebooks|bench|mnist) "stage_$stage" ;;
-    *) verdict "unknown stage '$stage' (tests, notebooks, bench, mnist)"; exit 2 ;;
-  esac
+for group in "${STAGES[@]}"; do
+  IFS=+ read -r -a together <<< "$group"
+  for stage in "${together[@]}"; do
+    case "$stage" in
+      tests|notebooks|bench|mnist) ;;
+      *) verdict "unknown stage '$stage' (tests, notebooks, bench, mnist)"; exit 2 ;;
+    esac
+  done
+  for stage in "${together[@]}"; do
+    "stage_$stage" &
+  done
+  wait
 done
+verdict "== done in $(( $(date +%s) - START ))s"
 grep -q FAILED "$SUMMARY" && exit 1
 exit 0

@@ -137,6 +137,15 @@ char *sgm_flush_denormal(int on, int *supported) {
   });
 }
 
+// cuDNN's float32 convolutions in TF32 (`on` = 1, libtorch's default) or IEEE float32 (0).
+char *sgm_cuda_conv_tf32(int on) {
+  return guarded([&] {
+    at::globalContext().setFloat32Precision(
+        at::Float32Backend::CUDA, at::Float32Op::CONV,
+        on ? at::Float32Precision::TF32 : at::Float32Precision::IEEE);
+  });
+}
+
 // `*out` = `t` laid out channels-last (NHWC strides, same shape and values): a new tensor
 // handle for the caller to own (tch's `Tensor::from_ptr`), or `t`'s storage when it already is.
 char *sgm_channels_last(at::Tensor *t, at::Tensor **out) {

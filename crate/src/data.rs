@@ -17,10 +17,26 @@ pub trait Density: Score {
     fn sample(&self, n: i64, device: Device) -> Result<Tensor>;
 }
 
-/// Seeds libtorch's global random number generator (every sampler and data set in this crate
-/// draws from it).
+/// Seeds libtorch's global random number generators, the CPU's and every GPU's (every sampler
+/// and data set in this crate draws from them). Loads the CUDA backend first
+/// ([`crate::device::prepare`]): seeding before that would hide the GPU from the whole process.
 pub fn seed(seed: u64) {
+    crate::device::prepare();
     tch::manual_seed(seed as i64);
+}
+
+#[cfg(test)]
+mod tests {
+    /// The library's unit-test binary runs this test alone in its process, so nothing loaded the
+    /// backend before: seeding must (unless the CPU is forced), or a GPU run that seeds before
+    /// choosing its device would compute on the CPU.
+    #[test]
+    fn seeding_loads_the_cuda_backend_first() {
+        assert!(crate::device::cuda_backend().is_none());
+        super::seed(1);
+        let forced_cpu = std::env::var("SGM_DEVICE").is_ok_and(|v| v.eq_ignore_ascii_case("cpu"));
+        assert_eq!(crate::device::cuda_backend().is_some(), !forced_cpu);
+    }
 }
 
 /// The donut of seed 001: `log p(x) = -(‖x‖ - r₀)² / c` with `r₀ = 2.6`, `c = 0.033`.

@@ -75,6 +75,29 @@ pub fn load_cuda_backend() -> &'static CudaBackend {
     })
 }
 
+/// Loads the CUDA backend ([`load_cuda_backend`]) unless `SGM_DEVICE=cpu` forces the CPU.
+///
+/// ATen decides once per process whether CUDA exists, at the first call that asks for its CUDA
+/// hooks, and keeps that answer (ATen's `detail/CUDAHooksInterface.cpp` caches the hooks behind
+/// a once-flag). `manual_seed`, which seeds every GPU's generator, is such a call: a process
+/// that seeds before loading the backend never sees its GPU. [`crate::data::seed`] calls this
+/// first, so seeding before [`device`] is safe; code that calls libtorch directly before
+/// [`device`] should call it too.
+pub fn prepare() {
+    let forced_cpu = std::env::var("SGM_DEVICE")
+        .ok()
+        .and_then(|v| parse_device_request(&v).ok())
+        == Some(DeviceRequest::Cpu);
+    if !forced_cpu {
+        load_cuda_backend();
+    }
+}
+
+/// What [`load_cuda_backend`] found, or `None` while nothing has loaded it yet.
+pub fn cuda_backend() -> Option<&'static CudaBackend> {
+    BACKEND.get()
+}
+
 /// A device asked for by name (`SGM_DEVICE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceRequest {

@@ -35,6 +35,19 @@ extern "C" {
     fn sgm_autocast_exit(cuda: c_int, prev_enabled: c_int, prev_dtype: c_int) -> *mut c_char;
     fn sgm_bf16_matrix_units(cuda: c_int, index: c_int, out: *mut c_int) -> *mut c_char;
     fn sgm_flush_denormal(on: c_int, supported: *mut c_int) -> *mut c_char;
+    fn sgm_cuda_conv_tf32(on: c_int) -> *mut c_char;
+}
+
+/// Whether cuDNN's float32 convolutions may round their inputs to TF32 (10-bit mantissa,
+/// about 5·10⁻⁴ relative; libtorch's default, as `torch.backends.cudnn.allow_tf32`), for the
+/// whole process. Float32 matrix products stay IEEE float32 (libtorch's default) either way. The
+/// CPU is not affected. The tests turn it off on a GPU, so that their float32 tolerances
+/// hold there; training and sampling keep libtorch's default.
+pub fn set_cuda_conv_tf32(on: bool) -> Result<()> {
+    // SAFETY: the call takes a plain int and returns null or a malloc'ed message.
+    crate::fused::checked("setFloat32Precision(cuda, conv)", unsafe {
+        sgm_cuda_conv_tf32(c_int::from(on))
+    })
 }
 
 /// The precision a training step computes in.

@@ -99,9 +99,15 @@ pub fn test_device() -> sgm::tch::Device {
                 usize::try_from(sgm::tch::Cuda::device_count()).unwrap_or(0),
             ),
         };
-        sgm::device::choose(Some(request), &backend, gpus)
+        let device = sgm::device::choose(Some(request), &backend, gpus)
             .unwrap_or_else(|e| panic!("{TEST_DEVICE_ENV}={value}: {e}"))
-            .device
+            .device;
+        if device.is_cuda() {
+            // The tests' tolerances are float32's: no TF32 rounding in cuDNN's convolutions.
+            sgm::precision::set_cuda_conv_tf32(false)
+                .unwrap_or_else(|e| panic!("{TEST_DEVICE_ENV}={value}: {e}"));
+        }
+        device
     })
 }
 
