@@ -1,11 +1,18 @@
 //! Compiles `csrc/fused.cpp` (libtorch's fused Adam and foreach kernels, which tch does not
 //! bind) against the libtorch that torch-sys links: `$LIBTORCH` (set by `.cargo/config.toml`
 //! to the PyPI wheel's `torch/` folder), with torch-sys's own flags.
+//!
+//! With a CUDA libtorch (the wheel ships `ATen/cuda/CUDAGraph.h`, `libtorch_cuda.so` and, in
+//! `nvidia/cu*/`, the CUDA runtime's headers and library), also builds `csrc/cuda_graph.cpp`
+//! into a shared library of its own, `$SGM_CUDA_GRAPH_SO`, which the crate embeds and loads
+//! only on a GPU ([`crate::cuda_graph`]). Without one that file is empty and CUDA graphs are
+//! reported as not built.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/fused.cpp");
+    println!("cargo:rerun-if-changed=csrc/cuda_graph.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     let libtorch = PathBuf::from(
         std::env::var("LIBTORCH").expect("LIBTORCH is unset: run kernel-setup/setup.sh first"),
@@ -16,15 +23,58 @@ fn main() {
         "{} has no ATen/ops/_fused_adam.h: LIBTORCH must be a libtorch with its headers",
         include.display()
     );
-    cc::Build::new()
-        .cpp(true)
-        .pic(true)
-        .warnings(false)
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
-        .flag("-std=c++17")
-        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
-        .flag("-DGLOG_USE_GLOG_EXPORT")
-        .file("csrc/fused.cpp")
-        .compile("sgm_fused");
+    let build = || {
+        let mut b = cc::Build::new();
+        b.cpp(true)
+            .pic(true)
+            .warnings(false)
+            .include(&include)
+            .include(include.join("torch/csrc/api/include"))
+            .flag("-std=c++17")
+            .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+            .flag("-DGLOG_USE_GLOG_EXPORT");
+        b
+    };
+    build().file("csrc/fused.cpp").compile("sgm_fused");
+
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("libsgm_cuda_graph.so");
+    match cuda_runtime(&libtorch) {
+        Some(cuda) => {
+            let mut cmd = build()
+                .include(cuda.join("include"))
+                .get_compiler()
+                .to_command();
+            cmd.arg("-shared")
+                .arg("-O2")
+                .arg("-s")
+                .arg("csrc/cuda_graph.cpp")
+                .arg("-o")
+                .arg(&out)
+                .arg(format!("-L{}", libtorch.join("lib").display()))
+                .arg(format!("-L{}", cuda.join("lib").display()))
+                .args(["-ltorch_cuda", "-lc10_cuda", "-ltorch_cpu", "-lc10"])
+                .arg("-l:libcudart.so.13");
+            let status = cmd.status().expect("cannot run the C++ compiler");
+            assert!(
+                status.success(),
+                "building csrc/cuda_graph.cpp failed: {cmd:?}"
+            );
+        }
+        None => std::fs::write(&out, b"").unwrap(),
+    }
+    println!("cargo:rustc-env=SGM_CUDA_GRAPH_SO={}", out.display());
+}
+
+/// The CUDA runtime next to a CUDA libtorch wheel (`site-packages/nvidia/cu13`), when this
+/// libtorch has CUDA graphs.
+fn cuda_runtime(libtorch: &Path) -> Option<PathBuf> {
+    let has = |p: &Path| p.exists();
+    if !has(&libtorch.join("include/ATen/cuda/CUDAGraph.h"))
+        || !has(&libtorch.join("lib/libtorch_cuda.so"))
+    {
+        return None;
+    }
+    let nvidia = libtorch.canonicalize().ok()?.parent()?.join("nvidia/cu13");
+    (has(&nvidia.join("include/cuda_runtime_api.h")) && has(&nvidia.join("lib/libcudart.so.13")))
+        .then_some(nvidia)
 }

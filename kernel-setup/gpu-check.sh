@@ -10,7 +10,8 @@
 # Stages run one after another; STAGE+STAGE runs those at once (e.g. `bench tests+notebooks+mnist`:
 # the benchmark alone on the GPU, then the rest side by side). $SGM_GPU_DEADLINE (seconds from the
 # start) stops whatever still runs then, so a device lease's limit never loses the logs.
-# $SGM_GPU_MNIST_EPOCHS overrides the mnist preset's epochs.
+# $SGM_GPU_MNIST_EPOCHS overrides the mnist preset's epochs; $SGM_GPU_MNIST_CONFIG trains from that
+# configuration file (`sgm config mnist`, edited) instead of the preset.
 # $SGM_GPU_ONLY="precision cli" runs only those test binaries. Logs and results go to $OUT
 # (the device tool's folder) or .gpu/out, each stage's one-line verdict to stdout and summary.txt.
 set -uo pipefail
@@ -89,7 +90,7 @@ stage_mnist() {
   local dir=/tmp/sgm-mnist log="$OUT/mnist.log" rc
   rm -rf "$dir"
   {
-    bounded 100000 "$B/bin/sgm" train --preset mnist ${SGM_GPU_MNIST_EPOCHS:+--epochs $SGM_GPU_MNIST_EPOCHS} --out "$dir" &&
+    bounded 100000 "$B/bin/sgm" train ${SGM_GPU_MNIST_CONFIG:+--config "$SGM_GPU_MNIST_CONFIG"} ${SGM_GPU_MNIST_CONFIG:---preset mnist} ${SGM_GPU_MNIST_EPOCHS:+--epochs $SGM_GPU_MNIST_EPOCHS} --out "$dir" &&
     bounded 100000 "$B/bin/sgm" sample --checkpoint "$dir" --n 1000 --seed 5 --out "$dir/s5" &&
     bounded 100000 "$B/bin/sgm" eval --checkpoint "$dir" --samples "$dir/s5/samples.safetensors"
   } > "$log" 2>&1

@@ -106,6 +106,7 @@ fn config() -> TrainConfig {
         ema_decay: Some(0.9),
         checkpoint_every: 4,
         precision: Default::default(),
+        cuda_graph: false,
     }
 }
 

@@ -11,7 +11,10 @@
 #include <ATen/cpu/Utils.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <c10/core/DeviceGuard.h>
+#include <ATen/ops/_foreach_add.h>
 #include <ATen/ops/_foreach_lerp.h>
+#include <ATen/ops/_foreach_mul.h>
+#include <ATen/ops/_foreach_sub.h>
 #include <ATen/ops/_fused_adam.h>
 
 #include <cstdlib>
@@ -63,6 +66,33 @@ char *sgm_fused_adam(at::Tensor **params, at::Tensor **grads, at::Tensor **exp_a
     std::vector<at::Tensor> none;
     at::_fused_adam_(p, g, m, v, none, t, lr, beta1, beta2, weight_decay, eps,
                      /*amsgrad=*/false, /*maximize=*/false);
+  });
+}
+
+// As sgm_fused_adam with the learning rate read from `lr` (a float32 scalar on the parameters'
+// device) when the kernel runs: a CUDA graph that captured the step follows a rate changed
+// between replays.
+char *sgm_fused_adam_tensor_lr(at::Tensor **params, at::Tensor **grads, at::Tensor **exp_avgs,
+                               at::Tensor **exp_avg_sqs, at::Tensor **steps, size_t n,
+                               at::Tensor *lr, double beta1, double beta2, double weight_decay,
+                               double eps) {
+  return guarded([&] {
+    auto p = list(params, n), g = list(grads, n), m = list(exp_avgs, n),
+         v = list(exp_avg_sqs, n), t = list(steps, n);
+    std::vector<at::Tensor> none;
+    at::_fused_adam_(p, g, m, v, none, t, *lr, beta1, beta2, weight_decay, eps,
+                     /*amsgrad=*/false, /*maximize=*/false);
+  });
+}
+
+// self[i] += weight * (ends[i] - self[i]) for every i, with the weight read from `weight` (a
+// scalar tensor on their device) when the kernels run: three multi-tensor kernels.
+char *sgm_foreach_lerp_tensor(at::Tensor **self, at::Tensor **ends, size_t n, at::Tensor *weight) {
+  return guarded([&] {
+    auto s = list(self, n), e = list(ends, n);
+    auto step = at::_foreach_sub(e, s);
+    at::_foreach_mul_(step, *weight);
+    at::_foreach_add_(s, step);
   });
 }
 

@@ -112,6 +112,11 @@ pub enum Error {
         source: tch::TchError,
     },
 
+    /// A CUDA graph could not be used: asked for off a GPU, not built into this library, or
+    /// refused by libtorch (a captured step that reads a value back to the host, say).
+    #[error("CUDA graph: {why}")]
+    CudaGraph { why: String },
+
     /// A homework notebook (assignment source, release or submission) that breaks the format
     /// of [`crate::assignment`]: `cell` names the cell (index and id), `why` the rule.
     #[error("{path}: {cell}: {why}")]

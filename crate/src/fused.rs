@@ -27,6 +27,25 @@ extern "C" {
         weight_decay: f64,
         eps: f64,
     ) -> *mut c_char;
+    fn sgm_fused_adam_tensor_lr(
+        params: *const *mut c_void,
+        grads: *const *mut c_void,
+        exp_avgs: *const *mut c_void,
+        exp_avg_sqs: *const *mut c_void,
+        steps: *const *mut c_void,
+        n: usize,
+        lr: *mut c_void,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+    ) -> *mut c_char;
+    fn sgm_foreach_lerp_tensor(
+        selves: *const *mut c_void,
+        ends: *const *mut c_void,
+        n: usize,
+        weight: *mut c_void,
+    ) -> *mut c_char;
     fn sgm_foreach_lerp(
         selves: *const *mut c_void,
         ends: *const *mut c_void,
@@ -86,7 +105,9 @@ pub struct AdamHyper {
 }
 
 /// One Adam step over every parameter in one call: with `t` the value in `step` (a float32
-/// scalar on the parameters' device, already advanced by the caller),
+/// scalar on the parameters' device, already advanced by the caller) and the learning rate
+/// `hyper.lr`, or the value in `lr_on_device` (a float32 scalar there) when given, read when the
+/// kernel runs (so a captured CUDA graph follows a rate changed between replays),
 /// `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`, `θ ← θ − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)`.
 /// All lists have one entry per parameter; errors (lists of different lengths, devices or
 /// dtypes that differ) come back as [`Error::TorchOp`] naming `_fused_adam_`.
@@ -97,6 +118,7 @@ pub fn adam(
     exp_avg_sqs: &[&Tensor],
     step: &Tensor,
     hyper: AdamHyper,
+    lr_on_device: Option<&Tensor>,
 ) -> Result<()> {
     const OP: &str = "_fused_adam_";
     let n = params.len();
@@ -112,19 +134,34 @@ pub fn adam(
     // SAFETY: every pointer is a live `at::Tensor*` borrowed for the call's duration; the
     // lengths were checked above.
     let answer = unsafe {
-        sgm_fused_adam(
-            p.as_ptr(),
-            g.as_ptr(),
-            m.as_ptr(),
-            v.as_ptr(),
-            t.as_ptr(),
-            n,
-            hyper.lr,
-            hyper.beta1,
-            hyper.beta2,
-            hyper.weight_decay,
-            hyper.eps,
-        )
+        match lr_on_device {
+            None => sgm_fused_adam(
+                p.as_ptr(),
+                g.as_ptr(),
+                m.as_ptr(),
+                v.as_ptr(),
+                t.as_ptr(),
+                n,
+                hyper.lr,
+                hyper.beta1,
+                hyper.beta2,
+                hyper.weight_decay,
+                hyper.eps,
+            ),
+            Some(lr) => sgm_fused_adam_tensor_lr(
+                p.as_ptr(),
+                g.as_ptr(),
+                m.as_ptr(),
+                v.as_ptr(),
+                t.as_ptr(),
+                n,
+                lr.as_ptr() as *mut c_void,
+                hyper.beta1,
+                hyper.beta2,
+                hyper.weight_decay,
+                hyper.eps,
+            ),
+        }
     };
     checked(OP, answer)
 }
@@ -136,6 +173,24 @@ pub fn lerp(selves: &[&Tensor], ends: &[&Tensor], weight: f64) -> Result<()> {
     let (a, b) = (handles(selves), handles(ends));
     // SAFETY: as in `adam`.
     let answer = unsafe { sgm_foreach_lerp(a.as_ptr(), b.as_ptr(), a.len(), weight) };
+    checked(OP, answer)
+}
+
+/// [`lerp`] with the weight read from `weight` (a scalar tensor on the lists' device) when
+/// the kernels run: `_foreach_sub`, `_foreach_mul_`, `_foreach_add_`.
+pub fn lerp_on_device(selves: &[&Tensor], ends: &[&Tensor], weight: &Tensor) -> Result<()> {
+    const OP: &str = "_foreach_lerp_ (device weight)";
+    same_lengths(OP, &[selves.len(), ends.len()])?;
+    let (a, b) = (handles(selves), handles(ends));
+    // SAFETY: as in `adam`.
+    let answer = unsafe {
+        sgm_foreach_lerp_tensor(
+            a.as_ptr(),
+            b.as_ptr(),
+            a.len(),
+            weight.as_ptr() as *mut c_void,
+        )
+    };
     checked(OP, answer)
 }
 

@@ -194,6 +194,12 @@ pub struct AnnealedConfig {
     /// particles' dtype. Left out of the JSON when float32 (`checkpoint::is_default`).
     #[serde(default, skip_serializing_if = "crate::checkpoint::is_default")]
     pub precision: Precision,
+    /// On a GPU, replay each level's steps from a CUDA graph captured at its second step
+    /// ([`crate::samplers::Sampler::graph_key`], [`crate::cuda_graph`]): the same chain (the
+    /// same noise for the same seed), one launch a step. Ignored on the CPU and when
+    /// `record_levels` is on. Left out of the JSON when off.
+    #[serde(default, skip_serializing_if = "crate::checkpoint::is_default")]
+    pub cuda_graph: bool,
 }
 
 impl Default for AnnealedConfig {
@@ -216,6 +222,7 @@ impl AnnealedConfig {
             seed: None,
             record_levels: false,
             precision: Precision::Float32,
+            cuda_graph: false,
         }
     }
 

@@ -29,6 +29,7 @@
 pub mod assignment;
 pub mod budget;
 pub mod checkpoint;
+pub mod cuda_graph;
 pub mod data;
 pub mod device;
 pub mod error;

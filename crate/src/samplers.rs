@@ -138,6 +138,27 @@ pub trait Sampler {
     fn precision(&self) -> Precision {
         Precision::Float32
     }
+    /// Whether [`sample`] may replay steps from CUDA graphs on a GPU (see
+    /// [`Sampler::graph_key`]). Off unless the sampler's configuration asks for it
+    /// ([`AnnealedConfig::cuda_graph`]).
+    fn cuda_graph(&self) -> bool {
+        false
+    }
+    /// Steps that do the same work (the same kernels with the same constants: only the
+    /// particles and the noise differ) share a key: [`sample`] runs the first of them eagerly,
+    /// captures the second in a CUDA graph and replays it for the rest. `None`: always eager.
+    fn graph_key(&self, _k: usize) -> Option<usize> {
+        None
+    }
+}
+
+/// A step captured by [`sample`]: the graph, its input and output particles, and the score
+/// evaluations one replay stands for.
+struct CapturedStep {
+    graph: crate::cuda_graph::CudaGraph,
+    input: Tensor,
+    output: Tensor,
+    nfe: usize,
 }
 
 /// What [`sample`] returns.
@@ -215,12 +236,54 @@ pub fn sample(
         step: 0,
         levels,
     };
+    let graphed = sampler.cuda_graph() && device.is_cuda();
+    let _stream = match graphed {
+        true => Some(crate::cuda_graph::SideStream::enter(device)?),
+        false => None,
+    };
+    let mut captured: std::collections::HashMap<usize, CapturedStep> = Default::default();
+    let mut eager_runs: std::collections::HashMap<usize, usize> = Default::default();
     tch::no_grad(|| {
         let mut x = x0.detach().copy();
         let mut k = 0;
         while !sampler.done(k) {
             oracle.step = k;
-            x = sampler.step(k, x, &mut oracle)?;
+            let key = sampler.graph_key(k).filter(|_| graphed);
+            x = match key {
+                Some(key) if eager_runs.get(&key).is_some_and(|&n| n >= 1) => {
+                    let c = match captured.entry(key) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            let input = x.copy();
+                            let before = oracle.nfe;
+                            let (graph, output) =
+                                crate::cuda_graph::CudaGraph::capture(device, || {
+                                    sampler.step(k, input.shallow_clone(), &mut oracle)
+                                })?;
+                            let nfe = oracle.nfe - before;
+                            // The capture counted its evaluations once and ran nothing: the
+                            // replay below is this step.
+                            oracle.nfe = before;
+                            e.insert(CapturedStep {
+                                graph,
+                                input,
+                                output,
+                                nfe,
+                            })
+                        }
+                    };
+                    c.input.shallow_clone().f_copy_(&x)?;
+                    c.graph.replay()?;
+                    oracle.nfe += c.nfe;
+                    c.output.copy()
+                }
+                _ => {
+                    if let Some(key) = key {
+                        *eager_runs.entry(key).or_default() += 1;
+                    }
+                    sampler.step(k, x, &mut oracle)?
+                }
+            };
             k += 1;
             if k % FINITE_CHECK_EVERY == 0 && !all_finite(&x) {
                 return Err(Error::NonFiniteSamples { step: k });
@@ -399,6 +462,15 @@ impl Sampler for AnnealedLangevinSampler {
     fn step(&mut self, k: usize, x: Tensor, oracle: &mut ScoreOracle) -> Result<Tensor> {
         let i = k / self.config.steps_per_level;
         annealed_step(&self.sigmas, &self.config, i, &x, oracle, standard_noise)
+    }
+    /// The levels' copies of the particles need every step's evaluation: recorded runs stay
+    /// eager.
+    fn cuda_graph(&self) -> bool {
+        self.config.cuda_graph && !self.config.record_levels
+    }
+    /// Every step of one level is the same work.
+    fn graph_key(&self, k: usize) -> Option<usize> {
+        Some(k / self.config.steps_per_level)
     }
     fn finish(&mut self, x: Tensor, oracle: &mut ScoreOracle) -> Result<Tensor> {
         denoise_if(self.config.denoise, x, self.sigmas.min(), oracle)

@@ -57,7 +57,20 @@ pub struct TrainConfig {
     /// computed in the same one.
     #[serde(default)]
     pub precision: Precision,
+    /// On a GPU, capture the training step (loss, backward pass, clipping, Adam, EMA) in a CUDA
+    /// graph after [`GRAPH_WARMUP`] eager steps and replay it for every full batch after
+    /// ([`crate::cuda_graph`]): one launch a step instead of hundreds. The run is the same
+    /// (the same seeds, so the same noise; the learning rate and EMA weight are read on the
+    /// device). Ignored on the CPU. The loss function must not read values back to the host.
+    /// Left out of the JSON when off.
+    #[serde(default, skip_serializing_if = "crate::checkpoint::is_default")]
+    pub cuda_graph: bool,
 }
+
+/// Eager training steps on the side stream before [`TrainConfig::cuda_graph`] captures one
+/// (PyTorch's recipe: they create cuDNN and cuBLAS handles and the optimiser's state, which a
+/// capture cannot).
+pub const GRAPH_WARMUP: usize = 3;
 
 fn default_checkpoint_every() -> usize {
     500
@@ -80,6 +93,8 @@ pub struct Ema {
     decay: f64,
     updates: u64,
     shadow: Vec<(String, Tensor, Tensor)>,
+    /// `1 - d_n` on the device, for updates captured in a CUDA graph ([`Ema::stage`]).
+    weight_on_device: Option<Tensor>,
 }
 
 impl Ema {
@@ -95,6 +110,7 @@ impl Ema {
             decay,
             updates: 0,
             shadow,
+            weight_on_device: None,
         })
     }
 
@@ -111,10 +127,34 @@ impl Ema {
 
     /// `θ̄ ← d_n · θ̄ + (1 - d_n) · θ`.
     pub fn update(&mut self) -> Result<()> {
-        let d = self.current_decay();
+        self.stage()?;
+        self.apply_staged()
+    }
+
+    /// From now on the update reads its weight `1 - d_n` from a tensor on `device`, written by
+    /// [`Ema::stage`] before each update: an update captured in a CUDA graph then follows
+    /// `d_n` from replay to replay.
+    fn keep_weight_on_device(&mut self, device: tch::Device) {
+        self.weight_on_device = Some(Tensor::from(0f32).to_device(device));
+    }
+
+    /// Writes `1 - d_n` for the next update to the device (where it is kept there).
+    fn stage(&mut self) -> Result<()> {
+        let w = 1.0 - self.current_decay();
+        if let Some(t) = self.weight_on_device.as_mut() {
+            let _ = t.f_fill_(w)?;
+        }
+        Ok(())
+    }
+
+    /// The update with the staged weight (the host's `d_n` where it is not kept on the device).
+    fn apply_staged(&mut self) -> Result<()> {
         let (averages, params): (Vec<&Tensor>, Vec<&Tensor>) =
             self.shadow.iter().map(|(_, avg, p)| (avg, p)).unzip();
-        tch::no_grad(|| crate::fused::lerp(&averages, &params, 1.0 - d))?;
+        tch::no_grad(|| match &self.weight_on_device {
+            Some(w) => crate::fused::lerp_on_device(&averages, &params, w),
+            None => crate::fused::lerp(&averages, &params, 1.0 - self.current_decay()),
+        })?;
         self.updates += 1;
         Ok(())
     }
@@ -144,6 +184,9 @@ pub struct Adam {
     step_tensor: Option<Tensor>,
     /// `(name, parameter, m, v)`, sorted by name.
     state: Vec<(String, Tensor, Tensor, Tensor)>,
+    /// `lr` as a float32 scalar on the parameters' device, read by the fused kernel, for
+    /// steps captured in a CUDA graph ([`Adam::set_lr`] writes it).
+    lr_on_device: Option<Tensor>,
 }
 
 impl Adam {
@@ -167,12 +210,23 @@ impl Adam {
             steps: 0,
             step_tensor: None,
             state,
+            lr_on_device: None,
         })
     }
 
-    /// Sets the learning rate.
-    pub fn set_lr(&mut self, lr: f64) {
+    /// Sets the learning rate (on the device too where it is kept there).
+    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
         self.lr = lr;
+        if let Some(t) = self.lr_on_device.as_mut() {
+            let _ = t.f_fill_(lr)?;
+        }
+        Ok(())
+    }
+
+    /// From now on the fused kernel reads the learning rate from a tensor on `device` that
+    /// [`Adam::set_lr`] writes: a step captured in a CUDA graph follows the schedule.
+    fn keep_lr_on_device(&mut self, device: tch::Device) {
+        self.lr_on_device = Some(Tensor::from(self.lr as f32).to_device(device));
     }
 
     /// Back-propagates `loss`, clips the gradients' global norm to `clip` (as
@@ -227,7 +281,15 @@ impl Adam {
                 eps: Self::EPS,
                 weight_decay: 0.0,
             };
-            crate::fused::adam(&pick(0), &pick(1), &pick(2), &pick(3), &step, hyper)?;
+            crate::fused::adam(
+                &pick(0),
+                &pick(1),
+                &pick(2),
+                &pick(3),
+                &step,
+                hyper,
+                self.lr_on_device.as_ref(),
+            )?;
             self.step_tensor = Some(step);
             Ok(())
         })
@@ -257,6 +319,7 @@ impl Default for TrainConfig {
             ema_decay: None,
             checkpoint_every: default_checkpoint_every(),
             precision: Precision::Float32,
+            cuda_graph: false,
         }
     }
 }
@@ -602,6 +665,72 @@ pub(crate) fn seed_initial_weights(cfg: &TrainConfig) {
     }
 }
 
+/// One eager training step on a batch: loss, backward pass, Adam, EMA; returns the loss.
+type EagerStep<'a> = dyn FnMut(&Tensor, &mut Adam, Option<&mut Ema>) -> Result<Tensor> + 'a;
+
+/// The training step in a CUDA graph ([`TrainConfig::cuda_graph`]): the run's work goes to a
+/// side stream; the first [`GRAPH_WARMUP`] steps run eagerly there, the next full batch is
+/// captured, and every full batch after replays it (a smaller last batch runs eagerly).
+struct GraphedStep {
+    /// Declared first, dropped last: the graph goes before its stream.
+    captured: Option<CapturedStep>,
+    eager_steps: usize,
+    _stream: crate::cuda_graph::SideStream,
+}
+
+struct CapturedStep {
+    graph: crate::cuda_graph::CudaGraph,
+    /// The batch the captured step reads, written before each replay.
+    input: Tensor,
+    /// The loss the captured step writes.
+    loss: Tensor,
+}
+
+impl GraphedStep {
+    /// One step through the graph, captured now if it is not yet; returns the step's loss (a
+    /// copy: the next replay overwrites the graph's own). The learning rate was set and the
+    /// EMA weight is staged here, outside the graph; the host's step counters, which a replay
+    /// does not run, are advanced here too.
+    fn step(
+        &mut self,
+        batch: &Tensor,
+        opt: &mut Adam,
+        mut ema: Option<&mut Ema>,
+        eager: &mut EagerStep,
+    ) -> Result<Tensor> {
+        if let Some(ema) = ema.as_deref_mut() {
+            ema.stage()?;
+        }
+        match &self.captured {
+            None => {
+                let input = batch.copy();
+                let device = batch.device();
+                // The eager step's own work, recorded: `ema.update` would stage inside the
+                // graph, so the captured EMA update applies the staged weight instead.
+                let (graph, loss) = crate::cuda_graph::CudaGraph::capture(device, || {
+                    let loss = eager(&input, opt, None)?;
+                    if let Some(ema) = ema.as_deref_mut() {
+                        ema.apply_staged()?;
+                    }
+                    Ok(loss.detach())
+                })?;
+                // The capture ran the host side once (this step's counters) and no kernel.
+                self.captured = Some(CapturedStep { graph, input, loss });
+            }
+            Some(c) => {
+                c.input.shallow_clone().f_copy_(batch)?;
+                opt.steps += 1;
+                if let Some(ema) = ema {
+                    ema.updates += 1;
+                }
+            }
+        }
+        let c = self.captured.as_ref().expect("captured above");
+        c.graph.replay()?;
+        Ok(c.loss.copy())
+    }
+}
+
 /// Steps whose losses stay on the device between two reads: the loop reads them (one host
 /// synchronisation) every this many steps, at the end of every epoch and before every
 /// checkpoint, so a checkpoint never holds weights stepped with a non-finite loss.
@@ -732,6 +861,20 @@ pub fn run(
     };
     state.history.precision = Some(precision);
     crate::precision::flush_subnormals_on_cpu(device)?;
+    let mut graphed = match cfg.cuda_graph && device.is_cuda() {
+        true => {
+            opt.keep_lr_on_device(device);
+            if let Some(ema) = ema.as_mut() {
+                ema.keep_weight_on_device(device);
+            }
+            Some(GraphedStep {
+                _stream: crate::cuda_graph::SideStream::enter(device)?,
+                eager_steps: 0,
+                captured: None,
+            })
+        }
+        false => None,
+    };
     let start = Instant::now();
     let seconds_before = state.history.seconds;
     // Brings the state's clock and counters up to date, then writes the checkpoint (if on).
@@ -766,8 +909,26 @@ pub fn run(
             data::seed(seed_for(state.seed, 0, state.step));
             let batch = train_data.index_select(0, &perm.narrow(0, from, len));
             // The one place the rate is set: StepLR's (resumed with the state) times the cooldown.
-            opt.set_lr(state.lr * cooldown_factor(cfg.cooldown, state.step, total_steps));
-            let loss = match precision.run(device, || loss_fn(&batch)).and_then(|l| l) {
+            opt.set_lr(state.lr * cooldown_factor(cfg.cooldown, state.step, total_steps))?;
+            let mut eager = |batch: &Tensor, opt: &mut Adam, ema: Option<&mut Ema>| {
+                let loss = precision.run(device, || loss_fn(batch))??;
+                opt.backward_step(&loss, cfg.grad_clip)?;
+                if let Some(ema) = ema {
+                    ema.update()?;
+                }
+                Ok(loss)
+            };
+            let loss = match graphed.as_mut() {
+                Some(g) if g.eager_steps >= GRAPH_WARMUP && len == cfg.batch_size => {
+                    g.step(&batch, &mut opt, ema.as_mut(), &mut eager)
+                }
+                Some(g) => {
+                    g.eager_steps += 1;
+                    eager(&batch, &mut opt, ema.as_mut())
+                }
+                None => eager(&batch, &mut opt, ema.as_mut()),
+            };
+            let loss = match loss {
                 Ok(loss) => loss,
                 Err(e) => {
                     // A non-finite loss before this step is the cause to report.
@@ -775,10 +936,6 @@ pub fn run(
                     return Err(e);
                 }
             };
-            opt.backward_step(&loss, cfg.grad_clip)?;
-            if let Some(ema) = ema.as_mut() {
-                ema.update()?;
-            }
             state.step += 1;
             state.batch += 1;
             state.history.steps = state.step;

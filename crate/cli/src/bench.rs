@@ -159,7 +159,96 @@ fn build(name: &str, vs: &nn::VarStore, sigmas: &Sigmas) -> sgm::Result<Box<dyn 
     })
 }
 
-fn time_workload(w: &Workload, device: Device) -> sgm::Result<(f64, f64)> {
+/// How sgm runs a workload: eager (the loop below, one host read a step, as PyTorch's eager
+/// `.item()`), or on CUDA as `sgm train` and the sampler run with their CUDA graphs
+/// ([`sgm::cuda_graph`]), in float32 or under bf16 autocast.
+#[derive(Clone, Copy, PartialEq)]
+enum SgmVariant {
+    Eager,
+    CudaGraph,
+    CudaGraphBf16,
+}
+
+impl SgmVariant {
+    fn name(self) -> &'static str {
+        match self {
+            SgmVariant::Eager => "sgm",
+            SgmVariant::CudaGraph => "sgm cuda-graph",
+            SgmVariant::CudaGraphBf16 => "sgm cuda-graph-bf16",
+        }
+    }
+
+    /// The variants for a workload on a device: graphs on CUDA only, bf16 for the
+    /// convolutional networks only (as PyTorch's variants).
+    fn for_workload(name: &str, device: Device) -> Vec<SgmVariant> {
+        match (device.is_cuda(), name) {
+            (false, _) => vec![SgmVariant::Eager],
+            (true, "W1") => vec![SgmVariant::Eager, SgmVariant::CudaGraph],
+            (true, _) => vec![
+                SgmVariant::Eager,
+                SgmVariant::CudaGraph,
+                SgmVariant::CudaGraphBf16,
+            ],
+        }
+    }
+}
+
+/// Training steps per second of `sgm::training::train` with its CUDA graph on `w`: one epoch
+/// over random data of `train_steps` batches, timed from the first read of the losses after
+/// the capture to the last (the warm-up steps and the capture are left out, as PyTorch's graph
+/// variant leaves them out).
+fn graphed_train_rate(
+    w: &Workload,
+    net: &dyn Score,
+    vs: &nn::VarStore,
+    loss_cfg: &MultiScaleConfig,
+    precision: sgm::precision::Precision,
+) -> sgm::Result<f64> {
+    let mut shape = vec![w.train_batch * w.train_steps as i64];
+    shape.extend_from_slice(w.sample_shape);
+    let data = Tensor::randn(&shape, (Kind::Float, vs.device()));
+    let cfg = sgm::training::TrainConfig {
+        epochs: 1,
+        batch_size: w.train_batch,
+        lr: 1e-3,
+        seed: Some(0),
+        precision,
+        cuda_graph: true,
+        ..Default::default()
+    };
+    let mut marks: Vec<(usize, f64)> = Vec::new();
+    let mut hook = |e: &sgm::training::Event| {
+        if let sgm::training::Event::Step { step, elapsed, .. } = e {
+            marks.push((*step, elapsed.as_secs_f64()));
+        }
+    };
+    sgm::training::train(
+        vs,
+        &data,
+        None,
+        &cfg,
+        |b| multiscale_dsm_loss(net, b, loss_cfg),
+        &mut hook,
+    )?;
+    // Steps read together share the read's time: keep the last of each read.
+    let reads: Vec<(usize, f64)> = marks
+        .windows(2)
+        .filter(|p| p[1].1 != p[0].1)
+        .map(|p| p[0])
+        .chain(marks.last().copied())
+        .filter(|&(step, _)| step > sgm::training::GRAPH_WARMUP + 1)
+        .collect();
+    match (reads.first(), reads.last()) {
+        (Some(a), Some(b)) if b.0 > a.0 => Ok((b.0 - a.0) as f64 / (b.1 - a.1)),
+        _ => Err(sgm::Error::InvalidParameter {
+            name: "train_steps",
+            value: w.train_steps.to_string(),
+            why: "too few steps to time the graph's replays (use a larger --scale)",
+        }),
+    }
+}
+
+fn time_workload(w: &Workload, device: Device, variant: SgmVariant) -> sgm::Result<(f64, f64)> {
     sgm::data::seed(0);
     let sigmas = Sigmas::geometric(1.0, 0.01, LEVELS)?;
     let vs = nn::VarStore::new(device);
@@ -175,20 +264,30 @@ fn time_workload(w: &Workload, device: Device) -> sgm::Result<(f64, f64)> {
         opt.backward_step(&loss, None)?;
         Ok(loss.double_value(&[]))
     };
-    for _ in 0..3 {
-        step()?;
-    }
-    let t0 = Instant::now();
-    for _ in 0..w.train_steps {
-        step()?;
-    }
-    let train_rate = w.train_steps as f64 / t0.elapsed().as_secs_f64();
+    let precision = match variant {
+        SgmVariant::CudaGraphBf16 => sgm::precision::Precision::Bf16Autocast,
+        _ => sgm::precision::Precision::Float32,
+    };
+    let train_rate = if variant == SgmVariant::Eager {
+        for _ in 0..3 {
+            step()?;
+        }
+        let t0 = Instant::now();
+        for _ in 0..w.train_steps {
+            step()?;
+        }
+        w.train_steps as f64 / t0.elapsed().as_secs_f64()
+    } else {
+        graphed_train_rate(w, net.as_ref(), &vs, &loss_cfg, precision)?
+    };
 
     shape[0] = w.sampler_batch;
     let x0 = Tensor::randn(&shape, (Kind::Float, device));
     let warm = AnnealedConfig {
         steps_per_level: 1,
         eps: 1e-6,
+        precision,
+        cuda_graph: variant != SgmVariant::Eager,
         ..AnnealedConfig::ncsn()
     };
     annealed_langevin(net.as_ref(), &sigmas, &x0, &warm)?;
@@ -201,6 +300,30 @@ fn time_workload(w: &Workload, device: Device) -> sgm::Result<(f64, f64)> {
     let _ = out.samples.sum(Kind::Double).double_value(&[]);
     let evals = (cfg.steps_per_level * LEVELS) as f64;
     Ok((train_rate, evals / t0.elapsed().as_secs_f64()))
+}
+
+/// sgm's fastest variant on workload `name` for each phase: its line with the best training
+/// rate and the best sampler rate, naming which variants they were.
+fn fastest_sgm(ours: &[Value], name: &str) -> Value {
+    let lines: Vec<&Value> = ours.iter().filter(|l| l["workload"] == name).collect();
+    let best = |k: &str| {
+        lines
+            .iter()
+            .copied()
+            .max_by(|a, b| {
+                let r = |l: &Value| l[k].as_f64().unwrap_or(f64::NAN);
+                r(a).total_cmp(&r(b))
+            })
+            .expect("sgm ran every chosen workload")
+    };
+    let (train, sampler) = (best("train_steps_per_s"), best("sampler_evals_per_s"));
+    json!({
+        "workload": name,
+        "train_steps_per_s": train["train_steps_per_s"],
+        "sampler_evals_per_s": sampler["sampler_evals_per_s"],
+        "sgm_train_variant": train["variant"],
+        "sgm_sampler_variant": sampler["variant"],
+    })
 }
 
 /// The ratios sgm / PyTorch (above 1: sgm is faster) for one workload: against eager PyTorch,
@@ -243,6 +366,8 @@ fn compare(mine: &Value, variants: &[&Value], threads: i32) -> Value {
         "train_vs_fastest": {"variant": train_best["variant"], "ratio": ratio(train_best, "train_steps_per_s")},
         "sampler_vs_fastest": {"variant": sampler_best["variant"], "ratio": ratio(sampler_best, "sampler_evals_per_s")},
         "variants": per_variant,
+        "sgm_train_variant": mine["sgm_train_variant"],
+        "sgm_sampler_variant": mine["sgm_sampler_variant"],
         "pytorch_version": eager["version"],
     })
 }
@@ -338,8 +463,12 @@ pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
     let device = sgm::device();
     let gflops = matmul_gflops(device);
     let mut ours = Vec::new();
-    for w in &chosen {
-        let (train_rate, eval_rate) = time_workload(w, device)?;
+    for (w, variant) in chosen.iter().flat_map(|w| {
+        SgmVariant::for_workload(w.name, device)
+            .into_iter()
+            .map(move |v| (w, v))
+    }) {
+        let (train_rate, eval_rate) = time_workload(w, device, variant)?;
         // A training step costs about three forward passes (forward, and a backward pass
         // that computes gradients for both inputs and weights).
         let flops_per_step = 3.0 * w.forward_flops * w.train_batch as f64;
@@ -347,7 +476,7 @@ pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
         let line = json!({
             "workload": w.name,
             "impl": "sgm (tch)",
-            "variant": "sgm",
+            "variant": variant.name(),
             "device": sgm::device::name(device),
             "device_detail": sgm::device::describe(device),
             "threads": threads,
@@ -372,7 +501,9 @@ pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
         for line in &theirs {
             println!("{line}");
         }
-        for mine in &ours {
+        for name in &names {
+            let mine = fastest_sgm(&ours, name);
+            let mine = &mine;
             let variants: Vec<&Value> = theirs
                 .iter()
                 .filter(|t| t["workload"] == mine["workload"])
