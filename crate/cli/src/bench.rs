@@ -468,7 +468,19 @@ pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
             .into_iter()
             .map(move |v| (w, v))
     }) {
-        let (train_rate, eval_rate) = time_workload(w, device, variant)?;
+        let (train_rate, eval_rate) = match time_workload(w, device, variant) {
+            Ok(rates) => rates,
+            // A graphed variant that fails is reported and skipped: the eager line and
+            // PyTorch's still come.
+            Err(e) if variant != SgmVariant::Eager => {
+                println!(
+                    "{}",
+                    json!({"workload": w.name, "impl": "sgm (tch)", "variant": variant.name(), "error": e.to_string()})
+                );
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         // A training step costs about three forward passes (forward, and a backward pass
         // that computes gradients for both inputs and weights).
         let flops_per_step = 3.0 * w.forward_flops * w.train_batch as f64;
