@@ -87,10 +87,11 @@ stage_bench() {
 }
 
 stage_mnist() {
-  local dir=/tmp/sgm-mnist log="$OUT/mnist.log" rc
+  local dir=/tmp/sgm-mnist log="$OUT/mnist.log" rc source=(--preset mnist)
+  [ -n "${SGM_GPU_MNIST_CONFIG:-}" ] && source=(--config "$SGM_GPU_MNIST_CONFIG")
   rm -rf "$dir"
   {
-    bounded 100000 "$B/bin/sgm" train ${SGM_GPU_MNIST_CONFIG:+--config "$SGM_GPU_MNIST_CONFIG"} ${SGM_GPU_MNIST_CONFIG:---preset mnist} ${SGM_GPU_MNIST_EPOCHS:+--epochs $SGM_GPU_MNIST_EPOCHS} --out "$dir" &&
+    bounded 100000 "$B/bin/sgm" train "${source[@]}" ${SGM_GPU_MNIST_EPOCHS:+--epochs $SGM_GPU_MNIST_EPOCHS} --out "$dir" &&
     bounded 100000 "$B/bin/sgm" sample --checkpoint "$dir" --n 1000 --seed 5 --out "$dir/s5" &&
     bounded 100000 "$B/bin/sgm" eval --checkpoint "$dir" --samples "$dir/s5/samples.safetensors"
   } > "$log" 2>&1
