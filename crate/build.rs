@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 fn main() {
     println!("cargo:rerun-if-changed=csrc/fused.cpp");
     println!("cargo:rerun-if-changed=csrc/cuda_graph.cpp");
+    println!("cargo:rerun-if-changed=csrc/guarded.h");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     let libtorch = PathBuf::from(
         std::env::var("LIBTORCH").expect("LIBTORCH is unset: run kernel-setup/setup.sh first"),

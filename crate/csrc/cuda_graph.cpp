@@ -15,30 +15,13 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include <cstdlib>
-#include <cstring>
-#include <exception>
+#include "guarded.h"
+
 #include <optional>
 
 namespace {
 
-char *message(const char *what) {
-  char *copy = static_cast<char *>(std::malloc(std::strlen(what) + 1));
-  if (copy != nullptr) std::strcpy(copy, what);
-  return copy;
-}
-
-template <typename F>
-char *guarded(F f) {
-  try {
-    f();
-    return nullptr;
-  } catch (const std::exception &e) {
-    return message(e.what());
-  } catch (...) {
-    return message("unknown C++ exception");
-  }
-}
+using sgm::guarded;
 
 // A stream of libtorch's pool made the thread's current stream between enter and exit, after
 // the work already queued on the previous current stream; exit makes that stream wait for it.

@@ -17,13 +17,14 @@
 #include <ATen/ops/_foreach_sub.h>
 #include <ATen/ops/_fused_adam.h>
 
-#include <cstdlib>
-#include <cstring>
+#include "guarded.h"
+
 #include <dlfcn.h>
-#include <exception>
 #include <vector>
 
 namespace {
+
+using sgm::guarded;
 
 std::vector<at::Tensor> list(at::Tensor **handles, size_t n) {
   std::vector<at::Tensor> out;
@@ -32,23 +33,6 @@ std::vector<at::Tensor> list(at::Tensor **handles, size_t n) {
   return out;
 }
 
-char *message(const char *what) {
-  char *copy = static_cast<char *>(std::malloc(std::strlen(what) + 1));
-  if (copy != nullptr) std::strcpy(copy, what);
-  return copy;
-}
-
-template <typename F>
-char *guarded(F f) {
-  try {
-    f();
-    return nullptr;
-  } catch (const std::exception &e) {
-    return message(e.what());
-  } catch (...) {
-    return message("unknown C++ exception");
-  }
-}
 
 }  // namespace
 

@@ -21,7 +21,7 @@
 //! [`crate::langevin::AnnealedConfig::cuda_graph`] use it; on the CPU they are ignored.
 
 use crate::error::{Error, Result};
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void};
 use std::sync::OnceLock;
 use tch::Device;
 
@@ -45,20 +45,12 @@ fn error(why: impl Into<String>) -> Error {
     Error::CudaGraph { why: why.into() }
 }
 
-/// Turns the C++ side's answer (null, or a malloc'ed message) into a result.
+/// Turns the C++ side's answer into a result naming `what`.
 fn checked(what: &str, answer: Answer) -> Result<()> {
-    if answer.is_null() {
-        return Ok(());
+    match crate::fused::take_message(answer) {
+        None => Ok(()),
+        Some(first) => Err(error(format!("{what}: {first}"))),
     }
-    // SAFETY: a non-null answer is a NUL-terminated string from malloc, ours to free.
-    let text = unsafe { CStr::from_ptr(answer) }
-        .to_string_lossy()
-        .into_owned();
-    unsafe { libc::free(answer.cast()) };
-    Err(error(format!(
-        "{what}: {}",
-        text.lines().next().unwrap_or("")
-    )))
 }
 
 /// Loads the graph library (once per process): written next to the system's temporary files

@@ -61,21 +61,29 @@ fn handles(tensors: &[&Tensor]) -> Vec<*mut c_void> {
     tensors.iter().map(|t| t.as_ptr() as *mut c_void).collect()
 }
 
-/// Turns the C++ side's answer (null, or a malloc'ed message) into a result.
-pub(crate) fn checked(op: &str, message: *mut c_char) -> Result<()> {
-    if message.is_null() {
-        return Ok(());
+/// The C++ side's answer (`csrc/guarded.h`: null, or a malloc'ed message, freed here) as the
+/// message's first line (libtorch appends its C++ stack trace).
+pub(crate) fn take_message(answer: *mut c_char) -> Option<String> {
+    if answer.is_null() {
+        return None;
     }
     // SAFETY: a non-null answer is a NUL-terminated string from malloc, ours to free.
-    let text = unsafe { CStr::from_ptr(message) }
+    let text = unsafe { CStr::from_ptr(answer) }
         .to_string_lossy()
         .into_owned();
-    unsafe { libc::free(message.cast()) };
-    let first = text.lines().next().unwrap_or("").to_string();
-    Err(Error::TorchOp {
-        op: op.to_string(),
-        source: tch::TchError::Torch(first),
-    })
+    unsafe { libc::free(answer.cast()) };
+    Some(text.lines().next().unwrap_or("").to_string())
+}
+
+/// Turns the C++ side's answer into a result naming `op`.
+pub(crate) fn checked(op: &str, answer: *mut c_char) -> Result<()> {
+    match take_message(answer) {
+        None => Ok(()),
+        Some(first) => Err(Error::TorchOp {
+            op: op.to_string(),
+            source: tch::TchError::Torch(first),
+        }),
+    }
 }
 
 fn same_lengths(op: &str, lengths: &[usize]) -> Result<()> {
