@@ -2,11 +2,12 @@
 //! bind) against the libtorch that torch-sys links: `$LIBTORCH` (set by `.cargo/config.toml`
 //! to the PyPI wheel's `torch/` folder), with torch-sys's own flags.
 //!
-//! With a CUDA libtorch (the wheel ships `ATen/cuda/CUDAGraph.h`, `libtorch_cuda.so` and, in
-//! `nvidia/cu*/`, the CUDA runtime's headers and library), also builds `csrc/cuda_graph.cpp`
-//! into a shared library of its own, `$SGM_CUDA_GRAPH_SO`, which the crate embeds and loads
-//! only on a GPU ([`crate::cuda_graph`]). Without one that file is empty and CUDA graphs are
-//! reported as not built.
+//! With a CUDA 13 libtorch (the wheel ships `ATen/cuda/CUDAGraph.h`, `libtorch_cuda.so` and, in
+//! `nvidia/cu13/`, the CUDA runtime's headers and library, to which the set-up adds the
+//! `crt/` and `nv/` headers of `nvidia-cuda-crt` and `nvidia-cuda-cccl`), also builds
+//! `csrc/cuda_graph.cpp` into a shared library of its own, `$SGM_CUDA_GRAPH_SO`, which the crate
+//! embeds and loads only on a GPU ([`crate::cuda_graph`]). Without them that file is empty (with
+//! a cargo warning saying what is missing) and CUDA graphs are reported as not built.
 
 use std::path::{Path, PathBuf};
 
@@ -40,7 +41,7 @@ fn main() {
 
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("libsgm_cuda_graph.so");
     match cuda_runtime(&libtorch) {
-        Some(cuda) => {
+        Ok(cuda) => {
             let mut cmd = build()
                 .include(cuda.join("include"))
                 .get_compiler()
@@ -61,21 +62,40 @@ fn main() {
                 "building csrc/cuda_graph.cpp failed: {cmd:?}"
             );
         }
-        None => std::fs::write(&out, b"").unwrap(),
+        Err(missing) => {
+            println!("cargo:warning=CUDA graphs not built: {missing}");
+            std::fs::write(&out, b"").unwrap();
+        }
     }
     println!("cargo:rustc-env=SGM_CUDA_GRAPH_SO={}", out.display());
 }
 
 /// The CUDA runtime next to a CUDA libtorch wheel (`site-packages/nvidia/cu13`), when this
-/// libtorch has CUDA graphs.
-fn cuda_runtime(libtorch: &Path) -> Option<PathBuf> {
-    let has = |p: &Path| p.exists();
-    if !has(&libtorch.join("include/ATen/cuda/CUDAGraph.h"))
-        || !has(&libtorch.join("lib/libtorch_cuda.so"))
-    {
-        return None;
+/// libtorch has CUDA graphs and every header the runtime's headers include is there; else what
+/// is missing.
+fn cuda_runtime(libtorch: &Path) -> Result<PathBuf, String> {
+    let need = |p: PathBuf| {
+        if p.exists() {
+            Ok(())
+        } else {
+            Err(format!("no {}", p.display()))
+        }
+    };
+    need(libtorch.join("include/ATen/cuda/CUDAGraph.h"))?;
+    need(libtorch.join("lib/libtorch_cuda.so"))?;
+    let nvidia = libtorch
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", libtorch.display()))?
+        .parent()
+        .ok_or("LIBTORCH has no parent folder")?
+        .join("nvidia/cu13");
+    for file in [
+        "include/cuda_runtime_api.h",
+        "include/crt/host_config.h", // nvidia-cuda-crt
+        "include/nv/target",         // nvidia-cuda-cccl
+        "lib/libcudart.so.13",
+    ] {
+        need(nvidia.join(file))?;
     }
-    let nvidia = libtorch.canonicalize().ok()?.parent()?.join("nvidia/cu13");
-    (has(&nvidia.join("include/cuda_runtime_api.h")) && has(&nvidia.join("lib/libcudart.so.13")))
-        .then_some(nvidia)
+    Ok(nvidia)
 }

@@ -5,12 +5,14 @@
 #   tests      every bundled test binary on $SGM_TEST_DEVICE (default cuda);
 #   notebooks  every notebook as a program (sgm-notebook) at $SGM_BUDGET (default ci);
 #   bench      `sgm bench --compare-pytorch` on the same device as PyTorch;
-#   mnist      the mnist preset at the GPU sizes (200 epochs), 1,000 samples, `sgm eval`.
+#   mnist      the mnist preset (its 190 epochs), 1,000 samples, `sgm eval`.
 # Usage: bash kernel-setup/gpu-check.sh [STAGE...]   (default: tests notebooks)
 # Stages run one after another; STAGE+STAGE runs those at once (e.g. `bench tests+notebooks+mnist`:
 # the benchmark alone on the GPU, then the rest side by side). $SGM_GPU_DEADLINE (seconds from the
 # start) stops whatever still runs then, so a device lease's limit never loses the logs.
-# $SGM_GPU_MNIST_EPOCHS overrides the mnist preset's epochs; $SGM_GPU_MNIST_CONFIG trains from that
+# $SGM_GPU_BENCH_SCALE multiplies the benchmark's steps (`sgm bench --scale`, default 1: on a GPU
+# use 5 or more, or the timed runs are too short). $SGM_GPU_MNIST_EPOCHS overrides the mnist
+# preset's epochs; $SGM_GPU_MNIST_CONFIG trains from that
 # configuration file (`sgm config mnist`, edited) instead of the preset.
 # $SGM_GPU_ONLY="precision cli" runs only those test binaries. Logs and results go to $OUT
 # (the device tool's folder) or .gpu/out, each stage's one-line verdict to stdout and summary.txt.
@@ -108,6 +110,9 @@ for group in "${STAGES[@]}"; do
       *) verdict "unknown stage '$stage' (tests, notebooks, bench, mnist)"; exit 2 ;;
     esac
   done
+done
+for group in "${STAGES[@]}"; do
+  IFS=+ read -r -a together <<< "$group"
   for stage in "${together[@]}"; do
     "stage_$stage" &
   done

@@ -382,6 +382,18 @@ fn a_checkpoint_of_another_configuration_is_an_error() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("train.lr: saved 0.002, now 0.001"), "{err}");
+    // Whether the step runs from a CUDA graph is not another configuration: the same run
+    // resumes with the flag switched.
+    let mut events = Vec::new();
+    let graphed = TrainConfig {
+        cuda_graph: true,
+        ..config()
+    };
+    run_with(&graphed, &vs, &mlp, &x, &dir, None, &mut events).unwrap();
+    assert!(
+        events.iter().any(|e| e.starts_with("resumed")),
+        "{events:?}"
+    );
     // A folder with weights but no training state (a plain `checkpoint::save`) is not resumed
     // over, nor overwritten.
     let plain = tmpdir("resume-plain");

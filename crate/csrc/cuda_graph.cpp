@@ -72,19 +72,29 @@ char *sgm_graph_new(void **out) {
 
 void sgm_graph_free(void *graph) { delete static_cast<at::cuda::CUDAGraph *>(graph); }
 
-// Starts recording the current stream's work (it must be a side stream, not the default one).
-char *sgm_graph_capture_begin(void *graph) {
-  return guarded([&] { static_cast<at::cuda::CUDAGraph *>(graph)->capture_begin(); });
+// Starts recording the work of GPU `device`'s current stream (a side stream, not the default
+// one).
+char *sgm_graph_capture_begin(void *graph, int device) {
+  return guarded([&] {
+    c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+    static_cast<at::cuda::CUDAGraph *>(graph)->capture_begin();
+  });
 }
 
 // Stops recording and instantiates the graph.
-char *sgm_graph_capture_end(void *graph) {
-  return guarded([&] { static_cast<at::cuda::CUDAGraph *>(graph)->capture_end(); });
+char *sgm_graph_capture_end(void *graph, int device) {
+  return guarded([&] {
+    c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+    static_cast<at::cuda::CUDAGraph *>(graph)->capture_end();
+  });
 }
 
-// Launches the recorded work on the current stream.
-char *sgm_graph_replay(void *graph) {
-  return guarded([&] { static_cast<at::cuda::CUDAGraph *>(graph)->replay(); });
+// Launches the recorded work on GPU `device`'s current stream.
+char *sgm_graph_replay(void *graph, int device) {
+  return guarded([&] {
+    c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+    static_cast<at::cuda::CUDAGraph *>(graph)->replay();
+  });
 }
 
 }  // extern "C"

@@ -36,9 +36,9 @@ struct Api {
     stream_exit: unsafe extern "C" fn(*mut c_void) -> Answer,
     graph_new: unsafe extern "C" fn(*mut *mut c_void) -> Answer,
     graph_free: unsafe extern "C" fn(*mut c_void),
-    capture_begin: unsafe extern "C" fn(*mut c_void) -> Answer,
-    capture_end: unsafe extern "C" fn(*mut c_void) -> Answer,
-    replay: unsafe extern "C" fn(*mut c_void) -> Answer,
+    capture_begin: unsafe extern "C" fn(*mut c_void, c_int) -> Answer,
+    capture_end: unsafe extern "C" fn(*mut c_void, c_int) -> Answer,
+    replay: unsafe extern "C" fn(*mut c_void, c_int) -> Answer,
 }
 
 fn error(why: impl Into<String>) -> Error {
@@ -53,8 +53,9 @@ fn checked(what: &str, answer: Answer) -> Result<()> {
     }
 }
 
-/// Loads the graph library (once per process): written next to the system's temporary files
-/// under a name that holds its length and hash, then opened.
+/// Loads the graph library (once per process): written into a directory of this process's own
+/// under the system's temporary folder (created anew, so no other process's file is ever
+/// opened), opened, then removed (the mapping stays).
 fn api() -> Result<&'static Api> {
     static API: OnceLock<std::result::Result<Api, String>> = OnceLock::new();
     API.get_or_init(|| {
@@ -65,28 +66,31 @@ fn api() -> Result<&'static Api> {
             crate::device::CudaBackend::Loaded(_) => {}
             other => return Err(format!("libtorch's CUDA backend is not loaded ({other:?})")),
         }
-        let path = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            LIBRARY.hash(&mut h);
-            std::env::temp_dir().join(format!(
-                "sgm-cuda-graph-{}-{:016x}.so",
-                LIBRARY.len(),
-                h.finish()
-            ))
+        let dir = std::env::temp_dir().join(format!(
+            "sgm-cuda-graph-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        // `create_dir` fails if the name exists: the directory is this process's.
+        std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let path = dir.join("libsgm_cuda_graph.so");
+        let written = std::fs::write(&path, LIBRARY);
+        let cleanup = || {
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_dir(&dir);
         };
-        if std::fs::read(&path).ok().as_deref() != Some(LIBRARY) {
-            // Written under a private name, then renamed: a process never opens half a file.
-            let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-            std::fs::write(&tmp, LIBRARY)
-                .and_then(|()| std::fs::rename(&tmp, &path))
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        if let Err(e) = written {
+            cleanup();
+            return Err(format!("cannot write {}: {e}", path.display()));
         }
         use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
         // SAFETY: the library's initialisers only set up C++ statics; it links the libtorch
         // and CUDA runtime already loaded in this process.
-        let lib = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_LOCAL) }
-            .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+        let lib = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_LOCAL) };
+        cleanup();
+        let lib = lib.map_err(|e| format!("cannot load {}: {e}", path.display()))?;
         macro_rules! get {
             ($name:literal) => {
                 // SAFETY: the symbol has the type of the field it fills (csrc/cuda_graph.cpp).
@@ -156,6 +160,7 @@ impl Drop for SideStream {
 pub struct CudaGraph {
     raw: *mut c_void,
     api: &'static Api,
+    device: c_int,
 }
 
 impl CudaGraph {
@@ -165,17 +170,30 @@ impl CudaGraph {
     /// An error off CUDA, where this build has no graph library, or where `f` (or libtorch)
     /// fails during the capture.
     pub fn capture<T>(device: Device, f: impl FnOnce() -> Result<T>) -> Result<(CudaGraph, T)> {
-        cuda_index(device)?;
+        let index = cuda_index(device)?;
         let api = api()?;
         let mut raw = std::ptr::null_mut();
         // SAFETY: `raw` receives a new graph on success.
         checked("new graph", unsafe { (api.graph_new)(&mut raw) })?;
-        let graph = CudaGraph { raw, api };
+        let graph = CudaGraph {
+            raw,
+            api,
+            device: index,
+        };
         // SAFETY: `raw` is a live graph for every call below.
-        checked("capture begin", unsafe { (api.capture_begin)(graph.raw) })?;
-        let out = f();
-        let end = checked("capture end", unsafe { (api.capture_end)(graph.raw) });
-        let out = out.map_err(|e| error(format!("the captured work failed: {e}")))?;
+        checked("capture begin", unsafe {
+            (api.capture_begin)(graph.raw, index)
+        })?;
+        // The capture ends whatever `f` does, a panic included (libtorch's panicking calls),
+        // so that the stream never stays in capture mode.
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let end = checked("capture end", unsafe {
+            (api.capture_end)(graph.raw, index)
+        });
+        let out = match out {
+            Ok(out) => out.map_err(|e| error(format!("the captured work failed: {e}")))?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
         end?;
         Ok((graph, out))
     }
@@ -183,7 +201,9 @@ impl CudaGraph {
     /// Launches the recorded work on the current stream (one launch; no wait for it).
     pub fn replay(&self) -> Result<()> {
         // SAFETY: `raw` is a live graph.
-        checked("replay", unsafe { (self.api.replay)(self.raw) })
+        checked("replay", unsafe {
+            (self.api.replay)(self.raw, self.device)
+        })
     }
 }
 

@@ -196,8 +196,11 @@ pub struct AnnealedConfig {
     pub precision: Precision,
     /// On a GPU, replay each level's steps from a CUDA graph captured at its second step
     /// ([`crate::samplers::Sampler::graph_key`], [`crate::cuda_graph`]): the same chain (the
-    /// same noise for the same seed), one launch a step. Ignored on the CPU and when
-    /// `record_levels` is on. Left out of the JSON when off.
+    /// same noise for the same seed), one launch a step. Honoured by [`annealed_langevin`] and
+    /// [`crate::samplers::AnnealedLangevinSampler`]; ignored on the CPU, when `record_levels` is
+    /// on, and by the variation samplers ([`crate::variations`]), which run eagerly. A callback
+    /// given to [`crate::samplers::sample`] sees a captured evaluation once, at the capture,
+    /// before its values exist, and none of the replays. Left out of the JSON when off.
     #[serde(default, skip_serializing_if = "crate::checkpoint::is_default")]
     pub cuda_graph: bool,
 }

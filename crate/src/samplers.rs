@@ -241,7 +241,9 @@ pub fn sample(
         true => Some(crate::cuda_graph::SideStream::enter(device)?),
         false => None,
     };
-    let mut captured: std::collections::HashMap<usize, CapturedStep> = Default::default();
+    // One graph at a time: the annealed samplers' keys only grow, so an earlier level's graph
+    // (with its own memory pool) is not needed again once the next level's is captured.
+    let mut captured: Option<(usize, CapturedStep)> = None;
     let mut eager_runs: std::collections::HashMap<usize, usize> = Default::default();
     tch::no_grad(|| {
         let mut x = x0.detach().copy();
@@ -251,27 +253,29 @@ pub fn sample(
             let key = sampler.graph_key(k).filter(|_| graphed);
             x = match key {
                 Some(key) if eager_runs.get(&key).is_some_and(|&n| n >= 1) => {
-                    let c = match captured.entry(key) {
-                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(e) => {
-                            let input = x.copy();
-                            let before = oracle.nfe;
-                            let (graph, output) =
-                                crate::cuda_graph::CudaGraph::capture(device, || {
-                                    sampler.step(k, input.shallow_clone(), &mut oracle)
-                                })?;
-                            let nfe = oracle.nfe - before;
-                            // The capture counted its evaluations once and ran nothing: the
-                            // replay below is this step.
-                            oracle.nfe = before;
-                            e.insert(CapturedStep {
+                    if captured.as_ref().map(|(captured_key, _)| *captured_key) != Some(key) {
+                        captured = None;
+                        let input = x.copy();
+                        let before = oracle.nfe;
+                        let (graph, output) =
+                            crate::cuda_graph::CudaGraph::capture(device, || {
+                                sampler.step(k, input.shallow_clone(), &mut oracle)
+                            })?;
+                        let nfe = oracle.nfe - before;
+                        // The capture counted its evaluations once and ran nothing: the
+                        // replay below is this step.
+                        oracle.nfe = before;
+                        captured = Some((
+                            key,
+                            CapturedStep {
                                 graph,
                                 input,
                                 output,
                                 nfe,
-                            })
-                        }
-                    };
+                            },
+                        ));
+                    }
+                    let (_, c) = captured.as_ref().expect("captured above");
                     c.input.shallow_clone().f_copy_(&x)?;
                     c.graph.replay()?;
                     oracle.nfe += c.nfe;

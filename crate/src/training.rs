@@ -672,7 +672,7 @@ type EagerStep<'a> = dyn FnMut(&Tensor, &mut Adam, Option<&mut Ema>) -> Result<T
 /// side stream; the first [`GRAPH_WARMUP`] steps run eagerly there, the next full batch is
 /// captured, and every full batch after replays it (a smaller last batch runs eagerly).
 struct GraphedStep {
-    /// Declared first, dropped last: the graph goes before its stream.
+    /// Declared first, dropped first: the graph goes before its stream.
     captured: Option<CapturedStep>,
     eager_steps: usize,
     _stream: crate::cuda_graph::SideStream,
@@ -1099,7 +1099,18 @@ fn load_state(
     if let Some(read) = (ck.read_config)(&saved.config) {
         saved.config = read;
     }
-    if saved.config != fresh.config {
+    // Whether the step runs from a CUDA graph does not change the run: a run may resume with
+    // the flag switched.
+    let (mut saved_config, mut fresh_config) = (saved.config.clone(), fresh.config.clone());
+    for c in [&mut saved_config, &mut fresh_config] {
+        if let Some(train) = c.get_mut("train").and_then(|t| t.as_object_mut()) {
+            train.remove("cuda_graph");
+        }
+    }
+    let (mut saved_train, mut fresh_train) = (saved.train.clone(), fresh.train.clone());
+    saved_train.cuda_graph = false;
+    fresh_train.cuda_graph = false;
+    if saved_config != fresh_config {
         return Err(state_error(
             dir,
             format!(
@@ -1108,7 +1119,7 @@ fn load_state(
             ),
         ));
     }
-    if saved.train != fresh.train {
+    if saved_train != fresh_train {
         let a = serde_json::to_value(&saved.train)?;
         let b = serde_json::to_value(&fresh.train)?;
         return Err(state_error(
