@@ -12,7 +12,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash kernel-setup/setup.sh
-rm -rf .gpu
+# Only the bundle is replaced: other files carried in .gpu (a configuration for gpu-check.sh) stay.
+rm -rf .gpu/stage .gpu/bundle.tar.xz
 S=.gpu/stage
 mkdir -p $S/tests $S/bin
 
