@@ -40,51 +40,42 @@ extern "C" {
 
 // One Adam step over n parameters (torch.optim.Adam(fused=True)'s kernel, no AMSGrad): each
 // `steps[i]` holds the step number t (float32, on the parameter's device; the same tensor may
-// be passed for every parameter), already advanced by the caller.
+// be passed for every parameter), already advanced by the caller. The learning rate is `lr`,
+// or, when `lr_on_device` is not null, the float32 scalar it holds on the parameters' device,
+// read when the kernel runs (a CUDA graph that captured the step follows a rate changed
+// between replays).
 char *sgm_fused_adam(at::Tensor **params, at::Tensor **grads, at::Tensor **exp_avgs,
                      at::Tensor **exp_avg_sqs, at::Tensor **steps, size_t n, double lr,
-                     double beta1, double beta2, double weight_decay, double eps) {
+                     at::Tensor *lr_on_device, double beta1, double beta2, double weight_decay,
+                     double eps) {
   return guarded([&] {
     auto p = list(params, n), g = list(grads, n), m = list(exp_avgs, n),
          v = list(exp_avg_sqs, n), t = list(steps, n);
     std::vector<at::Tensor> none;
-    at::_fused_adam_(p, g, m, v, none, t, lr, beta1, beta2, weight_decay, eps,
-                     /*amsgrad=*/false, /*maximize=*/false);
+    if (lr_on_device != nullptr) {
+      at::_fused_adam_(p, g, m, v, none, t, *lr_on_device, beta1, beta2, weight_decay, eps,
+                       /*amsgrad=*/false, /*maximize=*/false);
+    } else {
+      at::_fused_adam_(p, g, m, v, none, t, lr, beta1, beta2, weight_decay, eps,
+                       /*amsgrad=*/false, /*maximize=*/false);
+    }
   });
 }
 
-// As sgm_fused_adam with the learning rate read from `lr` (a float32 scalar on the parameters'
-// device) when the kernel runs: a CUDA graph that captured the step follows a rate changed
-// between replays.
-char *sgm_fused_adam_tensor_lr(at::Tensor **params, at::Tensor **grads, at::Tensor **exp_avgs,
-                               at::Tensor **exp_avg_sqs, at::Tensor **steps, size_t n,
-                               at::Tensor *lr, double beta1, double beta2, double weight_decay,
-                               double eps) {
-  return guarded([&] {
-    auto p = list(params, n), g = list(grads, n), m = list(exp_avgs, n),
-         v = list(exp_avg_sqs, n), t = list(steps, n);
-    std::vector<at::Tensor> none;
-    at::_fused_adam_(p, g, m, v, none, t, *lr, beta1, beta2, weight_decay, eps,
-                     /*amsgrad=*/false, /*maximize=*/false);
-  });
-}
-
-// self[i] += weight * (ends[i] - self[i]) for every i, with the weight read from `weight` (a
-// scalar tensor on their device) when the kernels run: three multi-tensor kernels.
-char *sgm_foreach_lerp_tensor(at::Tensor **self, at::Tensor **ends, size_t n, at::Tensor *weight) {
+// self[i] += w * (ends[i] - self[i]) for every i: w = `weight` in one call, or, when
+// `weight_on_device` is not null, the scalar it holds on their device, read when the kernels
+// run (three multi-tensor kernels).
+char *sgm_foreach_lerp(at::Tensor **self, at::Tensor **ends, size_t n, double weight,
+                       at::Tensor *weight_on_device) {
   return guarded([&] {
     auto s = list(self, n), e = list(ends, n);
-    auto step = at::_foreach_sub(e, s);
-    at::_foreach_mul_(step, *weight);
-    at::_foreach_add_(s, step);
-  });
-}
-
-// self[i] += weight * (ends[i] - self[i]) for every i, in one call.
-char *sgm_foreach_lerp(at::Tensor **self, at::Tensor **ends, size_t n, double weight) {
-  return guarded([&] {
-    auto s = list(self, n), e = list(ends, n);
-    at::_foreach_lerp_(s, e, at::Scalar(weight));
+    if (weight_on_device != nullptr) {
+      auto step = at::_foreach_sub(e, s);
+      at::_foreach_mul_(step, *weight_on_device);
+      at::_foreach_add_(s, step);
+    } else {
+      at::_foreach_lerp_(s, e, at::Scalar(weight));
+    }
   });
 }
 

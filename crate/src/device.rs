@@ -82,15 +82,19 @@ pub fn load_cuda_backend() -> &'static CudaBackend {
 /// a once-flag). `manual_seed`, which seeds every GPU's generator, is such a call: a process
 /// that seeds before loading the backend never sees its GPU. [`crate::data::seed`] calls this
 /// first, so seeding before [`device`] is safe; code that calls libtorch directly before
-/// [`device`] should call it too.
+/// [`device`] should call it too. Decided at the first call (the training loop seeds every
+/// step).
 pub fn prepare() {
-    let forced_cpu = std::env::var("SGM_DEVICE")
-        .ok()
-        .and_then(|v| parse_device_request(&v).ok())
-        == Some(DeviceRequest::Cpu);
-    if !forced_cpu {
-        load_cuda_backend();
-    }
+    static PREPARED: std::sync::Once = std::sync::Once::new();
+    PREPARED.call_once(|| {
+        let forced_cpu = std::env::var("SGM_DEVICE")
+            .ok()
+            .and_then(|v| parse_device_request(&v).ok())
+            == Some(DeviceRequest::Cpu);
+        if !forced_cpu {
+            load_cuda_backend();
+        }
+    });
 }
 
 /// What [`load_cuda_backend`] found, or `None` while nothing has loaded it yet.

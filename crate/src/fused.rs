@@ -22,35 +22,18 @@ extern "C" {
         steps: *const *mut c_void,
         n: usize,
         lr: f64,
+        lr_on_device: *mut c_void,
         beta1: f64,
         beta2: f64,
         weight_decay: f64,
         eps: f64,
-    ) -> *mut c_char;
-    fn sgm_fused_adam_tensor_lr(
-        params: *const *mut c_void,
-        grads: *const *mut c_void,
-        exp_avgs: *const *mut c_void,
-        exp_avg_sqs: *const *mut c_void,
-        steps: *const *mut c_void,
-        n: usize,
-        lr: *mut c_void,
-        beta1: f64,
-        beta2: f64,
-        weight_decay: f64,
-        eps: f64,
-    ) -> *mut c_char;
-    fn sgm_foreach_lerp_tensor(
-        selves: *const *mut c_void,
-        ends: *const *mut c_void,
-        n: usize,
-        weight: *mut c_void,
     ) -> *mut c_char;
     fn sgm_foreach_lerp(
         selves: *const *mut c_void,
         ends: *const *mut c_void,
         n: usize,
         weight: f64,
+        weight_on_device: *mut c_void,
     ) -> *mut c_char;
     fn sgm_channels_last(t: *mut c_void, out: *mut *mut c_void) -> *mut c_char;
 }
@@ -142,64 +125,61 @@ pub fn adam(
     // SAFETY: every pointer is a live `at::Tensor*` borrowed for the call's duration; the
     // lengths were checked above.
     let answer = unsafe {
-        match lr_on_device {
-            None => sgm_fused_adam(
-                p.as_ptr(),
-                g.as_ptr(),
-                m.as_ptr(),
-                v.as_ptr(),
-                t.as_ptr(),
-                n,
-                hyper.lr,
-                hyper.beta1,
-                hyper.beta2,
-                hyper.weight_decay,
-                hyper.eps,
-            ),
-            Some(lr) => sgm_fused_adam_tensor_lr(
-                p.as_ptr(),
-                g.as_ptr(),
-                m.as_ptr(),
-                v.as_ptr(),
-                t.as_ptr(),
-                n,
-                lr.as_ptr() as *mut c_void,
-                hyper.beta1,
-                hyper.beta2,
-                hyper.weight_decay,
-                hyper.eps,
-            ),
-        }
+        sgm_fused_adam(
+            p.as_ptr(),
+            g.as_ptr(),
+            m.as_ptr(),
+            v.as_ptr(),
+            t.as_ptr(),
+            n,
+            hyper.lr,
+            on_device(lr_on_device),
+            hyper.beta1,
+            hyper.beta2,
+            hyper.weight_decay,
+            hyper.eps,
+        )
     };
     checked(OP, answer)
 }
 
 /// `a ← a + weight · (b − a)` for every pair, in one call (`torch._foreach_lerp_`).
 pub fn lerp(selves: &[&Tensor], ends: &[&Tensor], weight: f64) -> Result<()> {
-    const OP: &str = "_foreach_lerp_";
-    same_lengths(OP, &[selves.len(), ends.len()])?;
-    let (a, b) = (handles(selves), handles(ends));
-    // SAFETY: as in `adam`.
-    let answer = unsafe { sgm_foreach_lerp(a.as_ptr(), b.as_ptr(), a.len(), weight) };
-    checked(OP, answer)
+    foreach_lerp(selves, ends, weight, None)
 }
 
 /// [`lerp`] with the weight read from `weight` (a scalar tensor on the lists' device) when
 /// the kernels run: `_foreach_sub`, `_foreach_mul_`, `_foreach_add_`.
 pub fn lerp_on_device(selves: &[&Tensor], ends: &[&Tensor], weight: &Tensor) -> Result<()> {
-    const OP: &str = "_foreach_lerp_ (device weight)";
+    foreach_lerp(selves, ends, f64::NAN, Some(weight))
+}
+
+/// The one entry behind [`lerp`] and [`lerp_on_device`]: the device weight wins when given.
+fn foreach_lerp(
+    selves: &[&Tensor],
+    ends: &[&Tensor],
+    weight: f64,
+    weight_on_device: Option<&Tensor>,
+) -> Result<()> {
+    const OP: &str = "_foreach_lerp_";
     same_lengths(OP, &[selves.len(), ends.len()])?;
     let (a, b) = (handles(selves), handles(ends));
-    // SAFETY: as in `adam`.
+    // SAFETY: as in `adam`; a null device weight selects the host's.
     let answer = unsafe {
-        sgm_foreach_lerp_tensor(
+        sgm_foreach_lerp(
             a.as_ptr(),
             b.as_ptr(),
             a.len(),
-            weight.as_ptr() as *mut c_void,
+            weight,
+            on_device(weight_on_device),
         )
     };
     checked(OP, answer)
+}
+
+/// An optional tensor as the C side takes it: its handle, or null.
+fn on_device(t: Option<&Tensor>) -> *mut c_void {
+    t.map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut c_void)
 }
 
 /// `x` laid out channels-last (`[n, c, h, w]` with NHWC strides: same shape, same values), as

@@ -244,7 +244,7 @@ pub fn sample(
     // One graph at a time: the annealed samplers' keys only grow, so an earlier level's graph
     // (with its own memory pool) is not needed again once the next level's is captured.
     let mut captured: Option<(usize, CapturedStep)> = None;
-    let mut eager_runs: std::collections::HashMap<usize, usize> = Default::default();
+    let mut ran_eagerly: std::collections::HashSet<usize> = Default::default();
     tch::no_grad(|| {
         let mut x = x0.detach().copy();
         let mut k = 0;
@@ -252,7 +252,7 @@ pub fn sample(
             oracle.step = k;
             let key = sampler.graph_key(k).filter(|_| graphed);
             x = match key {
-                Some(key) if eager_runs.get(&key).is_some_and(|&n| n >= 1) => {
+                Some(key) if ran_eagerly.contains(&key) => {
                     if captured.as_ref().map(|(captured_key, _)| *captured_key) != Some(key) {
                         captured = None;
                         let input = x.copy();
@@ -283,7 +283,7 @@ pub fn sample(
                 }
                 _ => {
                     if let Some(key) = key {
-                        *eager_runs.entry(key).or_default() += 1;
+                        ran_eagerly.insert(key);
                     }
                     sampler.step(k, x, &mut oracle)?
                 }

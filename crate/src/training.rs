@@ -1107,9 +1107,11 @@ fn load_state(
             train.remove("cuda_graph");
         }
     }
-    let (mut saved_train, mut fresh_train) = (saved.train.clone(), fresh.train.clone());
-    saved_train.cuda_graph = false;
-    fresh_train.cuda_graph = false;
+    let without_graph = |t: &TrainConfig| TrainConfig {
+        cuda_graph: false,
+        ..t.clone()
+    };
+    let (saved_train, fresh_train) = (without_graph(&saved.train), without_graph(&fresh.train));
     if saved_config != fresh_config {
         return Err(state_error(
             dir,
@@ -1120,8 +1122,8 @@ fn load_state(
         ));
     }
     if saved_train != fresh_train {
-        let a = serde_json::to_value(&saved.train)?;
-        let b = serde_json::to_value(&fresh.train)?;
+        let a = serde_json::to_value(&saved_train)?;
+        let b = serde_json::to_value(&fresh_train)?;
         return Err(state_error(
             dir,
             format!(
