@@ -233,6 +233,7 @@ def run(name, w, scale, device, variant):
         "version": torch.__version__,
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "train_batch": w["batch"],
         "train_steps": steps,
         "train_steps_per_s": train,

@@ -152,12 +152,16 @@ pub trait Sampler {
     }
 }
 
-/// A step captured by [`sample`]: the graph, its input and output particles, and the score
+/// A step captured by [`sample`]: the graph, the particles it steps in place, and the score
 /// evaluations one replay stands for.
 struct CapturedStep {
     graph: crate::cuda_graph::CudaGraph,
-    input: Tensor,
-    output: Tensor,
+    /// Read and written by every replay: the step's result is copied back into it inside the
+    /// graph, so consecutive replays chain with no copy in or out (as PyTorch's
+    /// `x.copy_(step(x))` captured).
+    particles: Tensor,
+    /// The step's own result, kept for as long as the graph that writes it.
+    _output: Tensor,
     nfe: usize,
 }
 
@@ -255,11 +259,14 @@ pub fn sample(
                 Some(key) if ran_eagerly.contains(&key) => {
                     if captured.as_ref().map(|(captured_key, _)| *captured_key) != Some(key) {
                         captured = None;
-                        let input = x.copy();
+                        let particles = x.copy();
                         let before = oracle.nfe;
                         let (graph, output) =
                             crate::cuda_graph::CudaGraph::capture(device, || {
-                                sampler.step(k, input.shallow_clone(), &mut oracle)
+                                let output =
+                                    sampler.step(k, particles.shallow_clone(), &mut oracle)?;
+                                particles.shallow_clone().f_copy_(&output)?;
+                                Ok(output)
                             })?;
                         let nfe = oracle.nfe - before;
                         // The capture counted its evaluations once and ran nothing: the
@@ -269,17 +276,21 @@ pub fn sample(
                             key,
                             CapturedStep {
                                 graph,
-                                input,
-                                output,
+                                particles,
+                                _output: output,
                                 nfe,
                             },
                         ));
                     }
                     let (_, c) = captured.as_ref().expect("captured above");
-                    c.input.shallow_clone().f_copy_(&x)?;
+                    // After a replay `x` is the graph's own particles; after an eager step
+                    // (or a fresh capture) they are copied in.
+                    if x.data_ptr() != c.particles.data_ptr() {
+                        c.particles.shallow_clone().f_copy_(&x)?;
+                    }
                     c.graph.replay()?;
                     oracle.nfe += c.nfe;
-                    c.output.copy()
+                    c.particles.shallow_clone()
                 }
                 _ => {
                     if let Some(key) = key {

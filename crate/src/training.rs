@@ -95,6 +95,8 @@ pub struct Ema {
     shadow: Vec<(String, Tensor, Tensor)>,
     /// `1 - d_n` on the device, for updates captured in a CUDA graph ([`Ema::stage`]).
     weight_on_device: Option<Tensor>,
+    /// The weight last written to `weight_on_device`.
+    staged: Option<f64>,
 }
 
 impl Ema {
@@ -111,6 +113,7 @@ impl Ema {
             updates: 0,
             shadow,
             weight_on_device: None,
+            staged: None,
         })
     }
 
@@ -136,13 +139,19 @@ impl Ema {
     /// `d_n` from replay to replay.
     fn keep_weight_on_device(&mut self, device: tch::Device) {
         self.weight_on_device = Some(Tensor::from(0f32).to_device(device));
+        self.staged = None;
     }
 
-    /// Writes `1 - d_n` for the next update to the device (where it is kept there).
+    /// Writes `1 - d_n` for the next update to the device (where it is kept there), only when
+    /// it differs from the weight written last: after the warm-up `d_n` is the constant decay,
+    /// and a graphed step then costs no kernel for it.
     fn stage(&mut self) -> Result<()> {
         let w = 1.0 - self.current_decay();
         if let Some(t) = self.weight_on_device.as_mut() {
-            let _ = t.f_fill_(w)?;
+            if self.staged != Some(w) {
+                let _ = t.f_fill_(w)?;
+                self.staged = Some(w);
+            }
         }
         Ok(())
     }
@@ -214,10 +223,12 @@ impl Adam {
         })
     }
 
-    /// Sets the learning rate (on the device too where it is kept there).
+    /// Sets the learning rate (on the device too where it is kept there, written only when it
+    /// changes: a constant rate costs a graphed step no kernel).
     pub fn set_lr(&mut self, lr: f64) -> Result<()> {
+        let changed = lr != self.lr;
         self.lr = lr;
-        if let Some(t) = self.lr_on_device.as_mut() {
+        if let Some(t) = self.lr_on_device.as_mut().filter(|_| changed) {
             let _ = t.f_fill_(lr)?;
         }
         Ok(())
@@ -687,13 +698,16 @@ struct CapturedStep {
 }
 
 impl GraphedStep {
-    /// One step through the graph, captured now if it is not yet; returns the step's loss (a
-    /// copy: the next replay overwrites the graph's own). The learning rate was set and the
-    /// EMA weight is staged here, outside the graph; the host's step counters, which a replay
-    /// does not run, are advanced here too.
+    /// One step through the graph on the rows `rows` of `data`, captured now if it is not
+    /// yet; returns the step's loss in float64 (a copy: the next replay overwrites the graph's
+    /// own). The rows are gathered straight into the graph's input, and the loss converted in
+    /// the same kernel that copies it: two kernels a step besides the replay. The learning
+    /// rate was set and the EMA weight is staged here, outside the graph; the host's step
+    /// counters, which a replay does not run, are advanced here too.
     fn step(
         &mut self,
-        batch: &Tensor,
+        data: &Tensor,
+        rows: &Tensor,
         opt: &mut Adam,
         mut ema: Option<&mut Ema>,
         eager: &mut EagerStep,
@@ -703,8 +717,8 @@ impl GraphedStep {
         }
         match &self.captured {
             None => {
-                let input = batch.copy();
-                let device = batch.device();
+                let input = data.f_index_select(0, rows)?;
+                let device = input.device();
                 // The eager step's own work, recorded: `ema.update` would stage inside the
                 // graph, so the captured EMA update applies the staged weight instead.
                 let (graph, loss) = crate::cuda_graph::CudaGraph::capture(device, || {
@@ -718,7 +732,7 @@ impl GraphedStep {
                 self.captured = Some(CapturedStep { graph, input, loss });
             }
             Some(c) => {
-                c.input.shallow_clone().f_copy_(batch)?;
+                let _ = data.f_index_select_out(&c.input, 0, rows)?;
                 opt.steps += 1;
                 if let Some(ema) = ema {
                     ema.updates += 1;
@@ -727,7 +741,10 @@ impl GraphedStep {
         }
         let c = self.captured.as_ref().expect("captured above");
         c.graph.replay()?;
-        Ok(c.loss.copy())
+        Ok(match c.loss.kind() {
+            Kind::Double => c.loss.copy(),
+            _ => c.loss.f_to_kind(Kind::Double)?,
+        })
     }
 }
 
@@ -907,7 +924,7 @@ pub fn run(
         let perm = Tensor::randperm(n, (Kind::Int64, device));
         for (from, len) in batches(n, cfg.batch_size).skip(state.batch) {
             data::seed(seed_for(state.seed, 0, state.step));
-            let batch = train_data.index_select(0, &perm.narrow(0, from, len));
+            let rows = perm.narrow(0, from, len);
             // The one place the rate is set: StepLR's (resumed with the state) times the cooldown.
             opt.set_lr(state.lr * cooldown_factor(cfg.cooldown, state.step, total_steps))?;
             let mut eager = |batch: &Tensor, opt: &mut Adam, ema: Option<&mut Ema>| {
@@ -920,13 +937,17 @@ pub fn run(
             };
             let loss = match graphed.as_mut() {
                 Some(g) if g.eager_steps >= GRAPH_WARMUP && len == cfg.batch_size => {
-                    g.step(&batch, &mut opt, ema.as_mut(), &mut eager)
+                    g.step(&train_data, &rows, &mut opt, ema.as_mut(), &mut eager)
                 }
                 Some(g) => {
                     g.eager_steps += 1;
+                    let batch = train_data.f_index_select(0, &rows)?;
                     eager(&batch, &mut opt, ema.as_mut())
                 }
-                None => eager(&batch, &mut opt, ema.as_mut()),
+                None => {
+                    let batch = train_data.f_index_select(0, &rows)?;
+                    eager(&batch, &mut opt, ema.as_mut())
+                }
             };
             let loss = match loss {
                 Ok(loss) => loss,

@@ -461,6 +461,11 @@ pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
         chosen.push(w);
     }
     let device = sgm::device();
+    // cuDNN's benchmark mode (time the convolution algorithms for each shape once, keep the
+    // fastest), as `bench_pytorch.py` sets it for every PyTorch variant on CUDA: both sides
+    // run with the same setting.
+    let cudnn_benchmark = device.is_cuda();
+    sgm::tch::Cuda::cudnn_set_benchmark(cudnn_benchmark);
     let gflops = matmul_gflops(device);
     let mut ours = Vec::new();
     for (w, variant) in chosen.iter().flat_map(|w| {
@@ -492,6 +497,7 @@ pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
             "device": sgm::device::name(device),
             "device_detail": sgm::device::describe(device),
             "threads": threads,
+            "cudnn_benchmark": cudnn_benchmark,
             "train_batch": w.train_batch,
             "train_steps": w.train_steps,
             "train_steps_per_s": train_rate,
