@@ -5,7 +5,8 @@
 #   tests      every bundled test binary on $SGM_TEST_DEVICE (default cuda);
 #   notebooks  every notebook as a program (sgm-notebook) at $SGM_BUDGET (default ci);
 #   bench      `sgm bench --compare-pytorch` on the same device as PyTorch;
-#   mnist      the mnist preset (its 190 epochs), 1,000 samples, `sgm eval`.
+#   mnist      the mnist preset (its 190 epochs), 1,000 samples, `sgm eval`;
+#   fashion    the same for the fashion preset (its 40 epochs; carry data/fashion-mnist).
 # Usage: bash kernel-setup/gpu-check.sh [STAGE...]   (default: tests notebooks)
 # Stages run one after another; STAGE+STAGE runs those at once (e.g. `bench tests+notebooks+mnist`:
 # the benchmark alone on the GPU, then the rest side by side). $SGM_GPU_DEADLINE (seconds from the
@@ -13,7 +14,9 @@
 # $SGM_GPU_BENCH_SCALE multiplies the benchmark's steps (`sgm bench --scale`, default 1: on a GPU
 # use 5 or more, or the timed runs are too short). $SGM_GPU_MNIST_EPOCHS overrides the mnist
 # preset's epochs; $SGM_GPU_MNIST_CONFIG trains from that
-# configuration file (`sgm config mnist`, edited) instead of the preset.
+# configuration file (`sgm config mnist`, edited) instead of the preset; likewise
+# $SGM_GPU_FASHION_EPOCHS and $SGM_GPU_FASHION_CONFIG. $SGM_GPU_SEEDS (default "5") are the
+# sampling seeds of the preset stages, each 1,000 samples and one `sgm eval`.
 # $SGM_GPU_ONLY="precision cli" runs only those test binaries. Logs and results go to $OUT
 # (the device tool's folder) or .gpu/out, each stage's one-line verdict to stdout and summary.txt.
 set -uo pipefail
@@ -88,26 +91,40 @@ stage_bench() {
   else verdict "bench: FAILED (exit $rc): $(tail -1 "$OUT/bench.log")"; fi
 }
 
-stage_mnist() {
-  local dir=/tmp/sgm-mnist log="$OUT/mnist.log" rc source=(--preset mnist)
-  [ -n "${SGM_GPU_MNIST_CONFIG:-}" ] && source=(--config "$SGM_GPU_MNIST_CONFIG")
+# train_sample_eval NAME: trains preset NAME (or $SGM_GPU_<NAME>_CONFIG, for $SGM_GPU_<NAME>_EPOCHS),
+# then 1,000 samples and `sgm eval` for each of $SGM_GPU_SEEDS; the last eval line is the verdict.
+train_sample_eval() {
+  local name=$1 upper dir log rc config epochs source seed
+  upper=$(echo "$name" | tr '[:lower:]' '[:upper:]')
+  config="SGM_GPU_${upper}_CONFIG" epochs="SGM_GPU_${upper}_EPOCHS"
+  dir=/tmp/sgm-$name log="$OUT/$name.log" source=(--preset "$name")
+  [ -n "${!config:-}" ] && source=(--config "${!config}")
   rm -rf "$dir"
-  {
-    bounded 100000 "$B/bin/sgm" train "${source[@]}" ${SGM_GPU_MNIST_EPOCHS:+--epochs $SGM_GPU_MNIST_EPOCHS} --out "$dir" &&
-    bounded 100000 "$B/bin/sgm" sample --checkpoint "$dir" --n 1000 --seed 5 --out "$dir/s5" &&
-    bounded 100000 "$B/bin/sgm" eval --checkpoint "$dir" --samples "$dir/s5/samples.safetensors"
-  } > "$log" 2>&1
+  (
+    bounded 100000 "$B/bin/sgm" train "${source[@]}" ${!epochs:+--epochs ${!epochs}} --out "$dir" || exit
+    for seed in ${SGM_GPU_SEEDS:-5}; do
+      bounded 100000 "$B/bin/sgm" sample --checkpoint "$dir" --n 1000 --seed "$seed" --out "$dir/s$seed" &&
+        bounded 100000 "$B/bin/sgm" eval --checkpoint "$dir" --samples "$dir/s$seed/samples.safetensors" || exit
+    done
+  ) > "$log" 2>&1
   rc=$?
-  if [ $rc -eq 0 ]; then verdict "mnist at the GPU sizes: $(tail -1 "$log" | head -c 400)"
-  else verdict "mnist: FAILED (exit $rc): $(tail -1 "$log")"; fi
+  if [ $rc -eq 0 ]; then verdict "$name at the GPU sizes: $(tail -1 "$log" | head -c 400)"
+  else verdict "$name: FAILED (exit $rc): $(tail -1 "$log")"; fi
+}
+
+stage_mnist() { train_sample_eval mnist; }
+
+stage_fashion() {
+  [ -d data/fashion-mnist ] || { verdict "fashion: FAILED: no data/fashion-mnist here: carry it"; return; }
+  train_sample_eval fashion
 }
 
 for group in "${STAGES[@]}"; do
   IFS=+ read -r -a together <<< "$group"
   for stage in "${together[@]}"; do
     case "$stage" in
-      tests|notebooks|bench|mnist) ;;
-      *) verdict "unknown stage '$stage' (tests, notebooks, bench, mnist)"; exit 2 ;;
+      tests|notebooks|bench|mnist|fashion) ;;
+      *) verdict "unknown stage '$stage' (tests, notebooks, bench, mnist, fashion)"; exit 2 ;;
     esac
   done
 done
