@@ -14,8 +14,10 @@
 # $SGM_GPU_BENCH_SCALE multiplies the benchmark's steps (`sgm bench --scale`, default 1: on a GPU
 # use 5 or more, or the timed runs are too short). $SGM_GPU_MNIST_EPOCHS overrides the mnist
 # preset's epochs; $SGM_GPU_MNIST_CONFIG trains from that
-# configuration file (`sgm config mnist`, edited) instead of the preset; likewise
-# $SGM_GPU_FASHION_EPOCHS and $SGM_GPU_FASHION_CONFIG. $SGM_GPU_SEEDS (default "5") are the
+# configuration file (`sgm config mnist`, edited) instead of the preset, and
+# $SGM_GPU_MNIST_PATCH (JSON, merged into `sgm config mnist` key by key, e.g.
+# '{"train": {"cuda_graph": true}}') edits the preset without a file; likewise
+# $SGM_GPU_FASHION_EPOCHS, _CONFIG and _PATCH. $SGM_GPU_SEEDS (default "5") are the
 # sampling seeds of the preset stages, each 1,000 samples and one `sgm eval`.
 # $SGM_GPU_ONLY="precision cli" runs only those test binaries. Logs and results go to $OUT
 # (the device tool's folder) or .gpu/out, each stage's one-line verdict to stdout and summary.txt.
@@ -91,16 +93,27 @@ stage_bench() {
   else verdict "bench: FAILED (exit $rc): $(tail -1 "$OUT/bench.log")"; fi
 }
 
-# train_sample_eval NAME: trains preset NAME (or $SGM_GPU_<NAME>_CONFIG, for $SGM_GPU_<NAME>_EPOCHS),
-# then 1,000 samples and `sgm eval` for each of $SGM_GPU_SEEDS; the last eval line is the verdict.
+# train_sample_eval NAME: trains preset NAME (or $SGM_GPU_<NAME>_CONFIG, or the preset with
+# $SGM_GPU_<NAME>_PATCH merged in, for $SGM_GPU_<NAME>_EPOCHS), then 1,000 samples and `sgm eval`
+# for each of $SGM_GPU_SEEDS; the last eval line is the verdict.
 train_sample_eval() {
-  local name=$1 upper dir log rc config epochs source seed
+  local name=$1 upper dir log rc config patch epochs source seed
   upper=$(echo "$name" | tr '[:lower:]' '[:upper:]')
-  config="SGM_GPU_${upper}_CONFIG" epochs="SGM_GPU_${upper}_EPOCHS"
+  config="SGM_GPU_${upper}_CONFIG" patch="SGM_GPU_${upper}_PATCH" epochs="SGM_GPU_${upper}_EPOCHS"
   dir=/tmp/sgm-$name log="$OUT/$name.log" source=(--preset "$name")
   [ -n "${!config:-}" ] && source=(--config "${!config}")
   rm -rf "$dir"
   (
+    if [ -n "${!patch:-}" ]; then
+      "$B/bin/sgm" config "$name" | python3 -c '
+import json, sys
+def merge(a, b):
+    for k, v in b.items():
+        a[k] = merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+    return a
+print(json.dumps(merge(json.load(sys.stdin), json.loads(sys.argv[1])), indent=1))' "${!patch}" > "$OUT/$name-config.json" || exit
+      source=(--config "$OUT/$name-config.json")
+    fi
     bounded 100000 "$B/bin/sgm" train "${source[@]}" ${!epochs:+--epochs ${!epochs}} --out "$dir" || exit
     for seed in ${SGM_GPU_SEEDS:-5}; do
       bounded 100000 "$B/bin/sgm" sample --checkpoint "$dir" --n 1000 --seed "$seed" --out "$dir/s$seed" &&
