@@ -6,7 +6,12 @@
 #   notebooks  every notebook as a program (sgm-notebook) at $SGM_BUDGET (default ci);
 #   bench      `sgm bench --compare-pytorch` on the same device as PyTorch;
 #   mnist      the mnist preset (its 190 epochs), 1,000 samples, `sgm eval`;
-#   fashion    the same for the fashion preset (its 40 epochs; carry data/fashion-mnist).
+#   fashion    the same for the fashion preset (its 40 epochs; carry data/fashion-mnist);
+#   moons      the 2D MLPs trained on CUDA against the same trained on the CPU (the open lead that
+#              CUDA-trained 2D networks sample worse): the moons_single and moons presets at
+#              training seeds $SGM_GPU_MOONS_SEEDS (default 1 to 8), each trained on both devices
+#              and each network sampled and scored (`sgm eval`) on both: moons.jsonl, and the
+#              mean energy distance per (training, sampling) device pair as the verdict.
 # Usage: bash kernel-setup/gpu-check.sh [STAGE...]   (default: tests notebooks)
 # Stages run one after another; STAGE+STAGE runs those at once (e.g. `bench tests+notebooks+mnist`:
 # the benchmark alone on the GPU, then the rest side by side). $SGM_GPU_DEADLINE (seconds from the
@@ -127,6 +132,39 @@ print(json.dumps(merge(json.load(sys.stdin), json.loads(sys.argv[1])), indent=1)
 
 stage_mnist() { train_sample_eval mnist; }
 
+stage_moons() {
+  local dir=/tmp/sgm-moons log="$OUT/moons.log" lines="$OUT/moons.jsonl" preset seed train on ck
+  rm -rf "$dir" && mkdir -p "$dir"
+  : > "$lines"
+  for preset in moons_single moons; do
+    for seed in ${SGM_GPU_MOONS_SEEDS:-1 2 3 4 5 6 7 8}; do
+      "$B/bin/sgm" config "$preset" | python3 -c '
+import json, sys
+c = json.load(sys.stdin); c["train"]["seed"] = int(sys.argv[1]); print(json.dumps(c))' "$seed" > "$dir/$preset-$seed.json"
+      for train in cuda cpu; do
+        ck="$dir/$preset-$seed-$train"
+        SGM_DEVICE=$train bounded 600 "$B/bin/sgm" train --config "$dir/$preset-$seed.json" --out "$ck" >> "$log" 2>&1 || {
+          verdict "moons: FAILED training $preset seed $seed on $train (moons.log)"; return; }
+        for on in cuda cpu; do
+          SGM_DEVICE=$on bounded 600 "$B/bin/sgm" eval --checkpoint "$ck" 2>> "$log" | tail -n 1 | python3 -c '
+import json, sys
+m = json.load(sys.stdin)["metrics"]
+print(json.dumps({"preset": sys.argv[1], "seed": int(sys.argv[2]), "trained_on": sys.argv[3], "sampled_on": sys.argv[4],
+                  "distance": m["energy_distance"]["distance"], "floor": m["energy_distance"]["floor"],
+                  "moons": m["mode_weights"]["moons"]}))' "$preset" "$seed" "$train" "$on" >> "$lines" || {
+            verdict "moons: FAILED evaluating $preset seed $seed trained on $train, sampled on $on (moons.log)"; return; }
+        done
+      done
+    done
+  done
+  verdict "moons, mean energy distance per preset, trained on / sampled on: $(python3 -c '
+import json, sys, collections
+g = collections.defaultdict(list)
+for l in open(sys.argv[1]):
+    r = json.loads(l); g[(r["preset"], r["trained_on"], r["sampled_on"])].append(r["distance"])
+print("; ".join(f"{p} {t}/{s} {sum(v)/len(v):.4f} (n={len(v)}, {min(v):.4f} to {max(v):.4f})" for (p, t, s), v in sorted(g.items())))' "$lines")"
+}
+
 stage_fashion() {
   [ -d data/fashion-mnist ] || { verdict "fashion: FAILED: no data/fashion-mnist here: carry it"; return; }
   train_sample_eval fashion
@@ -136,8 +174,8 @@ for group in "${STAGES[@]}"; do
   IFS=+ read -r -a together <<< "$group"
   for stage in "${together[@]}"; do
     case "$stage" in
-      tests|notebooks|bench|mnist|fashion) ;;
-      *) verdict "unknown stage '$stage' (tests, notebooks, bench, mnist, fashion)"; exit 2 ;;
+      tests|notebooks|bench|mnist|fashion|moons) ;;
+      *) verdict "unknown stage '$stage' (tests, notebooks, bench, mnist, fashion, moons)"; exit 2 ;;
     esac
   done
 done
