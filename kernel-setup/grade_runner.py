@@ -46,7 +46,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "kernel-setup"))
-from notebook_runner import HOMEWORK_FIRST_CELL, cell_failure, environment  # noqa: E402
+from notebook_runner import HOMEWORK_FIRST_CELL, cell_failure, environment, reclaim_stragglers  # noqa: E402
 
 KERNEL_JSON = ROOT / ".venv/share/jupyter/kernels/sgm/kernel.json"
 EVCXR = ROOT / ".tools/evcxr/bin/evcxr_jupyter"
@@ -163,6 +163,7 @@ def run_session(client, nb, code, start, succeeded, outcomes, cell_timeout, dead
                 client.execute_cell(replay, index)
             except (CellTimeoutError, DeadKernelError, CellExecutionError):
                 pass
+        previous = None
         while position < len(code):
             index = code[position]
             cell = nb.cells[index]
@@ -174,6 +175,8 @@ def run_session(client, nb, code, start, succeeded, outcomes, cell_timeout, dead
             started = time.monotonic()
             try:
                 client.execute_cell(cell, index)
+                # A failed cell's late stderr lines go back to it, in the notebook shown to the student.
+                reclaim_stragglers(previous, cell)
                 failure = cell_failure(cell, strict=False)
             except CellTimeoutError:
                 failure = ("timeout", f"timed out after {cell_timeout} s")
@@ -182,6 +185,7 @@ def run_session(client, nb, code, start, succeeded, outcomes, cell_timeout, dead
             except CellExecutionError as e:
                 failure = ("error", f"{e.ename}: {e.evalue}")
             seconds = round(time.monotonic() - started, 2)
+            previous = cell
             if failure is None:
                 outcomes[index] = {"cell": index, "status": "ok", "seconds": seconds}
                 succeeded.append(index)

@@ -132,6 +132,47 @@ def environment(values):
                 os.environ[k] = v
 
 
+def relay_message(cell):
+    """The full stderr text of a cell whose failure the kernel's relay reported (the message of
+    its ERROR_MIME output), or None."""
+    for out in cell.get("outputs", []):
+        record = out.get("data", {}).get(ERROR_MIME)
+        if record is not None:
+            if isinstance(record, str):
+                record = json.loads(record)
+            return record.get("message", "")
+    return None
+
+
+def reclaim_stragglers(previous, cell):
+    """Moves back to `previous` the stderr outputs at the start of `cell` that are the last lines
+    of `previous`'s reported failure. evcxr forwards a cell's stderr from a thread of its own,
+    which under load can send a panic's last backtrace lines after the cell has ended: they then
+    arrive as the next cell's output, and a strict run would fail that cell for them. The relay's
+    message holds the failed cell's whole stderr, so a run of leading stderr outputs whose lines
+    are exactly that message's last lines is the failed cell's, not this one's. Returns how many
+    outputs moved."""
+    message = relay_message(previous) if previous is not None else None
+    if not message:
+        return 0
+    tail = [l.rstrip() for l in ANSI.sub("", message).rstrip().splitlines()]
+    outputs = cell.get("outputs", [])
+    lines, best = [], 0
+    for count, out in enumerate(outputs, start=1):
+        if out.get("output_type") != "stream" or out.get("name") != "stderr":
+            break
+        lines += [l.rstrip() for l in ANSI.sub("", "".join(out.get("text", ""))).splitlines()]
+        body = lines[:]
+        while body and not body[0]:
+            body.pop(0)
+        if body and len(body) <= len(tail) and tail[len(tail) - len(body):] == body:
+            best = count
+    if best:
+        previous.setdefault("outputs", []).extend(outputs[:best])
+        del outputs[:best]
+    return best
+
+
 def execute(nb, cwd, timeout, keep_going=False, strict=True, env=None):
     """Executes `nb` in place, cell by cell, in one kernel. Returns the failures as a list of
     {"cell": index, "label", "kind", "message"}; without keep_going it stops at the first."""
@@ -144,12 +185,14 @@ def execute(nb, cwd, timeout, keep_going=False, strict=True, env=None):
         resources={"metadata": {"path": str(cwd)}},
     )
     failures = []
+    previous = None
     with environment(env or {}), client.setup_kernel():
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue
             try:
                 client.execute_cell(cell, index)
+                reclaim_stragglers(previous, cell)
                 failure = cell_failure(cell, strict)
             except CellTimeoutError:
                 failure = ("timeout", f"ran past {timeout}s")
@@ -157,6 +200,7 @@ def execute(nb, cwd, timeout, keep_going=False, strict=True, env=None):
                 failure = ("dead", f"the kernel died: {e}")
             except CellExecutionError as e:
                 failure = ("error", f"{e.ename}: {e.evalue}")
+            previous = cell
             if failure:
                 kind, message = failure
                 failures.append({"cell": index, "label": cell_label(nb, index), "kind": kind, "message": message})

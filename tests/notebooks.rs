@@ -473,6 +473,67 @@ fn every_failing_cell_is_caught_every_time() {
     println!("caught: {caught:#?}");
 }
 
+/// evcxr forwards a cell's stderr from a thread of its own; under load (seen with both cores
+/// busy) a panic's last backtrace lines reached Jupyter after the cell had ended, as the next
+/// cell's output, and the strict runner failed that good cell for them. The runner moves such
+/// lines back to the failed cell, recognising them as the end of its relay message (which holds
+/// the cell's whole stderr); anything else on stderr still fails its own cell. Checked on the
+/// outputs as the kernel delivered them that time (no kernel needed to replay the race).
+#[test]
+fn a_failed_cells_late_stderr_lines_go_back_to_it() {
+    let script = r#"
+import json, sys
+sys.path.insert(0, "kernel-setup")
+import nbformat
+import notebook_runner as r
+
+message = ("thread '<unnamed>' panicked at src/lib.rs:110:17:\nindex out of bounds: the len is 0 but the index is 3\n"
+           "stack backtrace:\n   0: core::panicking::panic_fmt\n   7: evcxr::runtime::runtime_hook\n"
+           "note: Some details are omitted, run with `RUST_BACKTRACE=full` for a verbose backtrace.")
+def failed():
+    cell = nbformat.v4.new_code_cell("let v: Vec<i32> = Vec::new();\nprintln!(\"{}\", v[3]);")
+    cell.outputs = [nbformat.v4.new_output("execute_result", data={r.ERROR_MIME: {"kind": "panic", "message": message}},
+                                           execution_count=1)]
+    return cell
+def nxt(*texts):
+    cell = nbformat.v4.new_code_cell("assert_eq!(kept, 42);")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text=t) for t in texts]
+    return cell
+late = ("   7: evcxr::runtime::runtime_hook\n", "note: Some details are omitted, run with `RUST_BACKTRACE=full` for a verbose backtrace.\n")
+out = {}
+prev, cell = failed(), nxt(*late)
+out["late"] = [r.reclaim_stragglers(prev, cell), r.cell_failure(cell), len(prev.outputs)]
+prev, cell = failed(), nxt(*late, "my own warning\n")
+out["late then own"] = [r.reclaim_stragglers(prev, cell), r.cell_failure(cell)]
+prev, cell = failed(), nxt("   7: evcxr::runtime::runtime_hook\n")
+out["not the end"] = [r.reclaim_stragglers(prev, cell), r.cell_failure(cell)]
+prev, cell = nxt(), nxt(*late)
+out["no failure before"] = [r.reclaim_stragglers(prev, cell), r.cell_failure(cell)]
+print(json.dumps(out))
+"#;
+    let output = Command::new(python())
+        .current_dir(root())
+        .args(["-c", script])
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    // Both late lines move back (the failed cell's one output plus two), the cell is clean.
+    assert_eq!(got["late"], serde_json::json!([2, null, 3]), "{got}");
+    // The cell's own stderr after them still fails it, by its own line.
+    assert_eq!(got["late then own"][0], 2, "{got}");
+    assert_eq!(got["late then own"][1][1], "my own warning", "{got}");
+    // Lines that are not the message's end, or with no failed cell before, stay and fail.
+    for case in ["not the end", "no failure before"] {
+        assert_eq!(got[case][0], 0, "{case}: {got}");
+        assert_eq!(got[case][1][0], "stderr", "{case}: {got}");
+    }
+}
+
 #[test]
 fn failing_cells_fail_the_run() {
     let _kernel = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
