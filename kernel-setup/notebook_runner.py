@@ -88,11 +88,9 @@ def cell_failure(cell, strict=True):
     for out in outputs:
         data = out.get("data", {})
         if ERROR_MIME in data:
-            record = data[ERROR_MIME]
-            if isinstance(record, str):
-                record = json.loads(record)
-            message = record.get("message", "")
-            return (record.get("kind", "error"), summarise(message) or message or record.get("kind", "error"))
+            record = error_record(data[ERROR_MIME])
+            message = record["message"]
+            return (record["kind"], summarise(message) or message or record["kind"])
     if strict:
         stderr = "".join(
             "".join(o.get("text", "")) for o in outputs if o.get("output_type") == "stream" and o.get("name") == "stderr"
@@ -132,15 +130,27 @@ def environment(values):
                 os.environ[k] = v
 
 
+def error_record(record):
+    """An ERROR_MIME output's record as a dict with a string "kind" and "message". A cell's
+    outputs are the notebook's own (a student's, for the grader), so a record that is not such
+    a JSON object still reads as a failure, never as an exception in the runner."""
+    if isinstance(record, str):
+        try:
+            record = json.loads(record)
+        except ValueError:
+            record = None
+    if not isinstance(record, dict):
+        return {"kind": "error", "message": "malformed failure output"}
+    return {"kind": str(record.get("kind", "error")), "message": str(record.get("message", ""))}
+
+
 def relay_message(cell):
     """The full stderr text of a cell whose failure the kernel's relay reported (the message of
     its ERROR_MIME output), or None."""
     for out in cell.get("outputs", []):
         record = out.get("data", {}).get(ERROR_MIME)
         if record is not None:
-            if isinstance(record, str):
-                record = json.loads(record)
-            return record.get("message", "")
+            return error_record(record)["message"]
     return None
 
 
