@@ -509,6 +509,10 @@ prev, cell = failed(), nxt("   7: evcxr::runtime::runtime_hook\n")
 out["not the end"] = [r.reclaim_stragglers(prev, cell), r.cell_failure(cell)]
 prev, cell = nxt(), nxt(*late)
 out["no failure before"] = [r.reclaim_stragglers(prev, cell), r.cell_failure(cell)]
+# A record that is not a JSON object (a student's own output, for the grader) is a failure, not an exception.
+bad = nbformat.v4.new_code_cell("x")
+bad.outputs = [nbformat.v4.new_output("display_data", data={r.ERROR_MIME: record}) for record in ["{not json"]]
+out["malformed"] = [r.cell_failure(bad), r.reclaim_stragglers(bad, nxt(*late))]
 print(json.dumps(out))
 "#;
     let output = Command::new(python())
@@ -532,6 +536,12 @@ print(json.dumps(out))
         assert_eq!(got[case][0], 0, "{case}: {got}");
         assert_eq!(got[case][1][0], "stderr", "{case}: {got}");
     }
+    // A malformed failure record fails its cell by name and claims no lines.
+    assert_eq!(
+        got["malformed"],
+        serde_json::json!([["error", "malformed failure output"], 0]),
+        "{got}"
+    );
 }
 
 #[test]
