@@ -98,6 +98,18 @@ stage_bench() {
   else verdict "bench: FAILED (exit $rc): $(tail -1 "$OUT/bench.log")"; fi
 }
 
+# patched_config PRESET JSON: the preset's configuration (`sgm config PRESET`) with JSON merged in,
+# key by key (objects recursively, anything else replaced), on stdout.
+patched_config() {
+  "$B/bin/sgm" config "$1" | python3 -c '
+import json, sys
+def merge(a, b):
+    for k, v in b.items():
+        a[k] = merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+    return a
+print(json.dumps(merge(json.load(sys.stdin), json.loads(sys.argv[1])), indent=1))' "$2"
+}
+
 # train_sample_eval NAME: trains preset NAME (or $SGM_GPU_<NAME>_CONFIG, or the preset with
 # $SGM_GPU_<NAME>_PATCH merged in, for $SGM_GPU_<NAME>_EPOCHS), then 1,000 samples and `sgm eval`
 # for each of $SGM_GPU_SEEDS; the last eval line is the verdict.
@@ -110,13 +122,7 @@ train_sample_eval() {
   rm -rf "$dir"
   (
     if [ -n "${!patch:-}" ]; then
-      "$B/bin/sgm" config "$name" | python3 -c '
-import json, sys
-def merge(a, b):
-    for k, v in b.items():
-        a[k] = merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
-    return a
-print(json.dumps(merge(json.load(sys.stdin), json.loads(sys.argv[1])), indent=1))' "${!patch}" > "$OUT/$name-config.json" || exit
+      patched_config "$name" "${!patch}" > "$OUT/$name-config.json" || exit
       source=(--config "$OUT/$name-config.json")
     fi
     bounded 100000 "$B/bin/sgm" train "${source[@]}" ${!epochs:+--epochs ${!epochs}} --out "$dir" || exit
@@ -138,9 +144,7 @@ stage_moons() {
   : > "$lines"
   for preset in moons_single moons; do
     for seed in ${SGM_GPU_MOONS_SEEDS:-1 2 3 4 5 6 7 8}; do
-      "$B/bin/sgm" config "$preset" | python3 -c '
-import json, sys
-c = json.load(sys.stdin); c["train"]["seed"] = int(sys.argv[1]); print(json.dumps(c))' "$seed" > "$dir/$preset-$seed.json"
+      patched_config "$preset" "{\"train\": {\"seed\": $seed}}" > "$dir/$preset-$seed.json"
       for train in cuda cpu; do
         ck="$dir/$preset-$seed-$train"
         SGM_DEVICE=$train bounded 600 "$B/bin/sgm" train --config "$dir/$preset-$seed.json" --out "$ck" >> "$log" 2>&1 || {

@@ -171,11 +171,10 @@ def reclaim_stragglers(previous, cell):
     for count, out in enumerate(outputs, start=1):
         if out.get("output_type") != "stream" or out.get("name") != "stderr":
             break
-        lines += [l.rstrip() for l in ANSI.sub("", "".join(out.get("text", ""))).splitlines()]
-        body = lines[:]
-        while body and not body[0]:
-            body.pop(0)
-        if body and len(body) <= len(tail) and tail[len(tail) - len(body):] == body:
+        for line in ANSI.sub("", "".join(out.get("text", ""))).splitlines():
+            if line.strip() or lines:  # blank lines before the first text are not compared
+                lines.append(line.rstrip())
+        if lines and len(lines) <= len(tail) and tail[-len(lines):] == lines:
             best = count
     if best:
         previous.setdefault("outputs", []).extend(outputs[:best])

@@ -939,12 +939,10 @@ pub fn run(
                 Some(g) if g.eager_steps >= GRAPH_WARMUP && len == cfg.batch_size => {
                     g.step(&train_data, &rows, &mut opt, ema.as_mut(), &mut eager)
                 }
-                Some(g) => {
-                    g.eager_steps += 1;
-                    let batch = train_data.f_index_select(0, &rows)?;
-                    eager(&batch, &mut opt, ema.as_mut())
-                }
-                None => {
+                warming => {
+                    if let Some(g) = warming {
+                        g.eager_steps += 1;
+                    }
                     let batch = train_data.f_index_select(0, &rows)?;
                     eager(&batch, &mut opt, ema.as_mut())
                 }
