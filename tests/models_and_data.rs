@@ -119,6 +119,85 @@ fn unets_and_mlp_give_scores_of_the_input_shape() {
     assert_eq!(mlp.score_at(&p, 0.3).unwrap().size(), [7, 2]);
 }
 
+/// A row's score is its own: evaluated among more rows than the CPU evaluates at once
+/// (`CPU_ROWS_PER_EVALUATION`, so in chunks there), each row gets the score it gets alone, at its
+/// own σ. A chunk paired with another chunk's levels, or rows lost or repeated at a chunk's edge,
+/// break it.
+#[test]
+fn a_rows_score_does_not_depend_on_the_batch_it_is_in() {
+    let _rng = rng_lock();
+    let device = test_device();
+    let vs = nn::VarStore::new(device);
+    let table = Sigmas::geometric(2.0, 0.02, 10).unwrap();
+    let resnet = ConditionedSimpleResnet::new(
+        &(vs.root() / "resnet"),
+        &ResnetConfig {
+            n_filters: 8,
+            n_blocks: 2,
+            divide_by_sigma: true,
+            ..ResnetConfig::homework(table.clone())
+        },
+    )
+    .unwrap();
+    let edm = UnetConfig {
+        start_filters: 8,
+        sigma_data: Some(0.5),
+        noise_input: NoiseInput::LogSigmaOver4,
+        noise_embedding: true,
+        ..Default::default()
+    };
+    let blog = BlogUnet::new(&(vs.root() / "blog"), &edm).unwrap();
+    let v2 = Ncsnv2Unet::new(
+        &(vs.root() / "v2"),
+        &UnetConfig {
+            start_filters: 8,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let n = 2 * sgm::nets::CPU_ROWS_PER_EVALUATION + 44;
+    let x = Tensor::randn([n, 1, 28, 28], (Kind::Float, device));
+    // Every row its own level: the table's levels in turn (the ResNet looks them up).
+    let levels: Vec<f32> = (0..n as usize)
+        .map(|i| table.values()[i % table.len()] as f32)
+        .collect();
+    let sigma = from_slice(&levels);
+    let edge = sgm::nets::CPU_ROWS_PER_EVALUATION;
+    let rows = [
+        0,
+        1,
+        edge - 1,
+        edge,
+        edge + 1,
+        2 * edge - 1,
+        2 * edge,
+        n - 1,
+    ];
+    for (name, model) in [
+        ("ConditionedSimpleResnet", &resnet as &dyn Score),
+        ("BlogUnet", &blog as &dyn Score),
+        ("Ncsnv2Unet", &v2 as &dyn Score),
+    ] {
+        let all = model.score(&x, &sigma).unwrap();
+        assert_eq!(all.size(), x.size(), "{name}");
+        for &i in &rows {
+            let alone = model
+                .score(&x.narrow(0, i, 1), &sigma.narrow(0, i, 1))
+                .unwrap();
+            let row = all.narrow(0, i, 1);
+            let gap = f(&(&row - &alone).abs().max());
+            let scale = f(&alone.abs().max());
+            // float32 convolutions of another batch size may sum in another order: a relative
+            // 10⁻⁴, far below what another row's input or level changes.
+            assert!(
+                gap <= 1e-4 * scale,
+                "{name}: row {i} (σ = {}) differs by {gap} (scale {scale})",
+                levels[i as usize]
+            );
+        }
+    }
+}
+
 #[test]
 fn checkpoints_round_trip_and_refuse_bad_files() {
     let _rng = rng_lock();
