@@ -5,7 +5,7 @@
 #   tests      every bundled test binary on $SGM_TEST_DEVICE (default cuda);
 #   notebooks  every notebook as a program (sgm-notebook) at $SGM_BUDGET (default ci);
 #   bench      `sgm bench --compare-pytorch` on the same device as PyTorch;
-#   mnist      the mnist preset (its 190 epochs), 1,000 samples, `sgm eval`;
+#   mnist      the mnist preset (its 150 epochs), 1,000 samples, `sgm eval`;
 #   fashion    the same for the fashion preset (its 40 epochs; carry data/fashion-mnist);
 #   moons      the 2D MLPs trained on CUDA against the same trained on the CPU (the open lead that
 #              CUDA-trained 2D networks sample worse): the moons_single and moons presets at
