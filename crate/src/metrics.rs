@@ -580,14 +580,7 @@ impl Classifier {
     fn batched(&self, x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
         check_nonempty(x, "classifier input")?;
         let x = x.to_device(self.vs.device()).to_kind(Kind::Float);
-        let n = x.size()[0];
-        let parts = tch::no_grad(|| {
-            (0..n)
-                .step_by(1000)
-                .map(|i| f(&x.narrow(0, i, 1000.min(n - i))))
-                .collect::<Result<Vec<_>>>()
-        })?;
-        Ok(Tensor::cat(&parts, 0))
+        tch::no_grad(|| crate::nets::by_rows("classifier", &x, 1000, |_, chunk| f(chunk)))
     }
 
     /// LeNet's 84 penultimate features of images `[n, 1, 28, 28]` in [0, 1].

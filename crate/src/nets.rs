@@ -55,7 +55,27 @@ fn check_shape(
 /// the activations stay in cache. On a GPU the batch goes at once.
 pub const CPU_ROWS_PER_EVALUATION: i64 = 128;
 
-/// `f(x, sigma)` over chunks of [`CPU_ROWS_PER_EVALUATION`] rows, concatenated, where `x` is on
+/// `f(start, chunk)` over consecutive chunks of `rows` rows of `x` (the last one shorter), `start`
+/// the chunk's first row, the results concatenated along the rows; `what` names the operation in
+/// the error of that concatenation.
+pub(crate) fn by_rows(
+    what: &str,
+    x: &Tensor,
+    rows: i64,
+    f: impl Fn(i64, &Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let parts = x
+        .split(rows, 0)
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| f(i as i64 * rows, chunk))
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::f_cat(&parts, 0).map_err(torch_op(format!(
+        "{what}: joining the chunks of {rows} rows"
+    )))
+}
+
+/// `f(x, sigma)` over chunks of [`CPU_ROWS_PER_EVALUATION`] rows ([`by_rows`]) where `x` is on
 /// the CPU and has more rows than that; `f(x, sigma)` at once otherwise. The input is checked
 /// before (once, for the whole batch).
 fn in_cpu_chunks(
@@ -67,13 +87,9 @@ fn in_cpu_chunks(
     if x.device() != Device::Cpu || x.size()[0] <= CPU_ROWS_PER_EVALUATION {
         return f(x, sigma);
     }
-    let parts = x
-        .split(CPU_ROWS_PER_EVALUATION, 0)
-        .iter()
-        .zip(sigma.split(CPU_ROWS_PER_EVALUATION, 0).iter())
-        .map(|(x, sigma)| f(x, sigma))
-        .collect::<Result<Vec<_>>>()?;
-    Tensor::f_cat(&parts, 0).map_err(torch_op(format!("{what}: joining the CPU chunks")))
+    by_rows(what, x, CPU_ROWS_PER_EVALUATION, |start, chunk| {
+        f(chunk, &sigma.narrow(0, start, chunk.size()[0]))
+    })
 }
 
 /// The checks of `sigma` against the input `x` of a network: one level per row (`[n]`), on
