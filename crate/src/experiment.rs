@@ -669,8 +669,10 @@ impl Experiment {
     /// Fashion-MNIST with the MNIST settings and 40 epochs (its training set is 13 times larger:
     /// 75,000 steps, against the MNIST run's 26,790), but for two settings measured on it: the
     /// training levels centred at 0, ln σ ~ N(0, 1.2²) (`mnist`'s N(−0.4, 1.2²) did not help
-    /// MNIST), and EDM's S_noise = 1.007 in the sampler (the noise added back at each level
-    /// scaled up a little, which offsets the network's pull towards the data's mean). The
+    /// MNIST), and EDM's S_noise = 1.02 in the sampler (the noise added back at each level
+    /// scaled up a little, which offsets the network's pull towards the data's mean: its
+    /// samples come out smoother than the data's garments). S_noise was measured at 1, 1.003,
+    /// 1.007, 1.01, 1.015, 1.02 and 1.03; the distance fell to 1.02 and rose again at 1.03. The
     /// README's Fashion-MNIST section gives every run behind it, and its history (EDM's levels,
     /// the clip, the embedding, 24 filters, which the preset leaves to a GPU's budget).
     pub fn fashion() -> Self {
@@ -687,7 +689,7 @@ impl Experiment {
                 s_churn: 40.0,
                 s_tmin: 0.0,
                 s_tmax: None,
-                s_noise: 1.007,
+                s_noise: 1.02,
                 rho: edm_rho(),
             },
             train: TrainConfig {
