@@ -679,17 +679,9 @@ impl Experiment {
     /// the embedding).
     pub fn fashion() -> Self {
         let mnist = Self::mnist();
-        let network = match mnist.network {
-            Network::BlogUnet(c) => Network::BlogUnet(UnetConfig {
-                start_filters: 24,
-                ..c
-            }),
-            other => other,
-        };
-        Experiment {
+        let mut fashion = Experiment {
             name: "fashion".into(),
             dataset: Dataset::Fashion,
-            network,
             level_sampling: LevelSampling::LogNormal {
                 p_mean: 0.0,
                 p_std: 1.2,
@@ -707,7 +699,11 @@ impl Experiment {
                 ..mnist.train.clone()
             },
             ..mnist
+        };
+        if let Network::BlogUnet(c) = &mut fashion.network {
+            c.start_filters = 24;
         }
+        fashion
     }
 
     /// Reads an experiment from a JSON file.
