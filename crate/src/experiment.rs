@@ -675,9 +675,8 @@ impl Experiment {
     /// and 1.03, where the distance fell to 1.02 and rose again at 1.03; and a U-Net of 24 start
     /// filters instead of 16 (1.7 times the training time with bf16 matrix units, twice without;
     /// 2.4 times the floor against 3.05 at 16 filters with S_noise 1.02; 2.6 times over two
-    /// training seeds, each under 3). The README's
-    /// Fashion-MNIST section gives every run behind it, and its history (EDM's levels, the clip,
-    /// the embedding).
+    /// training seeds, each under 3). The README's Fashion-MNIST section gives every run behind
+    /// it, and its history (EDM's levels, the clip, the embedding).
     pub fn fashion() -> Self {
         let mnist = Self::mnist();
         let mut fashion = Experiment {
