@@ -104,7 +104,7 @@ WORKLOADS = {
 # What a performance-minded user would write, beside plain eager PyTorch:
 # - fused-adam: torch.optim.Adam(fused=True), one kernel for all parameters (CPU and CUDA);
 # - cuda-graph: the whole training step (loss, backward, capturable fused Adam) captured once
-#   in a CUDA graph and replayed; the sampler with one graph per annealing level (CUDA only;
+#   in a CUDA graph and replayed, each replay fed a new batch; the sampler with one graph per annealing level (CUDA only;
 #   each replay advances the generator, so every step draws new noise);
 # - cuda-graph-bf16: the same under bf16 autocast with channels_last (convolutional networks).
 VARIANTS = {
@@ -150,6 +150,15 @@ def train_rate(net, batch, sigmas, variant, steps):
             for _ in range(steps):
                 step().item()
         return steps / t.seconds
+    # A training step takes a new batch: as in PyTorch's own whole-network capture example
+    # (CUDA semantics, "CUDA Graphs"), each replay is fed one by copying into the graph's static
+    # input, here gathered from a device-resident data set of `steps` batches in a random order
+    # (one kernel, `index_select(out=)`), as `sgm train`'s graphed step is fed. (It may give
+    # `batch` contiguous strides; with one channel those address the same bytes as channels_last.)
+    b = batch.shape[0]
+    data = torch.randn(steps * b, *batch.shape[1:], device=batch.device)
+    data = data.contiguous(memory_format=torch.channels_last) if bf16 else data
+    perm = torch.randperm(steps * b, device=batch.device)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -161,7 +170,8 @@ def train_rate(net, batch, sigmas, variant, steps):
     with torch.cuda.graph(g):
         static_loss = step()
     with Timer(batch.device) as t:
-        for _ in range(steps):
+        for i in range(steps):
+            torch.index_select(data, 0, perm[i * b : (i + 1) * b], out=batch)
             g.replay()
     if not torch.isfinite(static_loss).item():
         raise SystemExit(f"{variant}: the captured training step gave a loss of {static_loss.item()}")
@@ -237,6 +247,7 @@ def run(name, w, scale, device, variant):
         "train_batch": w["batch"],
         "train_steps": steps,
         "train_steps_per_s": train,
+        "train_batches": "fed" if variant.startswith("cuda-graph") else "fixed",
         "sampler_batch": w["sampler_batch"],
         "sampler_evals": per_level * LEVELS,
         "sampler_evals_per_s": evals,

@@ -178,6 +178,16 @@ impl SgmVariant {
         }
     }
 
+    /// What each training step reads: the same batch every step ("fixed": the eager loop
+    /// below, as PyTorch's eager variants) or a new batch of a data set in a random order
+    /// ("fed": `sgm train`'s graphed step, as PyTorch's graph variants feed their replays).
+    fn train_batches(self) -> &'static str {
+        match self {
+            SgmVariant::Eager => "fixed",
+            SgmVariant::CudaGraph | SgmVariant::CudaGraphBf16 => "fed",
+        }
+    }
+
     /// The variants for a workload on a device: graphs on CUDA only, bf16 for the
     /// convolutional networks only (as PyTorch's variants).
     fn for_workload(name: &str, device: Device) -> Vec<SgmVariant> {
@@ -501,6 +511,7 @@ pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
             "train_batch": w.train_batch,
             "train_steps": w.train_steps,
             "train_steps_per_s": train_rate,
+            "train_batches": variant.train_batches(),
             "sampler_batch": w.sampler_batch,
             "sampler_evals": w.sampler_evals,
             "sampler_evals_per_s": eval_rate,
