@@ -9,15 +9,19 @@
 #   fashion    the same for the fashion preset (its 40 epochs; carry data/fashion-mnist);
 #   moons      the 2D MLPs trained on CUDA against the same trained on the CPU (the open lead that
 #              CUDA-trained 2D networks sample worse): the moons_single and moons presets at
-#              training seeds $SGM_GPU_MOONS_SEEDS (default 1 to 8), each trained on both devices
+#              training seeds $SGM_GPU_MOONS_SEEDS (default 1 to 4), each trained on both devices
 #              and each network sampled and scored (`sgm eval`) on both: moons.jsonl, and the
-#              mean energy distance per (training, sampling) device pair as the verdict.
+#              mean energy distance per (training, sampling) device pair as the verdict. Each
+#              (preset, seed) is one job, $SGM_GPU_MOONS_JOBS (default 6) at once, each on
+#              2 CPU threads (about a minute and a half per job).
 # Usage: bash kernel-setup/gpu-check.sh [STAGE...]   (default: tests notebooks)
 # Stages run one after another; STAGE+STAGE runs those at once (e.g. `bench tests+notebooks+mnist`:
 # the benchmark alone on the GPU, then the rest side by side). $SGM_GPU_DEADLINE (seconds from the
-# start) stops whatever still runs then, so a device lease's limit never loses the logs.
-# $SGM_GPU_BENCH_SCALE multiplies the benchmark's steps (`sgm bench --scale`, default 1: on a GPU
-# use 5 or more, or the timed runs are too short). $SGM_GPU_MNIST_EPOCHS overrides the mnist
+# start, default 570: the device tool stops a command at 600) stops whatever still runs then, so
+# a device lease's limit never loses the logs or the verdicts.
+# $SGM_GPU_BENCH_SCALE multiplies the benchmark's steps (`sgm bench --scale`, default 5: at 1
+# the timed runs are too short on a GPU, and W2's 20 graphed steps give one loss read, too few
+# to time). $SGM_GPU_MNIST_EPOCHS overrides the mnist
 # preset's epochs; $SGM_GPU_MNIST_CONFIG trains from that
 # configuration file (`sgm config mnist`, edited) instead of the preset, and
 # $SGM_GPU_MNIST_PATCH (JSON, merged into `sgm config mnist` key by key, e.g.
@@ -27,6 +31,7 @@
 # $SGM_GPU_ONLY="precision cli" runs only those test binaries. Logs and results go to $OUT
 # (the device tool's folder) or .gpu/out, each stage's one-line verdict to stdout and summary.txt.
 set -uo pipefail
+START=$(date +%s)
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 [ -f .gpu/bundle.tar.xz ] || { echo "no .gpu/bundle.tar.xz here: run kernel-setup/gpu-bundle.sh first and carry .gpu" >&2; exit 2; }
@@ -41,8 +46,7 @@ export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export SGM_DATA="$ROOT/data" SGM_CACHE="${SGM_CACHE:-/tmp/sgm-cache}" SGM_TEST_BINS="$B/bin"
 export SGM_OUTPUT="${SGM_OUTPUT:-/tmp/sgm-output}"
 export SGM_TEST_DEVICE="${SGM_TEST_DEVICE:-cuda}" SGM_BUDGET="${SGM_BUDGET:-ci}"
-START=$(date +%s)
-DEADLINE_AT=$(( START + ${SGM_GPU_DEADLINE:-100000} ))
+DEADLINE_AT=$(( START + ${SGM_GPU_DEADLINE:-570} ))
 # timeout(1) for a command, never past the deadline
 bounded() {
   local limit=$1 left
@@ -92,7 +96,7 @@ stage_notebooks() {
 }
 
 stage_bench() {
-  bounded 100000 "$B/bin/sgm" bench --compare-pytorch --python python3 --scale "${SGM_GPU_BENCH_SCALE:-1}" > "$OUT/bench.jsonl" 2> "$OUT/bench.log"
+  bounded 100000 "$B/bin/sgm" bench --compare-pytorch --python python3 --scale "${SGM_GPU_BENCH_SCALE:-5}" > "$OUT/bench.jsonl" 2> "$OUT/bench.log"
   local rc=$?
   if [ $rc -eq 0 ]; then verdict "bench: $(wc -l < "$OUT/bench.jsonl") lines in bench.jsonl"
   else verdict "bench: FAILED (exit $rc): $(tail -1 "$OUT/bench.log")"; fi
@@ -138,35 +142,51 @@ train_sample_eval() {
 
 stage_mnist() { train_sample_eval mnist; }
 
-stage_moons() {
-  local dir=/tmp/sgm-moons log="$OUT/moons.log" lines="$OUT/moons.jsonl" preset seed train on ck
-  rm -rf "$dir" && mkdir -p "$dir"
-  : > "$lines"
-  for preset in moons_single moons; do
-    for seed in ${SGM_GPU_MOONS_SEEDS:-1 2 3 4 5 6 7 8}; do
-      patched_config "$preset" "{\"train\": {\"seed\": $seed}}" > "$dir/$preset-$seed.json"
-      for train in cuda cpu; do
-        ck="$dir/$preset-$seed-$train"
-        SGM_DEVICE=$train bounded 600 "$B/bin/sgm" train --config "$dir/$preset-$seed.json" --out "$ck" >> "$log" 2>&1 || {
-          verdict "moons: FAILED training $preset seed $seed on $train (moons.log)"; return; }
-        for on in cuda cpu; do
-          SGM_DEVICE=$on bounded 600 "$B/bin/sgm" eval --checkpoint "$ck" 2>> "$log" | tail -n 1 | python3 -c '
+# moons_job PRESET SEED DIR: trains PRESET at training seed SEED on CUDA and on the CPU and
+# scores each network sampled on both (`sgm eval`), one JSON line each in DIR/PRESET-SEED.jsonl;
+# the first failure is the job's last line in DIR/PRESET-SEED.log, and its exit status.
+moons_job() {
+  local preset=$1 seed=$2 dir=$3 train on ck base
+  base="$dir/$preset-$seed"
+  export OMP_NUM_THREADS=2
+  patched_config "$preset" "{\"train\": {\"seed\": $seed}}" > "$base.json" 2>> "$base.log" || {
+    echo "FAILED configuring $preset seed $seed" >> "$base.log"; return 1; }
+  for train in cuda cpu; do
+    ck="$base-$train"
+    SGM_DEVICE=$train bounded 600 "$B/bin/sgm" train --config "$base.json" --out "$ck" >> "$base.log" 2>&1 || {
+      echo "FAILED training $preset seed $seed on $train" >> "$base.log"; return 1; }
+    for on in cuda cpu; do
+      SGM_DEVICE=$on bounded 600 "$B/bin/sgm" eval --checkpoint "$ck" 2>> "$base.log" | tail -n 1 | python3 -c '
 import json, sys
 m = json.load(sys.stdin)["metrics"]
 print(json.dumps({"preset": sys.argv[1], "seed": int(sys.argv[2]), "trained_on": sys.argv[3], "sampled_on": sys.argv[4],
                   "distance": m["energy_distance"]["distance"], "floor": m["energy_distance"]["floor"],
-                  "moons": m["mode_weights"]["moons"]}))' "$preset" "$seed" "$train" "$on" >> "$lines" || {
-            verdict "moons: FAILED evaluating $preset seed $seed trained on $train, sampled on $on (moons.log)"; return; }
-        done
-      done
+                  "moons": m["mode_weights"]["moons"]}))' "$preset" "$seed" "$train" "$on" >> "$base.jsonl" 2>> "$base.log" || {
+        echo "FAILED evaluating $preset seed $seed trained on $train, sampled on $on" >> "$base.log"; return 1; }
     done
   done
+}
+
+stage_moons() {
+  local dir=/tmp/sgm-moons log="$OUT/moons.log" lines="$OUT/moons.jsonl" preset seed failed
+  rm -rf "$dir" && mkdir -p "$dir"
+  for preset in moons_single moons; do
+    for seed in ${SGM_GPU_MOONS_SEEDS:-1 2 3 4}; do
+      while [ "$(jobs -rp | wc -l)" -ge "${SGM_GPU_MOONS_JOBS:-6}" ]; do wait -n; done
+      moons_job "$preset" "$seed" "$dir" &
+    done
+  done
+  wait
+  # Whatever finished counts, failed or cut short by the deadline: the lines are kept per job.
+  cat "$dir"/*.jsonl > "$lines" 2>/dev/null
+  cat "$dir"/*.log > "$log" 2>/dev/null
+  failed="$(grep -h '^FAILED' "$dir"/*.log 2>/dev/null | sed 's/^FAILED //' | paste -sd ';' -)"
   verdict "moons, mean energy distance per preset, trained on / sampled on: $(python3 -c '
 import json, sys, collections
 g = collections.defaultdict(list)
 for l in open(sys.argv[1]):
     r = json.loads(l); g[(r["preset"], r["trained_on"], r["sampled_on"])].append(r["distance"])
-print("; ".join(f"{p} {t}/{s} {sum(v)/len(v):.4f} (n={len(v)}, {min(v):.4f} to {max(v):.4f})" for (p, t, s), v in sorted(g.items())))' "$lines")"
+print("; ".join(f"{p} {t}/{s} {sum(v)/len(v):.4f} (n={len(v)}, {min(v):.4f} to {max(v):.4f})" for (p, t, s), v in sorted(g.items())) or "no lines")' "$lines")${failed:+; FAILED: $failed (moons.log)}"
 }
 
 stage_fashion() {

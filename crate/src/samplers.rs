@@ -259,7 +259,10 @@ pub fn sample(
                 Some(key) if ran_eagerly.contains(&key) => {
                     if captured.as_ref().map(|(captured_key, _)| *captured_key) != Some(key) {
                         captured = None;
-                        let particles = x.copy();
+                        // The graph steps `x`'s own storage (allocated outside its pool, as
+                        // PyTorch's captured `x.copy_(step(x))` steps `x`): no copy in before the
+                        // first replay.
+                        let particles = x.shallow_clone();
                         let before = oracle.nfe;
                         let (graph, output) =
                             crate::cuda_graph::CudaGraph::capture(device, || {
