@@ -142,17 +142,18 @@ train_sample_eval() {
 
 stage_mnist() { train_sample_eval mnist; }
 
-# moons_job PRESET SEED DIR: trains PRESET at training seed SEED on CUDA and on the CPU and
-# scores each network sampled on both (`sgm eval`), one JSON line each in DIR/PRESET-SEED.jsonl;
-# the first failure is the job's last line in DIR/PRESET-SEED.log, and its exit status.
+# moons_job PRESET SEED DIR CKDIR: trains PRESET at training seed SEED on CUDA and on the CPU
+# (checkpoints in CKDIR) and scores each network sampled on both (`sgm eval`), one JSON line each
+# in DIR/PRESET-SEED.jsonl as it goes; the first failure is the job's last line in
+# DIR/PRESET-SEED.log, and its exit status.
 moons_job() {
-  local preset=$1 seed=$2 dir=$3 train on ck base
+  local preset=$1 seed=$2 dir=$3 ckdir=$4 train on ck base
   base="$dir/$preset-$seed"
   export OMP_NUM_THREADS=2
   patched_config "$preset" "{\"train\": {\"seed\": $seed}}" > "$base.json" 2>> "$base.log" || {
     echo "FAILED configuring $preset seed $seed" >> "$base.log"; return 1; }
   for train in cuda cpu; do
-    ck="$base-$train"
+    ck="$ckdir/$preset-$seed-$train"
     SGM_DEVICE=$train bounded 600 "$B/bin/sgm" train --config "$base.json" --out "$ck" >> "$base.log" 2>&1 || {
       echo "FAILED training $preset seed $seed on $train" >> "$base.log"; return 1; }
     for on in cuda cpu; do
@@ -168,25 +169,36 @@ print(json.dumps({"preset": sys.argv[1], "seed": int(sys.argv[2]), "trained_on":
 }
 
 stage_moons() {
-  local dir=/tmp/sgm-moons log="$OUT/moons.log" lines="$OUT/moons.jsonl" preset seed failed
-  rm -rf "$dir" && mkdir -p "$dir"
+  # Each job's lines and log go to $OUT as they are written (a run killed before the end keeps
+  # them); the checkpoints stay out of it.
+  local dir="$OUT/moons" ckdir=/tmp/sgm-moons log="$OUT/moons.log" lines="$OUT/moons.jsonl"
+  local preset seed failed jobs=${SGM_GPU_MOONS_JOBS:-6}
+  [ "$jobs" -ge 1 ] 2>/dev/null || jobs=1
+  rm -rf "$dir" "$ckdir" && mkdir -p "$dir" "$ckdir"
   for preset in moons_single moons; do
     for seed in ${SGM_GPU_MOONS_SEEDS:-1 2 3 4}; do
-      while [ "$(jobs -rp | wc -l)" -ge "${SGM_GPU_MOONS_JOBS:-6}" ]; do wait -n; done
-      moons_job "$preset" "$seed" "$dir" &
+      while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+      moons_job "$preset" "$seed" "$dir" "$ckdir" &
     done
   done
   wait
-  # Whatever finished counts, failed or cut short by the deadline: the lines are kept per job.
   cat "$dir"/*.jsonl > "$lines" 2>/dev/null
   cat "$dir"/*.log > "$log" 2>/dev/null
   failed="$(grep -h '^FAILED' "$dir"/*.log 2>/dev/null | sed 's/^FAILED //' | paste -sd ';' -)"
-  verdict "moons, mean energy distance per preset, trained on / sampled on: $(python3 -c '
+  # Only the (preset, seed) pairs with all four lines are averaged, so that every device pair
+  # is compared over the same networks; a failed or cut-short job is named, not averaged.
+  verdict "moons, mean energy distance per preset over the seeds with all four lines, trained on / sampled on: $(python3 -c '
 import json, sys, collections
-g = collections.defaultdict(list)
+by_seed = collections.defaultdict(dict)
 for l in open(sys.argv[1]):
-    r = json.loads(l); g[(r["preset"], r["trained_on"], r["sampled_on"])].append(r["distance"])
-print("; ".join(f"{p} {t}/{s} {sum(v)/len(v):.4f} (n={len(v)}, {min(v):.4f} to {max(v):.4f})" for (p, t, s), v in sorted(g.items())) or "no lines")' "$lines")${failed:+; FAILED: $failed (moons.log)}"
+    r = json.loads(l); by_seed[(r["preset"], r["seed"])][(r["trained_on"], r["sampled_on"])] = r["distance"]
+g = collections.defaultdict(list)
+for (p, seed), d in by_seed.items():
+    if len(d) == 4:
+        for (t, s), v in d.items(): g[(p, t, s)].append(v)
+partial = sorted(f"{p} seed {seed}" for (p, seed), d in by_seed.items() if len(d) < 4)
+print("; ".join(f"{p} {t}/{s} {sum(v)/len(v):.4f} (n={len(v)}, {min(v):.4f} to {max(v):.4f})" for (p, t, s), v in sorted(g.items())) or "no complete seed",
+      end=f"; incomplete: {chr(44).join(partial)}" if partial else "")' "$lines")${failed:+; FAILED: $failed (moons.log)}"
 }
 
 stage_fashion() {

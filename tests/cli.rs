@@ -371,8 +371,8 @@ fn bench_prints_json_lines_and_ratios_to_pytorch() {
             assert!(l["train_steps_per_s"].as_f64().unwrap() > 0.0);
             assert!(l["sampler_evals_per_s"].as_f64().unwrap() > 0.0);
             assert_eq!(l["train_batch"], ours["train_batch"]);
-            // The same work per training step: both read a fixed batch, or both a new one
-            // (bug caught: sgm's fed training loop timed against replays of one batch).
+            // Every line says what its training steps read, and compared eager lines read the
+            // same: a fixed batch (on a GPU the graphed lines of both sides are fed new ones).
             assert_eq!(l["train_batches"], ours["train_batches"], "{l}");
             assert_eq!(l["sampler_evals"], ours["sampler_evals"]);
         }

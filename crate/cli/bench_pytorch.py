@@ -104,8 +104,9 @@ WORKLOADS = {
 # What a performance-minded user would write, beside plain eager PyTorch:
 # - fused-adam: torch.optim.Adam(fused=True), one kernel for all parameters (CPU and CUDA);
 # - cuda-graph: the whole training step (loss, backward, capturable fused Adam) captured once
-#   in a CUDA graph and replayed, each replay fed a new batch; the sampler with one graph per annealing level (CUDA only;
-#   each replay advances the generator, so every step draws new noise);
+#   in a CUDA graph and replayed, each replay fed a new batch; the sampler with one graph per
+#   annealing level (CUDA only; each replay advances the generator, so every step draws new
+#   noise);
 # - cuda-graph-bf16: the same under bf16 autocast with channels_last (convolutional networks).
 VARIANTS = {
     "cpu": ["eager", "fused-adam"],
@@ -209,7 +210,8 @@ def sampler_rate(net, sigmas, x0, variant, per_level, eps=1e-6):
             x.copy_(update(x, sig, alpha))
     torch.cuda.current_stream().wait_stream(side)
     # The captures are timed apart: sgm's sampler captures its graphs within the call it is
-    # timed by, so the rate with them included is the like-for-like figure for one call.
+    # timed by, so the rate with them included is the closer figure to sgm's for one call (it
+    # still leaves out the eager step per level above, which sgm's call includes).
     with Timer(x0.device) as captures:
         for sig, alpha in levels:
             g = torch.cuda.CUDAGraph()

@@ -399,9 +399,11 @@ impl Experiment {
     /// over its expected floor, [`crate::metrics::EnergyReport`], the mean of 8 draws): at
     /// 1,000 epochs, 0.80 (moons), 1.26 and 1.42 (spirals, two training seeds), 0.83
     /// (checkerboard), 1.36 (pinwheel), where softplus with levels from the table scored 0.87,
-    /// 1.88, 1.05 and 1.29. At the tests' 500 epochs (`tests/quality_2d.rs`, 4 draws): 0.91,
-    /// 1.22 and 0.95 on the last three, where softplus with levels from the table scored 1.07,
-    /// 1.54 and 1.39.
+    /// 1.88, 1.05 and 1.29. At the tests' 500 epochs (`tests/quality_2d.rs`, then 4 draws):
+    /// 0.91, 1.22 and 0.95 on the last three, where softplus with levels from the table scored
+    /// 1.07, 1.54 and 1.39. With today's initial weights, the mean of 40 draws: 0.94, 1.47 and
+    /// 0.94 (the README's 2D section gives their spread and the levers tried on the
+    /// checkerboard).
     pub fn fit_2d(self, train: &Tensor) -> Result<Self> {
         if train.dim() != 2 || train.size()[1] != 2 || train.size()[0] < 2 {
             return Err(Error::Shape {

@@ -147,6 +147,8 @@ pub trait Sampler {
     /// Steps that do the same work (the same kernels with the same constants: only the
     /// particles and the noise differ) share a key: [`sample`] runs the first of them eagerly,
     /// captures the second in a CUDA graph and replays it for the rest. `None`: always eager.
+    /// The graph then steps the particles `x` in place, in the storage of the step's input: a
+    /// sampler with a key must not keep its step's input or output elsewhere.
     fn graph_key(&self, _k: usize) -> Option<usize> {
         None
     }
@@ -286,8 +288,8 @@ pub fn sample(
                         ));
                     }
                     let (_, c) = captured.as_ref().expect("captured above");
-                    // After a replay `x` is the graph's own particles; after an eager step
-                    // (or a fresh capture) they are copied in.
+                    // After a replay or a capture `x` is the graph's own particles; after an
+                    // eager step they are copied in.
                     if x.data_ptr() != c.particles.data_ptr() {
                         c.particles.shallow_clone().f_copy_(&x)?;
                     }

@@ -15,9 +15,9 @@
 //! would write (fused Adam; on CUDA the whole step in a CUDA graph, each replay fed a new batch,
 //! and one graph per annealing level, also under bf16 autocast with channels_last), one line per
 //! workload and variant (`train_batches`: whether its training steps read one fixed batch, as
-//! both sides' eager lines do, or are fed new ones, as both sides' graphed lines are), then one
-//! line per workload with the ratios sgm / PyTorch (above 1: sgm is faster) against eager,
-//! against each variant and against the fastest.
+//! the eager and fused-Adam lines of both sides do, or are fed new ones, as both sides' graphed
+//! lines are), then one line per workload with the ratios sgm / PyTorch (above 1: sgm is
+//! faster) against eager, against each variant and against the fastest.
 
 use crate::{CliError, CliResult};
 use clap::Args;
