@@ -182,6 +182,22 @@ def reclaim_stragglers(previous, cell):
     return best
 
 
+# Run after a notebook's last cell, never saved: evcxr forwards a cell's output from a thread of
+# its own, and a line that reaches Jupyter after its cell has ended comes as the next execution's
+# output (see reclaim_stragglers). The last cell has no next one, so its late lines were lost
+# (seen once in CI: notebook 00's last printed line, under load). This cell prints nothing and
+# runs long enough for the relay to catch up; whatever output it receives is the last cell's.
+FLUSH_CELL = "std::thread::sleep(std::time::Duration::from_millis(200));"
+
+
+def take_late_output(last, flush):
+    """Moves the stream outputs that `flush` (FLUSH_CELL, run after `last`) received to the end of
+    `last`'s outputs. Returns how many moved."""
+    late = [out for out in flush.get("outputs", []) if out.get("output_type") == "stream"]
+    last.setdefault("outputs", []).extend(late)
+    return len(late)
+
+
 def execute(nb, cwd, timeout, keep_going=False, strict=True, env=None):
     """Executes `nb` in place, cell by cell, in one kernel. Returns the failures as a list of
     {"cell": index, "label", "kind", "message"}; without keep_going it stops at the first."""
@@ -215,6 +231,23 @@ def execute(nb, cwd, timeout, keep_going=False, strict=True, env=None):
                 failures.append({"cell": index, "label": cell_label(nb, index), "kind": kind, "message": message})
                 if not keep_going or kind in ("timeout", "dead"):
                     break
+        if previous is not None and not (failures and failures[-1]["kind"] in ("timeout", "dead")):
+            last = nb.cells.index(previous)
+            flush = nbformat.v4.new_code_cell(FLUSH_CELL)
+            nb.cells.append(flush)  # nbclient writes the executed cell back at its index
+            try:
+                client.execute_cell(flush, len(nb.cells) - 1, store_history=False)
+            except (CellExecutionError, CellTimeoutError, DeadKernelError):
+                flush = None
+            finally:
+                nb.cells.pop()
+            if flush is not None and take_late_output(previous, flush):
+                # Late lines count as the cell's own: a strict run fails it for late stderr
+                # as it would have for the same lines on time.
+                failure = None if failures and failures[-1]["cell"] == last else cell_failure(previous, strict)
+                if failure:
+                    kind, message = failure
+                    failures.append({"cell": last, "label": cell_label(nb, last), "kind": kind, "message": message})
     return failures
 
 

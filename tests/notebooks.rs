@@ -478,7 +478,10 @@ fn every_failing_cell_is_caught_every_time() {
 /// cell's output, and the strict runner failed that good cell for them. The runner moves such
 /// lines back to the failed cell, recognising them as the end of its relay message (which holds
 /// the cell's whole stderr); anything else on stderr still fails its own cell. Checked on the
-/// outputs as the kernel delivered them that time (no kernel needed to replay the race).
+/// outputs as the kernel delivered them that time (no kernel needed to replay the race). The
+/// notebook's last cell has no next cell: its late lines (notebook 00's last printed line was
+/// lost once in CI) come to a flush cell the runner executes after it, and go back to it, where
+/// late stderr fails it as on-time stderr would.
 #[test]
 fn a_failed_cells_late_stderr_lines_go_back_to_it() {
     let script = r#"
@@ -513,6 +516,13 @@ out["no failure before"] = [r.reclaim_stragglers(prev, cell), r.cell_failure(cel
 bad = nbformat.v4.new_code_cell("x")
 bad.outputs = [nbformat.v4.new_output("display_data", data={r.ERROR_MIME: record}) for record in ["{not json"]]
 out["malformed"] = [r.cell_failure(bad), r.reclaim_stragglers(bad, nxt(*late))]
+last = nbformat.v4.new_code_cell("println!(\"done\");")
+last.outputs = [nbformat.v4.new_output("stream", name="stdout", text="done\n")]
+flush = nbformat.v4.new_code_cell(r.FLUSH_CELL)
+flush.outputs = [nbformat.v4.new_output("stream", name="stdout", text="late line\n"),
+                 nbformat.v4.new_output("stream", name="stderr", text="late warning\n")]
+out["last cell"] = [r.take_late_output(last, flush),
+                    "".join(o.text for o in last.outputs if o.name == "stdout"), r.cell_failure(last)]
 print(json.dumps(out))
 "#;
     let output = Command::new(python())
@@ -536,6 +546,12 @@ print(json.dumps(out))
         assert_eq!(got[case][0], 0, "{case}: {got}");
         assert_eq!(got[case][1][0], "stderr", "{case}: {got}");
     }
+    // The last cell's late lines, stdout and stderr, go back to it; the stderr fails it.
+    assert_eq!(
+        got["last cell"],
+        serde_json::json!([2, "done\nlate line\n", ["stderr", "late warning"]]),
+        "{got}"
+    );
     // A malformed failure record fails its cell by name and claims no lines.
     assert_eq!(
         got["malformed"],
