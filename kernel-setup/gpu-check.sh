@@ -196,9 +196,9 @@ g = collections.defaultdict(list)
 for (p, seed), d in by_seed.items():
     if len(d) == 4:
         for (t, s), v in d.items(): g[(p, t, s)].append(v)
-partial = sorted(f"{p} seed {seed}" for (p, seed), d in by_seed.items() if len(d) < 4)
+partial = ", ".join(sorted(f"{p} seed {seed}" for (p, seed), d in by_seed.items() if len(d) < 4))
 print("; ".join(f"{p} {t}/{s} {sum(v)/len(v):.4f} (n={len(v)}, {min(v):.4f} to {max(v):.4f})" for (p, t, s), v in sorted(g.items())) or "no complete seed",
-      end=f"; incomplete: {chr(44).join(partial)}" if partial else "")' "$lines")${failed:+; FAILED: $failed (moons.log)}"
+      end=f"; incomplete: {partial}" if partial else "")' "$lines")${failed:+; FAILED: $failed (moons.log)}"
 }
 
 stage_fashion() {

@@ -210,7 +210,12 @@ def execute(nb, cwd, timeout, keep_going=False, strict=True, env=None):
         resources={"metadata": {"path": str(cwd)}},
     )
     failures = []
-    previous = None
+    previous, last = None, None  # the last code cell executed, and its index
+
+    def record(index, failure):
+        kind, message = failure
+        failures.append({"cell": index, "label": cell_label(nb, index), "kind": kind, "message": message})
+
     with environment(env or {}), client.setup_kernel():
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
@@ -225,14 +230,12 @@ def execute(nb, cwd, timeout, keep_going=False, strict=True, env=None):
                 failure = ("dead", f"the kernel died: {e}")
             except CellExecutionError as e:
                 failure = ("error", f"{e.ename}: {e.evalue}")
-            previous = cell
+            previous, last = cell, index
             if failure:
-                kind, message = failure
-                failures.append({"cell": index, "label": cell_label(nb, index), "kind": kind, "message": message})
-                if not keep_going or kind in ("timeout", "dead"):
+                record(index, failure)
+                if not keep_going or failure[0] in ("timeout", "dead"):
                     break
         if previous is not None and not (failures and failures[-1]["kind"] in ("timeout", "dead")):
-            last = nb.cells.index(previous)
             flush = nbformat.v4.new_code_cell(FLUSH_CELL)
             nb.cells.append(flush)  # nbclient writes the executed cell back at its index
             try:
@@ -246,8 +249,7 @@ def execute(nb, cwd, timeout, keep_going=False, strict=True, env=None):
                 # as it would have for the same lines on time.
                 failure = None if failures and failures[-1]["cell"] == last else cell_failure(previous, strict)
                 if failure:
-                    kind, message = failure
-                    failures.append({"cell": last, "label": cell_label(nb, last), "kind": kind, "message": message})
+                    record(last, failure)
     return failures
 
 
