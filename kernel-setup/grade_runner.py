@@ -46,7 +46,8 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "kernel-setup"))
-from notebook_runner import HOMEWORK_FIRST_CELL, cell_failure, environment, reclaim_stragglers  # noqa: E402
+from notebook_runner import (HOMEWORK_FIRST_CELL, cell_failure, environment, flush_late_output,  # noqa: E402
+                             reclaim_stragglers)
 
 KERNEL_JSON = ROOT / ".venv/share/jupyter/kernels/sgm/kernel.json"
 EVCXR = ROOT / ".tools/evcxr/bin/evcxr_jupyter"
@@ -203,6 +204,11 @@ def run_session(client, nb, code, start, succeeded, outcomes, cell_timeout, dead
                                "seconds": seconds}
             if kind in ("timeout", "dead"):
                 return position, True
+        if previous is not None and time.monotonic() <= deadline:
+            # The last cell's late lines (evcxr's relay thread) would be lost with the kernel:
+            # they go back to it in the returned notebook. Its score stands: the failure record
+            # that decides it comes before the cell's reply.
+            flush_late_output(client, nb, previous)
     return position, False
 
 

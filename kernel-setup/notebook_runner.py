@@ -198,6 +198,21 @@ def take_late_output(last, flush):
     return len(late)
 
 
+def flush_late_output(client, nb, last):
+    """Executes FLUSH_CELL in `client`'s kernel (after `last`, the last code cell it ran) without
+    keeping it in `nb`, and moves the stream output it received to `last` (take_late_output).
+    Returns how many outputs moved, or None when the flush cell itself failed to run."""
+    flush = nbformat.v4.new_code_cell(FLUSH_CELL)
+    nb.cells.append(flush)  # nbclient writes the executed cell back at its index
+    try:
+        client.execute_cell(flush, len(nb.cells) - 1, store_history=False)
+    except (CellExecutionError, CellTimeoutError, DeadKernelError):
+        return None
+    finally:
+        nb.cells.pop()
+    return take_late_output(last, flush)
+
+
 def execute(nb, cwd, timeout, keep_going=False, strict=True, env=None):
     """Executes `nb` in place, cell by cell, in one kernel. Returns the failures as a list of
     {"cell": index, "label", "kind", "message"}; without keep_going it stops at the first."""
@@ -236,15 +251,7 @@ def execute(nb, cwd, timeout, keep_going=False, strict=True, env=None):
                 if not keep_going or failure[0] in ("timeout", "dead"):
                     break
         if previous is not None and not (failures and failures[-1]["kind"] in ("timeout", "dead")):
-            flush = nbformat.v4.new_code_cell(FLUSH_CELL)
-            nb.cells.append(flush)  # nbclient writes the executed cell back at its index
-            try:
-                client.execute_cell(flush, len(nb.cells) - 1, store_history=False)
-            except (CellExecutionError, CellTimeoutError, DeadKernelError):
-                flush = None
-            finally:
-                nb.cells.pop()
-            if flush is not None and take_late_output(previous, flush):
+            if flush_late_output(client, nb, previous):
                 # Late lines count as the cell's own: a strict run fails it for late stderr
                 # as it would have for the same lines on time.
                 failure = None if failures and failures[-1]["cell"] == last else cell_failure(previous, strict)

@@ -523,6 +523,23 @@ flush.outputs = [nbformat.v4.new_output("stream", name="stdout", text="late line
                  nbformat.v4.new_output("stream", name="stderr", text="late warning\n")]
 out["last cell"] = [r.take_late_output(last, flush),
                     "".join(o.text for o in last.outputs if o.name == "stdout"), r.cell_failure(last)]
+# The flush itself, through a stand-in for nbclient's client: the kernel's late lines come to the
+# executed flush cell, which never stays in the notebook, also when its execution fails.
+class Client:
+    def __init__(self, outputs, fails=False):
+        self.outputs, self.fails, self.seen = outputs, fails, []
+    def execute_cell(self, cell, index, store_history=True):
+        self.seen.append([cell.source == r.FLUSH_CELL, index, store_history, len(nb.cells)])
+        if self.fails:
+            raise r.DeadKernelError("gone")
+        cell.outputs = list(self.outputs)
+nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("m"), last])
+last.outputs = [nbformat.v4.new_output("stream", name="stdout", text="done\n")]
+client = Client([nbformat.v4.new_output("stream", name="stdout", text="late\n"),
+                 nbformat.v4.new_output("display_data", data={"text/plain": "x"})])
+out["flush"] = [r.flush_late_output(client, nb, last), client.seen, len(nb.cells), len(last.outputs)]
+client = Client([], fails=True)
+out["flush fails"] = [r.flush_late_output(client, nb, last), len(nb.cells), len(last.outputs)]
 print(json.dumps(out))
 "#;
     let output = Command::new(python())
@@ -552,6 +569,14 @@ print(json.dumps(out))
         serde_json::json!([2, "done\nlate line\n", ["stderr", "late warning"]]),
         "{got}"
     );
+    // The flush cell runs once, after the notebook's cells, at its own index, outside the
+    // history, and is gone afterwards; only its stream output moves; a failed flush moves nothing.
+    assert_eq!(
+        got["flush"],
+        serde_json::json!([1, [[true, 2, false, 3]], 2, 2]),
+        "{got}"
+    );
+    assert_eq!(got["flush fails"], serde_json::json!([null, 2, 2]), "{got}");
     // A malformed failure record fails its cell by name and claims no lines.
     assert_eq!(
         got["malformed"],
