@@ -16,7 +16,7 @@
 //!
 //! The graph code lives in `csrc/cuda_graph.cpp`, built by `build.rs` into a shared library of
 //! its own that this crate embeds and loads on first use, once libtorch's CUDA backend is loaded
-//! ([`crate::device`]): binaries carry no link-time dependency on CUDA and start on machines
+//! ([`crate::device`](fn@crate::device)): binaries carry no link-time dependency on CUDA and start on machines
 //! without one. [`crate::training::TrainConfig::cuda_graph`] and
 //! [`crate::langevin::AnnealedConfig::cuda_graph`] use it; on the CPU they are ignored.
 

@@ -136,7 +136,7 @@ pub enum Error {
     DeviceUnavailable { requested: String, why: String },
 }
 
-/// `Result` with the crate's [`Error`].
+/// `Result` with the crate's [`Error`](enum@Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Checks that a noise level is finite and > 0, also as a float32 (what networks compute in:
@@ -242,7 +242,7 @@ pub fn check_nonempty(x: &tch::Tensor, what: &'static str) -> Result<()> {
 /// `log σ` or look σ up in their table of levels, where σ = 0 would give inf or NaN (or the
 /// nearest level, silently) many steps later. One read back from the device per call, which
 /// a GPU must finish its queued work for; skipped while the crate evaluates a model at levels
-/// it built itself from checked values ([`with_valid_sigmas`]).
+/// it built itself from checked values (`with_valid_sigmas`).
 pub fn check_sigma_tensor(sigma: &tch::Tensor) -> Result<()> {
     if VALID_SIGMAS.with(std::cell::Cell::get) {
         return Ok(());

@@ -6,7 +6,7 @@
 //!
 //! | module | idea |
 //! |---|---|
-//! | [`device`] | the GPU when present (loads libtorch's CUDA backend), else the CPU |
+//! | [`device`](mod@device) | the GPU when present (loads libtorch's CUDA backend), else the CPU |
 //! | [`score`] | the score abstraction `s(x, σ) ≈ ∇ₓ log p_σ(x)`; autograd scores |
 //! | [`data`] | donut, Gaussian mixtures, two moons; splits; array interop |
 //! | [`nets`] | score networks |

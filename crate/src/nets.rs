@@ -649,7 +649,7 @@ pub struct UnetConfig {
     #[serde(default, skip_serializing_if = "crate::checkpoint::is_default")]
     pub noise_input: NoiseInput,
     /// [`BlogUnet`] only: the noise level also enters every layer, as in DDPM's and EDM's
-    /// U-Nets ([`NoiseEmbedding`]): the noise input (`noise_input`) through a sinusoidal
+    /// U-Nets (`NoiseEmbedding`): the noise input (`noise_input`) through a sinusoidal
     /// embedding and a two-layer MLP, projected to a per-channel bias added after each 3×3
     /// convolution. Without it σ is seen only by the first convolution, through its input
     /// channel. Off in the JSON of configurations saved before it existed.

@@ -8,7 +8,7 @@
 //! marginal at noise level σ is the data smoothed by `N(0, σ² I)`, `p_σ`. Going from σ_max down
 //! to σ_min it has
 //!
-//! * a reverse-time SDE, `dx = −d[σ²] ∇ₓ log p_σ(x) + √(d[σ²]) dw̄` (d[σ²] < 0 going down), whose
+//! * a reverse-time SDE, `dx = −d[σ²] ∇ₓ log p_σ(x) + √(d[σ²]) dw̄` (`d[σ²] < 0` going down), whose
 //!   discretisation between two levels is the **reverse-diffusion predictor** of `score_sde`:
 //!   `x ← x + (σ_i² − σ_{i+1}²) s(x, σ_i) + √(σ_i² − σ_{i+1}²) z`;
 //! * a deterministic **probability-flow ODE** with the same marginals,
@@ -50,7 +50,7 @@ pub struct Evaluation<'a> {
     pub nfe: usize,
     /// The sampler's step during which the score was evaluated (0, 1, …).
     pub step: usize,
-    /// Index of the noise level among the sampler's [`Sampler::levels`], when it visits a
+    /// Index of the noise level among the sampler's levels ([`Visits::Levels`]), when it visits a
     /// table of levels (`None` for an adaptive solver's intermediate σ's).
     pub level: Option<usize>,
     /// The noise level σ the score was evaluated at.
@@ -553,6 +553,11 @@ impl Sampler for ReverseDiffusion {
 /// `x ← x + ε s + √(2ε) z` whose ε makes the signal-to-noise ratio `‖ε s‖/‖√(2ε) z‖` equal to
 /// `snr`, i.e. `ε = 2 (snr ‖z‖/‖s‖)²` (norms per sample, averaged over the batch), then the
 /// reverse-diffusion predictor to σ_{i+1}.
+///
+/// The step grows as the score's mean norm shrinks: on a density that is flat over regions,
+/// whose score is near zero inside them, snr 0.16 spreads the samples (the tests' checkerboard
+/// toy: 2.42 times the energy distance's floor, against 1.36 without the corrector and 1.45 at
+/// snr 0.05; README, "The 2D pipeline fitted to its data").
 #[derive(Debug, Clone, PartialEq)]
 pub struct PredictorCorrector {
     pub sigmas: Sigmas,
