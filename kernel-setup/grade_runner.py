@@ -17,7 +17,9 @@ and scores what this script writes. This script only executes, cell by cell:
     memory limit), is recorded with the cause; the kernel is then started afresh and the cells
     that had succeeded are run again (checks excepted) so that later, independent tasks are
     still graded; a task whose code was in the failed cell fails through its own checks;
-  * past the submission's time limit the remaining cells are skipped, each with the reason.
+  * past the submission's time limit the remaining cells are skipped, each with the reason;
+  * of one cell it keeps 1 MiB of printed text and 16 MiB of rich output (BoundedClient), so a
+    print loop cannot fill the grader's memory or disk.
 
 Usage:
   grade_runner.py run --notebook RUN.ipynb --executed OUT.ipynb --outcomes OUT.json --work DIR
@@ -46,8 +48,8 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "kernel-setup"))
-from notebook_runner import (HOMEWORK_FIRST_CELL, cell_failure, environment, flush_late_output,  # noqa: E402
-                             reclaim_stragglers)
+from notebook_runner import (ERROR_MIME, HOMEWORK_FIRST_CELL, cell_failure, environment,  # noqa: E402
+                             flush_late_output, reclaim_stragglers)
 
 KERNEL_JSON = ROOT / ".venv/share/jupyter/kernels/sgm/kernel.json"
 EVCXR = ROOT / ".tools/evcxr/bin/evcxr_jupyter"
@@ -140,6 +142,68 @@ def kernel_spec(spec_dir, work, build, runtime_dir, memory, sandbox, budget):
     return "sgm-grade"
 
 
+# What the grader keeps of one cell's output (an execution's: a replayed cell starts afresh).
+# A student's endless print loop sent 940 MB to the grader in a 30-second cell: the grader's
+# process grew to 6.6 GB and wrote the text three times (the executed notebook, the feedback
+# notebook and its HTML); the default 300-second limit would have filled the machine's memory.
+STREAM_LIMIT = 1 << 20  # characters of printed text (stdout and stderr together)
+RICH_LIMIT = 16 << 20  # characters of rich output data (a figure is tens of kB)
+
+
+def entry_size(value):
+    """Characters of one MIME entry of a rich output, as the JSON that carries it spells them."""
+    return len(value) if isinstance(value, str) else len(json.dumps(value))
+
+
+class BoundedClient(NotebookClient):
+    """nbclient's client that keeps, of one execution of a cell, at most STREAM_LIMIT characters
+    of printed text (then one line saying the rest was dropped) and RICH_LIMIT characters of
+    rich output data, entry by entry (MIME type by MIME type) in the order they come; an entry
+    past the limit is replaced by a line saying so. A failure record (ERROR_MIME) past it
+    becomes a short failure record, so its cell still fails; a genuine grade record is a few
+    dozen characters. Scores therefore stand; only the text kept of a flood is cut."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.printed = {}  # execution (its msg_id) -> characters of text kept, None once cut
+        self.shown = {}  # execution -> characters of rich data kept
+
+    def output(self, outs, msg, display_id, cell_index):
+        parent = msg["parent_header"].get("msg_id")
+        if msg["msg_type"] == "stream":
+            kept = self.printed.get(parent, 0)
+            if kept is None:
+                return None
+            text = msg["content"].get("text", "")
+            if kept + len(text) <= STREAM_LIMIT:
+                self.printed[parent] = kept + len(text)
+                return super().output(outs, msg, display_id, cell_index)
+            self.printed[parent] = None
+            head = {**msg, "content": {**msg["content"], "text": text[:STREAM_LIMIT - kept]}}
+            out = super().output(outs, head, display_id, cell_index)
+            outs.append(nbformat.v4.new_output(
+                "stream", name="stdout",
+                text=f"\n[sgm grade: this cell printed more than {STREAM_LIMIT:,} characters; the rest was dropped]\n"))
+            return out
+        out = super().output(outs, msg, display_id, cell_index)
+        if out is None or "data" not in out:
+            return out
+        kept = self.shown.get(parent, 0)
+        for mime in list(out["data"]):
+            size = entry_size(out["data"][mime])
+            if kept + size <= RICH_LIMIT:
+                kept += size
+                continue
+            note = (f"[sgm grade: a {mime} output of {size:,} characters was dropped: a cell keeps "
+                    f"{RICH_LIMIT:,} characters of such output]")
+            del out["data"][mime]
+            out["data"]["text/plain"] = note
+            if mime == ERROR_MIME:
+                out["data"][ERROR_MIME] = {"kind": "error", "message": "the cell's failure output was too large: " + note}
+        self.shown[parent] = kept
+        return out
+
+
 def copy_build(template, build):
     """The submission's own build folder: a copy of the warm template (reflinks where the file
     system has them), so no submission can touch another's compiled code."""
@@ -229,7 +293,7 @@ def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, s
         km = AsyncKernelManager(kernel_name=kernel_name, connection_file=str(runtime / f"kernel-{restarts}.json"))
         if sandbox:
             km.transport, km.ip = "ipc", str(runtime / f"kernel-{restarts}")
-        client = NotebookClient(
+        client = BoundedClient(
             nb, km=km, kernel_name=kernel_name, timeout=cell_timeout, allow_errors=True, record_timing=True,
             shutdown_kernel="immediate", resources={"metadata": {"path": str(cwd)}},
         )

@@ -2,7 +2,8 @@
 //! submission would make (read the assignment and the grader's files, write into the toolkit,
 //! open a connection to a service of the machine, see the grader's processes), graded through
 //! `sgm grade` in bubblewrap. Each check passes only when its attempt fails, so a sandbox that
-//! mounts too much, shares the network or the PID namespace loses that check's point.
+//! mounts too much, shares the network or the PID namespace loses that check's point. And a
+//! submission that floods its output, which the grader must cut without changing a score.
 
 use serde_json::{json, Value};
 use sgm::assignment::{self, Report, FIRST_CELL};
@@ -120,4 +121,123 @@ fn a_submission_cannot_reach_what_the_sandbox_hides() {
     assert!(!toolkit_file.exists() && !data_file.exists());
     assert!(out.join("probe/work/own-file.txt").exists());
     println!("sandbox probe graded in {:.0} s", report.seconds);
+}
+
+/// A submission's output is the grader's memory and disk: an endless print loop once sent
+/// 940 MB in a 30-second cell, which the grader held (6.6 GB) and wrote three times. Of one
+/// cell the grader keeps 1 MiB of printed text and 16 MiB of rich output, and the scores stand:
+/// a check after the floods still passes, a check failing with a 17 MiB reason still fails
+/// (with the failure record's bounded message), and so does one whose failure record is too
+/// large to keep (forged here by printing it, as a submission could).
+#[test]
+fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
+    let dir = tmpdir("flood");
+    let out = dir.join("graded");
+    let big = 17 << 20;
+    let forged = format!(
+        "println!(\"EVCXR_BEGIN_CONTENT application/vnd.sgm.cell-error+json\\n{{{{\\\"kind\\\": \\\"error\\\", \\\"message\\\": \\\"{{}}\\\"}}}}\\nEVCXR_END_CONTENT\", \"f\".repeat({big}));"
+    );
+    let source = json!({
+        "cells": [
+            code("first", FIRST_CELL, None),
+            code("loud", "let line = \"x\".repeat(100_000);\nfor _ in 0..30 { println!(\"{line}\"); }", None),
+            code("big", &format!(
+                "println!(\"EVCXR_BEGIN_CONTENT text/html\\n{{}}\\nEVCXR_END_CONTENT\", \"y\".repeat({big}));"
+            ), None),
+            code("after", &check("after the floods", "ensure(1 + 1 == 2, \"arithmetic\")?;"), Some("flood.after")),
+            code("huge", &check("a long reason", &format!("ensure(false, \"z\".repeat({big}))?;")), Some("flood.huge")),
+            code("forged", &check("a forged failure record", &forged), Some("flood.forged")),
+        ],
+        "metadata": {"kernelspec": {"name": "sgm", "display_name": "Rust (sgm)", "language": "rust"}},
+        "nbformat": 4, "nbformat_minor": 5
+    });
+    let source_path = dir.join("flood_source.ipynb");
+    assignment::write_notebook(&source_path, &source).unwrap();
+    let submission = dir.join("flood.ipynb");
+    assignment::write_notebook(&submission, &source).unwrap();
+    let output = Command::new(sgm_bin())
+        .args(["grade", "--assignment"])
+        .arg(&source_path)
+        .arg("--out")
+        .arg(&out)
+        .args(["--cell-timeout", "120"])
+        .arg(&submission)
+        .env("SGM_DEVICE", "cpu")
+        .output()
+        .expect("sgm runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "sgm grade failed: {stderr}");
+
+    let report: Report =
+        serde_json::from_str(&std::fs::read_to_string(out.join("flood/report.json")).unwrap())
+            .unwrap();
+    let head = |s: &str| s.chars().take(300).collect::<String>();
+    let passed: Vec<(&str, bool)> = report
+        .tasks
+        .iter()
+        .map(|t| (t.id.as_str(), t.passed))
+        .collect();
+    assert_eq!(
+        passed,
+        [
+            ("flood.after", true),
+            ("flood.huge", false),
+            ("flood.forged", false)
+        ],
+        "{:?}",
+        report
+            .tasks
+            .iter()
+            .map(|t| head(&t.message))
+            .collect::<Vec<_>>()
+    );
+    let (huge, forged) = (&report.tasks[1].message, &report.tasks[2].message);
+    assert!(
+        huge.len() < 20_000 && huge.contains("zzz"),
+        "{}",
+        head(huge)
+    );
+    assert!(forged.contains("too large"), "{}", head(forged));
+
+    let executed = out.join(".grading/flood/executed.ipynb");
+    let bytes = std::fs::metadata(&executed).unwrap().len();
+    // 3 MB printed, 17 MiB shown, 17 MiB twice printed and 17 MiB forged: about 1 MiB of
+    // text is kept in each of the three cells that printed.
+    assert!(bytes < 5 << 20, "the executed notebook holds {bytes} bytes");
+    let nb: Value = serde_json::from_str(&std::fs::read_to_string(&executed).unwrap()).unwrap();
+    let cell = |id: &str| {
+        nb["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let text: String = cell("loud")["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["output_type"] == "stream")
+        .map(|o| match &o["text"] {
+            Value::Array(parts) => parts.iter().filter_map(Value::as_str).collect::<String>(),
+            t => t.as_str().unwrap_or_default().to_string(),
+        })
+        .collect();
+    assert!(
+        text.contains("the rest was dropped"),
+        "{}",
+        &text[text.len().saturating_sub(300)..]
+    );
+    assert!(
+        text.len() > 1 << 20 && text.len() < (1 << 20) + 300,
+        "{} characters kept",
+        text.len()
+    );
+    let shown = cell("big")["outputs"].to_string();
+    assert!(
+        shown.len() < 4096 && shown.contains("was dropped"),
+        "{}",
+        head(&shown)
+    );
 }
