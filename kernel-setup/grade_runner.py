@@ -19,11 +19,13 @@ and scores what this script writes. This script only executes, cell by cell:
     still graded; a task whose code was in the failed cell fails through its own checks;
   * past the submission's time limit the remaining cells are skipped, each with the reason;
   * of one cell it keeps 1 MiB of printed text and 16 MiB of rich output (BoundedClient), so a
-    print loop cannot fill the grader's memory or disk.
+    print loop cannot fill the grader's memory or disk;
+  * a submission that writes more than --disk into its folders has its kernel stopped and what
+    it wrote removed (DiskWatch), then the kernel restarts as after a crash.
 
 Usage:
   grade_runner.py run --notebook RUN.ipynb --executed OUT.ipynb --outcomes OUT.json --work DIR
-                      --build DIR [--cell-timeout S] [--timeout S] [--memory BYTES] [--no-sandbox]
+                      --build DIR [--cell-timeout S] [--timeout S] [--memory BYTES] [--disk BYTES] [--no-sandbox]
   grade_runner.py warm            # builds the grading build template (the kit, tch, sgm) once
   grade_runner.py html IN.ipynb OUT.html
 """
@@ -37,7 +39,9 @@ import re
 import shutil
 import subprocess
 import sys
+import signal
 import tempfile
+import threading
 import time
 
 import nbformat
@@ -59,10 +63,12 @@ NOTEBOOK_DIR = ROOT / "notebooks/homework/release"
 TEMPLATE = ROOT / ".tools/evcxr-build/grade-template"
 OUT_OF_MEMORY = re.compile(r"memory allocation of \d+ bytes failed")
 BRIDGE = ROOT / "kernel-setup/sandbox_bridge.py"
+# The sandbox's /tmp (in memory): rustc's and the linker's temporary files.
+TMP_SIZE = 1 << 30
 CRASH = re.compile(r"Subprocess terminated|Child process terminated|kernel died", re.I)
 
 
-def sandbox_argv(work, build, runtime_dir, memory):
+def sandbox_argv(work, build, runtime_dir, memory, disk):
     """bwrap's command line around evcxr_jupyter (see the module's documentation): the kernel
     starts behind sandbox_bridge.py, which reads the client's connection file `{connection_file}`."""
     home = pathlib.Path.home()
@@ -75,7 +81,8 @@ def sandbox_argv(work, build, runtime_dir, memory):
             argv += ["--symlink", os.readlink(top), top]
         elif p.exists():
             argv += ["--ro-bind", top, top]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    # /tmp lives in memory, which the data-segment limit does not count: it has a size of its own.
+    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_SIZE), "--tmpfs", "/tmp"]
     for ro in (
         ROOT / "crate",
         ROOT / "Cargo.toml",
@@ -91,7 +98,7 @@ def sandbox_argv(work, build, runtime_dir, memory):
         if ro.exists():
             argv += ["--ro-bind", str(ro), str(ro)]
     # The crate's build output and caches are not the sandbox's business.
-    argv += ["--tmpfs", str(ROOT / "crate/target")] if (ROOT / "crate/target").exists() else []
+    argv += ["--size", str(1 << 20), "--tmpfs", str(ROOT / "crate/target")] if (ROOT / "crate/target").exists() else []
     argv += ["--bind", str(build), str(TEMPLATE), "--bind", str(work), str(NOTEBOOK_DIR)]
     # The connection file and the Unix sockets of the kernel's channels (written by the bridge).
     argv += ["--bind", str(runtime_dir), str(runtime_dir)]
@@ -100,20 +107,21 @@ def sandbox_argv(work, build, runtime_dir, memory):
     argv += ["--setenv", "RUSTUP_HOME", os.environ.get("RUSTUP_HOME", str(home / ".rustup"))]
     argv += ["--setenv", "CARGO_HOME", os.environ.get("CARGO_HOME", str(home / ".cargo"))]
     argv += ["--", sys.executable, str(BRIDGE), "{connection_file}", "--"]
-    argv += ["prlimit", f"--data={parse_bytes(memory)}", "--"]
+    # No file larger than the disk limit (DiskWatch polls the total).
+    argv += ["prlimit", f"--data={parse_bytes(memory)}", f"--fsize={parse_bytes(disk, '--disk')}", "--"]
     return argv
 
 
-def parse_bytes(text):
+def parse_bytes(text, option="--memory"):
     """'8G', '512M', '1048576' -> bytes (prlimit itself takes plain numbers only)."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", str(text), re.I)
     if not match:
-        raise SystemExit(f"grade_runner: --memory {text!r}: expected a size such as 8G or 512M")
+        raise SystemExit(f"grade_runner: {option} {text!r}: expected a size such as 8G or 512M")
     scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[match.group(2).upper()]
     return int(float(match.group(1)) * scale)
 
 
-def kernel_spec(spec_dir, work, build, runtime_dir, memory, sandbox, budget):
+def kernel_spec(spec_dir, work, build, runtime_dir, memory, disk, sandbox, budget):
     """Writes a kernelspec `sgm-grade` into spec_dir/kernels/ and returns its name."""
     base = json.loads(KERNEL_JSON.read_text())
     env = dict(base.get("env", {}))
@@ -131,7 +139,7 @@ def kernel_spec(spec_dir, work, build, runtime_dir, memory, sandbox, budget):
         }
     )
     if sandbox:
-        argv = sandbox_argv(work, build, runtime_dir, memory) + [str(EVCXR), "--control_file", "{kernel_file}"]
+        argv = sandbox_argv(work, build, runtime_dir, memory, disk) + [str(EVCXR), "--control_file", "{kernel_file}"]
     else:
         argv = [str(EVCXR), "--control_file", "{connection_file}"]
     spec = {"argv": argv, "display_name": "Rust (sgm, grading)", "language": "rust", "env": env,
@@ -204,6 +212,61 @@ class BoundedClient(NotebookClient):
         return out
 
 
+def disk_usage(folders):
+    """Bytes the files below `folders` take on disk (not following links)."""
+    total = 0
+    for folder in folders:
+        for root, _dirs, files in os.walk(folder):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(root, name)).st_blocks * 512
+                except OSError:
+                    pass  # removed while we looked
+    return total
+
+
+class DiskWatch:
+    """Stops a kernel whose submission writes more than `limit` bytes into its writable folders
+    (its own folder and its copy of the build folder, which are on the machine's disk), counted
+    from their size before the first cell. A thread polls their size every `interval` seconds
+    and kills the kernel's process (bubblewrap, whose sandbox dies with it) when they pass it;
+    the grader then removes what the submission wrote before it restarts the kernel. What is
+    written between two polls may go over the limit; a single file cannot (prlimit --fsize)."""
+
+    def __init__(self, folders, limit, interval=1.0):
+        self.folders, self.limit, self.interval = folders, limit, interval
+        self.base = disk_usage(folders)
+        self.tripped = None  # bytes written when the kernel was stopped
+        self._stop = threading.Event()
+        self._thread = None
+
+    def start(self, pid):
+        self._stop.clear()
+
+        def poll():
+            while not self._stop.wait(self.interval):
+                written = disk_usage(self.folders) - self.base
+                if written > self.limit:
+                    self.tripped = written
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    return
+
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def message(self):
+        return (f"the submission wrote {self.tripped / 2**20:,.0f} MiB, past the disk limit of "
+                f"{self.limit / 2**20:,.0f} MiB: the kernel was stopped and what it wrote removed")
+
+
 def copy_build(template, build):
     """The submission's own build folder: a copy of the warm template (reflinks where the file
     system has them), so no submission can touch another's compiled code."""
@@ -216,70 +279,89 @@ def copy_build(template, build):
     tmp.rename(build)
 
 
-def run_session(client, nb, code, start, succeeded, outcomes, cell_timeout, deadline, is_check):
+def run_session(client, nb, code, start, succeeded, outcomes, cell_timeout, deadline, is_check, watch=None):
     """In one fresh kernel: replays the cells that had succeeded (checks excepted), then runs the
-    code cells from position `start` on. Returns (next position, whether the kernel must be
-    restarted: a timeout or a crash)."""
+    code cells from position `start` on, `watch` (a DiskWatch) on the kernel's process. Returns
+    (next position, whether the kernel must be restarted: a timeout or a crash)."""
     position = start
     with client.setup_kernel():
-        for index in [i for i in succeeded if not is_check(i)]:
-            replay = nbformat.from_dict(json.loads(json.dumps(nb.cells[index])))
-            try:
-                client.execute_cell(replay, index)
-            except (CellTimeoutError, DeadKernelError, CellExecutionError):
-                pass
-        previous = None
-        while position < len(code):
-            index = code[position]
-            cell = nb.cells[index]
-            position += 1
-            if time.monotonic() > deadline:
-                outcomes[index] = {"cell": index, "status": "skipped", "kind": "time limit",
-                                   "message": "the submission's time limit was reached before this cell"}
-                continue
-            started = time.monotonic()
-            try:
-                client.execute_cell(cell, index)
-                # A failed cell's late stderr lines go back to it, in the notebook shown to the student.
-                reclaim_stragglers(previous, cell)
-                failure = cell_failure(cell, strict=False)
-            except CellTimeoutError:
-                failure = ("timeout", f"timed out after {cell_timeout} s")
-            except DeadKernelError:
-                failure = ("dead", "kernel died")
-            except CellExecutionError as e:
-                failure = ("error", f"{e.ename}: {e.evalue}")
-            seconds = round(time.monotonic() - started, 2)
-            previous = cell
-            if failure is None:
-                outcomes[index] = {"cell": index, "status": "ok", "seconds": seconds}
-                succeeded.append(index)
-                continue
-            kind, message = failure
-            if kind == "error" and CRASH.search(message):
-                kind, message = "dead", f"kernel died ({message})"
-            if kind == "dead":
-                # stderr may lose lines (evcxr's race); when the allocator's last words arrived, say so.
-                stderr = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []) if o.get("name") == "stderr")
-                oom = OUT_OF_MEMORY.search(stderr)
-                if oom:
-                    message += f": {oom.group(0)} (the memory limit)"
-            outcomes[index] = {"cell": index, "status": "failed", "kind": kind, "message": message,
-                               "seconds": seconds}
-            if kind in ("timeout", "dead"):
-                return position, True
-        if previous is not None and time.monotonic() <= deadline:
-            # The last cell's late lines (evcxr's relay thread) would be lost with the kernel:
-            # they go back to it in the returned notebook. Its score stands: the failure record
-            # that decides it comes before the cell's reply.
-            flush_late_output(client, nb, previous)
+        if watch is not None:
+            watch.start(client.km.provisioner.pid)
+        try:
+            return run_cells_of_session(client, nb, code, position, succeeded, outcomes, cell_timeout, deadline,
+                                        is_check, watch)
+        finally:
+            if watch is not None:
+                watch.stop()
+
+
+def run_cells_of_session(client, nb, code, position, succeeded, outcomes, cell_timeout, deadline, is_check, watch):
+    """run_session's body, in its kernel."""
+    for index in [i for i in succeeded if not is_check(i)]:
+        replay = nbformat.from_dict(json.loads(json.dumps(nb.cells[index])))
+        try:
+            client.execute_cell(replay, index)
+        except (CellTimeoutError, DeadKernelError, CellExecutionError):
+            pass
+    previous = None
+    while position < len(code):
+        index = code[position]
+        cell = nb.cells[index]
+        position += 1
+        if time.monotonic() > deadline:
+            outcomes[index] = {"cell": index, "status": "skipped", "kind": "time limit",
+                               "message": "the submission's time limit was reached before this cell"}
+            continue
+        started = time.monotonic()
+        try:
+            client.execute_cell(cell, index)
+            # A failed cell's late stderr lines go back to it, in the notebook shown to the student.
+            reclaim_stragglers(previous, cell)
+            failure = cell_failure(cell, strict=False)
+        except CellTimeoutError:
+            failure = ("timeout", f"timed out after {cell_timeout} s")
+        except DeadKernelError:
+            failure = ("dead", "kernel died")
+        except CellExecutionError as e:
+            failure = ("error", f"{e.ename}: {e.evalue}")
+        seconds = round(time.monotonic() - started, 2)
+        previous = cell
+        if failure is None:
+            outcomes[index] = {"cell": index, "status": "ok", "seconds": seconds}
+            succeeded.append(index)
+            continue
+        kind, message = failure
+        if kind == "error" and CRASH.search(message):
+            kind, message = "dead", f"kernel died ({message})"
+        if kind == "dead" and watch is not None and "SIGXFSZ" in message and not watch.tripped:
+            # One file reached the limit (prlimit --fsize): the same breach, found by the kernel.
+            watch.tripped = max(disk_usage(watch.folders) - watch.base, watch.limit)
+        if kind == "dead" and watch is not None and watch.tripped:
+            message = watch.message()
+        elif kind == "dead":
+            # stderr may lose lines (evcxr's race); when the allocator's last words arrived, say so.
+            stderr = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []) if o.get("name") == "stderr")
+            oom = OUT_OF_MEMORY.search(stderr)
+            if oom:
+                message += f": {oom.group(0)} (the memory limit)"
+        outcomes[index] = {"cell": index, "status": "failed", "kind": kind, "message": message,
+                           "seconds": seconds}
+        if kind in ("timeout", "dead"):
+            return position, True
+    if previous is not None and time.monotonic() <= deadline:
+        # The last cell's late lines (evcxr's relay thread) would be lost with the kernel:
+        # they go back to it in the returned notebook. Its score stands: the failure record
+        # that decides it comes before the cell's reply.
+        flush_late_output(client, nb, previous)
     return position, False
 
 
-def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, sandbox, max_restarts=6):
+def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, sandbox, max_restarts=6,
+              watch=None, reset=None):
     """Executes every code cell, restarting the kernel after a timeout or a crash; returns one
     outcome per code cell. In the sandbox the client talks to the kernel over Unix sockets in
-    `runtime` (ZeroMQ's ipc transport), the sandbox having no network."""
+    `runtime` (ZeroMQ's ipc transport), the sandbox having no network. When `watch` (a
+    DiskWatch) stopped a kernel, `reset()` removes what the submission wrote before the next."""
     outcomes = {}
     succeeded = []  # code cells that ran cleanly, replayed after a restart
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
@@ -299,7 +381,7 @@ def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, s
         )
         try:
             position, restart = run_session(client, nb, code, position, succeeded, outcomes, cell_timeout,
-                                            deadline, is_check)
+                                            deadline, is_check, watch)
         finally:
             # nbclient leaves running a kernel whose manager it was given: stop it (the sandbox
             # dies with it) whatever happened, a cell that still loops included.
@@ -310,6 +392,9 @@ def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, s
                     print(f"grade_runner: stopping the kernel failed: {e!r}; killing it", file=sys.stderr)
                     if km.has_kernel:
                         run_sync(km._async_kill_kernel)()
+        if watch is not None and watch.tripped:
+            reset()
+            watch.tripped = None
         if not restart:
             break
         restarts += 1
@@ -336,6 +421,16 @@ def cmd_run(args):
     if cmd_warm(args):
         return 1
     copy_build(TEMPLATE, build)
+    disk = parse_bytes(args.disk, "--disk")
+    watch = DiskWatch([work, build], disk)
+
+    def reset():
+        # The submission's folder as it was given (empty), and a fresh copy of the build folder.
+        shutil.rmtree(work)
+        work.mkdir()
+        shutil.rmtree(build)
+        copy_build(TEMPLATE, build)
+
     nb = nbformat.read(args.notebook, as_version=4)
     checks = set(json.loads(args.checks)) if args.checks else set()
     with tempfile.TemporaryDirectory(prefix="sgm-grade-") as tmp:
@@ -343,14 +438,14 @@ def cmd_run(args):
         # paths: a Unix socket's path has at most 107 bytes.)
         runtime = pathlib.Path(tmp) / "run"
         runtime.mkdir()
-        name = kernel_spec(tmp, work, build, runtime, args.memory, sandbox, args.budget)
+        name = kernel_spec(tmp, work, build, runtime, args.memory, args.disk, sandbox, args.budget)
         # The kernelspec `sgm-grade` is found through JUPYTER_PATH. The kernel's working
         # folder is the notebooks' place (mounted over by the submission's folder in the sandbox).
         with environment({"JUPYTER_PATH": tmp}):
             deadline = time.monotonic() + args.timeout
             NOTEBOOK_DIR.mkdir(parents=True, exist_ok=True)
             outcomes = run_cells(nb, name, NOTEBOOK_DIR, args.cell_timeout, deadline, lambda i: i in checks, runtime,
-                                 sandbox)
+                                 sandbox, watch=watch, reset=reset)
     nbformat.write(nb, args.executed)
     pathlib.Path(args.outcomes).write_text(json.dumps(outcomes, indent=1) + "\n")
     return 0
@@ -427,6 +522,7 @@ def main(argv=None):
     run.add_argument("--cell-timeout", type=int, default=300)
     run.add_argument("--timeout", type=int, default=1200)
     run.add_argument("--memory", default="8G", help="data-segment limit of the kernel (prlimit)")
+    run.add_argument("--disk", default="2G", help="what a submission may write into its folders (DiskWatch)")
     run.add_argument("--budget", default="ci", help="SGM_BUDGET for the notebook")
     run.add_argument("--no-sandbox", action="store_true")
     sub.add_parser("warm")

@@ -79,6 +79,22 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
     );
     assert_one_line_error(&sgm(&["bench", "--workloads", "w9"]), "w9");
     assert_one_line_error(&sgm(&["bench", "--scale", "0"]), "--scale");
+    // The grader's sizes are checked before anything runs.
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("notebooks/homework/source/hw5_score_matching.ipynb");
+    for (option, value) in [("--disk", "lots"), ("--memory", "8X"), ("--disk", "0")] {
+        let out = sgm(&[
+            "grade",
+            "--assignment",
+            source.to_str().unwrap(),
+            "--out",
+            dir.join("graded").to_str().unwrap(),
+            option,
+            value,
+            bad.to_str().unwrap(),
+        ]);
+        assert_one_line_error(&out, &format!("{option} \"{value}\""));
+    }
     // Usage errors (clap) exit with 2.
     let out = sgm(&["train"]);
     assert_eq!(out.status.code(), Some(2));

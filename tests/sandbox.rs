@@ -241,3 +241,74 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
         head(&shown)
     );
 }
+
+/// A submission's folder and its copy of the build folder are on the machine's disk: writing
+/// past the disk limit (here 256 MiB, in many files or in one) stops its kernel and removes what
+/// it wrote, and its later, independent tasks are still graded.
+#[test]
+fn a_submission_that_fills_the_disk_is_stopped_and_cleaned_up() {
+    let dir = tmpdir("disk");
+    let out = dir.join("graded");
+    let many = "let chunk = vec![7u8; 32 << 20];\n\
+                for i in 0..64 {\n\
+                std::fs::write(format!(\"fill-{i}.bin\"), &chunk).unwrap();\n\
+                std::thread::sleep(std::time::Duration::from_millis(100));\n}";
+    let one = "use std::io::Write;\n\
+               let mut f = std::fs::File::create(\"one.bin\").unwrap();\n\
+               let chunk = vec![1u8; 8 << 20];\n\
+               for _ in 0..64 { f.write_all(&chunk).unwrap(); }";
+    let clean = check(
+        "what the stopped cells wrote is gone",
+        "let left: Vec<String> = std::fs::read_dir(\".\").map_err(|e| e.to_string())?\n\
+         .filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned())\n\
+         .filter(|n| n.ends_with(\".bin\")).collect();\n\
+         ensure(left.is_empty(), format!(\"left: {left:?}\"))?;",
+    );
+    let source = json!({
+        "cells": [
+            code("first", FIRST_CELL, None),
+            code("many", many, None),
+            code("one", one, None),
+            code("after", &clean, Some("disk.after")),
+        ],
+        "metadata": {"kernelspec": {"name": "sgm", "display_name": "Rust (sgm)", "language": "rust"}},
+        "nbformat": 4, "nbformat_minor": 5
+    });
+    let source_path = dir.join("disk_source.ipynb");
+    assignment::write_notebook(&source_path, &source).unwrap();
+    let submission = dir.join("disk.ipynb");
+    assignment::write_notebook(&submission, &source).unwrap();
+    let output = Command::new(sgm_bin())
+        .args(["grade", "--assignment"])
+        .arg(&source_path)
+        .arg("--out")
+        .arg(&out)
+        .args(["--cell-timeout", "120", "--disk", "256M"])
+        .arg(&submission)
+        .env("SGM_DEVICE", "cpu")
+        .output()
+        .expect("sgm runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "sgm grade failed: {stderr}");
+
+    let outcomes: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join(".grading/disk/outcomes.json")).unwrap(),
+    )
+    .unwrap();
+    let outcomes = outcomes.as_array().unwrap();
+    for cell in [1, 2] {
+        let o = outcomes.iter().find(|o| o["cell"] == cell).unwrap();
+        let message = o["message"].as_str().unwrap_or_default();
+        assert!(
+            o["status"] == "failed" && message.contains("past the disk limit of 256 MiB"),
+            "cell {cell}: {o}"
+        );
+        println!("cell {cell}: {message}");
+    }
+    let report: Report =
+        serde_json::from_str(&std::fs::read_to_string(out.join("disk/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report.total, 1, "{:#?}", report.tasks);
+    let left = std::fs::read_dir(out.join("disk/work")).unwrap().count();
+    assert_eq!(left, 0, "files left in the submission's folder");
+}

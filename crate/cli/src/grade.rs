@@ -44,6 +44,11 @@ pub struct GradeArgs {
     /// Memory limit of a submission's kernel process (data segment), e.g. 8G.
     #[arg(long, default_value = "8G")]
     memory: String,
+    /// What one submission may write into its folder and its copy of the build folder, e.g. 2G
+    /// (grading the homework writes about 30 MB); past it the kernel is stopped and the files
+    /// removed.
+    #[arg(long, default_value = "2G")]
+    disk: String,
     /// Run without the bubblewrap sandbox (trusted notebooks only, e.g. the source itself).
     #[arg(long)]
     no_sandbox: bool,
@@ -185,7 +190,9 @@ fn grade_one(source: &Assignment, path: &Path, out: &Path, args: &GradeArgs) -> 
         .arg("--timeout")
         .arg(args.timeout.to_string())
         .arg("--memory")
-        .arg(&args.memory);
+        .arg(&args.memory)
+        .arg("--disk")
+        .arg(&args.disk);
     if args.no_sandbox {
         cmd.arg("--no-sandbox");
     }
@@ -267,11 +274,36 @@ fn write_grades(source: &Assignment, out: &Path) -> CliResult<PathBuf> {
     Ok(path)
 }
 
+/// A size such as `8G`, `512M`, `1.5G` or `1048576` (bytes; K, M, G, T are powers of 1,024, an
+/// `i` or `B` after them is allowed), as `grade_runner.py` reads it.
+fn byte_size(option: &str, text: &str) -> CliResult<u64> {
+    let t = text.trim();
+    let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
+    let t = t.strip_suffix(['i', 'I']).unwrap_or(t);
+    let (number, scale) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let power = "KMGT".find(c.to_ascii_uppercase()).map(|p| p as i32 + 1);
+            (&t[..i], power.map(|p| 1024f64.powi(p)))
+        }
+        _ => (t, Some(1.0)),
+    };
+    let number = number.trim_end();
+    let valid = !number.is_empty() && number.chars().all(|c| c.is_ascii_digit() || c == '.');
+    match (number.parse::<f64>(), scale) {
+        (Ok(n), Some(scale)) if valid && n * scale >= 1.0 => Ok((n * scale) as u64),
+        _ => Err(CliError::Usage(format!(
+            "{option} {text:?}: expected a size such as 8G or 512M"
+        ))),
+    }
+}
+
 pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
     let source = Assignment::read(&args.assignment)?;
     if args.jobs == 0 {
         return Err(CliError::Usage("--jobs must be at least 1".into()));
     }
+    byte_size("--memory", &args.memory)?;
+    byte_size("--disk", &args.disk)?;
     let mut names = std::collections::HashSet::new();
     for s in &args.submissions {
         if !names.insert(submission_name(s)) {
