@@ -65,6 +65,8 @@ OUT_OF_MEMORY = re.compile(r"memory allocation of \d+ bytes failed")
 BRIDGE = ROOT / "kernel-setup/sandbox_bridge.py"
 # The sandbox's /tmp (in memory): rustc's and the linker's temporary files.
 TMP_SIZE = 1 << 30
+SHM_SIZE = 64 << 20
+GRADE_MIME = "application/vnd.sgm.grade+json"  # sgm::assignment::GRADE_MIME
 CRASH = re.compile(r"Subprocess terminated|Child process terminated|kernel died", re.I)
 
 
@@ -81,8 +83,10 @@ def sandbox_argv(work, build, runtime_dir, memory, disk):
             argv += ["--symlink", os.readlink(top), top]
         elif p.exists():
             argv += ["--ro-bind", top, top]
-    # /tmp lives in memory, which the data-segment limit does not count: it has a size of its own.
-    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_SIZE), "--tmpfs", "/tmp"]
+    # /tmp and /dev/shm live in memory, which the data-segment limit does not count: they have
+    # sizes of their own, and /dev (bubblewrap's, in memory too) is read-only.
+    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(SHM_SIZE), "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
+    argv += ["--size", str(TMP_SIZE), "--tmpfs", "/tmp"]
     for ro in (
         ROOT / "crate",
         ROOT / "Cargo.toml",
@@ -118,7 +122,10 @@ def parse_bytes(text, option="--memory"):
     if not match:
         raise SystemExit(f"grade_runner: {option} {text!r}: expected a size such as 8G or 512M")
     scale = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[match.group(2).upper()]
-    return int(float(match.group(1)) * scale)
+    value = float(match.group(1)) * scale
+    if not 1 <= value <= 2**50:
+        raise SystemExit(f"grade_runner: {option} {text!r}: expected a size from 1 byte to 1 PiB")
+    return int(value)
 
 
 def kernel_spec(spec_dir, work, build, runtime_dir, memory, disk, sandbox, budget):
@@ -150,12 +157,19 @@ def kernel_spec(spec_dir, work, build, runtime_dir, memory, disk, sandbox, budge
     return "sgm-grade"
 
 
-# What the grader keeps of one cell's output (an execution's: a replayed cell starts afresh).
-# A student's endless print loop sent 940 MB to the grader in a 30-second cell: the grader's
-# process grew to 6.6 GB and wrote the text three times (the executed notebook, the feedback
-# notebook and its HTML); the default 300-second limit would have filled the machine's memory.
-STREAM_LIMIT = 1 << 20  # characters of printed text (stdout and stderr together)
-RICH_LIMIT = 16 << 20  # characters of rich output data (a figure is tens of kB)
+# What the grader keeps of a submission's output. A student's endless print loop sent 940 MB
+# to the grader in a 30-second cell: the grader's process grew to 6.6 GB and wrote the text
+# three times (the executed notebook, the feedback notebook and its HTML); the default
+# 300-second limit would have filled the machine's memory. The limits hold per execution of a
+# cell and for the whole submission (any number of cells, across kernel restarts).
+STREAM_LIMIT = 1 << 20  # characters of printed text (stdout and stderr together) per cell
+STREAM_TOTAL = 16 << 20  # the same for the submission
+RICH_LIMIT = 16 << 20  # characters of rich output data per cell (a figure is tens of kB)
+RICH_TOTAL = 64 << 20  # the same for the submission
+# Failure and grade records decide scores: one of at most this many characters is always kept
+# and not counted (sgm::notebook's failure records are at most about 16 kB, a grade record a few
+# dozen characters); a larger grade record cannot be genuine.
+RECORD_LIMIT = 64 << 10
 
 
 def entry_size(value):
@@ -163,74 +177,140 @@ def entry_size(value):
     return len(value) if isinstance(value, str) else len(json.dumps(value))
 
 
-class BoundedClient(NotebookClient):
-    """nbclient's client that keeps, of one execution of a cell, at most STREAM_LIMIT characters
-    of printed text (then one line saying the rest was dropped) and RICH_LIMIT characters of
-    rich output data, entry by entry (MIME type by MIME type) in the order they come; an entry
-    past the limit is replaced by a line saying so. A failure record (ERROR_MIME) past it
-    becomes a short failure record, so its cell still fails; a genuine grade record is a few
-    dozen characters. Scores therefore stand; only the text kept of a flood is cut."""
+class OutputBudget:
+    """What is left of the submission's output limits, shared by the kernels of one run."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self):
         self.printed = {}  # execution (its msg_id) -> characters of text kept, None once cut
         self.shown = {}  # execution -> characters of rich data kept
+        self.printed_total = 0
+        self.shown_total = 0
+        self.oom_kept = set()  # executions whose dropped text held the out-of-memory line
+
+
+class BoundedClient(NotebookClient):
+    """nbclient's client that keeps within `budget` (an OutputBudget): of one execution of a
+    cell at most STREAM_LIMIT characters of printed text, then one line saying the rest was
+    dropped (and the allocator's out-of-memory line should it come in the dropped part), and
+    RICH_LIMIT characters of rich output data, entry by entry (MIME type by MIME type), an
+    entry past the limit replaced by a line saying so; and STREAM_TOTAL and RICH_TOTAL for the
+    whole submission. Failure and grade records up to RECORD_LIMIT are always kept; a larger
+    failure record becomes a short one, so its cell still fails. Scores therefore stand; only
+    the text kept of a flood is cut."""
+
+    def __init__(self, *args, budget, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.budget = budget
 
     def output(self, outs, msg, display_id, cell_index):
         parent = msg["parent_header"].get("msg_id")
+        b = self.budget
         if msg["msg_type"] == "stream":
-            kept = self.printed.get(parent, 0)
-            if kept is None:
-                return None
             text = msg["content"].get("text", "")
-            if kept + len(text) <= STREAM_LIMIT:
-                self.printed[parent] = kept + len(text)
-                return super().output(outs, msg, display_id, cell_index)
-            self.printed[parent] = None
-            head = {**msg, "content": {**msg["content"], "text": text[:STREAM_LIMIT - kept]}}
-            out = super().output(outs, head, display_id, cell_index)
-            outs.append(nbformat.v4.new_output(
-                "stream", name="stdout",
-                text=f"\n[sgm grade: this cell printed more than {STREAM_LIMIT:,} characters; the rest was dropped]\n"))
-            return out
+            kept = b.printed.get(parent, 0)
+            if kept is not None:
+                room = min(STREAM_LIMIT - kept, STREAM_TOTAL - b.printed_total)
+                if len(text) <= room:
+                    b.printed[parent] = kept + len(text)
+                    b.printed_total += len(text)
+                    return super().output(outs, msg, display_id, cell_index)
+                b.printed[parent], b.printed_total = None, b.printed_total + max(room, 0)
+                head = {**msg, "content": {**msg["content"], "text": text[:max(room, 0)]}}
+                super().output(outs, head, display_id, cell_index)
+                outs.append(nbformat.v4.new_output("stream", name=msg["content"].get("name", "stdout"), text=(
+                    f"\n[sgm grade: printed output past the grader's limit ({STREAM_LIMIT:,} characters a cell, "
+                    f"{STREAM_TOTAL:,} a submission) was dropped]\n")))
+                text = text[max(room, 0):]
+            # The dropped part may hold the allocator's last words, which name the memory limit.
+            oom = OUT_OF_MEMORY.search(text)
+            if oom and parent not in b.oom_kept:
+                b.oom_kept.add(parent)
+                outs.append(nbformat.v4.new_output("stream", name="stderr", text=oom.group(0) + "\n"))
+            return None
         out = super().output(outs, msg, display_id, cell_index)
         if out is None or "data" not in out:
             return out
-        kept = self.shown.get(parent, 0)
+        kept = b.shown.get(parent, 0)
         for mime in list(out["data"]):
             size = entry_size(out["data"][mime])
-            if kept + size <= RICH_LIMIT:
+            if mime in (ERROR_MIME, GRADE_MIME):
+                if size <= RECORD_LIMIT:
+                    continue
+            elif kept + size <= RICH_LIMIT and b.shown_total + size <= RICH_TOTAL:
                 kept += size
+                b.shown_total += size
                 continue
-            note = (f"[sgm grade: a {mime} output of {size:,} characters was dropped: a cell keeps "
-                    f"{RICH_LIMIT:,} characters of such output]")
+            note = (f"[sgm grade: a {mime} output of {size:,} characters was dropped: past the grader's limit "
+                    f"({RICH_LIMIT:,} characters a cell, {RICH_TOTAL:,} a submission, {RECORD_LIMIT:,} a record)]")
             del out["data"][mime]
             out["data"]["text/plain"] = note
             if mime == ERROR_MIME:
                 out["data"][ERROR_MIME] = {"kind": "error", "message": "the cell's failure output was too large: " + note}
-        self.shown[parent] = kept
+        b.shown[parent] = kept
         return out
 
 
+# What an entry of the file system costs at the least (an inode and a block): empty files and
+# folders count, so that a million of them reach the limit too.
+ENTRY_COST = 4096
+
+
 def disk_usage(folders):
-    """Bytes the files below `folders` take on disk (not following links)."""
+    """Bytes the entries below `folders` take on disk (not following links), each at least
+    ENTRY_COST. A folder the submission made unreadable is made readable again (it is the
+    grader's own user's) and counted."""
     total = 0
-    for folder in folders:
-        for root, _dirs, files in os.walk(folder):
-            for name in files:
-                try:
-                    total += os.lstat(os.path.join(root, name)).st_blocks * 512
-                except OSError:
-                    pass  # removed while we looked
+    stack = [str(f) for f in folders]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except PermissionError:
+            try:
+                os.chmod(folder, 0o700)
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+        except OSError:
+            continue  # removed while we looked
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            total += max(st.st_blocks * 512, ENTRY_COST)
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
     return total
 
 
+def remove_tree(path):
+    """Removes `path` whatever its permissions say (the submission may have changed them), a
+    few times over should the dying sandbox still add to it. Returns whether it is gone."""
+    def writable_then_retry(function, name, _exc_info):
+        try:
+            os.chmod(os.path.dirname(name), 0o700)
+            if os.path.isdir(name) and not os.path.islink(name):
+                os.chmod(name, 0o700)
+            function(name)
+        except OSError:
+            pass
+
+    for _ in range(5):
+        shutil.rmtree(path, onerror=writable_then_retry)
+        if not os.path.lexists(path):
+            return True
+        time.sleep(0.5)
+    return False
+
+
 class DiskWatch:
-    """Stops a kernel whose submission writes more than `limit` bytes into its writable folders
-    (its own folder and its copy of the build folder, which are on the machine's disk), counted
-    from their size before the first cell. A thread polls their size every `interval` seconds
-    and kills the kernel's process (bubblewrap, whose sandbox dies with it) when they pass it;
-    the grader then removes what the submission wrote before it restarts the kernel. What is
+    """Stops a kernel whose submission writes more than `limit` bytes into the folders it can
+    write that are on the machine's disk (its own folder, its copy of the build folder, the
+    folder of the kernel's connection files), counted from their size before the first cell
+    (disk_usage). A thread polls them every `interval` seconds and kills the kernel's process
+    group (bubblewrap, whose sandbox dies with it) when they pass it; the grader then removes
+    what the submission wrote (run_cells' `reset`) before it restarts the kernel. What is
     written between two polls may go over the limit; a single file cannot (prlimit --fsize)."""
 
     def __init__(self, folders, limit, interval=1.0):
@@ -240,6 +320,14 @@ class DiskWatch:
         self._stop = threading.Event()
         self._thread = None
 
+    def breach(self, written):
+        """Records that the submission wrote `written` bytes, past the limit."""
+        self.tripped = written
+
+    def clear(self):
+        """After the files were removed."""
+        self.tripped = None
+
     def start(self, pid):
         self._stop.clear()
 
@@ -247,11 +335,13 @@ class DiskWatch:
             while not self._stop.wait(self.interval):
                 written = disk_usage(self.folders) - self.base
                 if written > self.limit:
-                    self.tripped = written
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+                    self.breach(written)
+                    for kill in (os.killpg, os.kill):
+                        try:
+                            kill(pid, signal.SIGKILL)
+                        except (ProcessLookupError, PermissionError):
+                            continue
+                        break
                     return
 
         self._thread = threading.Thread(target=poll, daemon=True)
@@ -283,12 +373,11 @@ def run_session(client, nb, code, start, succeeded, outcomes, cell_timeout, dead
     """In one fresh kernel: replays the cells that had succeeded (checks excepted), then runs the
     code cells from position `start` on, `watch` (a DiskWatch) on the kernel's process. Returns
     (next position, whether the kernel must be restarted: a timeout or a crash)."""
-    position = start
     with client.setup_kernel():
         if watch is not None:
             watch.start(client.km.provisioner.pid)
         try:
-            return run_cells_of_session(client, nb, code, position, succeeded, outcomes, cell_timeout, deadline,
+            return run_cells_of_session(client, nb, code, start, succeeded, outcomes, cell_timeout, deadline,
                                         is_check, watch)
         finally:
             if watch is not None:
@@ -335,7 +424,7 @@ def run_cells_of_session(client, nb, code, position, succeeded, outcomes, cell_t
             kind, message = "dead", f"kernel died ({message})"
         if kind == "dead" and watch is not None and "SIGXFSZ" in message and not watch.tripped:
             # One file reached the limit (prlimit --fsize): the same breach, found by the kernel.
-            watch.tripped = max(disk_usage(watch.folders) - watch.base, watch.limit)
+            watch.breach(max(disk_usage(watch.folders) - watch.base, watch.limit))
         if kind == "dead" and watch is not None and watch.tripped:
             message = watch.message()
         elif kind == "dead":
@@ -362,6 +451,7 @@ def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, s
     outcome per code cell. In the sandbox the client talks to the kernel over Unix sockets in
     `runtime` (ZeroMQ's ipc transport), the sandbox having no network. When `watch` (a
     DiskWatch) stopped a kernel, `reset()` removes what the submission wrote before the next."""
+    budget = OutputBudget()
     outcomes = {}
     succeeded = []  # code cells that ran cleanly, replayed after a restart
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
@@ -377,7 +467,7 @@ def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, s
             km.transport, km.ip = "ipc", str(runtime / f"kernel-{restarts}")
         client = BoundedClient(
             nb, km=km, kernel_name=kernel_name, timeout=cell_timeout, allow_errors=True, record_timing=True,
-            shutdown_kernel="immediate", resources={"metadata": {"path": str(cwd)}},
+            shutdown_kernel="immediate", resources={"metadata": {"path": str(cwd)}}, budget=budget,
         )
         try:
             position, restart = run_session(client, nb, code, position, succeeded, outcomes, cell_timeout,
@@ -393,8 +483,14 @@ def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, s
                     if km.has_kernel:
                         run_sync(km._async_kill_kernel)()
         if watch is not None and watch.tripped:
+            last = code[position - 1] if position else None
+            if not restart and last is not None:
+                # Stopped after the last cell's reply (the flush cell, a thread still writing):
+                # the breach is that cell's.
+                outcomes[last] = {**outcomes.get(last, {"cell": last}), "status": "failed", "kind": "dead",
+                                  "message": watch.message()}
             reset()
-            watch.tripped = None
+            watch.clear()
         if not restart:
             break
         restarts += 1
@@ -421,16 +517,6 @@ def cmd_run(args):
     if cmd_warm(args):
         return 1
     copy_build(TEMPLATE, build)
-    disk = parse_bytes(args.disk, "--disk")
-    watch = DiskWatch([work, build], disk)
-
-    def reset():
-        # The submission's folder as it was given (empty), and a fresh copy of the build folder.
-        shutil.rmtree(work)
-        work.mkdir()
-        shutil.rmtree(build)
-        copy_build(TEMPLATE, build)
-
     nb = nbformat.read(args.notebook, as_version=4)
     checks = set(json.loads(args.checks)) if args.checks else set()
     with tempfile.TemporaryDirectory(prefix="sgm-grade-") as tmp:
@@ -438,6 +524,21 @@ def cmd_run(args):
         # paths: a Unix socket's path has at most 107 bytes.)
         runtime = pathlib.Path(tmp) / "run"
         runtime.mkdir()
+        watch = DiskWatch([work, build, runtime], parse_bytes(args.disk, "--disk"))
+
+        def reset():
+            # The submission's folder as it was given (empty), a fresh copy of the build folder,
+            # and no files of the stopped kernel's (the next one writes its own). Each emptied
+            # folder is replaced by a new one: the old one's name may still be in use.
+            for folder in (work, build, runtime):
+                aside = folder.with_name(folder.name + f".removed-{time.monotonic_ns()}")
+                folder.rename(aside)
+                if not remove_tree(aside):
+                    print(f"grade_runner: could not remove {aside}", file=sys.stderr)
+            work.mkdir()
+            runtime.mkdir()
+            copy_build(TEMPLATE, build)
+
         name = kernel_spec(tmp, work, build, runtime, args.memory, args.disk, sandbox, args.budget)
         # The kernelspec `sgm-grade` is found through JUPYTER_PATH. The kernel's working
         # folder is the notebooks' place (mounted over by the submission's folder in the sandbox).

@@ -1,6 +1,7 @@
 //! The grader's sandbox, probed from inside: an assignment whose checks are attempts a malicious
 //! submission would make (read the assignment and the grader's files, write into the toolkit,
-//! open a connection to a service of the machine, see the grader's processes), graded through
+//! open a connection to a service of the machine, see the grader's processes, fill the in-memory
+//! folders), graded through
 //! `sgm grade` in bubblewrap. Each check passes only when its attempt fails, so a sandbox that
 //! mounts too much, shares the network or the PID namespace loses that check's point. And a
 //! submission that floods its output, which the grader must cut without changing a score.
@@ -79,9 +80,24 @@ fn a_submission_cannot_reach_what_the_sandbox_hides() {
          .filter(|c| c.contains(\"grade_runner\") || c.contains(\"sgm grade\")).collect();\n\
          ensure(seen.is_empty(), format!(\"visible: {seen:?}\"))?;",
     );
+    let memory_folders = check(
+        "the in-memory folders are bounded: /tmp 1 GiB, /dev/shm 64 MiB, /dev read-only",
+        "fn fill(path: &str, chunks: usize) -> bool {\n\
+         use std::io::Write;\n\
+         let chunk = vec![3u8; 16 << 20];\n\
+         let Ok(mut f) = std::fs::File::create(path) else { return false };\n\
+         let all = (0..chunks).all(|_| f.write_all(&chunk).is_ok());\n\
+         let _ = std::fs::remove_file(path);\n\
+         all\n}\n\
+         ensure(!fill(\"/tmp/fill\", 72), \"wrote 1.1 GiB into /tmp\")?;\n\
+         ensure(!fill(\"/dev/shm/fill\", 8), \"wrote 128 MiB into /dev/shm\")?;\n\
+         ensure(!fill(\"/dev/fill\", 1), \"wrote into /dev\")?;\n\
+         ensure(fill(\"/tmp/fill\", 4), \"/tmp refuses 64 MiB\")?;",
+    );
     let source = json!({
         "cells": [
             code("first", FIRST_CELL, None),
+            code("memory", &memory_folders, Some("sandbox.memory")),
             code("reads", &reads, Some("sandbox.reads")),
             code("writes", &writes, Some("sandbox.writes")),
             code("network", &network, Some("sandbox.network")),
@@ -117,7 +133,7 @@ fn a_submission_cannot_reach_what_the_sandbox_hides() {
         .map(|t| format!("{}: {}", t.id, t.message))
         .collect();
     assert!(failed.is_empty(), "the sandbox let through: {failed:#?}");
-    assert_eq!((report.total, report.max), (4, 4));
+    assert_eq!((report.total, report.max), (5, 5));
     assert!(!toolkit_file.exists() && !data_file.exists());
     assert!(out.join("probe/work/own-file.txt").exists());
     println!("sandbox probe graded in {:.0} s", report.seconds);
@@ -126,7 +142,8 @@ fn a_submission_cannot_reach_what_the_sandbox_hides() {
 /// A submission's output is the grader's memory and disk: an endless print loop once sent
 /// 940 MB in a 30-second cell, which the grader held (6.6 GB) and wrote three times. Of one
 /// cell the grader keeps 1 MiB of printed text and 16 MiB of rich output, and the scores stand:
-/// a check after the floods still passes, a check failing with a 17 MiB reason still fails
+/// a check after the floods still passes, and so does one that shows 17 MiB before its grade
+/// record (records are kept whatever the rest); a check failing with a 17 MiB reason still fails
 /// (with the failure record's bounded message), and so does one whose failure record is too
 /// large to keep (forged here by printing it, as a submission could).
 #[test]
@@ -145,6 +162,9 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
                 "println!(\"EVCXR_BEGIN_CONTENT text/html\\n{{}}\\nEVCXR_END_CONTENT\", \"y\".repeat({big}));"
             ), None),
             code("after", &check("after the floods", "ensure(1 + 1 == 2, \"arithmetic\")?;"), Some("flood.after")),
+            code("shows", &check("a check that shows too much first", &format!(
+                "println!(\"EVCXR_BEGIN_CONTENT text/html\\n{{}}\\nEVCXR_END_CONTENT\", \"w\".repeat({big}));"
+            )), Some("flood.shows")),
             code("huge", &check("a long reason", &format!("ensure(false, \"z\".repeat({big}))?;")), Some("flood.huge")),
             code("forged", &check("a forged failure record", &forged), Some("flood.forged")),
         ],
@@ -181,6 +201,7 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
         passed,
         [
             ("flood.after", true),
+            ("flood.shows", true),
             ("flood.huge", false),
             ("flood.forged", false)
         ],
@@ -191,7 +212,7 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
             .map(|t| head(&t.message))
             .collect::<Vec<_>>()
     );
-    let (huge, forged) = (&report.tasks[1].message, &report.tasks[2].message);
+    let (huge, forged) = (&report.tasks[2].message, &report.tasks[3].message);
     assert!(
         huge.len() < 20_000 && huge.contains("zzz"),
         "{}",
@@ -225,7 +246,7 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
         })
         .collect();
     assert!(
-        text.contains("the rest was dropped"),
+        text.contains("past the grader's limit"),
         "{}",
         &text[text.len().saturating_sub(300)..]
     );

@@ -44,9 +44,9 @@ pub struct GradeArgs {
     /// Memory limit of a submission's kernel process (data segment), e.g. 8G.
     #[arg(long, default_value = "8G")]
     memory: String,
-    /// What one submission may write into its folder and its copy of the build folder, e.g. 2G
-    /// (grading the homework writes about 30 MB); past it the kernel is stopped and the files
-    /// removed.
+    /// What one submission may write to disk (its folder, its copy of the build folder, its
+    /// kernel's connection folder), e.g. 2G (grading homework 5 writes about 30 MB); past it
+    /// the kernel is stopped and the files removed.
     #[arg(long, default_value = "2G")]
     disk: String,
     /// Run without the bubblewrap sandbox (trusted notebooks only, e.g. the source itself).
@@ -274,26 +274,36 @@ fn write_grades(source: &Assignment, out: &Path) -> CliResult<PathBuf> {
     Ok(path)
 }
 
-/// A size such as `8G`, `512M`, `1.5G` or `1048576` (bytes; K, M, G, T are powers of 1,024, an
-/// `i` or `B` after them is allowed), as `grade_runner.py` reads it.
+/// A size such as `8G`, `512M`, `1.5G` or `1048576` (bytes): digits, optionally `.` and more
+/// digits, then optionally K, M, G or T (powers of 1,024), `i` and `B`, case-insensitive; from 1
+/// byte to 1 PiB. `grade_runner.py`'s `parse_bytes` reads the same.
 fn byte_size(option: &str, text: &str) -> CliResult<u64> {
-    let t = text.trim();
-    let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
-    let t = t.strip_suffix(['i', 'I']).unwrap_or(t);
-    let (number, scale) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let power = "KMGT".find(c.to_ascii_uppercase()).map(|p| p as i32 + 1);
-            (&t[..i], power.map(|p| 1024f64.powi(p)))
-        }
-        _ => (t, Some(1.0)),
+    let bad = || {
+        CliError::Usage(format!(
+            "{option} {text:?}: expected a size such as 8G or 512M"
+        ))
+    };
+    let t = text.trim().to_ascii_uppercase();
+    let t = t.strip_suffix('B').unwrap_or(&t);
+    let t = t.strip_suffix('I').unwrap_or(t);
+    let (number, power) = match t.strip_suffix(['K', 'M', 'G', 'T']) {
+        Some(n) => (
+            n,
+            "KMGT".find(t.chars().last().unwrap()).unwrap() as i32 + 1,
+        ),
+        None => (t, 0),
     };
     let number = number.trim_end();
-    let valid = !number.is_empty() && number.chars().all(|c| c.is_ascii_digit() || c == '.');
-    match (number.parse::<f64>(), scale) {
-        (Ok(n), Some(scale)) if valid && n * scale >= 1.0 => Ok((n * scale) as u64),
-        _ => Err(CliError::Usage(format!(
-            "{option} {text:?}: expected a size such as 8G or 512M"
-        ))),
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, "0"));
+    let digits = |d: &str| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit());
+    if !(digits(whole) && digits(fraction)) {
+        return Err(bad());
+    }
+    let bytes = number.parse::<f64>().map_err(|_| bad())? * 1024f64.powi(power);
+    if (1.0..=1024f64.powi(5)).contains(&bytes) {
+        Ok(bytes as u64)
+    } else {
+        Err(bad())
     }
 }
 
@@ -346,5 +356,34 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
         Ok(ExitCode::SUCCESS)
     } else {
         Err(CliError::Usage(failed.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_size;
+
+    /// The sizes `grade_runner.py`'s `parse_bytes` reads, and what it refuses, read alike.
+    #[test]
+    fn sizes_read_as_the_runner_reads_them() {
+        for (text, bytes) in [
+            ("8G", 8u64 << 30),
+            ("512M", 512 << 20),
+            ("1.5G", 3 << 29),
+            ("1048576", 1 << 20),
+            ("8 G", 8 << 30),
+            ("8gib", 8 << 30),
+            ("2KB", 2048),
+            ("8 i", 8),
+            ("1024T", 1 << 50),
+        ] {
+            assert_eq!(byte_size("--disk", text).ok(), Some(bytes), "{text}");
+        }
+        for text in [
+            ".5G", "1.G", "8X", "lots", "0", "1e9", "2000T", "", "G", "-1G",
+        ] {
+            let err = byte_size("--disk", text).unwrap_err().to_string();
+            assert!(err.contains(&format!("--disk {text:?}")), "{text}: {err}");
+        }
     }
 }
