@@ -18,10 +18,13 @@ and scores what this script writes. This script only executes, cell by cell:
     that had succeeded are run again (checks excepted) so that later, independent tasks are
     still graded; a task whose code was in the failed cell fails through its own checks;
   * past the submission's time limit the remaining cells are skipped, each with the reason;
-  * of one cell it keeps 1 MiB of printed text and 16 MiB of rich output (BoundedClient), so a
-    print loop cannot fill the grader's memory or disk;
-  * a submission that writes more than --disk into its folders has its kernel stopped and what
-    it wrote removed (DiskWatch), then the kernel restarts as after a crash.
+  * of one cell it keeps 1 MiB of printed text and 16 MiB of rich output, of the submission
+    16 MiB and 64 MiB, failure and grade records always (BoundedClient), so a print loop
+    cannot fill the grader's memory or disk;
+  * a submission that writes more than --disk into its folders (its own, its build copy, its
+    kernel's connection folder) has its kernel stopped and what it wrote removed (DiskWatch),
+    then the kernel restarts as after a crash; in the sandbox no file may pass --disk, /tmp
+    and /dev/shm are small in-memory folders and /dev is read-only.
 
 Usage:
   grade_runner.py run --notebook RUN.ipynb --executed OUT.ipynb --outcomes OUT.json --work DIR
@@ -37,9 +40,9 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
-import signal
 import tempfile
 import threading
 import time
@@ -63,7 +66,8 @@ NOTEBOOK_DIR = ROOT / "notebooks/homework/release"
 TEMPLATE = ROOT / ".tools/evcxr-build/grade-template"
 OUT_OF_MEMORY = re.compile(r"memory allocation of \d+ bytes failed")
 BRIDGE = ROOT / "kernel-setup/sandbox_bridge.py"
-# The sandbox's /tmp (in memory): rustc's and the linker's temporary files.
+# Sizes of the sandbox's in-memory folders: /tmp holds rustc's and the linker's temporary
+# files; /dev/shm, POSIX shared memory (the homework tests pass with 64 MiB of it).
 TMP_SIZE = 1 << 30
 SHM_SIZE = 64 << 20
 GRADE_MIME = "application/vnd.sgm.grade+json"  # sgm::assignment::GRADE_MIME
