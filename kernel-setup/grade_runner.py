@@ -76,7 +76,8 @@ CRASH = re.compile(r"Subprocess terminated|Child process terminated|kernel died"
 
 def sandbox_argv(work, build, runtime_dir, memory, disk):
     """bwrap's command line around evcxr_jupyter (see the module's documentation): the kernel
-    starts behind sandbox_bridge.py, which reads the client's connection file `{connection_file}`."""
+    starts behind sandbox_bridge.py, which reads the client's connection file `{connection_file}`;
+    `memory` and `disk` are the data-segment and file-size limits in bytes."""
     home = pathlib.Path.home()
     argv = ["bwrap", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net", "--unshare-cgroup-try"]
@@ -116,7 +117,7 @@ def sandbox_argv(work, build, runtime_dir, memory, disk):
     argv += ["--setenv", "CARGO_HOME", os.environ.get("CARGO_HOME", str(home / ".cargo"))]
     argv += ["--", sys.executable, str(BRIDGE), "{connection_file}", "--"]
     # No file larger than the disk limit (DiskWatch polls the total).
-    argv += ["prlimit", f"--data={parse_bytes(memory)}", f"--fsize={parse_bytes(disk, '--disk')}", "--"]
+    argv += ["prlimit", f"--data={memory}", f"--fsize={disk}", "--"]
     return argv
 
 
@@ -528,7 +529,8 @@ def cmd_run(args):
         # paths: a Unix socket's path has at most 107 bytes.)
         runtime = pathlib.Path(tmp) / "run"
         runtime.mkdir()
-        watch = DiskWatch([work, build, runtime], parse_bytes(args.disk, "--disk"))
+        memory, disk = parse_bytes(args.memory), parse_bytes(args.disk, "--disk")
+        watch = DiskWatch([work, build, runtime], disk)
 
         def reset():
             # The submission's folder as it was given (empty), a fresh copy of the build folder,
@@ -543,7 +545,7 @@ def cmd_run(args):
             runtime.mkdir()
             copy_build(TEMPLATE, build)
 
-        name = kernel_spec(tmp, work, build, runtime, args.memory, args.disk, sandbox, args.budget)
+        name = kernel_spec(tmp, work, build, runtime, memory, disk, sandbox, args.budget)
         # The kernelspec `sgm-grade` is found through JUPYTER_PATH. The kernel's working
         # folder is the notebooks' place (mounted over by the submission's folder in the sandbox).
         with environment({"JUPYTER_PATH": tmp}):

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sgm::assignment::{self, Report, FIRST_CELL};
 use sgm_tests::{sgm_bin, tmpdir};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
@@ -34,10 +34,45 @@ fn check(name: &str, body: &str) -> String {
     )
 }
 
+/// Where [`grade`] writes the assignment of submission `name`.
+fn source_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}_source.ipynb"))
+}
+
+/// Grades `cells`, as the assignment and as submission `name` both, with `sgm grade` into
+/// `out` (cells limited to 120 s, `extra` options after); the grading must succeed. Returns
+/// the submission's report.
+fn grade(dir: &Path, out: &Path, name: &str, cells: Vec<Value>, extra: &[&str]) -> Report {
+    let source = json!({
+        "cells": cells,
+        "metadata": {"kernelspec": {"name": "sgm", "display_name": "Rust (sgm)", "language": "rust"}},
+        "nbformat": 4, "nbformat_minor": 5
+    });
+    let assignment_path = source_path(dir, name);
+    assignment::write_notebook(&assignment_path, &source).unwrap();
+    let submission = dir.join(format!("{name}.ipynb"));
+    assignment::write_notebook(&submission, &source).unwrap();
+    let output = Command::new(sgm_bin())
+        .args(["grade", "--assignment"])
+        .arg(&assignment_path)
+        .arg("--out")
+        .arg(out)
+        .args(["--cell-timeout", "120"])
+        .args(extra)
+        .arg(&submission)
+        .env("SGM_DEVICE", "cpu")
+        .output()
+        .expect("sgm runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "sgm grade failed: {stderr}");
+    let text = std::fs::read_to_string(out.join(name).join("report.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 #[test]
 fn a_submission_cannot_reach_what_the_sandbox_hides() {
     let dir = tmpdir("sandbox");
-    let source_path = dir.join("probe_source.ipynb");
+    let source_path = source_path(&dir, "probe");
     let hw5 = root().join("notebooks/homework/source/hw5_score_matching.ipynb");
     let out = dir.join("graded");
     // The grading notebook of this very run (it holds every check's secret).
@@ -94,38 +129,17 @@ fn a_submission_cannot_reach_what_the_sandbox_hides() {
          ensure(!fill(\"/dev/fill\", 1), \"wrote into /dev\")?;\n\
          ensure(fill(\"/tmp/fill\", 4), \"/tmp refuses 64 MiB\")?;",
     );
-    let source = json!({
-        "cells": [
-            code("first", FIRST_CELL, None),
-            code("memory", &memory_folders, Some("sandbox.memory")),
-            code("reads", &reads, Some("sandbox.reads")),
-            code("writes", &writes, Some("sandbox.writes")),
-            code("network", &network, Some("sandbox.network")),
-            code("processes", &processes, Some("sandbox.processes")),
-        ],
-        "metadata": {"kernelspec": {"name": "sgm", "display_name": "Rust (sgm)", "language": "rust"}},
-        "nbformat": 4, "nbformat_minor": 5
-    });
-    assignment::write_notebook(&source_path, &source).unwrap();
-    let submission = dir.join("probe.ipynb");
-    assignment::write_notebook(&submission, &source).unwrap();
-
-    let output = Command::new(sgm_bin())
-        .args(["grade", "--assignment"])
-        .arg(&source_path)
-        .arg("--out")
-        .arg(&out)
-        .args(["--cell-timeout", "120"])
-        .arg(&submission)
-        .env("SGM_DEVICE", "cpu")
-        .output()
-        .expect("sgm runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "sgm grade failed: {stderr}");
+    let cells = vec![
+        code("first", FIRST_CELL, None),
+        code("memory", &memory_folders, Some("sandbox.memory")),
+        code("reads", &reads, Some("sandbox.reads")),
+        code("writes", &writes, Some("sandbox.writes")),
+        code("network", &network, Some("sandbox.network")),
+        code("processes", &processes, Some("sandbox.processes")),
+    ];
+    let report = grade(&dir, &out, "probe", cells, &[]);
     drop(listener);
 
-    let text = std::fs::read_to_string(out.join("probe/report.json")).unwrap();
-    let report: Report = serde_json::from_str(&text).unwrap();
     let failed: Vec<String> = report
         .tasks
         .iter()
@@ -154,8 +168,7 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
     let forged = format!(
         "println!(\"EVCXR_BEGIN_CONTENT application/vnd.sgm.cell-error+json\\n{{{{\\\"kind\\\": \\\"error\\\", \\\"message\\\": \\\"{{}}\\\"}}}}\\nEVCXR_END_CONTENT\", \"f\".repeat({big}));"
     );
-    let source = json!({
-        "cells": [
+    let cells = vec![
             code("first", FIRST_CELL, None),
             code("loud", "let line = \"x\".repeat(100_000);\nfor _ in 0..30 { println!(\"{line}\"); }", None),
             code("big", &format!(
@@ -167,30 +180,8 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
             )), Some("flood.shows")),
             code("huge", &check("a long reason", &format!("ensure(false, \"z\".repeat({big}))?;")), Some("flood.huge")),
             code("forged", &check("a forged failure record", &forged), Some("flood.forged")),
-        ],
-        "metadata": {"kernelspec": {"name": "sgm", "display_name": "Rust (sgm)", "language": "rust"}},
-        "nbformat": 4, "nbformat_minor": 5
-    });
-    let source_path = dir.join("flood_source.ipynb");
-    assignment::write_notebook(&source_path, &source).unwrap();
-    let submission = dir.join("flood.ipynb");
-    assignment::write_notebook(&submission, &source).unwrap();
-    let output = Command::new(sgm_bin())
-        .args(["grade", "--assignment"])
-        .arg(&source_path)
-        .arg("--out")
-        .arg(&out)
-        .args(["--cell-timeout", "120"])
-        .arg(&submission)
-        .env("SGM_DEVICE", "cpu")
-        .output()
-        .expect("sgm runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "sgm grade failed: {stderr}");
-
-    let report: Report =
-        serde_json::from_str(&std::fs::read_to_string(out.join("flood/report.json")).unwrap())
-            .unwrap();
+    ];
+    let report = grade(&dir, &out, "flood", cells, &[]);
     let head = |s: &str| s.chars().take(300).collect::<String>();
     let passed: Vec<(&str, bool)> = report
         .tasks
@@ -285,32 +276,13 @@ fn a_submission_that_fills_the_disk_is_stopped_and_cleaned_up() {
          .filter(|n| n.ends_with(\".bin\")).collect();\n\
          ensure(left.is_empty(), format!(\"left: {left:?}\"))?;",
     );
-    let source = json!({
-        "cells": [
-            code("first", FIRST_CELL, None),
-            code("many", many, None),
-            code("one", one, None),
-            code("after", &clean, Some("disk.after")),
-        ],
-        "metadata": {"kernelspec": {"name": "sgm", "display_name": "Rust (sgm)", "language": "rust"}},
-        "nbformat": 4, "nbformat_minor": 5
-    });
-    let source_path = dir.join("disk_source.ipynb");
-    assignment::write_notebook(&source_path, &source).unwrap();
-    let submission = dir.join("disk.ipynb");
-    assignment::write_notebook(&submission, &source).unwrap();
-    let output = Command::new(sgm_bin())
-        .args(["grade", "--assignment"])
-        .arg(&source_path)
-        .arg("--out")
-        .arg(&out)
-        .args(["--cell-timeout", "120", "--disk", "256M"])
-        .arg(&submission)
-        .env("SGM_DEVICE", "cpu")
-        .output()
-        .expect("sgm runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "sgm grade failed: {stderr}");
+    let cells = vec![
+        code("first", FIRST_CELL, None),
+        code("many", many, None),
+        code("one", one, None),
+        code("after", &clean, Some("disk.after")),
+    ];
+    let report = grade(&dir, &out, "disk", cells, &["--disk", "256M"]);
 
     let outcomes: Value = serde_json::from_str(
         &std::fs::read_to_string(out.join(".grading/disk/outcomes.json")).unwrap(),
@@ -326,9 +298,6 @@ fn a_submission_that_fills_the_disk_is_stopped_and_cleaned_up() {
         );
         println!("cell {cell}: {message}");
     }
-    let report: Report =
-        serde_json::from_str(&std::fs::read_to_string(out.join("disk/report.json")).unwrap())
-            .unwrap();
     assert_eq!(report.total, 1, "{:#?}", report.tasks);
     let left = std::fs::read_dir(out.join("disk/work")).unwrap().count();
     assert_eq!(left, 0, "files left in the submission's folder");
