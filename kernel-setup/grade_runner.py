@@ -10,7 +10,10 @@ and scores what this script writes. This script only executes, cell by cell:
     toolchains are mounted read-only; the assignment source, the hidden checks, the grader's
     files and other submissions are not mounted at all. It runs without capabilities, in its
     own PID, IPC, UTS and network namespaces (no network: the client reaches the kernel through
-    Unix sockets, see sandbox_bridge.py), with a limit on its data segment (memory);
+    Unix sockets, see sandbox_bridge.py), with a limit on each process's data segment (memory);
+  * all the submission's processes together live in a cgroup of their own (Cgroup): at most
+    --processes processes and threads and --memory bytes; a cell after which they still fill the
+    process limit (a fork bomb) fails, and the kernel restarts with them killed;
   * a cell that fails (compile error, `?` error, panic: read from its outputs as
     notebook_runner.cell_failure does) is recorded and the next cell runs;
   * a cell that runs past the per-cell limit, or kills its process (abort, exit, a crash, the
@@ -28,7 +31,8 @@ and scores what this script writes. This script only executes, cell by cell:
 
 Usage:
   grade_runner.py run --notebook RUN.ipynb --executed OUT.ipynb --outcomes OUT.json --work DIR
-                      --build DIR [--cell-timeout S] [--timeout S] [--memory BYTES] [--disk BYTES] [--no-sandbox]
+                      --build DIR [--cell-timeout S] [--timeout S] [--memory BYTES] [--disk BYTES]
+                      [--processes N] [--no-cgroup] [--no-sandbox]
   grade_runner.py warm            # builds the grading build template (the kit, tch, sgm) once
   grade_runner.py html IN.ipynb OUT.html
 """
@@ -71,6 +75,8 @@ BRIDGE = ROOT / "kernel-setup/sandbox_bridge.py"
 TMP_SIZE = 1 << 30
 SHM_SIZE = 64 << 20
 GRADE_MIME = "application/vnd.sgm.grade+json"  # sgm::assignment::GRADE_MIME
+# The most tasks Linux can count (PID_MAX_LIMIT on 64-bit machines).
+PID_MAX_LIMIT = 1 << 22
 CRASH = re.compile(r"Subprocess terminated|Child process terminated|kernel died", re.I)
 
 
@@ -133,8 +139,9 @@ def parse_bytes(text, option="--memory"):
     return int(value)
 
 
-def kernel_spec(spec_dir, work, build, runtime_dir, memory, disk, sandbox, budget):
-    """Writes a kernelspec `sgm-grade` into spec_dir/kernels/ and returns its name."""
+def kernel_spec(spec_dir, work, build, runtime_dir, memory, disk, sandbox, budget, cgroup=None):
+    """Writes a kernelspec `sgm-grade` into spec_dir/kernels/ and returns its name; the kernel
+    starts inside `cgroup` (a Cgroup) when there is one."""
     base = json.loads(KERNEL_JSON.read_text())
     env = dict(base.get("env", {}))
     env.update(
@@ -152,6 +159,7 @@ def kernel_spec(spec_dir, work, build, runtime_dir, memory, disk, sandbox, budge
     )
     if sandbox:
         argv = sandbox_argv(work, build, runtime_dir, memory, disk) + [str(EVCXR), "--control_file", "{kernel_file}"]
+        argv = (cgroup.argv() if cgroup is not None else []) + argv
     else:
         argv = [str(EVCXR), "--control_file", "{connection_file}"]
     spec = {"argv": argv, "display_name": "Rust (sgm, grading)", "language": "rust", "env": env,
@@ -362,6 +370,196 @@ class DiskWatch:
                 f"{self.limit / 2**20:,.0f} MiB: the kernel was stopped and what it wrote removed")
 
 
+class CgroupUnavailable(Exception):
+    """No cgroup the grader may create for a submission (why, in one line)."""
+
+
+class Cgroup:
+    """All of one submission's processes together, in a control group of their own: at most
+    `processes` tasks (processes and threads: the pids controller) and `memory` bytes (the
+    memory controller: anonymous memory, page cache, what the in-memory folders hold). The
+    data-segment limit (prlimit) bounds one process only: a submission that starts processes
+    (a fork bomb, or children that each stay under it) would otherwise take the machine's
+    process table and memory, and every other submission's with it.
+
+    cgroup v1 (a `pids` and a `memory` hierarchy, as on the machine this is developed on) and
+    cgroup v2 (one hierarchy with both controllers) are both handled; either needs the right to
+    create groups (root). The kernel is started inside by `argv()`: a shell that writes its own
+    PID into the groups and executes bubblewrap, so every process below it is counted."""
+
+    # The counters that say a limit was reached: (controller, file, key) per version.
+    V1 = {"pids": ("pids", "pids.max", "pids.events", "max", "pids.peak"),
+          "memory": ("memory", "memory.limit_in_bytes", "memory.oom_control", "oom_kill", "memory.max_usage_in_bytes")}
+    V2 = {"pids": ("", "pids.max", "pids.events", "max", "pids.peak"),
+          "memory": ("", "memory.max", "memory.events", "oom_kill", "memory.peak")}
+
+    def __init__(self, folders, version, memory, processes):
+        self.folders, self.version = folders, version  # {"pids": path, "memory": path}
+        self.memory, self.processes = memory, processes
+
+    @classmethod
+    def mounts(cls):
+        """{controller: mount point} of cgroup v1, and the cgroup v2 mount point (or None)."""
+        v1, v2 = {}, None
+        for line in pathlib.Path("/proc/self/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) < 4:
+                continue
+            if fields[2] == "cgroup":
+                for option in fields[3].split(","):
+                    if option in cls.V1:
+                        v1[option] = pathlib.Path(fields[1])
+            elif fields[2] == "cgroup2" and v2 is None:
+                v2 = pathlib.Path(fields[1])
+        return v1, v2
+
+    @classmethod
+    def create(cls, name, memory, processes):
+        """A new group `sgm-grade/<name>` with both limits set, or CgroupUnavailable."""
+        v1, v2 = cls.mounts()
+        try:
+            if set(v1) == set(cls.V1):
+                folders = {c: v1[c] / "sgm-grade" / name for c in cls.V1}
+                version, table = 1, cls.V1
+            elif v2 is not None and {"pids", "memory"} <= set((v2 / "cgroup.controllers").read_text().split()):
+                parent = v2 / "sgm-grade"
+                (v2 / "cgroup.subtree_control").write_text("+pids +memory")
+                parent.mkdir(exist_ok=True)
+                (parent / "cgroup.subtree_control").write_text("+pids +memory")
+                folders = {c: parent / name for c in cls.V1}
+                version, table = 2, cls.V2
+            else:
+                raise CgroupUnavailable("neither cgroup v1's pids and memory hierarchies nor cgroup v2 with "
+                                        "both controllers is mounted")
+            for folder in folders.values():
+                cls.remove_stale(folder.parent)
+                folder.mkdir(parents=True, exist_ok=True)
+            group = cls(folders, version, memory, processes)
+            group.write("pids", table["pids"][1], str(processes))
+            group.write("memory", table["memory"][1], str(memory))
+            if version == 1 and (folders["memory"] / "memory.memsw.limit_in_bytes").exists():
+                group.write("memory", "memory.memsw.limit_in_bytes", str(memory))  # no swapping past it
+            elif version == 2 and (folders["memory"] / "memory.swap.max").exists():
+                group.write("memory", "memory.swap.max", "0")
+            return group
+        except OSError as e:
+            raise CgroupUnavailable(f"cannot create the submission's cgroup: {e}") from e
+
+    @staticmethod
+    def remove_stale(parent):
+        """Removes the empty groups of graders that are gone (named `<pid>-…`, killed before
+        they could remove their own)."""
+        for folder in parent.glob("[0-9]*-*"):
+            if not folder.name.split("-")[0].isdigit():
+                continue
+            pid = int(folder.name.split("-")[0])
+            try:
+                os.kill(pid, 0)
+                continue
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            try:
+                folder.rmdir()  # fails while a process is still inside
+            except OSError:
+                pass
+
+    def table(self):
+        return self.V1 if self.version == 1 else self.V2
+
+    def write(self, controller, file, text):
+        (self.folders[controller] / file).write_text(text)
+
+    def argv(self):
+        """The command prefix that starts what follows inside the groups."""
+        folders = sorted({str(f) for f in self.folders.values()})
+        script = ('n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1/cgroup.procs" || exit 125; '
+                  'shift; n=$((n-1)); done; exec "$@"')
+        return ["sh", "-c", script, "sh", str(len(folders)), *folders]
+
+    def counter(self, controller):
+        """How often the limit was reached: new tasks refused (pids), processes killed for
+        memory (memory)."""
+        _, _, file, key, _ = self.table()[controller]
+        try:
+            for line in (self.folders[controller] / file).read_text().splitlines():
+                fields = line.split()
+                if len(fields) == 2 and fields[0] == key:
+                    return int(fields[1])
+        except OSError:
+            pass
+        return 0
+
+    def counters(self):
+        return {c: self.counter(c) for c in self.V1}
+
+    def running(self):
+        """Tasks (processes and threads) in the group now."""
+        try:
+            return int((self.folders["pids"] / "pids.current").read_text())
+        except (OSError, ValueError):
+            return 0
+
+    def saturated(self):
+        """Whether the tasks still fill nine tenths of the limit (a fork bomb's, which keeps
+        the limit reached until its processes are killed)."""
+        return self.running() >= 0.9 * self.processes
+
+    def peak(self, controller):
+        try:
+            return int((self.folders[controller] / self.table()[controller][4]).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def explain(self, before):
+        """What the submission's limits did since `counters()` gave `before`, in words (or '')."""
+        after = self.counters()
+        words = []
+        if after["memory"] > before["memory"]:
+            words.append(f"the submission's processes together used more than the memory limit of "
+                         f"{self.memory / 2**20:,.0f} MiB, and the out-of-memory killer stopped one")
+        if after["pids"] > before["pids"]:
+            words.append(f"the submission reached its limit of {self.processes} processes and threads, and new "
+                         "ones were refused")
+        return "; ".join(words)
+
+    def tasks(self):
+        pids = set()
+        for folder in self.folders.values():
+            try:
+                pids |= {int(p) for p in (folder / "cgroup.procs").read_text().split()}
+            except (OSError, ValueError):
+                pass
+        return pids
+
+    def kill(self, wait=10.0):
+        """Kills whatever still runs in the groups (the sandbox's PID namespace dies with its
+        first process, but not at once). Returns whether they are empty."""
+        deadline = time.monotonic() + wait
+        while True:
+            pids = self.tasks()
+            if not pids:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
+
+    def remove(self):
+        """Kills what is left and removes the groups."""
+        self.kill()
+        for folder in sorted(set(self.folders.values())):
+            try:
+                folder.rmdir()
+            except OSError as e:
+                print(f"grade_runner: could not remove the cgroup {folder}: {e}", file=sys.stderr)
+
+
 def copy_build(template, build):
     """The submission's own build folder: a copy of the warm template (reflinks where the file
     system has them), so no submission can touch another's compiled code."""
@@ -374,7 +572,8 @@ def copy_build(template, build):
     tmp.rename(build)
 
 
-def run_session(client, nb, code, start, succeeded, outcomes, cell_timeout, deadline, is_check, watch=None):
+def run_session(client, nb, code, start, succeeded, outcomes, cell_timeout, deadline, is_check, watch=None,
+                cgroup=None):
     """In one fresh kernel: replays the cells that had succeeded (checks excepted), then runs the
     code cells from position `start` on, `watch` (a DiskWatch) on the kernel's process. Returns
     (next position, whether the kernel must be restarted: a timeout or a crash)."""
@@ -383,13 +582,14 @@ def run_session(client, nb, code, start, succeeded, outcomes, cell_timeout, dead
             watch.start(client.km.provisioner.pid)
         try:
             return run_cells_of_session(client, nb, code, start, succeeded, outcomes, cell_timeout, deadline,
-                                        is_check, watch)
+                                        is_check, watch, cgroup)
         finally:
             if watch is not None:
                 watch.stop()
 
 
-def run_cells_of_session(client, nb, code, position, succeeded, outcomes, cell_timeout, deadline, is_check, watch):
+def run_cells_of_session(client, nb, code, position, succeeded, outcomes, cell_timeout, deadline, is_check, watch,
+                         cgroup):
     """run_session's body, in its kernel."""
     for index in [i for i in succeeded if not is_check(i)]:
         replay = nbformat.from_dict(json.loads(json.dumps(nb.cells[index])))
@@ -407,6 +607,7 @@ def run_cells_of_session(client, nb, code, position, succeeded, outcomes, cell_t
                                "message": "the submission's time limit was reached before this cell"}
             continue
         started = time.monotonic()
+        limits_before = cgroup.counters() if cgroup is not None else None
         try:
             client.execute_cell(cell, index)
             # A failed cell's late stderr lines go back to it, in the notebook shown to the student.
@@ -420,6 +621,11 @@ def run_cells_of_session(client, nb, code, position, succeeded, outcomes, cell_t
             failure = ("error", f"{e.ename}: {e.evalue}")
         seconds = round(time.monotonic() - started, 2)
         previous = cell
+        if cgroup is not None and cgroup.saturated():
+            # Left running at the process limit, every later cell would fail to start: the
+            # kernel restarts with its processes killed, as after a crash.
+            failure = ("processes", f"{cgroup.running()} processes and threads were still running after the cell, "
+                                    f"at the limit of {cgroup.processes}: the kernel was restarted")
         if failure is None:
             outcomes[index] = {"cell": index, "status": "ok", "seconds": seconds}
             succeeded.append(index)
@@ -430,8 +636,11 @@ def run_cells_of_session(client, nb, code, position, succeeded, outcomes, cell_t
         if kind == "dead" and watch is not None and "SIGXFSZ" in message and not watch.tripped:
             # One file reached the limit (prlimit --fsize): the same breach, found by the kernel.
             watch.breach(max(disk_usage(watch.folders) - watch.base, watch.limit))
+        limits = cgroup.explain(limits_before) if cgroup is not None else ""
         if kind == "dead" and watch is not None and watch.tripped:
             message = watch.message()
+        elif limits and kind != "processes":
+            message = f"{message}; {limits}"
         elif kind == "dead":
             # stderr may lose lines (evcxr's race); when the allocator's last words arrived, say so.
             stderr = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []) if o.get("name") == "stderr")
@@ -440,7 +649,7 @@ def run_cells_of_session(client, nb, code, position, succeeded, outcomes, cell_t
                 message += f": {oom.group(0)} (the memory limit)"
         outcomes[index] = {"cell": index, "status": "failed", "kind": kind, "message": message,
                            "seconds": seconds}
-        if kind in ("timeout", "dead"):
+        if kind in ("timeout", "dead", "processes"):
             return position, True
     if previous is not None and time.monotonic() <= deadline:
         # The last cell's late lines (evcxr's relay thread) would be lost with the kernel:
@@ -451,11 +660,13 @@ def run_cells_of_session(client, nb, code, position, succeeded, outcomes, cell_t
 
 
 def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, sandbox, max_restarts=6,
-              watch=None, reset=None):
+              watch=None, reset=None, cgroup=None):
     """Executes every code cell, restarting the kernel after a timeout or a crash; returns one
     outcome per code cell. In the sandbox the client talks to the kernel over Unix sockets in
     `runtime` (ZeroMQ's ipc transport), the sandbox having no network. When `watch` (a
-    DiskWatch) stopped a kernel, `reset()` removes what the submission wrote before the next."""
+    DiskWatch) stopped a kernel, `reset()` removes what the submission wrote before the next.
+    A failed cell's message says which of `cgroup`'s limits (a Cgroup) it reached; what is left
+    in the group when a kernel stops is killed before the next starts."""
     budget = OutputBudget()
     outcomes = {}
     succeeded = []  # code cells that ran cleanly, replayed after a restart
@@ -476,7 +687,7 @@ def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, s
         )
         try:
             position, restart = run_session(client, nb, code, position, succeeded, outcomes, cell_timeout,
-                                            deadline, is_check, watch)
+                                            deadline, is_check, watch, cgroup)
         finally:
             # nbclient leaves running a kernel whose manager it was given: stop it (the sandbox
             # dies with it) whatever happened, a cell that still loops included.
@@ -487,6 +698,8 @@ def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, s
                     print(f"grade_runner: stopping the kernel failed: {e!r}; killing it", file=sys.stderr)
                     if km.has_kernel:
                         run_sync(km._async_kill_kernel)()
+            if cgroup is not None and not cgroup.kill():
+                print("grade_runner: the submission's processes outlived its kernel", file=sys.stderr)
         if watch is not None and watch.tripped:
             last = code[position - 1] if position else None
             if not restart and last is not None:
@@ -517,6 +730,28 @@ def cmd_run(args):
             print(f"grade_runner: {tool} ({package}) not found; install it (apt-get install {package}) "
                   "or pass --no-sandbox for trusted notebooks only", file=sys.stderr)
             return 2
+    memory, disk = parse_bytes(args.memory), parse_bytes(args.disk, "--disk")
+    if not 1 <= args.processes <= PID_MAX_LIMIT:
+        raise SystemExit(f"grade_runner: --processes {args.processes}: expected 1 to {PID_MAX_LIMIT}")
+    cgroup = None
+    if sandbox and not args.no_cgroup:
+        try:
+            cgroup = Cgroup.create(f"{os.getpid()}-{time.monotonic_ns()}", memory, args.processes)
+        except CgroupUnavailable as e:
+            print(f"grade_runner: {e}; the limits on a submission's processes and its total memory need "
+                  "one (run the grader as root), or pass --no-cgroup to grade without them", file=sys.stderr)
+            return 2
+    try:
+        return run_submission(args, work, build, sandbox, memory, disk, cgroup)
+    finally:
+        if cgroup is not None:
+            print(f"grade_runner: the submission's peaks: {(cgroup.peak('memory') or 0) / 2**20:,.0f} MiB of "
+                  f"memory, {cgroup.peak('pids')} processes and threads", file=sys.stderr)
+            cgroup.remove()
+
+
+def run_submission(args, work, build, sandbox, memory, disk, cgroup):
+    """cmd_run's body, once the limits are in place."""
     # Brings the template up to date with the crate (at once when it is), so that no
     # submission's kernel compiles the toolkit itself.
     if cmd_warm(args):
@@ -529,7 +764,6 @@ def cmd_run(args):
         # paths: a Unix socket's path has at most 107 bytes.)
         runtime = pathlib.Path(tmp) / "run"
         runtime.mkdir()
-        memory, disk = parse_bytes(args.memory), parse_bytes(args.disk, "--disk")
         watch = DiskWatch([work, build, runtime], disk)
 
         def reset():
@@ -545,14 +779,14 @@ def cmd_run(args):
             runtime.mkdir()
             copy_build(TEMPLATE, build)
 
-        name = kernel_spec(tmp, work, build, runtime, memory, disk, sandbox, args.budget)
+        name = kernel_spec(tmp, work, build, runtime, memory, disk, sandbox, args.budget, cgroup)
         # The kernelspec `sgm-grade` is found through JUPYTER_PATH. The kernel's working
         # folder is the notebooks' place (mounted over by the submission's folder in the sandbox).
         with environment({"JUPYTER_PATH": tmp}):
             deadline = time.monotonic() + args.timeout
             NOTEBOOK_DIR.mkdir(parents=True, exist_ok=True)
             outcomes = run_cells(nb, name, NOTEBOOK_DIR, args.cell_timeout, deadline, lambda i: i in checks, runtime,
-                                 sandbox, watch=watch, reset=reset)
+                                 sandbox, watch=watch, reset=reset, cgroup=cgroup)
     nbformat.write(nb, args.executed)
     pathlib.Path(args.outcomes).write_text(json.dumps(outcomes, indent=1) + "\n")
     return 0
@@ -628,8 +862,13 @@ def main(argv=None):
     run.add_argument("--checks", help="JSON list of the graded cells' indices (not replayed)")
     run.add_argument("--cell-timeout", type=int, default=300)
     run.add_argument("--timeout", type=int, default=1200)
-    run.add_argument("--memory", default="8G", help="data-segment limit of the kernel (prlimit)")
+    run.add_argument("--memory", default="8G",
+                     help="memory of one process (data segment, prlimit) and of all the submission's together (cgroup)")
     run.add_argument("--disk", default="2G", help="what a submission may write into its folders (DiskWatch)")
+    run.add_argument("--processes", type=int, default=512,
+                     help="processes and threads a submission may have at once (its cgroup)")
+    run.add_argument("--no-cgroup", action="store_true",
+                     help="grade without the limits on a submission's processes and total memory")
     run.add_argument("--budget", default="ci", help="SGM_BUDGET for the notebook")
     run.add_argument("--no-sandbox", action="store_true")
     sub.add_parser("warm")

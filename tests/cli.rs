@@ -98,6 +98,21 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
     // Usage errors (clap) exit with 2.
     let out = sgm(&["train"]);
     assert_eq!(out.status.code(), Some(2));
+    let out = sgm(&[
+        "grade",
+        "--assignment",
+        source.to_str().unwrap(),
+        "--out",
+        dir.join("graded").to_str().unwrap(),
+        "--processes",
+        "0",
+        bad.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2) && stderr.contains("'0' for '--processes"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -3,8 +3,9 @@
 //! open a connection to a service of the machine, see the grader's processes, fill the in-memory
 //! folders), graded through
 //! `sgm grade` in bubblewrap. Each check passes only when its attempt fails, so a sandbox that
-//! mounts too much, shares the network or the PID namespace loses that check's point. And a
-//! submission that floods its output, which the grader must cut without changing a score.
+//! mounts too much, shares the network or the PID namespace loses that check's point. And
+//! submissions that flood their output (the grader must cut it without changing a score), fill
+//! the disk, or start processes and memory past the limits of their cgroup.
 
 use serde_json::{json, Value};
 use sgm::assignment::{self, Report, FIRST_CELL};
@@ -301,4 +302,108 @@ fn a_submission_that_fills_the_disk_is_stopped_and_cleaned_up() {
     assert_eq!(report.total, 1, "{:#?}", report.tasks);
     let left = std::fs::read_dir(out.join("disk/work")).unwrap().count();
     assert_eq!(left, 0, "files left in the submission's folder");
+}
+
+/// The data-segment limit bounds one process: a submission's processes are bounded together by
+/// its cgroup (here 256 processes and threads, 2 GiB). Starting processes stops at the limit;
+/// four children of 700 MB each (each under the per-process limit) cannot all hold their
+/// memory (the out-of-memory killer stops one of them or the kernel, whichever is larger, and
+/// the grade says so); a fork bomb left running after its cell fails that cell and is killed
+/// with its kernel, so that a later, independent task is still graded and nothing of it
+/// survives.
+#[test]
+fn a_submissions_processes_are_bounded_together() {
+    let dir = tmpdir("processes");
+    let out = dir.join("graded");
+    let spawn = check(
+        "starting processes stops at the limit",
+        "let mut children = Vec::new();\n\
+         let refused = loop {\n\
+         if children.len() == 2000 { break None; }\n\
+         match std::process::Command::new(\"sleep\").arg(\"60\").spawn() {\n\
+         Ok(child) => children.push(child),\n\
+         Err(e) => break Some(e),\n}\n};\n\
+         let started = children.len();\n\
+         for child in &mut children { let _ = child.kill(); let _ = child.wait(); }\n\
+         ensure(refused.is_some() && started < 256, format!(\"started {started} processes\"))?;",
+    );
+    let memory = check(
+        "children that each stay under the memory limit cannot all hold it",
+        "let child = || std::process::Command::new(\"python3\")\n\
+         .args([\"-c\", \"import time; x = b'1' * (700 << 20); time.sleep(5)\"]).spawn().unwrap();\n\
+         let children: Vec<_> = (0..4).map(|_| child()).collect();\n\
+         let held = children.into_iter().map(|mut c| c.wait().unwrap()).filter(|s| s.success()).count();\n\
+         ensure(held <= 2, format!(\"{held} children held 700 MB each\"))?;",
+    );
+    // A shell's fork bomb dies out at the limit (the shells exit when they cannot fork); this
+    // one keeps trying from a thread that outlives its cell.
+    let bomb = "std::thread::spawn(|| loop {\n\
+                let _ = std::process::Command::new(\"sh\").args([\"-c\", \"sleep 600\", \"sgm-fork-bomb\"]).spawn();\n\
+                });\n\
+                std::thread::sleep(std::time::Duration::from_secs(5));";
+    let after = check("after the bomb", "ensure(2 + 2 == 4, \"arithmetic\")?;");
+    let cells = vec![
+        code("first", FIRST_CELL, None),
+        code("spawn", &spawn, Some("processes.spawn")),
+        code("memory", &memory, Some("processes.memory")),
+        code("bomb", bomb, None),
+        code("after", &after, Some("processes.after")),
+    ];
+    let report = grade(
+        &dir,
+        &out,
+        "procs",
+        cells,
+        &["--processes", "256", "--memory", "2G"],
+    );
+    let outcomes: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join(".grading/procs/outcomes.json")).unwrap(),
+    )
+    .unwrap();
+    let bomb = outcomes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["cell"] == 3)
+        .unwrap();
+    assert!(
+        bomb["status"] == "failed"
+            && bomb["message"]
+                .as_str()
+                .unwrap()
+                .contains("at the limit of 256"),
+        "{bomb}"
+    );
+    let failed: Vec<String> = report
+        .tasks
+        .iter()
+        .filter(|t| !t.passed)
+        .filter(|t| {
+            !(t.id == "processes.memory"
+                && t.message.contains("kernel died")
+                && t.message
+                    .contains("used more than the memory limit of 2,048 MiB"))
+        })
+        .map(|t| format!("{}: {}", t.id, t.message))
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert_eq!(report.max, 3);
+    println!("{:#?}", report.tasks);
+    let survivors = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| String::from_utf8_lossy(c).contains("sgm-fork-bomb"))
+        .count();
+    assert_eq!(
+        survivors, 0,
+        "processes of the fork bomb outlived its grading"
+    );
+    let log = std::fs::read_to_string(out.join(".grading/procs/runner.log")).unwrap();
+    println!(
+        "{}",
+        log.lines()
+            .filter(|l| l.contains("peaks"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

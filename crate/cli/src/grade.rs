@@ -41,9 +41,18 @@ pub struct GradeArgs {
     /// Seconds one submission may run in all; later cells are skipped.
     #[arg(long, default_value_t = 1200)]
     timeout: u64,
-    /// Memory limit of a submission's kernel process (data segment), e.g. 8G.
+    /// Memory limit of a submission, e.g. 8G: of each of its processes (data segment) and of
+    /// all of them together (its cgroup: memory, page cache, in-memory folders).
     #[arg(long, default_value = "8G")]
     memory: String,
+    /// Processes and threads one submission may have at once (its cgroup); a fork bomb stops
+    /// there. Grading homework 5 peaks at 46.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1 << 22))]
+    processes: u32,
+    /// Grade without a cgroup (no limit on a submission's processes and total memory), where
+    /// the grader cannot create one (it needs root).
+    #[arg(long)]
+    no_cgroup: bool,
     /// What one submission may write to disk (its folder, its copy of the build folder, its
     /// kernel's connection folder), e.g. 2G (grading homework 5 writes about 30 MB); past it
     /// the kernel is stopped and the files removed.
@@ -192,9 +201,14 @@ fn grade_one(source: &Assignment, path: &Path, out: &Path, args: &GradeArgs) -> 
         .arg("--memory")
         .arg(&args.memory)
         .arg("--disk")
-        .arg(&args.disk);
+        .arg(&args.disk)
+        .arg("--processes")
+        .arg(args.processes.to_string());
     if args.no_sandbox {
         cmd.arg("--no-sandbox");
+    }
+    if args.no_cgroup {
+        cmd.arg("--no-cgroup");
     }
     let log_path = grading_dir.join("runner.log");
     let log = std::fs::File::create(&log_path).map_err(io_err(&log_path))?;
