@@ -179,6 +179,13 @@ STREAM_LIMIT = 1 << 20  # characters of printed text (stdout and stderr together
 STREAM_TOTAL = 16 << 20  # the same for the submission
 RICH_LIMIT = 16 << 20  # characters of rich output data per cell (a figure is tens of kB)
 RICH_TOTAL = 64 << 20  # the same for the submission
+# Characters of error outputs (evcxr's compile errors, one output each, every one quoting its
+# lines: 3,000 type errors in a 400 kB cell made 34 MB) per cell and per submission. A cell's
+# first error is always kept (cut to RECORD_LIMIT, or ERROR_FLOOR once the submission's total
+# is spent), so the failure it records stays readable.
+ERROR_LIMIT = 1 << 20
+ERROR_TOTAL = 16 << 20
+ERROR_FLOOR = 1 << 10
 # Failure and grade records decide scores: one of at most this many characters is always kept
 # and not counted (sgm::notebook's failure records are at most about 16 kB, a grade record a few
 # dozen characters); a larger grade record cannot be genuine.
@@ -199,6 +206,9 @@ class OutputBudget:
         self.printed_total = 0
         self.shown_total = 0
         self.oom_kept = set()  # executions whose dropped text held the out-of-memory line
+        self.errors = {}  # execution -> characters of error outputs kept
+        self.errors_total = 0
+        self.errors_dropped = set()  # executions whose later errors were dropped (noted once)
 
 
 class BoundedClient(NotebookClient):
@@ -240,6 +250,8 @@ class BoundedClient(NotebookClient):
                 b.oom_kept.add(parent)
                 outs.append(nbformat.v4.new_output("stream", name="stderr", text=oom.group(0) + "\n"))
             return None
+        if msg["msg_type"] == "error":
+            return self.error_output(outs, msg, display_id, cell_index)
         out = super().output(outs, msg, display_id, cell_index)
         if out is None or "data" not in out:
             return out
@@ -261,6 +273,39 @@ class BoundedClient(NotebookClient):
                 out["data"][ERROR_MIME] = {"kind": "error", "message": "the cell's failure output was too large: " + note}
         b.shown[parent] = kept
         return out
+
+    def error_output(self, outs, msg, display_id, cell_index):
+        """An error output within ERROR_LIMIT and ERROR_TOTAL; the cell's first always, cut to
+        RECORD_LIMIT characters (to ERROR_FLOOR once the submission's total is spent); past
+        them one line says that the rest was dropped."""
+        parent = msg["parent_header"].get("msg_id")
+        b = self.budget
+        content = msg["content"]
+        cap = RECORD_LIMIT if b.errors_total < ERROR_TOTAL else ERROR_FLOOR
+        traceback = [str(line) for line in content.get("traceback", [])]
+        evalue = str(content.get("evalue", ""))[:cap]
+        size = len(evalue) + sum(map(len, traceback))
+        if size > cap:
+            kept_lines, room = [], cap - len(evalue)
+            for line in traceback:
+                if len(line) > room:
+                    kept_lines.append(line[:max(room, 0)] + " [sgm grade: the rest of this error was cut]")
+                    break
+                kept_lines.append(line)
+                room -= len(line)
+            traceback, size = kept_lines, cap
+        kept = b.errors.get(parent)
+        if kept is None or (kept + size <= ERROR_LIMIT and b.errors_total + size <= ERROR_TOTAL):
+            b.errors[parent] = (kept or 0) + size
+            b.errors_total += size
+            bounded = {**msg, "content": {**content, "evalue": evalue, "traceback": traceback}}
+            return super().output(outs, bounded, display_id, cell_index)
+        if parent not in b.errors_dropped:
+            b.errors_dropped.add(parent)
+            outs.append(nbformat.v4.new_output("stream", name="stderr", text=(
+                f"[sgm grade: further errors past the grader's limit ({ERROR_LIMIT:,} characters a cell, "
+                f"{ERROR_TOTAL:,} a submission) were dropped]\n")))
+        return None
 
 
 # What an entry of the file system costs at the least (an inode and a block): empty files and

@@ -169,8 +169,13 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
     let forged = format!(
         "println!(\"EVCXR_BEGIN_CONTENT application/vnd.sgm.cell-error+json\\n{{{{\\\"kind\\\": \\\"error\\\", \\\"message\\\": \\\"{{}}\\\"}}}}\\nEVCXR_END_CONTENT\", \"f\".repeat({big}));"
     );
-    let cells = vec![
+    // 600 type errors: evcxr sends one error output each, quoting the cell's lines (about 5 MB).
+    let errors: String = (0..600)
+        .map(|i| format!("let _e{i}: u8 = \"{}\";\n", "e".repeat(100)))
+        .collect();
+    let mut cells = vec![
             code("first", FIRST_CELL, None),
+            code("errors", &errors, None),
             code("loud", "let line = \"x\".repeat(100_000);\nfor _ in 0..30 { println!(\"{line}\"); }", None),
             code("big", &format!(
                 "println!(\"EVCXR_BEGIN_CONTENT text/html\\n{{}}\\nEVCXR_END_CONTENT\", \"y\".repeat({big}));"
@@ -182,6 +187,15 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
             code("huge", &check("a long reason", &format!("ensure(false, \"z\".repeat({big}))?;")), Some("flood.huge")),
             code("forged", &check("a forged failure record", &forged), Some("flood.forged")),
     ];
+    // 1 MiB printed by each of 15 more cells: the submission's 16 MiB are spent in the 14th.
+    let total_cells: Vec<String> = (0..15).map(|i| format!("total-{i}")).collect();
+    for id in &total_cells {
+        cells.push(code(
+            id,
+            "let line = \"t\".repeat(110_000);\nfor _ in 0..10 { println!(\"{line}\"); }",
+            None,
+        ));
+    }
     let report = grade(&dir, &out, "flood", cells, &[]);
     let head = |s: &str| s.chars().take(300).collect::<String>();
     let passed: Vec<(&str, bool)> = report
@@ -214,9 +228,12 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
 
     let executed = out.join(".grading/flood/executed.ipynb");
     let bytes = std::fs::metadata(&executed).unwrap().len();
-    // 3 MB printed, 17 MiB shown, 17 MiB twice printed and 17 MiB forged: about 1 MiB of
-    // text is kept in each of the three cells that printed.
-    assert!(bytes < 5 << 20, "the executed notebook holds {bytes} bytes");
+    // 5 MB of errors, 3 MB printed, 17 MiB shown, 17 MiB twice printed, 17 MiB forged and 15
+    // times 1.1 MB printed: 1 MiB of errors and the submission's 16 MiB of printed text are kept.
+    assert!(
+        bytes < 20 << 20,
+        "the executed notebook holds {bytes} bytes"
+    );
     let nb: Value = serde_json::from_str(&std::fs::read_to_string(&executed).unwrap()).unwrap();
     let cell = |id: &str| {
         nb["cells"]
@@ -227,16 +244,19 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
             .unwrap()
             .clone()
     };
-    let text: String = cell("loud")["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o["output_type"] == "stream")
-        .map(|o| match &o["text"] {
-            Value::Array(parts) => parts.iter().filter_map(Value::as_str).collect::<String>(),
-            t => t.as_str().unwrap_or_default().to_string(),
-        })
-        .collect();
+    let printed = |id: &str| -> String {
+        cell(id)["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["output_type"] == "stream")
+            .map(|o| match &o["text"] {
+                Value::Array(parts) => parts.iter().filter_map(Value::as_str).collect::<String>(),
+                t => t.as_str().unwrap_or_default().to_string(),
+            })
+            .collect()
+    };
+    let text = printed("loud");
     assert!(
         text.contains("past the grader's limit"),
         "{}",
@@ -253,6 +273,66 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
         "{}",
         head(&shown)
     );
+
+    // The errors: the cell fails with its first error, 1 MiB of them is kept, and a line says so.
+    let errors = cell("errors");
+    let kept: usize = errors["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["output_type"] == "error")
+        .map(|o| {
+            let traceback = o["traceback"].as_array().unwrap().iter();
+            let lines = traceback.map(|l| l.as_str().unwrap().chars().count());
+            o["evalue"].as_str().unwrap().chars().count() + lines.sum::<usize>()
+        })
+        .sum();
+    assert!(
+        kept > 512 << 10 && kept < (1 << 20) + (64 << 10),
+        "{kept} characters of errors kept"
+    );
+    assert!(printed("errors").contains("further errors past the grader's limit"));
+    let outcome = outcomes_of(&out, "flood", 1);
+    assert!(
+        outcome["status"] == "failed"
+            && outcome["message"]
+                .as_str()
+                .unwrap()
+                .contains("mismatched types"),
+        "{outcome}"
+    );
+
+    // The submission's printed total: 16 MiB over every cell, the last cells' cut to the note.
+    let all: usize = nb["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .map(|id| printed(id).len())
+        .sum();
+    assert!(
+        all > 15 << 20 && all < (16 << 20) + (16 << 10),
+        "{all} characters printed in all"
+    );
+    let last = printed(total_cells.last().unwrap());
+    assert!(
+        last.len() < 300 && last.contains("past the grader's limit"),
+        "{}",
+        head(&last)
+    );
+}
+
+/// The outcome the grader recorded for cell `index` of submission `name`.
+fn outcomes_of(out: &Path, name: &str, index: usize) -> Value {
+    let path = out.join(format!(".grading/{name}/outcomes.json"));
+    let outcomes: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    outcomes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["cell"] == index)
+        .unwrap()
+        .clone()
 }
 
 /// A submission's folder and its copy of the build folder are on the machine's disk: writing
@@ -285,13 +365,8 @@ fn a_submission_that_fills_the_disk_is_stopped_and_cleaned_up() {
     ];
     let report = grade(&dir, &out, "disk", cells, &["--disk", "256M"]);
 
-    let outcomes: Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join(".grading/disk/outcomes.json")).unwrap(),
-    )
-    .unwrap();
-    let outcomes = outcomes.as_array().unwrap();
     for cell in [1, 2] {
-        let o = outcomes.iter().find(|o| o["cell"] == cell).unwrap();
+        let o = outcomes_of(&out, "disk", cell);
         let message = o["message"].as_str().unwrap_or_default();
         assert!(
             o["status"] == "failed" && message.contains("past the disk limit of 256 MiB"),
@@ -356,16 +431,7 @@ fn a_submissions_processes_are_bounded_together() {
         cells,
         &["--processes", "256", "--memory", "2G"],
     );
-    let outcomes: Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join(".grading/procs/outcomes.json")).unwrap(),
-    )
-    .unwrap();
-    let bomb = outcomes
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["cell"] == 3)
-        .unwrap();
+    let bomb = outcomes_of(&out, "procs", 3);
     assert!(
         bomb["status"] == "failed"
             && bomb["message"]
