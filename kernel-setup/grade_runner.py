@@ -12,8 +12,9 @@ and scores what this script writes. This script only executes, cell by cell:
     own PID, IPC, UTS and network namespaces (no network: the client reaches the kernel through
     Unix sockets, see sandbox_bridge.py), with a limit on each process's data segment (memory);
   * all the submission's processes together live in a cgroup of their own (Cgroup): at most
-    --processes processes and threads and --memory bytes; a cell after which they still fill the
-    process limit (a fork bomb) fails, and the kernel restarts with them killed;
+    --processes processes and threads and --memory bytes; a cell after which something keeps the
+    process limit full (a fork bomb) fails, and the kernel restarts with them killed (should the
+    limit fill only during a later cell, the replay finds the cell that started it);
   * a cell that fails (compile error, `?` error, panic: read from its outputs as
     notebook_runner.cell_failure does) is recorded and the next cell runs;
   * a cell that runs past the per-cell limit, or kills its process (abort, exit, a crash, the
@@ -21,9 +22,9 @@ and scores what this script writes. This script only executes, cell by cell:
     that had succeeded are run again (checks excepted) so that later, independent tasks are
     still graded; a task whose code was in the failed cell fails through its own checks;
   * past the submission's time limit the remaining cells are skipped, each with the reason;
-  * of one cell it keeps 1 MiB of printed text and 16 MiB of rich output, of the submission
-    16 MiB and 64 MiB, failure and grade records always (BoundedClient), so a print loop
-    cannot fill the grader's memory or disk;
+  * of one cell it keeps 1 MiB of printed text, 16 MiB of rich output and 1 MiB of errors, of
+    the submission 16, 64 and 16 MiB, failure and grade records always (BoundedClient), so a
+    print loop or a flood of compile errors cannot fill the grader's memory or disk;
   * a submission that writes more than --disk into its folders (its own, its build copy, its
     kernel's connection folder) has its kernel stopped and what it wrote removed (DiskWatch),
     then the kernel restarts as after a crash; in the sandbox no file may pass --disk, /tmp
@@ -34,6 +35,7 @@ Usage:
                       --build DIR [--cell-timeout S] [--timeout S] [--memory BYTES] [--disk BYTES]
                       [--processes N] [--no-cgroup] [--no-sandbox]
   grade_runner.py warm            # builds the grading build template (the kit, tch, sgm) once
+  grade_runner.py cgroup-check    # whether a submission's cgroup can be made here
   grade_runner.py html IN.ipynb OUT.html
 """
 import argparse
@@ -75,8 +77,11 @@ BRIDGE = ROOT / "kernel-setup/sandbox_bridge.py"
 TMP_SIZE = 1 << 30
 SHM_SIZE = 64 << 20
 GRADE_MIME = "application/vnd.sgm.grade+json"  # sgm::assignment::GRADE_MIME
-# The most tasks Linux can count (PID_MAX_LIMIT on 64-bit machines).
+# The most tasks Linux can count (PID_MAX_LIMIT on 64-bit machines), and the fewest a kernel
+# gets: grading homework 5 peaks at 46 processes and threads on 2 cores, more where rustc and
+# the thread pools see more cores (`sgm grade --processes` takes the same range).
 PID_MAX_LIMIT = 1 << 22
+MIN_PROCESSES = 64
 CRASH = re.compile(r"Subprocess terminated|Child process terminated|kernel died", re.I)
 
 
@@ -476,19 +481,35 @@ class Cgroup:
             else:
                 raise CgroupUnavailable("neither cgroup v1's pids and memory hierarchies nor cgroup v2 with "
                                         "both controllers is mounted")
-            for folder in folders.values():
-                cls.remove_stale(folder.parent)
-                folder.mkdir(parents=True, exist_ok=True)
-            group = cls(folders, version, memory, processes)
-            group.write("pids", table["pids"][1], str(processes))
-            group.write("memory", table["memory"][1], str(memory))
-            if version == 1 and (folders["memory"] / "memory.memsw.limit_in_bytes").exists():
-                group.write("memory", "memory.memsw.limit_in_bytes", str(memory))  # no swapping past it
-            elif version == 2 and (folders["memory"] / "memory.swap.max").exists():
-                group.write("memory", "memory.swap.max", "0")
-            return group
+            made = []
+            try:
+                for folder in folders.values():
+                    cls.remove_stale(folder.parent)
+                    if not folder.exists():
+                        folder.mkdir(parents=True)
+                        made.append(folder)
+                group = cls(folders, version, memory, processes)
+                group.write("pids", table["pids"][1], str(processes))
+                group.write("memory", table["memory"][1], str(memory))
+                # No swapping past the limit either.
+                if version == 1 and (folders["memory"] / "memory.memsw.limit_in_bytes").exists():
+                    group.write("memory", "memory.memsw.limit_in_bytes", str(memory))
+                elif version == 1:
+                    group.write("memory", "memory.swappiness", "0")
+                elif (folders["memory"] / "memory.swap.max").exists():
+                    group.write("memory", "memory.swap.max", "0")
+                return group
+            except OSError:
+                for folder in made:
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        pass
+                raise
         except OSError as e:
-            raise CgroupUnavailable(f"cannot create the submission's cgroup: {e}") from e
+            hint = ("the grader is not root" if os.geteuid() != 0 else
+                    "cgroups are read-only or busy here (a container?)")
+            raise CgroupUnavailable(f"cannot create the submission's cgroup ({hint}): {e}") from e
 
     @staticmethod
     def remove_stale(parent):
@@ -546,10 +567,18 @@ class Cgroup:
         except (OSError, ValueError):
             return 0
 
-    def saturated(self):
-        """Whether the tasks still fill nine tenths of the limit (a fork bomb's, which keeps
-        the limit reached until its processes are killed)."""
-        return self.running() >= 0.9 * self.processes
+    def saturated(self, refused_before=None, window=0.3):
+        """Whether something keeps the process limit full: the tasks fill nine tenths of it and
+        new ones were refused since the counter read `refused_before` or within `window`
+        seconds (a fork bomb, which never lets go; idle thread pools near a small limit do not
+        count)."""
+        if self.running() < 0.9 * self.processes:
+            return False
+        if refused_before is not None and self.counter("pids") > refused_before:
+            return True
+        before = self.counter("pids")
+        time.sleep(window)
+        return self.running() >= 0.9 * self.processes and self.counter("pids") > before
 
     def peak(self, controller):
         try:
@@ -557,14 +586,15 @@ class Cgroup:
         except (OSError, ValueError):
             return None
 
-    def explain(self, before):
-        """What the submission's limits did since `counters()` gave `before`, in words (or '')."""
+    def explain(self, before, processes=True):
+        """What the submission's limits did since `counters()` gave `before`, in words (or ''):
+        the memory limit, and the process limit unless `processes` is false."""
         after = self.counters()
         words = []
         if after["memory"] > before["memory"]:
             words.append(f"the submission's processes together used more than the memory limit of "
                          f"{self.memory / 2**20:,.0f} MiB, and the out-of-memory killer stopped one")
-        if after["pids"] > before["pids"]:
+        if processes and after["pids"] > before["pids"]:
             words.append(f"the submission reached its limit of {self.processes} processes and threads, and new "
                          "ones were refused")
         return "; ".join(words)
@@ -578,6 +608,21 @@ class Cgroup:
                 pass
         return pids
 
+    def holds(self, pid):
+        """Whether process `pid` is (still) in the group: a PID read from cgroup.procs may have
+        ended and been reused by the time it is signalled."""
+        mine = "/" + self.folders["pids"].parent.name + "/" + self.folders["pids"].name
+        try:
+            lines = pathlib.Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        except OSError:
+            return False
+        controller = "pids" if self.version == 1 else ""
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            if controller in controllers.split(",") or (self.version == 2 and controllers == ""):
+                return path.endswith(mine)
+        return False
+
     def kill(self, wait=10.0):
         """Kills whatever still runs in the groups (the sandbox's PID namespace dies with its
         first process, but not at once). Returns whether they are empty."""
@@ -588,11 +633,16 @@ class Cgroup:
                 return True
             if time.monotonic() > deadline:
                 return False
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            killer = self.folders["pids"] / "cgroup.kill"  # cgroup v2, Linux 5.14 on
+            if self.version == 2 and killer.exists():
+                killer.write_text("1")
+            else:
+                for pid in pids:
+                    if self.holds(pid):
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
             time.sleep(0.05)
 
     def remove(self):
@@ -618,30 +668,43 @@ def copy_build(template, build):
 
 
 def run_session(client, nb, code, start, succeeded, outcomes, cell_timeout, deadline, is_check, watch=None,
-                cgroup=None):
+                cgroup=None, suspect=None):
     """In one fresh kernel: replays the cells that had succeeded (checks excepted), then runs the
     code cells from position `start` on, `watch` (a DiskWatch) on the kernel's process. Returns
-    (next position, whether the kernel must be restarted: a timeout or a crash)."""
+    (next position, why the kernel must be restarted: None, or the failure's kind: "timeout",
+    "dead", "processes", or "culprit": a replayed cell was found to fill the process limit, and
+    the position is `suspect`'s, to run it again). `suspect` is the cell whose end found the process limit full when the
+    last kernel stopped: the replay then looks for the cell that fills it (run_cells_of_session)."""
     with client.setup_kernel():
         if watch is not None:
             watch.start(client.km.provisioner.pid)
         try:
             return run_cells_of_session(client, nb, code, start, succeeded, outcomes, cell_timeout, deadline,
-                                        is_check, watch, cgroup)
+                                        is_check, watch, cgroup, suspect)
         finally:
             if watch is not None:
                 watch.stop()
 
 
 def run_cells_of_session(client, nb, code, position, succeeded, outcomes, cell_timeout, deadline, is_check, watch,
-                         cgroup):
+                         cgroup, suspect):
     """run_session's body, in its kernel."""
     for index in [i for i in succeeded if not is_check(i)]:
         replay = nbformat.from_dict(json.loads(json.dumps(nb.cells[index])))
+        refused = cgroup.counter("pids") if cgroup is not None else 0
         try:
             client.execute_cell(replay, index)
         except (CellTimeoutError, DeadKernelError, CellExecutionError):
             pass
+        if suspect is not None and fills_process_limit(cgroup, refused):
+            # A cell that had succeeded left something running that kept starting processes (a
+            # thread, a child) and the limit filled only during a later cell: this one.
+            succeeded.remove(index)
+            outcomes[index] = {**outcomes.get(index, {"cell": index}), "status": "failed", "kind": "processes",
+                               "message": (f"it left processes or threads running that kept starting new ones, up "
+                                           f"to the limit of {cgroup.processes}; found when cell {suspect + 1} was "
+                                           "stopped, which then ran again")}
+            return code.index(suspect), "culprit"
     previous = None
     while position < len(code):
         index = code[position]
@@ -666,7 +729,7 @@ def run_cells_of_session(client, nb, code, position, succeeded, outcomes, cell_t
             failure = ("error", f"{e.ename}: {e.evalue}")
         seconds = round(time.monotonic() - started, 2)
         previous = cell
-        if cgroup is not None and cgroup.saturated():
+        if cgroup is not None and cgroup.saturated(limits_before["pids"]):
             # Left running at the process limit, every later cell would fail to start: the
             # kernel restarts with its processes killed, as after a crash.
             failure = ("processes", f"{cgroup.running()} processes and threads were still running after the cell, "
@@ -681,12 +744,12 @@ def run_cells_of_session(client, nb, code, position, succeeded, outcomes, cell_t
         if kind == "dead" and watch is not None and "SIGXFSZ" in message and not watch.tripped:
             # One file reached the limit (prlimit --fsize): the same breach, found by the kernel.
             watch.breach(max(disk_usage(watch.folders) - watch.base, watch.limit))
-        limits = cgroup.explain(limits_before) if cgroup is not None else ""
+        limits = cgroup.explain(limits_before, processes=kind != "processes") if cgroup is not None else ""
         if kind == "dead" and watch is not None and watch.tripped:
             message = watch.message()
-        elif limits and kind != "processes":
+        if limits:
             message = f"{message}; {limits}"
-        elif kind == "dead":
+        elif kind == "dead" and not (watch is not None and watch.tripped):
             # stderr may lose lines (evcxr's race); when the allocator's last words arrived, say so.
             stderr = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []) if o.get("name") == "stderr")
             oom = OUT_OF_MEMORY.search(stderr)
@@ -695,13 +758,25 @@ def run_cells_of_session(client, nb, code, position, succeeded, outcomes, cell_t
         outcomes[index] = {"cell": index, "status": "failed", "kind": kind, "message": message,
                            "seconds": seconds}
         if kind in ("timeout", "dead", "processes"):
-            return position, True
+            return position, kind
     if previous is not None and time.monotonic() <= deadline:
         # The last cell's late lines (evcxr's relay thread) would be lost with the kernel:
         # they go back to it in the returned notebook. Its score stands: the failure record
         # that decides it comes before the cell's reply.
         flush_late_output(client, nb, previous)
-    return position, False
+    return position, None
+
+
+def fills_process_limit(cgroup, refused_before, wait=3.0):
+    """Whether the process limit fills within `wait` seconds (refusals counted from
+    `refused_before`): run after each replayed cell when one of them is suspected."""
+    deadline = time.monotonic() + wait
+    while True:
+        if cgroup.saturated(refused_before, window=0.1):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
 
 
 def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, sandbox, max_restarts=6,
@@ -718,6 +793,7 @@ def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, s
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     position = 0
     restarts = 0
+    suspect = None
     while position < len(code):
         # The connection file goes where the sandbox can read it (jupyter_client would put it
         # in the system's temporary folder, which the sandbox does not see).
@@ -732,7 +808,7 @@ def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, s
         )
         try:
             position, restart = run_session(client, nb, code, position, succeeded, outcomes, cell_timeout,
-                                            deadline, is_check, watch, cgroup)
+                                            deadline, is_check, watch, cgroup, suspect)
         finally:
             # nbclient leaves running a kernel whose manager it was given: stop it (the sandbox
             # dies with it) whatever happened, a cell that still loops included.
@@ -756,6 +832,9 @@ def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, s
             watch.clear()
         if not restart:
             break
+        # After a cell that left the process limit full, the next kernel's replay looks for the
+        # cell that started what fills it.
+        suspect = code[position - 1] if restart == "processes" else None
         restarts += 1
         if restarts > max_restarts:
             for index in code[position:]:
@@ -776,22 +855,24 @@ def cmd_run(args):
                   "or pass --no-sandbox for trusted notebooks only", file=sys.stderr)
             return 2
     memory, disk = parse_bytes(args.memory), parse_bytes(args.disk, "--disk")
-    if not 1 <= args.processes <= PID_MAX_LIMIT:
-        raise SystemExit(f"grade_runner: --processes {args.processes}: expected 1 to {PID_MAX_LIMIT}")
+    if not MIN_PROCESSES <= args.processes <= PID_MAX_LIMIT:
+        raise SystemExit(f"grade_runner: --processes {args.processes}: expected {MIN_PROCESSES} to {PID_MAX_LIMIT}")
     cgroup = None
     if sandbox and not args.no_cgroup:
         try:
             cgroup = Cgroup.create(f"{os.getpid()}-{time.monotonic_ns()}", memory, args.processes)
         except CgroupUnavailable as e:
             print(f"grade_runner: {e}; the limits on a submission's processes and its total memory need "
-                  "one (run the grader as root), or pass --no-cgroup to grade without them", file=sys.stderr)
+                  "one: pass --no-cgroup to grade without them", file=sys.stderr)
             return 2
     try:
         return run_submission(args, work, build, sandbox, memory, disk, cgroup)
     finally:
         if cgroup is not None:
-            print(f"grade_runner: the submission's peaks: {(cgroup.peak('memory') or 0) / 2**20:,.0f} MiB of "
-                  f"memory, {cgroup.peak('pids')} processes and threads", file=sys.stderr)
+            memory_peak, tasks_peak = cgroup.peak("memory"), cgroup.peak("pids")
+            print("grade_runner: the submission's peaks: "
+                  f"{'?' if memory_peak is None else f'{memory_peak / 2**20:,.0f}'} MiB of memory, "
+                  f"{'?' if tasks_peak is None else tasks_peak} processes and threads", file=sys.stderr)
             cgroup.remove()
 
 
@@ -887,6 +968,17 @@ def cmd_warm(_args=None):
     return 0
 
 
+def cmd_cgroup_check(_args=None):
+    """Whether a submission's cgroup can be made here (sgm grade asks once, before grading)."""
+    try:
+        Cgroup.create(f"{os.getpid()}-check", 1 << 30, 64).remove()
+    except CgroupUnavailable as e:
+        print(f"grade_runner: {e}; the limits on a submission's processes and its total memory need one: "
+              "pass --no-cgroup to grade without them", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_html(args):
     from html_pages import write_html
 
@@ -917,11 +1009,12 @@ def main(argv=None):
     run.add_argument("--budget", default="ci", help="SGM_BUDGET for the notebook")
     run.add_argument("--no-sandbox", action="store_true")
     sub.add_parser("warm")
+    sub.add_parser("cgroup-check")
     html = sub.add_parser("html")
     html.add_argument("input")
     html.add_argument("output")
     args = parser.parse_args(argv)
-    return {"run": cmd_run, "warm": cmd_warm, "html": cmd_html}[args.command](args)
+    return {"run": cmd_run, "warm": cmd_warm, "html": cmd_html, "cgroup-check": cmd_cgroup_check}[args.command](args)
 
 
 if __name__ == "__main__":

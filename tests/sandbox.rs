@@ -384,8 +384,9 @@ fn a_submission_that_fills_the_disk_is_stopped_and_cleaned_up() {
 /// four children of 700 MB each (each under the per-process limit) cannot all hold their
 /// memory (the out-of-memory killer stops one of them or the kernel, whichever is larger, and
 /// the grade says so); a fork bomb left running after its cell fails that cell and is killed
-/// with its kernel, so that a later, independent task is still graded and nothing of it
-/// survives.
+/// with its kernel, and one that fills the limit only during a later cell is traced back to
+/// its own cell when the kernel's replay starts it again, so that a later, independent task
+/// is still graded and nothing of either survives.
 #[test]
 fn a_submissions_processes_are_bounded_together() {
     let dir = tmpdir("processes");
@@ -416,12 +417,21 @@ fn a_submissions_processes_are_bounded_together() {
                 let _ = std::process::Command::new(\"sh\").args([\"-c\", \"sleep 600\", \"sgm-fork-bomb\"]).spawn();\n\
                 });\n\
                 std::thread::sleep(std::time::Duration::from_secs(5));";
-    let after = check("after the bomb", "ensure(2 + 2 == 4, \"arithmetic\")?;");
+    // The same loop, started half a second after its cell returned: the limit fills during
+    // the next cell, which is stopped; the replay finds the cell that started it.
+    let delayed = "std::thread::spawn(|| {\n\
+                   std::thread::sleep(std::time::Duration::from_millis(500));\n\
+                   loop { let _ = std::process::Command::new(\"sh\").args([\"-c\", \"sleep 600\", \"sgm-fork-bomb\"]).spawn(); }\n\
+                   });";
+    let wait = "std::thread::sleep(std::time::Duration::from_secs(4));";
+    let after = check("after the bombs", "ensure(2 + 2 == 4, \"arithmetic\")?;");
     let cells = vec![
         code("first", FIRST_CELL, None),
         code("spawn", &spawn, Some("processes.spawn")),
         code("memory", &memory, Some("processes.memory")),
         code("bomb", bomb, None),
+        code("delayed", delayed, None),
+        code("wait", wait, None),
         code("after", &after, Some("processes.after")),
     ];
     let report = grade(
@@ -432,6 +442,17 @@ fn a_submissions_processes_are_bounded_together() {
         &["--processes", "256", "--memory", "2G"],
     );
     let bomb = outcomes_of(&out, "procs", 3);
+    let delayed = outcomes_of(&out, "procs", 4);
+    assert!(
+        delayed["status"] == "failed"
+            && delayed["message"]
+                .as_str()
+                .unwrap()
+                .contains("kept starting new ones, up to the limit of 256; found when cell 6"),
+        "{delayed}"
+    );
+    let wait = outcomes_of(&out, "procs", 5);
+    assert_eq!(wait["status"], "ok", "{wait}");
     assert!(
         bomb["status"] == "failed"
             && bomb["message"]

@@ -46,11 +46,12 @@ pub struct GradeArgs {
     #[arg(long, default_value = "8G")]
     memory: String,
     /// Processes and threads one submission may have at once (its cgroup); a fork bomb stops
-    /// there. Grading homework 5 peaks at 46.
-    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1 << 22))]
+    /// there. Grading homework 5 peaks at 46 on 2 cores (more with more cores).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(64..=1 << 22))]
     processes: u32,
     /// Grade without a cgroup (no limit on a submission's processes and total memory), where
-    /// the grader cannot create one (it needs root).
+    /// the grader cannot create one (it needs root). The cgroup is part of the sandbox:
+    /// `--no-sandbox` has none either.
     #[arg(long)]
     no_cgroup: bool,
     /// What one submission may write to disk (its folder, its copy of the build folder, its
@@ -335,6 +336,23 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
                 "two submissions share the name {} (rename one)",
                 submission_name(s)
             )));
+        }
+    }
+    if !args.no_sandbox && !args.no_cgroup {
+        // Once for all submissions: where no cgroup can be made, every one would fail alike.
+        let out = Command::new(python())
+            .arg(root().join("kernel-setup/grade_runner.py"))
+            .arg("cgroup-check")
+            .output()
+            .map_err(|e| CliError::Usage(format!("cannot start {}: {e}", python().display())))?;
+        if !out.status.success() {
+            let text = String::from_utf8_lossy(&out.stderr);
+            let last = text.lines().rev().find(|l| !l.trim().is_empty());
+            return Err(CliError::Usage(
+                last.unwrap_or("the cgroup check failed")
+                    .trim_start_matches("grade_runner: ")
+                    .to_string(),
+            ));
         }
     }
     sgm::checkpoint::create_dir(&args.out)?;
