@@ -14,7 +14,8 @@ and scores what this script writes. This script only executes, cell by cell:
   * all the submission's processes together live in a cgroup of their own (Cgroup): at most
     --processes processes and threads and --memory bytes; a cell after which something keeps the
     process limit full (a fork bomb) fails, and the kernel restarts with them killed (should the
-    limit fill only during a later cell, the replay finds the cell that started it);
+    limit fill only during a later cell, the replay finds the cell that started it); with the
+    cpu controller, submissions graded side by side get equal shares of the cores;
   * a cell that fails (compile error, `?` error, panic: read from its outputs as
     notebook_runner.cell_failure does) is recorded and the next cell runs;
   * a cell that runs past the per-cell limit, or kills its process (abort, exit, a crash, the
@@ -430,7 +431,10 @@ class Cgroup:
     memory controller: anonymous memory, page cache, what the in-memory folders hold). The
     data-segment limit (prlimit) bounds one process only: a submission that starts processes
     (a fork bomb, or children that each stay under it) would otherwise take the machine's
-    process table and memory, and every other submission's with it.
+    process table and memory, and every other submission's with it. Where the cpu controller
+    is there too, each submission's group has the same weight, so that of submissions graded
+    side by side (--jobs) one that runs many threads takes no more than its share of the cores
+    (the scheduler is otherwise fair between threads, not submissions).
 
     cgroup v1 (a `pids` and a `memory` hierarchy, as on the machine this is developed on) and
     cgroup v2 (one hierarchy with both controllers) are both handled; either needs the right to
@@ -443,8 +447,11 @@ class Cgroup:
     V2 = {"pids": ("", "pids.max", "pids.events", "max", "pids.peak"),
           "memory": ("", "memory.max", "memory.events", "oom_kill", "memory.peak")}
 
+    # Controllers used where present: each group gets the default weight.
+    OPTIONAL = ("cpu",)
+
     def __init__(self, folders, version, memory, processes):
-        self.folders, self.version = folders, version  # {"pids": path, "memory": path}
+        self.folders, self.version = folders, version  # {"pids": path, "memory": path[, "cpu": path]}
         self.memory, self.processes = memory, processes
 
     @classmethod
@@ -457,7 +464,7 @@ class Cgroup:
                 continue
             if fields[2] == "cgroup":
                 for option in fields[3].split(","):
-                    if option in cls.V1:
+                    if option in cls.V1 or option in cls.OPTIONAL:
                         v1[option] = pathlib.Path(fields[1])
             elif fields[2] == "cgroup2" and v2 is None:
                 v2 = pathlib.Path(fields[1])
@@ -468,15 +475,18 @@ class Cgroup:
         """A new group `sgm-grade/<name>` with both limits set, or CgroupUnavailable."""
         v1, v2 = cls.mounts()
         try:
-            if set(v1) == set(cls.V1):
-                folders = {c: v1[c] / "sgm-grade" / name for c in cls.V1}
+            if set(cls.V1) <= set(v1):
+                folders = {c: v1[c] / "sgm-grade" / name for c in v1}
                 version, table = 1, cls.V1
             elif v2 is not None and {"pids", "memory"} <= set((v2 / "cgroup.controllers").read_text().split()):
+                available = set((v2 / "cgroup.controllers").read_text().split())
+                used = [c for c in (*cls.V1, *cls.OPTIONAL) if c in available]
+                enable = " ".join("+" + c for c in used)
                 parent = v2 / "sgm-grade"
-                (v2 / "cgroup.subtree_control").write_text("+pids +memory")
+                (v2 / "cgroup.subtree_control").write_text(enable)
                 parent.mkdir(exist_ok=True)
-                (parent / "cgroup.subtree_control").write_text("+pids +memory")
-                folders = {c: parent / name for c in cls.V1}
+                (parent / "cgroup.subtree_control").write_text(enable)
+                folders = {c: parent / name for c in used}
                 version, table = 2, cls.V2
             else:
                 raise CgroupUnavailable("neither cgroup v1's pids and memory hierarchies nor cgroup v2 with "

@@ -13,6 +13,10 @@ use sgm_tests::{sgm_bin, tmpdir};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::RwLock;
+
+/// The CPU-share test measures a share of the cores: it runs alone, the others side by side.
+static CORES: RwLock<()> = RwLock::new(());
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -40,38 +44,61 @@ fn source_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}_source.ipynb"))
 }
 
+fn notebook(cells: Vec<Value>) -> Value {
+    json!({
+        "cells": cells,
+        "metadata": {"kernelspec": {"name": "sgm", "display_name": "Rust (sgm)", "language": "rust"}},
+        "nbformat": 4, "nbformat_minor": 5
+    })
+}
+
 /// Grades `cells`, as the assignment and as submission `name` both, with `sgm grade` into
 /// `out` (cells limited to 120 s, `extra` options after); the grading must succeed. Returns
 /// the submission's report.
 fn grade(dir: &Path, out: &Path, name: &str, cells: Vec<Value>, extra: &[&str]) -> Report {
-    let source = json!({
-        "cells": cells,
-        "metadata": {"kernelspec": {"name": "sgm", "display_name": "Rust (sgm)", "language": "rust"}},
-        "nbformat": 4, "nbformat_minor": 5
-    });
-    let assignment_path = source_path(dir, name);
-    assignment::write_notebook(&assignment_path, &source).unwrap();
-    let submission = dir.join(format!("{name}.ipynb"));
-    assignment::write_notebook(&submission, &source).unwrap();
-    let output = Command::new(sgm_bin())
+    let submissions = [(name, cells.clone())];
+    grade_all(dir, out, name, cells, &submissions, extra).remove(0)
+}
+
+/// Grades `submissions` (name, cells) against the assignment `cells` (written as
+/// `<assignment>_source.ipynb`) in one `sgm grade`; returns their reports in order.
+fn grade_all(
+    dir: &Path,
+    out: &Path,
+    assignment: &str,
+    cells: Vec<Value>,
+    submissions: &[(&str, Vec<Value>)],
+    extra: &[&str],
+) -> Vec<Report> {
+    let assignment_path = source_path(dir, assignment);
+    assignment::write_notebook(&assignment_path, &notebook(cells)).unwrap();
+    let mut command = Command::new(sgm_bin());
+    command
         .args(["grade", "--assignment"])
         .arg(&assignment_path)
         .arg("--out")
         .arg(out)
         .args(["--cell-timeout", "120"])
         .args(extra)
-        .arg(&submission)
-        .env("SGM_DEVICE", "cpu")
-        .output()
-        .expect("sgm runs");
+        .env("SGM_DEVICE", "cpu");
+    for (name, cells) in submissions {
+        let path = dir.join(format!("{name}.ipynb"));
+        assignment::write_notebook(&path, &notebook(cells.clone())).unwrap();
+        command.arg(path);
+    }
+    let output = command.output().expect("sgm runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "sgm grade failed: {stderr}");
-    let text = std::fs::read_to_string(out.join(name).join("report.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
+    let report = |name: &str| {
+        let text = std::fs::read_to_string(out.join(name).join("report.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    submissions.iter().map(|(name, _)| report(name)).collect()
 }
 
 #[test]
 fn a_submission_cannot_reach_what_the_sandbox_hides() {
+    let _side_by_side = CORES.read().unwrap_or_else(|e| e.into_inner());
     let dir = tmpdir("sandbox");
     let source_path = source_path(&dir, "probe");
     let hw5 = root().join("notebooks/homework/source/hw5_score_matching.ipynb");
@@ -163,6 +190,7 @@ fn a_submission_cannot_reach_what_the_sandbox_hides() {
 /// large to keep (forged here by printing it, as a submission could).
 #[test]
 fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
+    let _side_by_side = CORES.read().unwrap_or_else(|e| e.into_inner());
     let dir = tmpdir("flood");
     let out = dir.join("graded");
     let big = 17 << 20;
@@ -340,6 +368,7 @@ fn outcomes_of(out: &Path, name: &str, index: usize) -> Value {
 /// it wrote, and its later, independent tasks are still graded.
 #[test]
 fn a_submission_that_fills_the_disk_is_stopped_and_cleaned_up() {
+    let _side_by_side = CORES.read().unwrap_or_else(|e| e.into_inner());
     let dir = tmpdir("disk");
     let out = dir.join("graded");
     let many = "let chunk = vec![7u8; 32 << 20];\n\
@@ -389,6 +418,7 @@ fn a_submission_that_fills_the_disk_is_stopped_and_cleaned_up() {
 /// is still graded and nothing of either survives.
 #[test]
 fn a_submissions_processes_are_bounded_together() {
+    let _side_by_side = CORES.read().unwrap_or_else(|e| e.into_inner());
     let dir = tmpdir("processes");
     let out = dir.join("graded");
     let spawn = check(
@@ -493,4 +523,69 @@ fn a_submissions_processes_are_bounded_together() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Submissions graded side by side share the cores, and the scheduler is fair between threads:
+/// each submission's cgroup has the same CPU weight, so one that spins 32 threads takes no more
+/// than its share from the other. Graded with `--jobs 2`, submission `spin` runs 32 busy
+/// threads for 40 s while submission `share` measures, after 12 s, what one busy thread of its
+/// own gets of a core for 6 s, and how many threads the machine had runnable meanwhile. The
+/// check asks for 0.4 of a core (two cores, and the grader's own processes beside). On this
+/// machine the scheduler's autogroups (one per session: bubblewrap starts each sandbox in a
+/// session of its own) give the same fairness: with `kernel.sched_autogroup_enabled=0` it got
+/// 0.05 without the groups' weights and 0.76 with them; with autogroups 0.84 and 0.81.
+#[test]
+fn a_submission_that_spins_many_threads_leaves_the_others_their_share() {
+    let _alone = CORES.write().unwrap_or_else(|e| e.into_inner());
+    let dir = tmpdir("cpu-share");
+    let out = dir.join("graded");
+    let answer = |body: &str| format!("// BEGIN SOLUTION\n{body}\n// END SOLUTION");
+    let measure = "fn on_cpu() -> f64 {\n\
+                   let text = std::fs::read_to_string(\"/proc/thread-self/schedstat\").unwrap();\n\
+                   text.split_whitespace().next().unwrap().parse::<f64>().unwrap() / 1e9\n}\n\
+                   fn runnable() -> usize {\n\
+                   let text = std::fs::read_to_string(\"/proc/loadavg\").unwrap();\n\
+                   text.split_whitespace().nth(3).unwrap().split('/').next().unwrap().parse().unwrap()\n}\n\
+                   std::thread::sleep(std::time::Duration::from_secs(12));\n\
+                   let (cpu0, start) = (on_cpu(), std::time::Instant::now());\n\
+                   let (mut most, mut x) = (0, 0u64);\n\
+                   while start.elapsed().as_secs_f64() < 6.0 {\n\
+                   for i in 0..2_000_000u64 { x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i)); }\n\
+                   most = most.max(runnable());\n}\n\
+                   let share = (on_cpu() - cpu0) / start.elapsed().as_secs_f64();\n\
+                   println!(\"share of a core {share:.2}, at most {most} threads runnable\");";
+    let spin = "let threads: Vec<_> = (0..32).map(|_| std::thread::spawn(|| {\n\
+                let start = std::time::Instant::now();\n\
+                let mut x = 1u64;\n\
+                while start.elapsed().as_secs() < 40 { x = std::hint::black_box(x.wrapping_mul(3).wrapping_add(1)); }\n\
+                })).collect();\n\
+                for t in threads { t.join().unwrap(); }\n\
+                let (share, most) = (1.0, 32);";
+    let verdict = check(
+        "one busy thread keeps its share of a core beside 32 of another submission's",
+        "ensure(most >= 20, format!(\"no contention seen: at most {most} threads runnable\"))?;\n\
+         ensure(share > 0.4, format!(\"share of a core {share:.2} with {most} threads runnable\"))?;",
+    );
+    let with = |body: &str| {
+        vec![
+            code("first", FIRST_CELL, None),
+            code("work", &answer(body), None),
+            code("verdict", &verdict, Some("cpu.share")),
+        ]
+    };
+    let reports = grade_all(
+        &dir,
+        &out,
+        "cpu",
+        with(measure),
+        &[("spin", with(spin)), ("share", with(measure))],
+        &["--jobs", "2"],
+    );
+    let share = &reports[1];
+    assert!(share.tasks[0].passed, "{:#?}", share.tasks);
+    let executed = std::fs::read_to_string(out.join(".grading/share/executed.ipynb")).unwrap();
+    let line = executed
+        .find("share of a core")
+        .map(|i| &executed[i..i + 60]);
+    println!("{line:?}; spin: {:?}", reports[0].tasks[0].message);
 }
