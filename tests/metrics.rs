@@ -214,6 +214,86 @@ fn energy_floor_is_the_mean_over_every_draw_of_training_rows() {
     assert!(err.to_string().contains("EnergyReport"), "{err}");
 }
 
+#[test]
+fn a_draw_energy_is_the_mean_over_every_draw_from_its_pool_against_each_set() {
+    let _rng = rng_lock();
+    data::seed(6);
+    // A pool of float rows (converted to double inside) and two sets compared with one pool.
+    let pool = Tensor::randn([5, 2], (Kind::Float, test_device()));
+    let drawn = metrics::DrawEnergy::new(&pool, 2).unwrap();
+    let pool = pool.to_kind(Kind::Double);
+    for shift in [0.0, 1.5] {
+        let test = Tensor::randn([3, 2], (Kind::Double, test_device())) + shift;
+        // All C(5, 2) = 10 draws without replacement.
+        let mut total = 0.0;
+        for i in 0..5i64 {
+            for j in i + 1..5 {
+                let idx = from_slice(&[i, j]);
+                total += metrics::energy_distance(&pool.index_select(0, &idx), &test).unwrap();
+            }
+        }
+        let got = drawn.against(&test).unwrap();
+        assert!(
+            (got - total / 10.0).abs() < 1e-12,
+            "{got} vs {}",
+            total / 10.0
+        );
+        // More rows per draw than the pool has: with replacement, 3 of the first 2 rows, all
+        // 2³ = 8 ordered draws.
+        let few = pool.narrow(0, 0, 2);
+        let mut total = 0.0;
+        for code in 0..8i64 {
+            let idx: Vec<i64> = (0..3).map(|p| code / 2i64.pow(p) % 2).collect();
+            total +=
+                metrics::energy_distance(&few.index_select(0, &from_slice(&idx)), &test).unwrap();
+        }
+        let got = metrics::DrawEnergy::new(&few, 3)
+            .unwrap()
+            .against(&test)
+            .unwrap();
+        assert!(
+            (got - total / 8.0).abs() < 1e-12,
+            "{got} vs {}",
+            total / 8.0
+        );
+    }
+    // Between two pools: draws of 2 from the 5 rows and of 3 from 4 others, all 10 · 4 pairs of
+    // draws, independent of each other.
+    let other = Tensor::randn([4, 2], (Kind::Double, test_device())) * 2.0;
+    let mut total = 0.0;
+    for i in 0..5i64 {
+        for j in i + 1..5 {
+            for skip in 0..4i64 {
+                let rest: Vec<i64> = (0..4).filter(|&r| r != skip).collect();
+                total += metrics::energy_distance(
+                    &pool.index_select(0, &from_slice(&[i, j])),
+                    &other.index_select(0, &from_slice(&rest)),
+                )
+                .unwrap();
+            }
+        }
+    }
+    let got = drawn
+        .between(&metrics::DrawEnergy::new(&other, 3).unwrap())
+        .unwrap();
+    assert!(
+        (got - total / 40.0).abs() < 1e-12,
+        "{got} vs {}",
+        total / 40.0
+    );
+    // Bad input is refused by name: no rows per draw, an empty pool, another dimension.
+    let err = metrics::DrawEnergy::new(&pool, 0).unwrap_err();
+    assert!(err.to_string().contains("rows per draw"), "{err}");
+    let empty = Tensor::zeros([0, 2], (Kind::Double, test_device()));
+    assert!(metrics::DrawEnergy::new(&empty, 2).is_err());
+    let err = drawn
+        .against(&Tensor::zeros([3, 3], (Kind::Double, test_device())))
+        .unwrap_err();
+    assert!(err.to_string().contains("DrawEnergy"), "{err}");
+    let wide = metrics::DrawEnergy::new(&Tensor::zeros([3, 3], (Kind::Double, test_device())), 2);
+    assert!(drawn.between(&wide.unwrap()).is_err());
+}
+
 fn mnist_split() -> (ImageSet, ImageSet) {
     images::mnist_5k().unwrap().shuffle_split(0.9, 0).unwrap()
 }
