@@ -2,7 +2,8 @@
 //! reported with its floor (the same figure between two samples of the data itself).
 //!
 //! * 2D: [`energy_distance`] with [`EnergyReport`] (floor: its expected value for as many
-//!   training points against the same held-out points),
+//!   training points against the same held-out points), [`DrawEnergy`] (the expected distance
+//!   of a draw from a pool, in closed form: a sampler's figure free of its draw's noise),
 //!   [`mode_weights`] (mixture weights recovered by mode).
 //! * Images: a LeNet-5 [`Classifier`] trained by the crate and cached as a checkpoint; the
 //!   Fréchet distance on its 84 penultimate features ([`frechet_distance`], the "Fréchet LeNet
