@@ -197,10 +197,8 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
     let forged = format!(
         "println!(\"EVCXR_BEGIN_CONTENT application/vnd.sgm.cell-error+json\\n{{{{\\\"kind\\\": \\\"error\\\", \\\"message\\\": \\\"{{}}\\\"}}}}\\nEVCXR_END_CONTENT\", \"f\".repeat({big}));"
     );
-    // 600 type errors: evcxr sends one error output each, quoting the cell's lines (about 5 MB).
-    let errors: String = (0..600)
-        .map(|i| format!("let _e{i}: u8 = \"{}\";\n", "e".repeat(100)))
-        .collect();
+    // 600 type errors (about 5 MB).
+    let errors = type_errors(600);
     let mut cells = vec![
             code("first", FIRST_CELL, None),
             code("errors", &errors, None),
@@ -263,27 +261,8 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
         "the executed notebook holds {bytes} bytes"
     );
     let nb: Value = serde_json::from_str(&std::fs::read_to_string(&executed).unwrap()).unwrap();
-    let cell = |id: &str| {
-        nb["cells"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["id"] == id)
-            .unwrap()
-            .clone()
-    };
-    let printed = |id: &str| -> String {
-        cell(id)["outputs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|o| o["output_type"] == "stream")
-            .map(|o| match &o["text"] {
-                Value::Array(parts) => parts.iter().filter_map(Value::as_str).collect::<String>(),
-                t => t.as_str().unwrap_or_default().to_string(),
-            })
-            .collect()
-    };
+    let cell = |id: &str| cell_of(&nb, id);
+    let printed = |id: &str| printed_by(&cell(id));
     let text = printed("loud");
     assert!(
         text.contains("past the grader's limit"),
@@ -303,18 +282,7 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
     );
 
     // The errors: the cell fails with its first error, 1 MiB of them is kept, and a line says so.
-    let errors = cell("errors");
-    let kept: usize = errors["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o["output_type"] == "error")
-        .map(|o| {
-            let traceback = o["traceback"].as_array().unwrap().iter();
-            let lines = traceback.map(|l| l.as_str().unwrap().chars().count());
-            o["evalue"].as_str().unwrap().chars().count() + lines.sum::<usize>()
-        })
-        .sum();
+    let kept = errors_kept(&cell("errors"));
     assert!(
         kept > 512 << 10 && kept < (1 << 20) + (64 << 10),
         "{kept} characters of errors kept"
@@ -348,6 +316,104 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
         "{}",
         head(&last)
     );
+}
+
+/// The cell `id` of an executed notebook.
+fn cell_of(nb: &Value, id: &str) -> Value {
+    let cells = nb["cells"].as_array().unwrap();
+    cells.iter().find(|c| c["id"] == id).unwrap().clone()
+}
+
+/// The text a cell printed (its stream outputs).
+fn printed_by(cell: &Value) -> String {
+    let outputs = cell["outputs"].as_array().unwrap().iter();
+    outputs
+        .filter(|o| o["output_type"] == "stream")
+        .map(|o| match &o["text"] {
+            Value::Array(parts) => parts.iter().filter_map(Value::as_str).collect::<String>(),
+            t => t.as_str().unwrap_or_default().to_string(),
+        })
+        .collect()
+}
+
+/// Characters of errors a cell kept (values and tracebacks).
+fn errors_kept(cell: &Value) -> usize {
+    let outputs = cell["outputs"].as_array().unwrap().iter();
+    outputs
+        .filter(|o| o["output_type"] == "error")
+        .map(|o| {
+            let traceback = o["traceback"].as_array().unwrap().iter();
+            let lines = traceback.map(|l| l.as_str().unwrap().chars().count());
+            o["evalue"].as_str().unwrap().chars().count() + lines.sum::<usize>()
+        })
+        .sum()
+}
+
+/// `n` type errors in one cell: evcxr sends one error output each, quoting the cell's lines
+/// (600 of them make about 5 MB, 150 about 0.97 MB).
+fn type_errors(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("let _e{i}: u8 = \"{}\";\n", "e".repeat(100)))
+        .collect()
+}
+
+/// Past the submission's 16 MiB of errors, a failing cell still fails with its first error,
+/// cut to 1 KiB, and a line says that the rest was dropped; a check after them still passes.
+/// Twenty cells of about 1.1 MB of type errors each: the first sixteen keep up to 1 MiB each.
+#[test]
+fn a_submissions_errors_are_bounded_in_total_and_later_cells_still_fail() {
+    let _side_by_side = CORES.read().unwrap_or_else(|e| e.into_inner());
+    let dir = tmpdir("errors");
+    let out = dir.join("graded");
+    let ids: Vec<String> = (0..20).map(|i| format!("errors-{i}")).collect();
+    let mut cells = vec![code("first", FIRST_CELL, None)];
+    cells.extend(ids.iter().map(|id| code(id, &type_errors(170), None)));
+    cells.push(code(
+        "after",
+        &check("after the errors", "ensure(1 + 1 == 2, \"arithmetic\")?;"),
+        Some("errors.after"),
+    ));
+    let report = grade(&dir, &out, "errors", cells, &[]);
+    let passed: Vec<_> = report
+        .tasks
+        .iter()
+        .map(|t| (t.id.as_str(), t.passed))
+        .collect();
+    assert_eq!(passed, [("errors.after", true)], "{:?}", report.tasks);
+
+    let executed = out.join(".grading/errors/executed.ipynb");
+    let nb: Value = serde_json::from_str(&std::fs::read_to_string(&executed).unwrap()).unwrap();
+    let kept: Vec<usize> = ids
+        .iter()
+        .map(|id| errors_kept(&cell_of(&nb, id)))
+        .collect();
+    // Up to 1 MiB a cell (an error of about 6.4 kB more or less) until the total is spent; one
+    // cell's first error may pass the total by up to 64 KiB (the cap of one record while
+    // there is room), then each cell keeps its first error cut to 1 KiB and the cut's note.
+    let total: usize = kept.iter().sum();
+    assert!(
+        kept[..15].iter().all(|&k| k > 1_000_000 && k <= 1 << 20),
+        "{kept:?}"
+    );
+    assert!(
+        total > 16_000_000 && total < (16 << 20) + (64 << 10) + 4 * 1_100,
+        "{total} characters of errors kept: {kept:?}"
+    );
+    for (i, id) in ids.iter().enumerate().skip(18) {
+        let cell = cell_of(&nb, id);
+        assert!(kept[i] < 1_100, "{id}: {kept:?}");
+        assert!(
+            printed_by(&cell).contains("further errors past the grader's limit"),
+            "{id}: {}",
+            printed_by(&cell)
+        );
+        let outcome = outcomes_of(&out, "errors", i + 1);
+        let message = outcome["message"].as_str().unwrap();
+        assert!(
+            outcome["status"] == "failed" && message.contains("mismatched types"),
+            "{outcome}"
+        );
+    }
 }
 
 /// The outcome the grader recorded for cell `index` of submission `name`.
