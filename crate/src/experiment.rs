@@ -402,12 +402,12 @@ impl Experiment {
     /// 1.88, 1.05 and 1.29. At the tests' 500 epochs (`tests/quality_2d.rs`, then 4 draws):
     /// 0.91, 1.22 and 0.95 on the last three, where softplus with levels from the table scored
     /// 1.07, 1.54 and 1.39. With today's initial weights, the mean of 40 draws: 0.94, 1.47 and
-    /// 0.94, each against one held-out set; averaged over eight held-out sets (the test now),
+    /// 0.94, each against one held-out set; averaged over eight held-out sets (the test then),
     /// 1.10, 1.03 and 1.28 at the test's 16 draws (the README's 2D section gives their spread,
     /// the levers tried on the checkerboard, and the expected figures by the distance to the
     /// true law: 1.27, 1.18 and 1.19). The test now measures each figure's expectation
     /// ([`crate::metrics::DrawEnergy`]: 32,000 samples against 16,000 held-out points) at these
-    /// defaults' 1,000 epochs: 1.13, 1.15 and 1.21, and means of the three from 1.14 to 1.23
+    /// defaults' 1,000 epochs: 1.13, 1.15 and 1.21, and means of the three from 1.14 to 1.22
     /// over four other training seeds or data, where drawing from the 4,000 training points
     /// themselves gives 1.17.
     pub fn fit_2d(self, train: &Tensor) -> Result<Self> {

@@ -3,7 +3,8 @@
 //!
 //! * 2D: [`energy_distance`] with [`EnergyReport`] (floor: its expected value for as many
 //!   training points against the same held-out points), [`DrawEnergy`] (the expected distance
-//!   of a draw from a pool, in closed form: a sampler's figure free of its draw's noise),
+//!   of a draw from a pool, in closed form: a sampler's figure with one draw's noise replaced
+//!   by a large pool's, which is smaller),
 //!   [`mode_weights`] (mixture weights recovered by mode).
 //! * Images: a LeNet-5 [`Classifier`] trained by the crate and cached as a checkpoint; the
 //!   Fréchet distance on its 84 penultimate features ([`frechet_distance`], the "Fréchet LeNet
@@ -244,8 +245,9 @@ impl EnergyReport {
 
 /// The *expected* [`energy_distance`] between `n` rows drawn from a pool and other points, over
 /// every such draw, in closed form: [`EnergyReport`]'s floor where the pool is the training
-/// points, and a sampler's expected figure, free of its own draw's noise, where the pool is
-/// many of its samples.
+/// points, and a sampler's expected figure where the pool is many of its samples (an unbiased
+/// estimate: a pool of samples is an iid sample of the sampler's law, and `U_P`, `d̄(P, Q)`
+/// below are unbiased for their expectations).
 ///
 /// With `N` rows in a pool `P`, a draw of `n` takes them without replacement where `n ≤ N` and
 /// with replacement otherwise; the expected mean distance within it is `(n - 1)/n · U_P`, with
@@ -255,6 +257,11 @@ impl EnergyReport {
 ///
 /// `E[D] = 2 d̄(P, Q) - (n - 1)/n · U_P - (m - 1)/m · U_Q`,
 ///
+/// since a draw's mean distance within, `(1/n²) Σ_{i≠i'} ‖x_i - x_i'‖` (the diagonal is zero),
+/// has `n (n - 1)` terms of expectation `U_P` each (a pair of distinct positions of a simple
+/// random sample is a uniform pair of distinct rows; with replacement, a uniform pair of rows),
+/// and the cross term's `n m` terms have expectation `d̄(P, Q)` each (Székely & Rizzo's
+/// V-statistic, [`energy_distance`]).
 /// and against a fixed set `T` ([`DrawEnergy::against`], `T` drawn whole: `m = M`)
 /// `E[D] = 2 d̄(P, T) - (n - 1)/n · U_P - d̄(T, T)`. The pool's term is computed once, so one
 /// `DrawEnergy` serves many comparisons; its cost is quadratic in `N`.
