@@ -260,7 +260,7 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
         bytes < 20 << 20,
         "the executed notebook holds {bytes} bytes"
     );
-    let nb: Value = serde_json::from_str(&std::fs::read_to_string(&executed).unwrap()).unwrap();
+    let nb = graded_json(&out, "flood", "executed.ipynb");
     let cell = |id: &str| cell_of(&nb, id);
     let printed = |id: &str| printed_by(&cell(id));
     let text = printed("loud");
@@ -381,8 +381,7 @@ fn a_submissions_errors_are_bounded_in_total_and_later_cells_still_fail() {
         .collect();
     assert_eq!(passed, [("errors.after", true)], "{:?}", report.tasks);
 
-    let executed = out.join(".grading/errors/executed.ipynb");
-    let nb: Value = serde_json::from_str(&std::fs::read_to_string(&executed).unwrap()).unwrap();
+    let nb = graded_json(&out, "errors", "executed.ipynb");
     let kept: Vec<usize> = ids
         .iter()
         .map(|id| errors_kept(&cell_of(&nb, id)))
@@ -427,11 +426,15 @@ fn a_submissions_errors_are_bounded_in_total_and_later_cells_still_fail() {
     }
 }
 
+/// The grader's JSON file `file` (`executed.ipynb`, `outcomes.json`) of submission `name`.
+fn graded_json(out: &Path, name: &str, file: &str) -> Value {
+    let path = out.join(format!(".grading/{name}/{file}"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 /// The outcome the grader recorded for cell `index` of submission `name`.
 fn outcomes_of(out: &Path, name: &str, index: usize) -> Value {
-    let path = out.join(format!(".grading/{name}/outcomes.json"));
-    let outcomes: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    outcomes
+    graded_json(out, name, "outcomes.json")
         .as_array()
         .unwrap()
         .iter()

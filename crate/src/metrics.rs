@@ -151,12 +151,16 @@ fn mean_distance(x: &Tensor, y: &Tensor) -> f64 {
     let n = x.size()[0];
     let mut total = 0.0;
     for start in (0..n).step_by(1024) {
-        let len = 1024.min(n - start);
-        total += Tensor::cdist(&x.narrow(0, start, len), y, 2.0, None::<i64>)
-            .sum(tch::Kind::Double)
-            .double_value(&[]);
+        total += distance_sum(&x.narrow(0, start, 1024.min(n - start)), y);
     }
     total / (n * y.size()[0]) as f64
+}
+
+/// `Σ_ij ‖x_i - y_j‖` over all pairs of rows (one block of [`mean_distance`]).
+fn distance_sum(x: &Tensor, y: &Tensor) -> f64 {
+    Tensor::cdist(x, y, 2.0, None::<i64>)
+        .sum(tch::Kind::Double)
+        .double_value(&[])
 }
 
 /// `mean_distance(x, x)` at about half the cost: each block of rows against itself and, twice
@@ -167,15 +171,10 @@ fn mean_distance_within(x: &Tensor) -> f64 {
     for start in (0..n).step_by(1024) {
         let len = 1024.min(n - start);
         let block = x.narrow(0, start, len);
-        let sum = |y: &Tensor| {
-            Tensor::cdist(&block, y, 2.0, None::<i64>)
-                .sum(tch::Kind::Double)
-                .double_value(&[])
-        };
-        total += sum(&block);
+        total += distance_sum(&block, &block);
         let after = n - start - len;
         if after > 0 {
-            total += 2.0 * sum(&x.narrow(0, start + len, after));
+            total += 2.0 * distance_sum(&block, &x.narrow(0, start + len, after));
         }
     }
     total / (n * n) as f64
@@ -257,14 +256,13 @@ impl EnergyReport {
 ///
 /// `E[D] = 2 d̄(P, Q) - (n - 1)/n · U_P - (m - 1)/m · U_Q`,
 ///
-/// since a draw's mean distance within, `(1/n²) Σ_{i≠i'} ‖x_i - x_i'‖` (the diagonal is zero),
-/// has `n (n - 1)` terms of expectation `U_P` each (a pair of distinct positions of a simple
-/// random sample is a uniform pair of distinct rows; with replacement, a uniform pair of rows),
-/// and the cross term's `n m` terms have expectation `d̄(P, Q)` each (Székely & Rizzo's
-/// V-statistic, [`energy_distance`]).
 /// and against a fixed set `T` ([`DrawEnergy::against`], `T` drawn whole: `m = M`)
-/// `E[D] = 2 d̄(P, T) - (n - 1)/n · U_P - d̄(T, T)`. The pool's term is computed once, so one
-/// `DrawEnergy` serves many comparisons; its cost is quadratic in `N`.
+/// `E[D] = 2 d̄(P, T) - (n - 1)/n · U_P - d̄(T, T)`. For [`energy_distance`], Székely & Rizzo's
+/// V-statistic, a draw's mean distance within, `(1/n²) Σ_{i≠i'} ‖x_i - x_i'‖` (the diagonal is
+/// zero), has `n (n - 1)` terms of expectation `U_P` each (a pair of distinct positions of a
+/// simple random sample is a uniform pair of distinct rows; with replacement, a uniform pair of
+/// rows), and the cross term's `n m` terms have expectation `d̄(P, Q)` each. The pool's term is
+/// computed once, so one `DrawEnergy` serves many comparisons; its cost is quadratic in `N`.
 #[derive(Debug)]
 pub struct DrawEnergy {
     pool: Tensor,
@@ -303,15 +301,15 @@ impl DrawEnergy {
     /// The expected [`energy_distance`] between a draw from this pool and `test`.
     pub fn against(&self, test: &Tensor) -> Result<f64> {
         check_nonempty(test, "DrawEnergy points compared")?;
-        let (pool, test) = self.rows_beside(test)?;
-        Ok(2.0 * mean_distance(&pool, &test) - self.within - mean_distance_within(&test))
+        let (_, test) = self.rows_beside(test)?;
+        Ok(self.against_rows(&test, mean_distance_within(&test)))
     }
 
     /// The expected [`energy_distance`] between independent draws from this pool and from
     /// `other`'s.
     pub fn between(&self, other: &DrawEnergy) -> Result<f64> {
-        let (pool, other_pool) = self.rows_beside(&other.pool)?;
-        Ok(2.0 * mean_distance(&pool, &other_pool) - self.within - other.within)
+        let (_, other_pool) = self.rows_beside(&other.pool)?;
+        Ok(2.0 * mean_distance(&self.pool, &other_pool) - self.within - other.within)
     }
 
     /// The pool and `x` as rows of `f64` on the pool's device, or [`Error::Shape`] where their
