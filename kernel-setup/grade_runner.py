@@ -29,7 +29,9 @@ and scores what this script writes. This script only executes, cell by cell:
   * a submission that writes more than --disk into its folders (its own, its build copy, its
     kernel's connection folder) has its kernel stopped and what it wrote removed (DiskWatch),
     then the kernel restarts as after a crash; in the sandbox no file may pass --disk, /tmp
-    and /dev/shm are small in-memory folders and /dev is read-only.
+    and /dev/shm are small in-memory folders and /dev is read-only;
+  * with --no-sandbox (trusted notebooks) the kernel works in a run folder of its own
+    (RUNS_DIR), watched the same way and moved into the submission's folder at the end.
 
 Usage:
   grade_runner.py run --notebook RUN.ipynb --executed OUT.ipynb --outcomes OUT.json --work DIR
@@ -70,6 +72,11 @@ EVCXR = ROOT / ".tools/evcxr/bin/evcxr_jupyter"
 # Where the homework notebooks live: the submission's folder is mounted here in the sandbox,
 # so that the first cell's `:dep ... path = "../../../crate/homework"` resolves.
 NOTEBOOK_DIR = ROOT / "notebooks/homework/release"
+# Without the sandbox nothing can be mounted there: each kernel works in a folder of its own at
+# the same depth below the repository instead (`<grader's pid>-<ns>`), whose files are moved
+# into the submission's folder when it ends, so that neither the notebooks' place nor another
+# submission's kernel sees them.
+RUNS_DIR = ROOT / ".tools/grade-runs"
 TEMPLATE = ROOT / ".tools/evcxr-build/grade-template"
 OUT_OF_MEMORY = re.compile(r"memory allocation of \d+ bytes failed")
 BRIDGE = ROOT / "kernel-setup/sandbox_bridge.py"
@@ -145,17 +152,18 @@ def parse_bytes(text, option="--memory"):
     return int(value)
 
 
-def kernel_spec(spec_dir, work, build, runtime_dir, memory, disk, sandbox, budget, cgroup=None):
+def kernel_spec(spec_dir, work, build, runtime_dir, memory, disk, sandbox, budget, cgroup=None, place=NOTEBOOK_DIR):
     """Writes a kernelspec `sgm-grade` into spec_dir/kernels/ and returns its name; the kernel
-    starts inside `cgroup` (a Cgroup) when there is one."""
+    starts inside `cgroup` (a Cgroup) when there is one. `place` is its working folder as it
+    sees it (the notebooks' place in the sandbox, a run folder without it)."""
     base = json.loads(KERNEL_JSON.read_text())
     env = dict(base.get("env", {}))
     env.update(
         {
             "EVCXR_TMPDIR": str(TEMPLATE if sandbox else build),
             "SGM_BUDGET": budget,
-            "SGM_OUTPUT": str((NOTEBOOK_DIR if sandbox else work) / "output"),
-            "SGM_CACHE": str((NOTEBOOK_DIR if sandbox else work) / ".cache"),
+            "SGM_OUTPUT": str(place / "output"),
+            "SGM_CACHE": str(place / ".cache"),
             "CARGO_NET_OFFLINE": "true",
             # Kernels graded side by side (--jobs) share the cores: OpenMP threads that spin while
             # they wait for work take them from each other (measured: sampling 1.5x, training
@@ -421,6 +429,28 @@ class DiskWatch:
                 f"{self.limit / 2**20:,.0f} MiB: the kernel was stopped and what it wrote removed")
 
 
+def left_by_dead_graders(parent):
+    """The folders below `parent` named `<pid>-…` whose grader process is gone (killed before
+    it could remove its own)."""
+    for folder in parent.glob("[0-9]*-*"):
+        if not folder.name.split("-")[0].isdigit():
+            continue
+        try:
+            os.kill(int(folder.name.split("-")[0]), 0)
+        except ProcessLookupError:
+            yield folder
+        except PermissionError:
+            pass
+
+
+def move_into(source, target):
+    """Moves what `source` holds into the folder `target`, then removes `source`."""
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in list(source.iterdir()):
+        shutil.move(str(entry), str(target / entry.name))
+    remove_tree(source)
+
+
 class CgroupUnavailable(Exception):
     """No cgroup the grader may create for a submission (why, in one line)."""
 
@@ -523,19 +553,9 @@ class Cgroup:
 
     @staticmethod
     def remove_stale(parent):
-        """Removes the empty groups of graders that are gone (named `<pid>-…`, killed before
-        they could remove their own)."""
-        for folder in parent.glob("[0-9]*-*"):
-            if not folder.name.split("-")[0].isdigit():
-                continue
-            pid = int(folder.name.split("-")[0])
-            try:
-                os.kill(pid, 0)
-                continue
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
+        """Removes the empty groups of graders that are gone (killed before they could remove
+        their own)."""
+        for folder in left_by_dead_graders(parent):
             try:
                 folder.rmdir()  # fails while a process is still inside
             except OSError:
@@ -895,34 +915,47 @@ def run_submission(args, work, build, sandbox, memory, disk, cgroup):
     copy_build(TEMPLATE, build)
     nb = nbformat.read(args.notebook, as_version=4)
     checks = set(json.loads(args.checks)) if args.checks else set()
+    # The kernel's working folder: the notebooks' place, where the submission's folder is
+    # mounted in the sandbox; without it, a run folder of its own (RUNS_DIR), emptied into the
+    # submission's folder at the end.
+    if sandbox:
+        place, own = NOTEBOOK_DIR, work
+    else:
+        for folder in left_by_dead_graders(RUNS_DIR):
+            remove_tree(folder)
+        place = own = RUNS_DIR / f"{os.getpid()}-{time.monotonic_ns()}"
+        own.mkdir(parents=True)
     with tempfile.TemporaryDirectory(prefix="sgm-grade-") as tmp:
         # The connection file's folder is mounted into the sandbox; it holds nothing else. (Short
         # paths: a Unix socket's path has at most 107 bytes.)
         runtime = pathlib.Path(tmp) / "run"
         runtime.mkdir()
-        watch = DiskWatch([work, build, runtime], disk)
+        watch = DiskWatch([own, build, runtime], disk)
 
         def reset():
             # The submission's folder as it was given (empty), a fresh copy of the build folder,
             # and no files of the stopped kernel's (the next one writes its own). Each emptied
             # folder is replaced by a new one: the old one's name may still be in use.
-            for folder in (work, build, runtime):
+            for folder in (own, build, runtime):
                 aside = folder.with_name(folder.name + f".removed-{time.monotonic_ns()}")
                 folder.rename(aside)
                 if not remove_tree(aside):
                     print(f"grade_runner: could not remove {aside}", file=sys.stderr)
-            work.mkdir()
+            own.mkdir()
             runtime.mkdir()
             copy_build(TEMPLATE, build)
 
-        name = kernel_spec(tmp, work, build, runtime, memory, disk, sandbox, args.budget, cgroup)
-        # The kernelspec `sgm-grade` is found through JUPYTER_PATH. The kernel's working
-        # folder is the notebooks' place (mounted over by the submission's folder in the sandbox).
-        with environment({"JUPYTER_PATH": tmp}):
-            deadline = time.monotonic() + args.timeout
-            NOTEBOOK_DIR.mkdir(parents=True, exist_ok=True)
-            outcomes = run_cells(nb, name, NOTEBOOK_DIR, args.cell_timeout, deadline, lambda i: i in checks, runtime,
-                                 sandbox, watch=watch, reset=reset, cgroup=cgroup)
+        name = kernel_spec(tmp, work, build, runtime, memory, disk, sandbox, args.budget, cgroup, place)
+        # The kernelspec `sgm-grade` is found through JUPYTER_PATH.
+        try:
+            with environment({"JUPYTER_PATH": tmp}):
+                deadline = time.monotonic() + args.timeout
+                place.mkdir(parents=True, exist_ok=True)
+                outcomes = run_cells(nb, name, place, args.cell_timeout, deadline, lambda i: i in checks, runtime,
+                                     sandbox, watch=watch, reset=reset, cgroup=cgroup)
+        finally:
+            if not sandbox:
+                move_into(own, work)
     nbformat.write(nb, args.executed)
     pathlib.Path(args.outcomes).write_text(json.dumps(outcomes, indent=1) + "\n")
     return 0

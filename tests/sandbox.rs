@@ -669,3 +669,83 @@ fn a_submission_that_spins_many_threads_leaves_the_others_their_share() {
         .map(|i| &executed[i..i + 60]);
     println!("{line:?}; spin: {:?}", reports[0].tasks[0].message);
 }
+
+/// `--no-sandbox` (trusted notebooks) mounts nothing: each kernel works in a run folder of its
+/// own at the notebooks' depth below the repository (so the first cell's `:dep` resolves),
+/// watched for the disk limit like a submission's folder in the sandbox, and what it wrote ends
+/// in the submission's folder. Two submissions graded side by side each find only their own
+/// files in their working folder (the notebooks' place, which kernels without the sandbox
+/// worked in before, holds the released notebook), a cell that writes past `--disk` is stopped
+/// and its files removed, and nothing is left in the notebooks' place or in the run folders (no
+/// other test grades without the sandbox).
+#[test]
+fn without_the_sandbox_each_kernel_works_in_a_folder_of_its_own() {
+    let _side_by_side = CORES.read().unwrap_or_else(|e| e.into_inner());
+    let dir = tmpdir("no-sandbox");
+    let out = dir.join("graded");
+    let answer = |name: &str| {
+        format!(
+            "// BEGIN SOLUTION\nlet mine = {name:?};\nstd::fs::write(\"mine.txt\", mine).unwrap();\n// END SOLUTION"
+        )
+    };
+    let own = check(
+        "the working folder holds this kernel's files only",
+        "let read = std::fs::read_to_string(\"mine.txt\").map_err(|e| e.to_string())?;\n\
+         ensure(read == mine, format!(\"mine.txt holds {read:?}, not {mine:?}\"))?;\n\
+         let mut names: Vec<String> = std::fs::read_dir(\".\").map_err(|e| e.to_string())?\n\
+         .filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();\n\
+         names.retain(|n| n != \"mine.txt\" && n != \"output\" && n != \".cache\");\n\
+         ensure(names.is_empty(), format!(\"also in the working folder: {names:?}\"))?;",
+    );
+    let fill = "let chunk = vec![7u8; 8 << 20];\n\
+                for i in 0..64 {\n\
+                std::fs::write(format!(\"fill-{i}.bin\"), &chunk).unwrap();\n\
+                std::thread::sleep(std::time::Duration::from_millis(50));\n}";
+    let clean = check(
+        "what the stopped cell wrote is gone, what the replay wrote is back",
+        "let bins = std::fs::read_dir(\".\").map_err(|e| e.to_string())?\n\
+         .filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(\".bin\")).count();\n\
+         ensure(bins == 0, format!(\"{bins} files of the stopped cell left\"))?;\n\
+         ensure(std::path::Path::new(\"mine.txt\").exists(), \"mine.txt was not written again\")?;",
+    );
+    let with = |name: &str| {
+        vec![
+            code("first", FIRST_CELL, None),
+            code("write", &answer(name), None),
+            code("own", &own, Some("trusted.own")),
+            code("fill", fill, None),
+            code("after", &clean, Some("trusted.after")),
+        ]
+    };
+    let reports = grade_all(
+        &dir,
+        &out,
+        "trusted",
+        with("source"),
+        &[("a", with("a")), ("b", with("b"))],
+        &["--no-sandbox", "--jobs", "2", "--disk", "64M"],
+    );
+    for (name, report) in ["a", "b"].iter().zip(&reports) {
+        assert_eq!(report.total, 2, "{name}: {:#?}", report.tasks);
+        let o = outcomes_of(&out, name, 3);
+        let message = o["message"].as_str().unwrap_or_default();
+        assert!(
+            o["status"] == "failed" && message.contains("past the disk limit of 64 MiB"),
+            "{name}, the filling cell: {o}"
+        );
+        let kept = std::fs::read_to_string(out.join(name).join("work/mine.txt")).unwrap();
+        assert_eq!(&kept, name, "what {name}'s kernel wrote, in its folder");
+    }
+    let place = root().join("notebooks/homework/release");
+    for stray in ["mine.txt", "fill-0.bin"] {
+        assert!(
+            !place.join(stray).exists(),
+            "{stray} in the notebooks' place"
+        );
+    }
+    let runs = root().join(".tools/grade-runs");
+    let left: Vec<_> = std::fs::read_dir(&runs)
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "run folders left: {left:?}");
+}
