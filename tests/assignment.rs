@@ -87,11 +87,13 @@ fn release_replaces_solutions_drops_hidden_checks_and_outputs() {
         vec![
             assignment::TaskMax {
                 id: "t1".into(),
-                max: 3
+                max: 3,
+                manual: false
             },
             assignment::TaskMax {
                 id: "t2".into(),
-                max: 1
+                max: 1,
+                manual: false
             }
         ]
     );
@@ -152,6 +154,18 @@ fn malformed_sources_are_errors_naming_the_cell() {
             ),
             "a graded cell cannot hold a solution region",
         ),
+        (
+            code(
+                "a",
+                "check()?;",
+                json!({"sgm": {"grade": "t", "points": 1, "manual": true}}),
+            ),
+            "an answer graded by hand (sgm.manual) needs a solution region",
+        ),
+        (
+            manual("a", "t", 1, true),
+            "an answer graded by hand (sgm.manual) cannot be hidden",
+        ),
     ];
     for (bad, why) in cases {
         let nb = notebook(vec![code("setup", FIRST_CELL, json!({})), bad]);
@@ -176,6 +190,30 @@ fn malformed_sources_are_errors_naming_the_cell() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("duplicate cell id"), "{err}");
+    let mixed = notebook(vec![
+        code("setup", FIRST_CELL, json!({})),
+        code(
+            "check",
+            "check()?;",
+            json!({"sgm": {"grade": "t", "points": 1}}),
+        ),
+        manual("proof", "t", 2, false),
+    ]);
+    let err = Assignment::from_notebook(Path::new("s.ipynb"), mixed)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cell 3 (id proof)")
+            && err.contains("task t has both checks and answers graded by hand"),
+        "{err}"
+    );
+}
+
+/// A markdown answer graded by hand: `points` for task `task`.
+fn manual(id: &str, task: &str, points: u32, hidden: bool) -> Value {
+    json!({"cell_type": "markdown", "id": id,
+           "metadata": {"sgm": {"grade": task, "points": points, "manual": true, "hidden": hidden}},
+           "source": "Prove it.\n<!-- BEGIN SOLUTION -->\nIntegrate by parts.\n<!-- END SOLUTION -->"})
 }
 
 #[test]
@@ -359,7 +397,7 @@ fn a_check_passes_only_with_its_own_token_and_a_clean_run() {
     );
     assert_eq!(report.tasks[0].points, 3);
 
-    let feedback = assignment::feedback_notebook(&all, &grading, &report);
+    let feedback = assignment::feedback_notebook(&a, &all, &grading, &report);
     let text = serde_json::to_string(&feedback).unwrap();
     assert!(
         !text.contains(&visible),
@@ -367,7 +405,7 @@ fn a_check_passes_only_with_its_own_token_and_a_clean_run() {
     );
     assert!(text.contains("timed out after 60 s") && text.contains("Score: 3 / 4"));
 
-    let csv = assignment::grades_csv(&a.tasks(), &[report]);
+    let csv = assignment::grades_csv(&a.tasks(), &[report]).unwrap();
     assert_eq!(csv, "submission,t1,t2,total,max\ns,3,0,3,4\n");
 }
 
@@ -399,4 +437,193 @@ fn committed_release_is_current_and_leaks_nothing() {
     assert!(hidden >= 3, "hidden checks: {hidden}");
     let max: u32 = source.tasks().iter().map(|t| t.max).sum();
     assert_eq!(max, 14, "Task 1: 4, Task 2: 4, Task 3: 6 points");
+}
+
+/// The small source with a derivation graded by hand (task `t3`, 2 points) after the checks.
+fn with_proof() -> Assignment {
+    let mut nb = source();
+    nb["cells"]
+        .as_array_mut()
+        .unwrap()
+        .push(manual("proof", "t3", 2, false));
+    Assignment::from_notebook(Path::new("source.ipynb"), nb).unwrap()
+}
+
+/// An answer graded by hand is released as a stub, taken from the submission, and pending in
+/// the report (no points, an empty cell in grades.csv) until a row of manual.csv gives its
+/// points; the comment shows in the feedback after the answer, and the same rows applied again
+/// change nothing.
+#[test]
+fn answers_graded_by_hand_are_pending_until_manual_csv_gives_their_points() {
+    let a = with_proof();
+    assert_eq!(
+        a.tasks().last().unwrap(),
+        &assignment::TaskMax {
+            id: "t3".into(),
+            max: 2,
+            manual: true
+        }
+    );
+    let released = a.release();
+    assert_eq!(
+        source_of(cell(&released, "proof")),
+        format!("Prove it.\n{ANSWER_PLACEHOLDER}")
+    );
+    let mut submission = released.clone();
+    let proof = submission["cells"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c["id"] == "proof")
+        .unwrap();
+    proof["source"] = json!("Prove it.\nThe boundary term vanishes at infinity.");
+    let grading = a.grading_notebook(&submission).unwrap();
+    assert!(source_of(cell(&grading.notebook, "proof")).contains("boundary term vanishes"));
+    assert!(grading.graded.iter().all(|g| g.id != "proof"));
+
+    let token = |id: &str| {
+        grading
+            .graded
+            .iter()
+            .find(|g| g.id == id)
+            .unwrap()
+            .token
+            .0
+            .clone()
+    };
+    let all = executed(
+        &grading,
+        &[
+            ("visible", Some(&token("visible"))),
+            ("hidden", Some(&token("hidden"))),
+            ("sigma", Some(&token("sigma"))),
+        ],
+    );
+    let outcomes = vec![ok(0), ok(1), ok(3), ok(4), ok(5)];
+    let mut report = assignment::score(&a, "s", &grading, &all, &outcomes);
+    let t3 = report.tasks.iter().find(|t| t.id == "t3").unwrap().clone();
+    assert!(
+        t3.pending && t3.points == 0 && t3.message == assignment::PENDING,
+        "{t3:?}"
+    );
+    assert_eq!((report.total, report.max), (4, 6));
+    assert_eq!(
+        assignment::grades_csv(&a.tasks(), std::slice::from_ref(&report)).unwrap(),
+        "submission,t1,t2,t3,total,max\ns,3,1,,4,6\n"
+    );
+    let feedback = assignment::feedback_notebook(&a, &all, &grading, &report);
+    let ids: Vec<&str> = feedback["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    let after = ids.iter().position(|id| *id == "proof").unwrap() + 1;
+    assert_eq!(ids[after], "sgm-feedback-proof");
+    let text = serde_json::to_string(&feedback).unwrap();
+    assert!(
+        text.contains("2 points still to be graded by hand"),
+        "{text}"
+    );
+
+    // The instructor's rows: the file sgm grade starts, with the points and a comment that
+    // holds a comma and quotes.
+    let dir = sgm_tests::tmpdir("manual-scores");
+    let path = dir.join("manual.csv");
+    let mut rows = assignment::missing_manual_rows(&a, &["s".to_string(), "u".to_string()], &[]);
+    assert_eq!(rows.len(), 2);
+    rows[0].points = Some(1);
+    rows[0].comment = "the boundary term needs \"decay\", see (2)".into();
+    std::fs::write(&path, assignment::manual_scores_csv(&rows, true).unwrap()).unwrap();
+    let read = assignment::read_manual_scores(&path, &a).unwrap();
+    assert_eq!(read, rows, "written and read back");
+    assert!(
+        assignment::missing_manual_rows(&a, &["s".to_string(), "u".to_string()], &read).is_empty()
+    );
+
+    assignment::apply_manual_scores(&a, &mut report, &read);
+    let t3 = report.tasks.iter().find(|t| t.id == "t3").unwrap().clone();
+    assert!(!t3.pending && t3.points == 1 && !t3.passed, "{t3:?}");
+    assert_eq!(t3.message, "the boundary term needs \"decay\", see (2)");
+    assert_eq!((report.total, report.max), (5, 6));
+    let again = {
+        let mut r = report.clone();
+        assignment::apply_manual_scores(&a, &mut r, &read);
+        r
+    };
+    assert_eq!(again, report, "applying the same rows twice");
+    assert_eq!(
+        assignment::grades_csv(&a.tasks(), std::slice::from_ref(&report)).unwrap(),
+        "submission,t1,t2,t3,total,max\ns,3,1,1,5,6\n"
+    );
+    let refreshed = assignment::refresh_feedback(&a, &feedback, &report);
+    let text = serde_json::to_string(&refreshed).unwrap();
+    assert!(
+        text.contains("Score: 5 / 6") && !text.contains("still to be graded"),
+        "{text}"
+    );
+    let note = source_of(cell(&refreshed, "sgm-feedback-proof"));
+    assert!(note.contains("1 / 2") && note.contains("see (2)"), "{note}");
+
+    // Points taken back (the cell emptied): pending again.
+    let mut cleared = read.clone();
+    cleared[0].points = None;
+    assignment::apply_manual_scores(&a, &mut report, &cleared);
+    assert_eq!((report.total, report.max), (4, 6));
+    assert!(report.tasks.iter().find(|t| t.id == "t3").unwrap().pending);
+}
+
+/// A manual.csv row that cannot stand is an error naming its line and value, never a silent
+/// score: points past the task's most or not a number, a task graded by checks or not in the
+/// assignment, a second row for the same submission and task, a wrong header, an unquoted comma.
+#[test]
+fn malformed_manual_scores_are_errors_naming_the_row() {
+    let a = with_proof();
+    let dir = sgm_tests::tmpdir("manual-bad");
+    let path = dir.join("manual.csv");
+    let header = "submission,task,points,comment\n";
+    for (body, why) in [
+        (
+            "s,t3,3,\n",
+            "line 2 (s, t3): points \"3\": expected a whole number from 0 to 2",
+        ),
+        (
+            "s,t3,two,\n",
+            "points \"two\": expected a whole number from 0 to 2",
+        ),
+        ("s,t3,-1,\n", "points \"-1\""),
+        ("s,t1,1,\n", "task t1 is graded by its checks, not by hand"),
+        ("s,t9,1,\n", "task \"t9\" is not in the assignment"),
+        (
+            "s,t3,1,\nu,t3,,\ns,t3,2,\n",
+            "line 4 (s, t3): a second row for this submission and task (the first is line 2)",
+        ),
+        (",t3,1,\n", "no submission named"),
+        ("s,t3,1,good, but short\n", "5 fields; expected 4"),
+    ] {
+        std::fs::write(&path, format!("{header}{body}")).unwrap();
+        let err = assignment::read_manual_scores(&path, &a)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("manual.csv") && err.contains(why),
+            "{body:?}: {err}"
+        );
+    }
+    std::fs::write(&path, "student,task,points\ns,t3,1\n").unwrap();
+    let err = assignment::read_manual_scores(&path, &a)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 1") && err.contains("expected submission,task,points,comment"),
+        "{err}"
+    );
+    // No file yet: no rows; three columns and blank lines are fine.
+    std::fs::remove_file(&path).unwrap();
+    assert!(assignment::read_manual_scores(&path, &a)
+        .unwrap()
+        .is_empty());
+    std::fs::write(&path, "submission,task,points\n\ns,t3,2\n").unwrap();
+    let rows = assignment::read_manual_scores(&path, &a).unwrap();
+    assert_eq!((rows.len(), rows[0].points), (1, Some(2)));
 }

@@ -146,7 +146,9 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
     assert_eq!(
         points(&source_report),
         expect(&[
+            ("task1.problem1.derivation", 0),
             ("task1.problem1", 2),
+            ("task1.problem2.derivation", 0),
             ("task1.problem2", 2),
             ("task2.matcher", 2),
             ("task2.langevin", 1),
@@ -158,7 +160,12 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
         ]),
         "{source_report:#?}"
     );
-    assert_eq!((source_report.total, source_report.max), (14, 14));
+    // The derivations are graded by hand: pending until manual.csv gives their points.
+    assert_eq!((source_report.total, source_report.max), (14, 18));
+    assert!(source_report
+        .tasks
+        .iter()
+        .all(|t| t.pending == t.id.ends_with(".derivation")));
 
     let release_report = report("release");
     assert_eq!(release_report.total, 0, "{release_report:#?}");
@@ -173,7 +180,9 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
     assert_eq!(
         points(&a),
         expect(&[
+            ("task1.problem1.derivation", 0),
             ("task1.problem1", 0),
+            ("task1.problem2.derivation", 0),
             ("task1.problem2", 2),
             ("task2.matcher", 2),
             ("task2.langevin", 0),
@@ -210,7 +219,9 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
     assert_eq!(
         points(&b),
         expect(&[
+            ("task1.problem1.derivation", 0),
             ("task1.problem1", 0),
+            ("task1.problem2.derivation", 0),
             ("task1.problem2", 0),
             ("task2.matcher", 0),
             ("task2.langevin", 0),
@@ -241,19 +252,114 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
     // grades.csv: one row per submission, one column per task.
     let csv = std::fs::read_to_string(out.join("grades.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().collect();
-    assert_eq!(rows[0], "submission,task1.problem1,task1.problem2,task2.matcher,task2.langevin,task2.training,task3.resnet,task3.loss,task3.annealed,task3.training,total,max");
-    assert!(rows.contains(&"source,2,2,2,1,1,2,2,1,1,14,14"), "{csv}");
-    assert!(rows.contains(&"faults_b,0,0,0,0,0,2,2,1,1,6,14"), "{csv}");
+    assert_eq!(rows[0], "submission,task1.problem1.derivation,task1.problem1,task1.problem2.derivation,task1.problem2,task2.matcher,task2.langevin,task2.training,task3.resnet,task3.loss,task3.annealed,task3.training,total,max");
+    assert!(rows.contains(&"source,,2,,2,2,1,1,2,2,1,1,14,18"), "{csv}");
+    assert!(rows.contains(&"faults_b,,0,,0,0,0,0,2,2,1,1,6,18"), "{csv}");
     assert_eq!(rows.len(), 5);
 
     // The feedback page: the executed notebook with the results beside the checks, no tokens.
     let html = std::fs::read_to_string(out.join("faults_b/feedback.html")).unwrap();
-    assert!(html.contains("Score: 6 / 14") && html.contains("timed out after 150 s"));
+    assert!(html.contains("Score: 6 / 18") && html.contains("timed out after 150 s"));
+    assert!(html.contains("4 points still to be graded by hand"));
     assert!(!html.contains("application/vnd.sgm.grade+json"));
+
+    grade_derivations_by_hand(&out, &report("faults_a"));
+
     for r in [&source_report, &release_report, &a, &b] {
         println!(
             "{}: {} / {} in {:.0} s",
             r.submission, r.total, r.max, r.seconds
         );
     }
+}
+
+/// `sgm grade --rescore` runs nothing: `sgm grade` left a row without points in manual.csv
+/// for each submission's derivations; the instructor fills some in (one with a comment holding
+/// a comma), and the reports, grades.csv and feedback follow; a row it cannot take fails the
+/// command with one line naming it and changes no report.
+fn grade_derivations_by_hand(out: &Path, faults_a: &Report) {
+    let manual = out.join("manual.csv");
+    let text = std::fs::read_to_string(&manual).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 9, "{text}");
+    assert_eq!(lines[8], "submission,task,points,comment");
+    assert_eq!(lines[0], "faults_a,task1.problem1.derivation,,");
+    let filled = text
+        .replace(
+            "source,task1.problem1.derivation,,",
+            "source,task1.problem1.derivation,2,",
+        )
+        .replace(
+            "source,task1.problem2.derivation,,",
+            "source,task1.problem2.derivation,2,Clear.",
+        )
+        .replace(
+            "faults_a,task1.problem1.derivation,,",
+            "faults_a,task1.problem1.derivation,1,\"Var(x_t | x_s) is missing, see (2)\"",
+        );
+    std::fs::write(&manual, &filled).unwrap();
+    let rescore = || {
+        Command::new(sgm_bin())
+            .args(["grade", "--assignment"])
+            .arg(source_path())
+            .arg("--out")
+            .arg(out)
+            .arg("--rescore")
+            .output()
+            .expect("sgm runs")
+    };
+    let output = rescore();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = |name: &str| -> Report {
+        let text = std::fs::read_to_string(out.join(name).join("report.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    assert_eq!((report("source").total, report("source").max), (18, 18));
+    let a = report("faults_a");
+    assert_eq!(a.total, faults_a.total + 1);
+    let derivation = a
+        .tasks
+        .iter()
+        .find(|t| t.id == "task1.problem1.derivation")
+        .unwrap();
+    assert!(!derivation.pending && derivation.points == 1);
+    assert_eq!(derivation.message, "Var(x_t | x_s) is missing, see (2)");
+    let csv = std::fs::read_to_string(out.join("grades.csv")).unwrap();
+    assert!(
+        csv.contains("\nsource,2,2,2,2,2,1,1,2,2,1,1,18,18\n"),
+        "{csv}"
+    );
+    assert!(csv.contains("\nrelease,,0,,0,"), "{csv}");
+    let html = std::fs::read_to_string(out.join("faults_a/feedback.html")).unwrap();
+    assert!(
+        html.contains(&format!("Score: {} / 18", a.total))
+            && html.contains("Var(x_t | x_s) is missing, see (2)")
+            && html.contains("2 points still to be graded by hand"),
+        "the refreshed feedback"
+    );
+
+    // Three points for a derivation worth two: refused, nothing changes.
+    std::fs::write(
+        &manual,
+        filled.replace(
+            "source,task1.problem2.derivation,2,Clear.",
+            "source,task1.problem2.derivation,3,Clear.",
+        ),
+    )
+    .unwrap();
+    let output = rescore();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("manual.csv")
+            && stderr.contains("(source, task1.problem2.derivation): points \"3\": expected a whole number from 0 to 2"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert_eq!(report("source").total, 18);
 }

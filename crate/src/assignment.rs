@@ -16,6 +16,10 @@
 //!   output of MIME type [`GRADE_MIME`] with a secret drawn for that run ([`ReportToken`]), so
 //!   the cell counts as passed only when its check returned `Ok` and that output arrived
 //!   (a submission that prints a result of its own does not know the secret).
+//! - **Answers graded by hand.** An answer cell (code or markdown) with metadata
+//!   `{"sgm": {"grade": "<task id>", "points": n, "manual": true}}` is worth `n` points given
+//!   by the instructor: its task is *pending* in the report until a row of `manual.csv`
+//!   ([`ManualScore`]) gives them. A task is graded by checks or by hand, not both.
 //! - Cells are matched between source, release and submission by their nbformat `id`.
 //! - The first code cell is [`FIRST_CELL`]; no other cell may hold an evcxr command (a line
 //!   starting with `:`), so an answer cannot add dependencies (such as the toolkit itself,
@@ -46,6 +50,13 @@ pub enum Role {
     Locked,
     /// Holds solution regions: taken from the submission at grading.
     Answer,
+    /// An answer worth `points` towards task `task`, given by hand ([`ManualScore`]).
+    Manual {
+        /// Task id, e.g. `task1.problem1.derivation`.
+        task: String,
+        /// Points of this answer.
+        points: u32,
+    },
     /// A check worth `points` towards task `task`; `hidden` ones are not released.
     Graded {
         /// Task id, e.g. `task2.langevin`.
@@ -55,6 +66,13 @@ pub enum Role {
         /// Left out of the release.
         hidden: bool,
     },
+}
+
+impl Role {
+    /// Whether the cell is taken from the submission (it holds a solution region).
+    pub fn is_answer(&self) -> bool {
+        matches!(self, Role::Answer | Role::Manual { .. })
+    }
 }
 
 /// One cell of the source and its role.
@@ -88,6 +106,8 @@ pub struct TaskMax {
     pub id: String,
     /// The most points it can earn.
     pub max: u32,
+    /// Whether its points are given by hand ([`Role::Manual`]) rather than by checks.
+    pub manual: bool,
 }
 
 /// The secret one graded cell prints when its check passes, drawn fresh for each grading run.
@@ -361,20 +381,37 @@ impl Assignment {
                         .ok_or_else(|| {
                             bad(name.clone(), "sgm.points must be a whole number > 0".into())
                         })? as u32;
-                    if cell_type != "code" {
-                        return Err(bad(name, "a graded cell must be a code cell".into()));
-                    }
-                    if !found.is_empty() {
-                        return Err(bad(
-                            name,
-                            "a graded cell cannot hold a solution region".into(),
-                        ));
-                    }
                     let hidden = meta.get("hidden").and_then(Value::as_bool).unwrap_or(false);
-                    Role::Graded {
-                        task,
-                        points,
-                        hidden,
+                    if meta.get("manual").and_then(Value::as_bool).unwrap_or(false) {
+                        if found.is_empty() {
+                            return Err(bad(
+                                name,
+                                "an answer graded by hand (sgm.manual) needs a solution region"
+                                    .into(),
+                            ));
+                        }
+                        if hidden {
+                            return Err(bad(
+                                name,
+                                "an answer graded by hand (sgm.manual) cannot be hidden".into(),
+                            ));
+                        }
+                        Role::Manual { task, points }
+                    } else {
+                        if cell_type != "code" {
+                            return Err(bad(name, "a graded cell must be a code cell".into()));
+                        }
+                        if !found.is_empty() {
+                            return Err(bad(
+                                name,
+                                "a graded cell cannot hold a solution region (an answer graded by hand has sgm.manual: true)".into(),
+                            ));
+                        }
+                        Role::Graded {
+                            task,
+                            points,
+                            hidden,
+                        }
                     }
                 }
                 None if !found.is_empty() => Role::Answer,
@@ -389,6 +426,21 @@ impl Assignment {
         }
         if first_code {
             return Err(bad("(file)".into(), "no code cell".into()));
+        }
+        // A task is graded by its checks or by hand: its points come from one place.
+        let mut manual: HashMap<&str, bool> = HashMap::new();
+        for c in &cells {
+            let (task, by_hand) = match &c.role {
+                Role::Graded { task, .. } => (task, false),
+                Role::Manual { task, .. } => (task, true),
+                _ => continue,
+            };
+            if *manual.entry(task).or_insert(by_hand) != by_hand {
+                return Err(bad(
+                    cell_name(c.index, &c.id),
+                    format!("task {task} has both checks and answers graded by hand (sgm.manual)"),
+                ));
+            }
         }
         Ok(Assignment {
             path: path.to_path_buf(),
@@ -405,23 +457,40 @@ impl Assignment {
     pub fn tasks(&self) -> Vec<TaskMax> {
         let mut tasks: Vec<TaskMax> = Vec::new();
         for c in &self.cells {
-            if let Role::Graded { task, points, .. } = &c.role {
-                match tasks.iter_mut().find(|t| &t.id == task) {
-                    Some(t) => t.max += points,
-                    None => tasks.push(TaskMax {
-                        id: task.clone(),
-                        max: *points,
-                    }),
-                }
+            let (task, points, manual) = match &c.role {
+                Role::Graded { task, points, .. } => (task, points, false),
+                Role::Manual { task, points } => (task, points, true),
+                _ => continue,
+            };
+            match tasks.iter_mut().find(|t| &t.id == task) {
+                Some(t) => t.max += points,
+                None => tasks.push(TaskMax {
+                    id: task.clone(),
+                    max: *points,
+                    manual,
+                }),
             }
         }
         tasks
     }
 
+    /// For each task graded by hand, its last answer cell (index, id, task): the feedback
+    /// shows the task's result after it.
+    pub fn manual_result_cells(&self) -> Vec<(usize, String, String)> {
+        let mut last: Vec<(usize, String, String)> = Vec::new();
+        for c in &self.cells {
+            if let Role::Manual { task, .. } = &c.role {
+                last.retain(|(_, _, t)| t != task);
+                last.push((c.index, c.id.clone(), task.clone()));
+            }
+        }
+        last
+    }
+
     /// A cell as released: solutions replaced by their stubs, outputs cleared.
     fn released_cell(&self, info: &CellInfo) -> Value {
         let mut cell = self.raw_cell(info.index).clone();
-        if info.role == Role::Answer {
+        if info.role.is_answer() {
             let text = strip_solutions(&source_of(&cell), info.cell_type == "markdown")
                 .expect("checked by Assignment::read");
             set_source(&mut cell, &text);
@@ -461,7 +530,9 @@ impl Assignment {
         for c in &self.cells {
             let text = source_of(self.raw_cell(c.index));
             let lines = match &c.role {
-                Role::Answer => solution_lines(&text, c.cell_type == "markdown"),
+                Role::Answer | Role::Manual { .. } => {
+                    solution_lines(&text, c.cell_type == "markdown")
+                }
                 Role::Graded { hidden: true, .. } => {
                     text.lines().map(|l| l.trim().to_string()).collect()
                 }
@@ -515,7 +586,7 @@ impl Assignment {
         let mut notes = Vec::new();
         for info in &self.cells {
             let mut cell = match &info.role {
-                Role::Answer => match theirs.get(info.id.as_str()) {
+                Role::Answer | Role::Manual { .. } => match theirs.get(info.id.as_str()) {
                     Some(c) if c["cell_type"].as_str() == Some(info.cell_type.as_str()) => {
                         if info.cell_type == "code" && has_evcxr_command(&source_of(c)) {
                             notes.push(format!(
@@ -634,12 +705,16 @@ pub struct TaskResult {
     pub points: u32,
     /// Points possible.
     pub max: u32,
-    /// Whether every check of the task passed.
+    /// Whether every check of the task passed (for a task graded by hand: full points given).
     pub passed: bool,
-    /// "passed", or the first failing check's reason.
+    /// "passed", or the first failing check's reason; for a task graded by hand, the
+    /// instructor's comment.
     pub message: String,
     /// Seconds its checks ran.
     pub seconds: f64,
+    /// A task graded by hand whose points are not given yet ([`apply_manual_scores`]).
+    #[serde(default)]
+    pub pending: bool,
 }
 
 /// One graded cell's result in a report.
@@ -735,11 +810,16 @@ pub fn score(
         .tasks()
         .into_iter()
         .map(|t| TaskResult {
+            passed: !t.manual,
+            message: if t.manual {
+                PENDING.into()
+            } else {
+                "passed".into()
+            },
+            pending: t.manual,
             id: t.id,
             points: 0,
             max: t.max,
-            passed: true,
-            message: "passed".into(),
             seconds: 0.0,
         })
         .collect();
@@ -783,30 +863,326 @@ pub fn score(
     }
 }
 
-/// The executed notebook with each graded cell's result in a markdown cell beside it and a
-/// summary at the top: what `feedback.html` shows.
-pub fn feedback_notebook(executed: &Value, grading: &Grading, report: &Report) -> Value {
-    // The graded cells' report lines are the grader's, not the assignment's: not shown.
-    let mut nb = executed.clone();
-    let cells = nb["cells"].as_array().cloned().unwrap_or_default();
-    let mut out = Vec::new();
+/// What the message of a task graded by hand says until its points are given.
+pub const PENDING: &str = "awaiting grading by hand";
+/// The columns of `manual.csv`, in order.
+pub const MANUAL_COLUMNS: [&str; 4] = ["submission", "task", "points", "comment"];
+
+/// One row of `manual.csv`: the points an instructor gives one submission's task graded by
+/// hand ([`Role::Manual`]), and a comment its feedback shows. Columns [`MANUAL_COLUMNS`]; an
+/// empty `points` leaves the task pending.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ManualScore {
+    /// The submission's name (its report's folder).
+    pub submission: String,
+    /// Task id.
+    pub task: String,
+    /// Points given, from 0 to the task's most; `None` while pending.
+    pub points: Option<u32>,
+    /// What the feedback shows beside the points.
+    pub comment: String,
+}
+
+/// Reads `manual.csv` (a missing file has no rows) and checks every row against `assignment`:
+/// a task graded by hand, points a whole number from 0 to the task's most (or empty), one row
+/// per submission and task. An error names the row and the value.
+pub fn read_manual_scores(path: &Path, assignment: &Assignment) -> Result<Vec<ManualScore>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(Error::Io {
+                path: path.display().to_string(),
+                source,
+            })
+        }
+    };
+    let bad = |row: String, why: String| Error::ManualScores {
+        path: path.display().to_string(),
+        row,
+        why,
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| bad("line 1".into(), e.to_string()))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    if header.len() < 3
+        || header.len() > 4
+        || header.iter().zip(MANUAL_COLUMNS).any(|(h, c)| h != c)
+    {
+        return Err(bad(
+            "line 1".into(),
+            format!(
+                "the header is {:?}; expected {}",
+                header.join(","),
+                MANUAL_COLUMNS.join(",")
+            ),
+        ));
+    }
+    let tasks = assignment.tasks();
+    let mut seen: HashMap<(String, String), u64> = HashMap::new();
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| bad("a row".into(), e.to_string()))?;
+        let line = record.position().map_or(0, |p| p.line());
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        let field = |i: usize| record.get(i).unwrap_or("").to_string();
+        let (submission, task, points, comment) = (field(0), field(1), field(2), field(3));
+        let row = format!("line {line} ({submission}, {task})");
+        if record.len() > header.len() {
+            return Err(bad(
+                row,
+                format!(
+                    "{} fields; expected {} (quote a comment that holds commas)",
+                    record.len(),
+                    header.len()
+                ),
+            ));
+        }
+        if submission.is_empty() {
+            return Err(bad(row, "no submission named".into()));
+        }
+        let max = match tasks.iter().find(|t| t.id == task) {
+            None => return Err(bad(row, format!("task {task:?} is not in the assignment"))),
+            Some(t) if !t.manual => {
+                return Err(bad(
+                    row,
+                    format!("task {task} is graded by its checks, not by hand"),
+                ))
+            }
+            Some(t) => t.max,
+        };
+        let points = if points.is_empty() {
+            None
+        } else {
+            match points.parse::<u32>() {
+                Ok(p) if p <= max => Some(p),
+                _ => {
+                    return Err(bad(
+                        row,
+                        format!(
+                        "points {points:?}: expected a whole number from 0 to {max}, or nothing"
+                    ),
+                    ))
+                }
+            }
+        };
+        if let Some(first) = seen.insert((submission.clone(), task.clone()), line) {
+            return Err(bad(
+                row,
+                format!("a second row for this submission and task (the first is line {first})"),
+            ));
+        }
+        rows.push(ManualScore {
+            submission,
+            task,
+            points,
+            comment,
+        });
+    }
+    Ok(rows)
+}
+
+/// `scores` as `manual.csv` rows, after the header when `header`.
+pub fn manual_scores_csv(scores: &[ManualScore], header: bool) -> Result<String> {
+    let mut writer = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::new());
+    let csv_err = |e: csv::Error| Error::Io {
+        path: "manual.csv".into(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    if header {
+        writer.write_record(MANUAL_COLUMNS).map_err(csv_err)?;
+    }
+    for s in scores {
+        let points = s.points.map(|p| p.to_string()).unwrap_or_default();
+        writer
+            .write_record([&s.submission, &s.task, &points, &s.comment])
+            .map_err(csv_err)?;
+    }
+    let bytes = writer
+        .into_inner()
+        .map_err(|e| csv_err(e.into_error().into()))?;
+    Ok(String::from_utf8(bytes).expect("written from strings"))
+}
+
+/// The rows `scores` lacks for `submissions`: one per submission and task graded by hand,
+/// without points, for the instructor to fill in.
+pub fn missing_manual_rows(
+    assignment: &Assignment,
+    submissions: &[String],
+    scores: &[ManualScore],
+) -> Vec<ManualScore> {
+    let mut rows = Vec::new();
+    for submission in submissions {
+        for task in assignment.tasks().into_iter().filter(|t| t.manual) {
+            if !scores
+                .iter()
+                .any(|s| &s.submission == submission && s.task == task.id)
+            {
+                rows.push(ManualScore {
+                    submission: submission.clone(),
+                    task: task.id,
+                    points: None,
+                    comment: String::new(),
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// Sets the tasks graded by hand of `report` from `scores` (read by [`read_manual_scores`]):
+/// each is pending unless a row for this submission gives its points; the total follows.
+/// Applying the same rows again changes nothing.
+pub fn apply_manual_scores(assignment: &Assignment, report: &mut Report, scores: &[ManualScore]) {
+    for task in assignment.tasks().into_iter().filter(|t| t.manual) {
+        let position = match report.tasks.iter().position(|t| t.id == task.id) {
+            Some(i) => i,
+            None => {
+                report.tasks.push(TaskResult {
+                    id: task.id.clone(),
+                    points: 0,
+                    max: task.max,
+                    passed: false,
+                    message: String::new(),
+                    seconds: 0.0,
+                    pending: true,
+                });
+                report.tasks.len() - 1
+            }
+        };
+        let result = &mut report.tasks[position];
+        let given = scores
+            .iter()
+            .find(|s| s.submission == report.submission && s.task == task.id)
+            .and_then(|s| Some((s.points?, s.comment.as_str())));
+        match given {
+            Some((points, comment)) => {
+                result.points = points;
+                result.passed = points == task.max;
+                result.pending = false;
+                result.message = if comment.is_empty() {
+                    "graded by hand".into()
+                } else {
+                    comment.to_string()
+                };
+            }
+            None => {
+                result.points = 0;
+                result.passed = false;
+                result.pending = true;
+                result.message = PENDING.into();
+            }
+        }
+        result.max = task.max;
+    }
+    report.total = report.tasks.iter().map(|t| t.points).sum();
+    report.max = report.tasks.iter().map(|t| t.max).sum();
+}
+
+/// The feedback's summary: the score and each task's result.
+fn summary_text(report: &Report) -> String {
+    let pending: u32 = report
+        .tasks
+        .iter()
+        .filter(|t| t.pending)
+        .map(|t| t.max)
+        .sum();
     let mut summary = format!(
-        "# Feedback: {}\n\n**Score: {} / {}**\n\n| task | points | result |\n|---|---|---|\n",
+        "# Feedback: {}\n\n**Score: {} / {}**",
         report.submission, report.total, report.max
     );
+    if pending > 0 {
+        summary.push_str(&format!(" ({pending} points still to be graded by hand)"));
+    }
+    summary.push_str("\n\n| task | points | result |\n|---|---|---|\n");
     for t in &report.tasks {
+        let points = if t.pending {
+            format!("– / {}", t.max)
+        } else {
+            format!("{} / {}", t.points, t.max)
+        };
         summary.push_str(&format!(
-            "| {} | {} / {} | {} |\n",
+            "| {} | {points} | {} |\n",
             t.id,
-            t.points,
-            t.max,
             t.message.replace('|', "\\|").replace('\n', " ")
         ));
     }
     for note in &report.notes {
         summary.push_str(&format!("\n- {note}"));
     }
-    out.push(markdown_cell("sgm-feedback-summary", &summary));
+    summary
+}
+
+/// The feedback shown after the last answer of a task graded by hand.
+fn manual_result_text(report: &Report, task: &str) -> String {
+    match report.tasks.iter().find(|t| t.id == task) {
+        Some(t) if t.pending => format!(
+            "> **{task}** (graded by hand): ⏳ {PENDING} ({} points)",
+            t.max
+        ),
+        Some(t) => {
+            let mark = if t.passed { "✅" } else { "❌" };
+            format!(
+                "> **{task}** (graded by hand): {mark} {} / {} — {}",
+                t.points, t.max, t.message
+            )
+        }
+        None => format!("> **{task}** (graded by hand): not in this report"),
+    }
+}
+
+const SUMMARY_ID: &str = "sgm-feedback-summary";
+
+/// The id of the feedback cell after source cell `id`.
+fn feedback_id(id: &str) -> String {
+    format!("sgm-feedback-{id}")
+}
+
+/// A feedback notebook ([`feedback_notebook`]) with its summary and the results of the tasks
+/// graded by hand rewritten from `report` (after [`apply_manual_scores`]); the rest, the
+/// executed cells and the checks' results, stays as graded.
+pub fn refresh_feedback(assignment: &Assignment, feedback: &Value, report: &Report) -> Value {
+    let mut nb = feedback.clone();
+    let manual = assignment.manual_result_cells();
+    if let Some(cells) = nb["cells"].as_array_mut() {
+        for cell in cells {
+            let id = cell["id"].as_str().unwrap_or("").to_string();
+            if id == SUMMARY_ID {
+                set_source(cell, &summary_text(report));
+            } else if let Some((_, _, task)) = manual.iter().find(|(_, c, _)| feedback_id(c) == id)
+            {
+                set_source(cell, &manual_result_text(report, task));
+            }
+        }
+    }
+    nb
+}
+
+/// The executed notebook with each graded cell's result in a markdown cell beside it (and
+/// each task graded by hand after its last answer) and a summary at the top: what
+/// `feedback.html` shows.
+pub fn feedback_notebook(
+    assignment: &Assignment,
+    executed: &Value,
+    grading: &Grading,
+    report: &Report,
+) -> Value {
+    // The graded cells' report lines are the grader's, not the assignment's: not shown.
+    let mut nb = executed.clone();
+    let cells = nb["cells"].as_array().cloned().unwrap_or_default();
+    let manual = assignment.manual_result_cells();
+    let mut out = vec![markdown_cell(SUMMARY_ID, &summary_text(report))];
     for (index, cell) in cells.into_iter().enumerate() {
         let graded = grading.graded.iter().find(|g| g.index == index);
         let mut cell = cell;
@@ -837,7 +1213,13 @@ pub fn feedback_notebook(executed: &Value, grading: &Grading, report: &Report) -
                 "> **{}** ({kind}): {mark} {} / {} — {}",
                 check.task, check.points, check.max, check.message
             );
-            out.push(markdown_cell(&format!("sgm-feedback-{}", check.id), &text));
+            out.push(markdown_cell(&feedback_id(&check.id), &text));
+        }
+        if let Some((_, id, task)) = manual.iter().find(|(i, _, _)| *i == index) {
+            out.push(markdown_cell(
+                &feedback_id(id),
+                &manual_result_text(report, task),
+            ));
         }
     }
     nb["cells"] = Value::Array(out);
@@ -850,31 +1232,32 @@ fn markdown_cell(id: &str, text: &str) -> Value {
     cell
 }
 
-/// `grades.csv`: one row per submission, one column per task, then the total.
-pub fn grades_csv(tasks: &[TaskMax], reports: &[Report]) -> String {
-    let quote = |s: &str| {
-        if s.contains([',', '"', '\n']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
+/// `grades.csv`: one row per submission, one column per task (empty while a task graded by
+/// hand is pending), then the total and the most.
+pub fn grades_csv(tasks: &[TaskMax], reports: &[Report]) -> Result<String> {
+    let mut writer = csv::WriterBuilder::new().from_writer(Vec::new());
+    let csv_err = |e: csv::Error| Error::Io {
+        path: "grades.csv".into(),
+        source: std::io::Error::other(e.to_string()),
     };
-    let mut out = String::from("submission");
-    for t in tasks {
-        out.push_str(&format!(",{}", quote(&t.id)));
-    }
-    out.push_str(",total,max\n");
+    let mut header = vec!["submission".to_string()];
+    header.extend(tasks.iter().map(|t| t.id.clone()));
+    header.extend(["total".into(), "max".into()]);
+    writer.write_record(&header).map_err(csv_err)?;
     for r in reports {
-        out.push_str(&quote(&r.submission));
+        let mut row = vec![r.submission.clone()];
         for t in tasks {
-            let points = r
-                .tasks
-                .iter()
-                .find(|x| x.id == t.id)
-                .map_or(0, |x| x.points);
-            out.push_str(&format!(",{points}"));
+            row.push(match r.tasks.iter().find(|x| x.id == t.id) {
+                Some(x) if x.pending => String::new(),
+                Some(x) => x.points.to_string(),
+                None => "0".into(),
+            });
         }
-        out.push_str(&format!(",{},{}\n", r.total, r.max));
+        row.extend([r.total.to_string(), r.max.to_string()]);
+        writer.write_record(&row).map_err(csv_err)?;
     }
-    out
+    let bytes = writer
+        .into_inner()
+        .map_err(|e| csv_err(e.into_error().into()))?;
+    Ok(String::from_utf8(bytes).expect("written from strings"))
 }

@@ -126,6 +126,15 @@ pub enum Error {
         why: String,
     },
 
+    /// A row of the hand-given scores (`manual.csv`, [`crate::assignment::ManualScore`]) that
+    /// cannot stand: `row` names it (line and submission), `why` the rule.
+    #[error("{path}: {row}: {why}")]
+    ManualScores {
+        path: String,
+        row: String,
+        why: String,
+    },
+
     /// A device name other than `cpu`, `cuda` or `cuda:N` (case-insensitive), as read from
     /// `SGM_DEVICE` by [`crate::device::parse_device_request`].
     #[error("device {value:?} (SGM_DEVICE): expected cpu, cuda or cuda:N (case-insensitive)")]

@@ -5,7 +5,7 @@
 use crate::{CliError, CliResult};
 use clap::Args;
 use serde_json::json;
-use sgm::assignment::{self, Assignment, CellOutcome, Report};
+use sgm::assignment::{self, Assignment, CellOutcome, ManualScore, Report};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -62,8 +62,12 @@ pub struct GradeArgs {
     /// Run without the bubblewrap sandbox (trusted notebooks only, e.g. the source itself).
     #[arg(long)]
     no_sandbox: bool,
+    /// Run nothing: apply DIR/manual.csv (the points of the answers graded by hand) to every
+    /// DIR/*/report.json and rebuild their feedback and DIR/grades.csv.
+    #[arg(long, conflicts_with = "submissions")]
+    rescore: bool,
     /// The submitted notebooks (.ipynb). Their file names (without .ipynb) name the reports.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "rescore")]
     submissions: Vec<PathBuf>,
 }
 
@@ -148,7 +152,13 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> sgm::Error + '_ {
 
 /// Grades one submission into `out/<name>/`; never fails for what the submission does (that
 /// costs points), only for the grader's own faults.
-fn grade_one(source: &Assignment, path: &Path, out: &Path, args: &GradeArgs) -> CliResult<Report> {
+fn grade_one(
+    source: &Assignment,
+    path: &Path,
+    out: &Path,
+    args: &GradeArgs,
+    manual: &[ManualScore],
+) -> CliResult<Report> {
     let start = Instant::now();
     let name = submission_name(path);
     let dir = out.join(&name);
@@ -168,6 +178,7 @@ fn grade_one(source: &Assignment, path: &Path, out: &Path, args: &GradeArgs) -> 
             let mut report = assignment::score(source, &name, &grading, &empty, &[]);
             for t in &mut report.tasks {
                 t.message = format!("the submission could not be read: {e}");
+                t.pending = false;
             }
             report.seconds = start.elapsed().as_secs_f64();
             write_report(&dir, &report)?;
@@ -234,15 +245,25 @@ fn grade_one(source: &Assignment, path: &Path, out: &Path, args: &GradeArgs) -> 
     let text = std::fs::read_to_string(&outcomes_path).map_err(io_err(&outcomes_path))?;
     let outcomes: Vec<CellOutcome> = serde_json::from_str(&text).map_err(sgm::Error::from)?;
     let mut report = assignment::score(source, &name, &grading, &executed, &outcomes);
+    assignment::apply_manual_scores(source, &mut report, manual);
     report.seconds = (start.elapsed().as_secs_f64() * 10.0).round() / 10.0;
     write_report(&dir, &report)?;
-    let feedback = assignment::feedback_notebook(&executed, &grading, &report);
+    let feedback = assignment::feedback_notebook(source, &executed, &grading, &report);
     let feedback_path = grading_dir.join("feedback.ipynb");
     assignment::write_notebook(&feedback_path, &feedback)?;
+    write_feedback_html(&name, &feedback_path, &dir)?;
+    // The work folder keeps what the notebook wrote (checkpoints, figures); the build copy
+    // is large and of no further use.
+    let _ = std::fs::remove_dir_all(grading_dir.join("build"));
+    Ok(report)
+}
+
+/// `dir/feedback.html` from the feedback notebook at `feedback_path`.
+fn write_feedback_html(name: &str, feedback_path: &Path, dir: &Path) -> CliResult<()> {
     let html = Command::new(python())
         .arg(root().join("kernel-setup/grade_runner.py"))
         .arg("html")
-        .arg(&feedback_path)
+        .arg(feedback_path)
         .arg(dir.join("feedback.html"))
         .output()
         .map_err(|e| CliError::Usage(format!("cannot start {}: {e}", python().display())))?;
@@ -255,10 +276,72 @@ fn grade_one(source: &Assignment, path: &Path, out: &Path, args: &GradeArgs) -> 
                 .unwrap_or("")
         )));
     }
-    // The work folder keeps what the notebook wrote (checkpoints, figures); the build copy
-    // is large and of no further use.
-    let _ = std::fs::remove_dir_all(grading_dir.join("build"));
-    Ok(report)
+    Ok(())
+}
+
+/// Applies `manual` to every `out/*/report.json` and rebuilds its feedback (`sgm grade
+/// --rescore`): nothing runs. Returns the submissions' names.
+fn rescore(source: &Assignment, out: &Path, manual: &[ManualScore]) -> CliResult<Vec<String>> {
+    let mut names = Vec::new();
+    let entries = std::fs::read_dir(out).map_err(io_err(out))?;
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let path = dir.join("report.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let mut report: Report = serde_json::from_str(&text).map_err(sgm::Error::from)?;
+        assignment::apply_manual_scores(source, &mut report, manual);
+        write_report(&dir, &report)?;
+        let feedback_path = out
+            .join(".grading")
+            .join(&report.submission)
+            .join("feedback.ipynb");
+        if feedback_path.exists() {
+            let feedback = assignment::read_notebook(&feedback_path)?;
+            let feedback = assignment::refresh_feedback(source, &feedback, &report);
+            assignment::write_notebook(&feedback_path, &feedback)?;
+            write_feedback_html(&report.submission, &feedback_path, &dir)?;
+        }
+        println!(
+            "{}",
+            json!({"submission": report.submission, "total": report.total, "max": report.max})
+        );
+        names.push(report.submission);
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Adds to `out/manual.csv` a row without points for each of `names`' tasks graded by hand
+/// that it lacks (the instructor's rows stay as written); returns its path, or `None` where
+/// the assignment has no such task.
+fn add_manual_rows(
+    source: &Assignment,
+    out: &Path,
+    names: &[String],
+    manual: &[ManualScore],
+) -> CliResult<Option<PathBuf>> {
+    if !source.tasks().iter().any(|t| t.manual) {
+        return Ok(None);
+    }
+    let path = out.join("manual.csv");
+    let missing = assignment::missing_manual_rows(source, names, manual);
+    let mut text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io_err(&path)(e).into()),
+    };
+    if !missing.is_empty() || text.is_empty() {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text += &assignment::manual_scores_csv(&missing, text.is_empty())?;
+        sgm::checkpoint::write_atomically(&path, |tmp| {
+            std::fs::write(tmp, &text).map_err(io_err(tmp))
+        })?;
+    }
+    Ok(Some(path))
 }
 
 fn write_report(dir: &Path, report: &Report) -> CliResult<()> {
@@ -283,7 +366,7 @@ fn write_grades(source: &Assignment, out: &Path) -> CliResult<PathBuf> {
         }
     }
     reports.sort_by(|a, b| a.submission.cmp(&b.submission));
-    let csv = assignment::grades_csv(&source.tasks(), &reports);
+    let csv = assignment::grades_csv(&source.tasks(), &reports)?;
     let path = out.join("grades.csv");
     sgm::checkpoint::write_atomically(&path, |tmp| std::fs::write(tmp, &csv).map_err(io_err(tmp)))?;
     Ok(path)
@@ -356,6 +439,15 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
         }
     }
     sgm::checkpoint::create_dir(&args.out)?;
+    // Read before grading: a malformed file stops here, not after an hour of grading.
+    let manual = assignment::read_manual_scores(&args.out.join("manual.csv"), &source)?;
+    if args.rescore {
+        let names = rescore(&source, &args.out, &manual)?;
+        let manual_path = add_manual_rows(&source, &args.out, &names, &manual)?;
+        let grades = write_grades(&source, &args.out)?;
+        println!("{}", json!({"grades": grades, "manual": manual_path}));
+        return Ok(ExitCode::SUCCESS);
+    }
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, CliResult<Report>)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -365,7 +457,7 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
                 let Some(path) = args.submissions.get(i) else {
                     break;
                 };
-                let result = grade_one(&source, path, &args.out, args);
+                let result = grade_one(&source, path, &args.out, args, &manual);
                 if let Ok(r) = &result {
                     println!(
                         "{}",
@@ -376,15 +468,20 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
             });
         }
     });
-    let grades = write_grades(&source, &args.out)?;
     let mut results = results.into_inner().expect("no panics while held");
     results.sort_by_key(|(i, _)| *i);
+    let graded: Vec<String> = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().map(|r| r.submission.clone()))
+        .collect();
+    let manual_path = add_manual_rows(&source, &args.out, &graded, &manual)?;
+    let grades = write_grades(&source, &args.out)?;
     let failed: Vec<String> = results
         .into_iter()
         .filter_map(|(_, r)| r.err().map(|e| e.to_string()))
         .collect();
     if failed.is_empty() {
-        println!("{}", json!({"grades": grades}));
+        println!("{}", json!({"grades": grades, "manual": manual_path}));
         Ok(ExitCode::SUCCESS)
     } else {
         Err(CliError::Usage(failed.join("; ")))
