@@ -436,7 +436,20 @@ fn committed_release_is_current_and_leaks_nothing() {
         .count();
     assert!(hidden >= 3, "hidden checks: {hidden}");
     let max: u32 = source.tasks().iter().map(|t| t.max).sum();
-    assert_eq!(max, 14, "Task 1: 4, Task 2: 4, Task 3: 6 points");
+    assert_eq!(
+        max, 18,
+        "Task 1: 4 points by checks and 4 by hand, Task 2: 4, Task 3: 6"
+    );
+    let by_hand: Vec<String> = source
+        .tasks()
+        .into_iter()
+        .filter(|t| t.manual)
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(
+        by_hand,
+        ["task1.problem1.derivation", "task1.problem2.derivation"]
+    );
 }
 
 /// The small source with a derivation graded by hand (task `t3`, 2 points) after the checks.
@@ -571,6 +584,83 @@ fn answers_graded_by_hand_are_pending_until_manual_csv_gives_their_points() {
     assignment::apply_manual_scores(&a, &mut report, &cleared);
     assert_eq!((report.total, report.max), (4, 6));
     assert!(report.tasks.iter().find(|t| t.id == "t3").unwrap().pending);
+}
+
+/// The page of every answer to a task graded by hand: the source's answer, then each
+/// submission's heading with its points (or pending) and its answer as it ran; a submission
+/// without an executed notebook says so. Cell ids stay unique.
+#[test]
+fn the_answers_page_shows_every_submissions_answer_with_its_points() {
+    let a = with_proof();
+    let answered = |text: &str| {
+        let mut nb = a.release();
+        for c in nb["cells"].as_array_mut().unwrap() {
+            if c["id"] == "proof" {
+                c["source"] = json!(text);
+            }
+        }
+        nb
+    };
+    let report = |name: &str, given: Option<(u32, &str)>| {
+        let grading = a.grading_notebook(&a.release()).unwrap();
+        let mut r = assignment::score(&a, name, &grading, &grading.notebook, &[]);
+        let rows: Vec<assignment::ManualScore> = given
+            .map(|(points, comment)| assignment::ManualScore {
+                submission: name.into(),
+                task: "t3".into(),
+                points: Some(points),
+                comment: comment.into(),
+            })
+            .into_iter()
+            .collect();
+        assignment::apply_manual_scores(&a, &mut r, &rows);
+        r
+    };
+    let graded = vec![
+        (
+            report("ann", Some((1, "half of it"))),
+            answered("Ann's proof by parts."),
+        ),
+        (report("bob", None), answered("Bob's proof by symmetry.")),
+        (report("cid", None), Value::Null),
+    ];
+    let page = assignment::answers_notebook(&a, "t3", &graded);
+    let texts: Vec<String> = page["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(source_of)
+        .collect();
+    assert!(
+        texts[0].starts_with("# t3: the answers, graded by hand (2 points)"),
+        "{}",
+        texts[0]
+    );
+    assert!(
+        texts[1].contains("Integrate by parts."),
+        "the source's answer: {}",
+        texts[1]
+    );
+    assert_eq!(texts[2], "## ann\n\n**1 / 2: half of it**");
+    assert_eq!(texts[3], "Ann's proof by parts.");
+    assert_eq!(
+        texts[4],
+        format!("## bob\n\n**– / 2, {}**", assignment::PENDING)
+    );
+    assert_eq!(texts[5], "Bob's proof by symmetry.");
+    assert!(
+        texts[7].contains("cell proof not in the executed notebook"),
+        "{}",
+        texts[7]
+    );
+    assert_eq!(texts.len(), 8);
+    let ids: std::collections::HashSet<&str> = page["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 8, "unique cell ids");
 }
 
 /// A manual.csv row that cannot stand is an error naming its line and value, never a silent

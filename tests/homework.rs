@@ -343,6 +343,16 @@ fn grade_derivations_by_hand(out: &Path, faults_a: &Report) {
         "the refreshed feedback"
     );
 
+    // Every submission's answer to a derivation on one page, with the points given.
+    let page = std::fs::read_to_string(out.join("manual/task1.problem1.derivation.html")).unwrap();
+    for name in ["faults_a", "faults_b", "release", "source"] {
+        assert!(
+            page.contains(&format!("## {name}")) || page.contains(&format!(">{name}<")),
+            "{name} on the answers page"
+        );
+    }
+    assert!(page.contains("Var(x_t | x_s) is missing, see (2)"));
+
     // Three points for a derivation worth two: refused, nothing changes.
     std::fs::write(
         &manual,

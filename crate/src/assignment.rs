@@ -1090,6 +1090,70 @@ pub fn apply_manual_scores(assignment: &Assignment, report: &mut Report, scores:
     report.max = report.tasks.iter().map(|t| t.max).sum();
 }
 
+/// Every submission's answer to `task` (graded by hand) on one page, for the instructor to
+/// grade side by side: the source's own answer first, then for each `(report, executed
+/// notebook)` its points (or pending) and comment, and its answer cells as they ran (an
+/// executed notebook of `null`: none to show).
+pub fn answers_notebook(assignment: &Assignment, task: &str, graded: &[(Report, Value)]) -> Value {
+    let ids: Vec<&CellInfo> = assignment
+        .cells
+        .iter()
+        .filter(|c| matches!(&c.role, Role::Manual { task: t, .. } if t == task))
+        .collect();
+    let max: u32 = assignment
+        .tasks()
+        .iter()
+        .find(|t| t.id == task)
+        .map_or(0, |t| t.max);
+    let renamed = |cell: &Value, id: String| {
+        let mut cell = cell.clone();
+        cell["id"] = Value::String(id);
+        cell
+    };
+    let mut cells = vec![markdown_cell(
+        "answers-title",
+        &format!(
+            "# {task}: the answers, graded by hand ({max} points)\n\nGive the points in `manual.csv` \
+             (`submission,task,points,comment`), then run `sgm grade --rescore`.\n\n## The source's answer"
+        ),
+    )];
+    for (j, info) in ids.iter().enumerate() {
+        cells.push(renamed(
+            assignment.raw_cell(info.index),
+            format!("answers-source-{j}"),
+        ));
+    }
+    for (k, (report, executed)) in graded.iter().enumerate() {
+        let status = match report.tasks.iter().find(|t| t.id == task) {
+            Some(t) if t.pending => format!("– / {max}, {PENDING}"),
+            Some(t) => format!("{} / {max}: {}", t.points, t.message),
+            None => "not in this report".into(),
+        };
+        cells.push(markdown_cell(
+            &format!("answers-{k}"),
+            &format!("## {}\n\n**{status}**", report.submission),
+        ));
+        for (j, info) in ids.iter().enumerate() {
+            let theirs = executed["cells"]
+                .as_array()
+                .and_then(|cells| cells.iter().find(|c| c["id"] == info.id.as_str()));
+            cells.push(match theirs {
+                Some(cell) => renamed(cell, format!("answers-{k}-{j}")),
+                None => markdown_cell(
+                    &format!("answers-{k}-{j}"),
+                    &format!("*(cell {} not in the executed notebook)*", info.id),
+                ),
+            });
+        }
+    }
+    json!({
+        "cells": cells,
+        "metadata": assignment.notebook["metadata"].clone(),
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    })
+}
+
 /// The feedback's summary: the score and each task's result.
 fn summary_text(report: &Report) -> String {
     let pending: u32 = report

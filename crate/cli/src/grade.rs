@@ -120,13 +120,18 @@ pub fn release(args: &ReleaseArgs) -> CliResult<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A folder name for a submission: its file stem with anything but [A-Za-z0-9._-] replaced.
+/// A folder name for a submission: its file stem, made a [`safe_name`].
 fn submission_name(path: &Path) -> String {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "submission".into());
-    let name: String = stem
+    safe_name(&stem)
+}
+
+/// `text` as a file name: anything but [A-Za-z0-9._-] replaced, no leading dot.
+fn safe_name(text: &str) -> String {
+    let name: String = text
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "._-".contains(c) {
@@ -260,23 +265,32 @@ fn grade_one(
 
 /// `dir/feedback.html` from the feedback notebook at `feedback_path`.
 fn write_feedback_html(name: &str, feedback_path: &Path, dir: &Path) -> CliResult<()> {
-    let html = Command::new(python())
+    write_html(feedback_path, &dir.join("feedback.html")).map_err(|why| {
+        CliError::Usage(format!(
+            "grading {name}: writing feedback.html failed: {why}"
+        ))
+    })
+}
+
+/// The notebook at `notebook` as the HTML page `html` (`grade_runner.py html`: formulas render
+/// offline); the error is the converter's last line.
+fn write_html(notebook: &Path, html: &Path) -> Result<(), String> {
+    let run = Command::new(python())
         .arg(root().join("kernel-setup/grade_runner.py"))
         .arg("html")
-        .arg(feedback_path)
-        .arg(dir.join("feedback.html"))
+        .arg(notebook)
+        .arg(html)
         .output()
-        .map_err(|e| CliError::Usage(format!("cannot start {}: {e}", python().display())))?;
-    if !html.status.success() {
-        return Err(CliError::Usage(format!(
-            "grading {name}: writing feedback.html failed: {}",
-            String::from_utf8_lossy(&html.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        )));
+        .map_err(|e| format!("cannot start {}: {e}", python().display()))?;
+    if run.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&run.stderr)
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string())
     }
-    Ok(())
 }
 
 /// Applies `manual` to every `out/*/report.json` and rebuilds its feedback (`sgm grade
@@ -356,6 +370,15 @@ fn write_report(dir: &Path, report: &Report) -> CliResult<()> {
 /// `DIR/grades.csv` from every `DIR/*/report.json`, so that submissions graded by separate
 /// invocations (a job array) end in one table.
 fn write_grades(source: &Assignment, out: &Path) -> CliResult<PathBuf> {
+    let reports = read_reports(out)?;
+    let csv = assignment::grades_csv(&source.tasks(), &reports)?;
+    let path = out.join("grades.csv");
+    sgm::checkpoint::write_atomically(&path, |tmp| std::fs::write(tmp, &csv).map_err(io_err(tmp)))?;
+    Ok(path)
+}
+
+/// Every `out/*/report.json`, by submission name.
+fn read_reports(out: &Path) -> CliResult<Vec<Report>> {
     let mut reports = Vec::new();
     let entries = std::fs::read_dir(out).map_err(io_err(out))?;
     for entry in entries.flatten() {
@@ -366,10 +389,39 @@ fn write_grades(source: &Assignment, out: &Path) -> CliResult<PathBuf> {
         }
     }
     reports.sort_by(|a, b| a.submission.cmp(&b.submission));
-    let csv = assignment::grades_csv(&source.tasks(), &reports)?;
-    let path = out.join("grades.csv");
-    sgm::checkpoint::write_atomically(&path, |tmp| std::fs::write(tmp, &csv).map_err(io_err(tmp)))?;
-    Ok(path)
+    Ok(reports)
+}
+
+/// `out/manual/<task>.html` for each task graded by hand: every graded submission's answer
+/// on one page ([`assignment::answers_notebook`]), with the points given so far.
+fn write_answer_pages(source: &Assignment, out: &Path) -> CliResult<()> {
+    let tasks: Vec<_> = source.tasks().into_iter().filter(|t| t.manual).collect();
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let graded: Vec<(Report, serde_json::Value)> = read_reports(out)?
+        .into_iter()
+        .map(|r| {
+            let executed = out
+                .join(".grading")
+                .join(&r.submission)
+                .join("executed.ipynb");
+            let nb = assignment::read_notebook(&executed).unwrap_or(serde_json::Value::Null);
+            (r, nb)
+        })
+        .collect();
+    let pages = out.join("manual");
+    sgm::checkpoint::create_dir(&pages)?;
+    sgm::checkpoint::create_dir(&out.join(".grading"))?;
+    for task in tasks {
+        let name = safe_name(&task.id);
+        let nb = assignment::answers_notebook(source, &task.id, &graded);
+        let path = out.join(".grading").join(format!("answers-{name}.ipynb"));
+        assignment::write_notebook(&path, &nb)?;
+        write_html(&path, &pages.join(format!("{name}.html")))
+            .map_err(|why| CliError::Usage(format!("the answers to {}: {why}", task.id)))?;
+    }
+    Ok(())
 }
 
 /// A size such as `8G`, `512M`, `1.5G` or `1048576` (bytes): digits, optionally `.` and more
@@ -444,6 +496,7 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
     if args.rescore {
         let names = rescore(&source, &args.out, &manual)?;
         let manual_path = add_manual_rows(&source, &args.out, &names, &manual)?;
+        write_answer_pages(&source, &args.out)?;
         let grades = write_grades(&source, &args.out)?;
         println!("{}", json!({"grades": grades, "manual": manual_path}));
         return Ok(ExitCode::SUCCESS);
@@ -475,6 +528,7 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
         .filter_map(|(_, r)| r.as_ref().ok().map(|r| r.submission.clone()))
         .collect();
     let manual_path = add_manual_rows(&source, &args.out, &graded, &manual)?;
+    write_answer_pages(&source, &args.out)?;
     let grades = write_grades(&source, &args.out)?;
     let failed: Vec<String> = results
         .into_iter()
