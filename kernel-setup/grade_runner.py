@@ -443,12 +443,54 @@ def left_by_dead_graders(parent):
             pass
 
 
-def move_into(source, target):
-    """Moves what `source` holds into the folder `target`, then removes `source`."""
-    target.mkdir(parents=True, exist_ok=True)
-    for entry in list(source.iterdir()):
-        shutil.move(str(entry), str(target / entry.name))
-    remove_tree(source)
+def take_run_folder():
+    """A new run folder (RUNS_DIR/<pid>-<ns>) and the descriptor of its lock file (<pid>-<ns>.lock,
+    held while the grader runs), after removing the folders of graders that are gone: whose
+    process is not on this machine and whose lock nobody holds (a grader on another machine that
+    shares the repository holds its own)."""
+    RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    by_base = {}
+    for entry in left_by_dead_graders(RUNS_DIR):
+        by_base.setdefault(entry.name.split(".")[0], []).append(entry)
+    for base, entries in by_base.items():
+        lock = RUNS_DIR / f"{base}.lock"
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # held: its grader still runs
+        finally:
+            os.close(fd)
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                remove_tree(entry)
+        lock.unlink(missing_ok=True)
+    base = f"{os.getpid()}-{time.monotonic_ns()}"
+    held = os.open(RUNS_DIR / f"{base}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    folder = RUNS_DIR / base
+    folder.mkdir()
+    return folder, held
+
+
+def give_back_run_folder(folder, held, target):
+    """Moves what the run folder holds into `target` (an entry whose name is taken there stays
+    behind and goes with the folder), removes it and lets go of its lock; a failure is reported
+    and left to the next grader's clean-up."""
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for entry in list(folder.iterdir()):
+            if os.path.lexists(target / entry.name):
+                print(f"grade_runner: {target / entry.name} exists; the kernel's {entry.name} was not kept",
+                      file=sys.stderr)
+                continue
+            shutil.move(str(entry), str(target / entry.name))
+        remove_tree(folder)
+    except OSError as e:
+        print(f"grade_runner: moving the run folder {folder} into {target} failed: {e}", file=sys.stderr)
+    finally:
+        (RUNS_DIR / f"{folder.name}.lock").unlink(missing_ok=True)
+        os.close(held)
 
 
 class CgroupUnavailable(Exception):
@@ -875,6 +917,9 @@ def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, s
 
 
 def cmd_run(args):
+    # A grader stopped with SIGTERM (a batch system's time limit) still stops its kernels,
+    # removes its cgroup and gives back its run folder (the `finally` clauses).
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     work = pathlib.Path(args.work).resolve()
     build = pathlib.Path(args.build).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -919,12 +964,23 @@ def run_submission(args, work, build, sandbox, memory, disk, cgroup):
     # mounted in the sandbox; without it, a run folder of its own (RUNS_DIR), emptied into the
     # submission's folder at the end.
     if sandbox:
-        place, own = NOTEBOOK_DIR, work
+        place, own, held = NOTEBOOK_DIR, work, None
     else:
-        for folder in left_by_dead_graders(RUNS_DIR):
-            remove_tree(folder)
-        place = own = RUNS_DIR / f"{os.getpid()}-{time.monotonic_ns()}"
-        own.mkdir(parents=True)
+        place, held = take_run_folder()
+        own = place
+    try:
+        outcomes = run_in(args, nb, checks, work, build, own, place, sandbox, memory, disk, cgroup)
+    finally:
+        if held is not None:
+            give_back_run_folder(own, held, work)
+    nbformat.write(nb, args.executed)
+    pathlib.Path(args.outcomes).write_text(json.dumps(outcomes, indent=1) + "\n")
+    return 0
+
+
+def run_in(args, nb, checks, work, build, own, place, sandbox, memory, disk, cgroup):
+    """Executes `nb` in a kernel whose working folder is `place` (`own` on this side of the
+    sandbox); returns the cells' outcomes."""
     with tempfile.TemporaryDirectory(prefix="sgm-grade-") as tmp:
         # The connection file's folder is mounted into the sandbox; it holds nothing else. (Short
         # paths: a Unix socket's path has at most 107 bytes.)
@@ -947,18 +1003,11 @@ def run_submission(args, work, build, sandbox, memory, disk, cgroup):
 
         name = kernel_spec(tmp, work, build, runtime, memory, disk, sandbox, args.budget, cgroup, place)
         # The kernelspec `sgm-grade` is found through JUPYTER_PATH.
-        try:
-            with environment({"JUPYTER_PATH": tmp}):
-                deadline = time.monotonic() + args.timeout
-                place.mkdir(parents=True, exist_ok=True)
-                outcomes = run_cells(nb, name, place, args.cell_timeout, deadline, lambda i: i in checks, runtime,
-                                     sandbox, watch=watch, reset=reset, cgroup=cgroup)
-        finally:
-            if not sandbox:
-                move_into(own, work)
-    nbformat.write(nb, args.executed)
-    pathlib.Path(args.outcomes).write_text(json.dumps(outcomes, indent=1) + "\n")
-    return 0
+        with environment({"JUPYTER_PATH": tmp}):
+            deadline = time.monotonic() + args.timeout
+            place.mkdir(parents=True, exist_ok=True)
+            return run_cells(nb, name, place, args.cell_timeout, deadline, lambda i: i in checks, runtime,
+                             sandbox, watch=watch, reset=reset, cgroup=cgroup)
 
 
 def template_hash():

@@ -578,6 +578,15 @@ fn answers_graded_by_hand_are_pending_until_manual_csv_gives_their_points() {
     let note = source_of(cell(&refreshed, "sgm-feedback-proof"));
     assert!(note.contains("1 / 2") && note.contains("see (2)"), "{note}");
 
+    // A feedback page from before the task was graded by hand gains its result cell.
+    let mut old = feedback.clone();
+    old["cells"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|c| c["id"] != "sgm-feedback-proof");
+    let refreshed_old = assignment::refresh_feedback(&a, &old, &report);
+    assert_eq!(refreshed_old, refreshed, "the old page refreshed");
+
     // Points taken back (the cell emptied): pending again.
     let mut cleared = read.clone();
     cleared[0].points = None;
@@ -700,6 +709,19 @@ fn malformed_manual_scores_are_errors_naming_the_row() {
             "{body:?}: {err}"
         );
     }
+    // Excel's line ends and a blank line: the row is still named by its own line.
+    std::fs::write(
+        &path,
+        format!(
+            "\u{feff}{}",
+            "submission,task,points,comment\r\n\r\ns,t3,1,\r\ns,t3,9,\r\n"
+        ),
+    )
+    .unwrap();
+    let err = assignment::read_manual_scores(&path, &a)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 4 (s, t3): points \"9\""), "{err}");
     std::fs::write(&path, "student,task,points\ns,t3,1\n").unwrap();
     let err = assignment::read_manual_scores(&path, &a)
         .unwrap_err()
@@ -708,7 +730,11 @@ fn malformed_manual_scores_are_errors_naming_the_row() {
         err.contains("line 1") && err.contains("expected submission,task,points,comment"),
         "{err}"
     );
-    // No file yet: no rows; three columns and blank lines are fine.
+    // No file yet, or an empty one: no rows; three columns and blank lines are fine.
+    std::fs::write(&path, "").unwrap();
+    assert!(assignment::read_manual_scores(&path, &a)
+        .unwrap()
+        .is_empty());
     std::fs::remove_file(&path).unwrap();
     assert!(assignment::read_manual_scores(&path, &a)
         .unwrap()

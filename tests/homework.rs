@@ -275,7 +275,8 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
 
 /// `sgm grade --rescore` runs nothing: `sgm grade` left a row without points in manual.csv
 /// for each submission's derivations; the instructor fills some in (one with a comment holding
-/// a comma), and the reports, grades.csv and feedback follow; a row it cannot take fails the
+/// a comma, one for a submission that has no report, which is named and not applied), and the
+/// reports, grades.csv, feedback and answer pages follow; a row it cannot take fails the
 /// command with one line naming it and changes no report.
 fn grade_derivations_by_hand(out: &Path, faults_a: &Report) {
     let manual = out.join("manual.csv");
@@ -285,8 +286,8 @@ fn grade_derivations_by_hand(out: &Path, faults_a: &Report) {
     assert_eq!(lines.len(), 9, "{text}");
     assert_eq!(lines[8], "submission,task,points,comment");
     assert_eq!(lines[0], "faults_a,task1.problem1.derivation,,");
-    let filled = text
-        .replace(
+    let filled =
+        text.replace(
             "source,task1.problem1.derivation,,",
             "source,task1.problem1.derivation,2,",
         )
@@ -297,7 +298,7 @@ fn grade_derivations_by_hand(out: &Path, faults_a: &Report) {
         .replace(
             "faults_a,task1.problem1.derivation,,",
             "faults_a,task1.problem1.derivation,1,\"Var(x_t | x_s) is missing, see (2)\"",
-        );
+        ) + "ghost,task1.problem1.derivation,2,\n";
     std::fs::write(&manual, &filled).unwrap();
     let rescore = || {
         Command::new(sgm_bin())
@@ -310,10 +311,11 @@ fn grade_derivations_by_hand(out: &Path, faults_a: &Report) {
             .expect("sgm runs")
     };
     let output = rescore();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
     assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        stderr.contains("manual.csv has rows for ghost, which has no report"),
+        "{stderr}"
     );
     let report = |name: &str| -> Report {
         let text = std::fs::read_to_string(out.join(name).join("report.json")).unwrap();

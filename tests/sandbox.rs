@@ -677,7 +677,8 @@ fn a_submission_that_spins_many_threads_leaves_the_others_their_share() {
 /// files in their working folder (the notebooks' place, which kernels without the sandbox
 /// worked in before, holds the released notebook), a cell that writes past `--disk` is stopped
 /// and its files removed, and nothing is left in the notebooks' place or in the run folders (no
-/// other test grades without the sandbox).
+/// other test grades without the sandbox). The run folder of a grader that is gone is removed,
+/// one whose lock is still held is not.
 #[test]
 fn without_the_sandbox_each_kernel_works_in_a_folder_of_its_own() {
     let _side_by_side = CORES.read().unwrap_or_else(|e| e.into_inner());
@@ -717,6 +718,16 @@ fn without_the_sandbox_each_kernel_works_in_a_folder_of_its_own() {
             code("after", &clean, Some("trusted.after")),
         ]
     };
+    // Run folders of graders that are gone (PID 4,000,000 is past any pid_max): one whose lock
+    // nobody holds is removed; one whose lock is held (by a grader on another machine that
+    // shares the repository) stays.
+    let runs = root().join(".tools/grade-runs");
+    let (gone, elsewhere) = (runs.join("4000000-1"), runs.join("4000000-2"));
+    std::fs::create_dir_all(&gone).unwrap();
+    std::fs::write(gone.join("left.txt"), "x").unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let held = std::fs::File::create(runs.join("4000000-2.lock")).unwrap();
+    held.lock().unwrap();
     let reports = grade_all(
         &dir,
         &out,
@@ -743,7 +754,17 @@ fn without_the_sandbox_each_kernel_works_in_a_folder_of_its_own() {
             "{stray} in the notebooks' place"
         );
     }
-    let runs = root().join(".tools/grade-runs");
+    assert!(
+        !gone.exists(),
+        "the run folder of a grader that is gone was left"
+    );
+    assert!(
+        elsewhere.exists(),
+        "a run folder whose lock is held was removed"
+    );
+    drop(held);
+    std::fs::remove_dir(&elsewhere).unwrap();
+    std::fs::remove_file(runs.join("4000000-2.lock")).unwrap();
     let left: Vec<_> = std::fs::read_dir(&runs)
         .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();

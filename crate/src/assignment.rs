@@ -897,6 +897,9 @@ pub fn read_manual_scores(path: &Path, assignment: &Assignment) -> Result<Vec<Ma
             })
         }
     };
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
     let bad = |row: String, why: String| Error::ManualScores {
         path: path.display().to_string(),
         row,
@@ -930,7 +933,12 @@ pub fn read_manual_scores(path: &Path, assignment: &Assignment) -> Result<Vec<Ma
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| bad("a row".into(), e.to_string()))?;
-        let line = record.position().map_or(0, |p| p.line());
+        // The line the record starts on, counted from its first byte: the reader's own count
+        // lags by one after a CRLF line end (Excel's) or a blank line.
+        let start = record.position().map_or(0, |p| p.byte() as usize);
+        let start =
+            start + text[start..].len() - text[start..].trim_start_matches(['\r', '\n']).len();
+        let line = 1 + text[..start].matches('\n').count() as u64;
         if record.iter().all(str::is_empty) {
             continue;
         }
@@ -1218,18 +1226,32 @@ fn feedback_id(id: &str) -> String {
 /// executed cells and the checks' results, stays as graded.
 pub fn refresh_feedback(assignment: &Assignment, feedback: &Value, report: &Report) -> Value {
     let mut nb = feedback.clone();
+    let cells = nb["cells"].as_array().cloned().unwrap_or_default();
     let manual = assignment.manual_result_cells();
-    if let Some(cells) = nb["cells"].as_array_mut() {
-        for cell in cells {
-            let id = cell["id"].as_str().unwrap_or("").to_string();
-            if id == SUMMARY_ID {
-                set_source(cell, &summary_text(report));
-            } else if let Some((_, _, task)) = manual.iter().find(|(_, c, _)| feedback_id(c) == id)
-            {
-                set_source(cell, &manual_result_text(report, task));
+    let has = |id: &str| cells.iter().any(|c| c["id"] == id);
+    let mut out = Vec::new();
+    if !has(SUMMARY_ID) {
+        out.push(markdown_cell(SUMMARY_ID, &summary_text(report)));
+    }
+    for mut cell in cells.iter().cloned() {
+        let id = cell["id"].as_str().unwrap_or("").to_string();
+        if id == SUMMARY_ID {
+            set_source(&mut cell, &summary_text(report));
+        } else if let Some((_, _, task)) = manual.iter().find(|(_, c, _)| feedback_id(c) == id) {
+            set_source(&mut cell, &manual_result_text(report, task));
+        }
+        out.push(cell);
+        // A feedback page written before the task was graded by hand gets its result cell.
+        if let Some((_, c, task)) = manual.iter().find(|(_, c, _)| *c == id) {
+            if !has(&feedback_id(c)) {
+                out.push(markdown_cell(
+                    &feedback_id(c),
+                    &manual_result_text(report, task),
+                ));
             }
         }
     }
+    nb["cells"] = Value::Array(out);
     nb
 }
 

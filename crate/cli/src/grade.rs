@@ -181,10 +181,13 @@ fn grade_one(
             let empty = json!({"cells": []});
             let grading = source.grading_notebook(&empty)?;
             let mut report = assignment::score(source, &name, &grading, &empty, &[]);
-            for t in &mut report.tasks {
-                t.message = format!("the submission could not be read: {e}");
-                t.pending = false;
+            let why = format!("the submission could not be read: {e}");
+            for t in report.tasks.iter_mut().filter(|t| !t.pending) {
+                t.message = why.clone();
             }
+            // Its tasks graded by hand stay pending (0 points to give) as with --rescore.
+            report.notes.push(why);
+            assignment::apply_manual_scores(source, &mut report, manual);
             report.seconds = start.elapsed().as_secs_f64();
             write_report(&dir, &report)?;
             return Ok(report);
@@ -293,19 +296,40 @@ fn write_html(notebook: &Path, html: &Path) -> Result<(), String> {
     }
 }
 
-/// Applies `manual` to every `out/*/report.json` and rebuilds its feedback (`sgm grade
-/// --rescore`): nothing runs. Returns the submissions' names.
-fn rescore(source: &Assignment, out: &Path, manual: &[ManualScore]) -> CliResult<Vec<String>> {
+/// `sgm grade --rescore`: applies `out/manual.csv` to every `out/*/report.json` and rebuilds
+/// their feedback, the answer pages and `grades.csv`; nothing runs. Every report is read (and
+/// the rows checked) before any is written.
+fn rescore(source: &Assignment, out: &Path) -> CliResult<ExitCode> {
+    if !out.is_dir() {
+        return Err(CliError::Usage(format!(
+            "{}: no such folder (--rescore applies manual.csv to the reports sgm grade wrote there)",
+            out.display()
+        )));
+    }
+    let manual = assignment::read_manual_scores(&out.join("manual.csv"), source)?;
+    let reports = read_reports(out)?;
+    if reports.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{}: no report.json in its folders: grade the submissions first",
+            out.display()
+        )));
+    }
+    let mut unknown: Vec<&str> = manual
+        .iter()
+        .map(|m| m.submission.as_str())
+        .filter(|name| reports.iter().all(|(_, r)| r.submission != *name))
+        .collect();
+    unknown.sort_unstable();
+    unknown.dedup();
+    for name in unknown {
+        eprintln!(
+            "sgm grade: manual.csv has rows for {name}, which has no report in {}: not applied",
+            out.display()
+        );
+    }
     let mut names = Vec::new();
-    let entries = std::fs::read_dir(out).map_err(io_err(out))?;
-    for entry in entries.flatten() {
-        let dir = entry.path();
-        let path = dir.join("report.json");
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        let mut report: Report = serde_json::from_str(&text).map_err(sgm::Error::from)?;
-        assignment::apply_manual_scores(source, &mut report, manual);
+    for (dir, mut report) in reports {
+        assignment::apply_manual_scores(source, &mut report, &manual);
         write_report(&dir, &report)?;
         let feedback_path = out
             .join(".grading")
@@ -323,24 +347,31 @@ fn rescore(source: &Assignment, out: &Path, manual: &[ManualScore]) -> CliResult
         );
         names.push(report.submission);
     }
-    names.sort();
-    Ok(names)
+    let manual_path = add_manual_rows(source, out, &names)?;
+    write_answer_pages(source, out)?;
+    let grades = write_grades(source, out)?;
+    println!("{}", json!({"grades": grades, "manual": manual_path}));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Adds to `out/manual.csv` a row without points for each of `names`' tasks graded by hand
 /// that it lacks (the instructor's rows stay as written); returns its path, or `None` where
-/// the assignment has no such task.
+/// the assignment has no such task. The file is read afresh under a lock (`out/.manual.lock`),
+/// so invocations that end together (a job array) neither drop nor repeat each other's rows.
 fn add_manual_rows(
     source: &Assignment,
     out: &Path,
     names: &[String],
-    manual: &[ManualScore],
 ) -> CliResult<Option<PathBuf>> {
     if !source.tasks().iter().any(|t| t.manual) {
         return Ok(None);
     }
     let path = out.join("manual.csv");
-    let missing = assignment::missing_manual_rows(source, names, manual);
+    let lock_path = out.join(".manual.lock");
+    let lock = std::fs::File::create(&lock_path).map_err(io_err(&lock_path))?;
+    lock.lock().map_err(io_err(&lock_path))?;
+    let manual = assignment::read_manual_scores(&path, source)?;
+    let missing = assignment::missing_manual_rows(source, names, &manual);
     let mut text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -355,6 +386,7 @@ fn add_manual_rows(
             std::fs::write(tmp, &text).map_err(io_err(tmp))
         })?;
     }
+    drop(lock);
     Ok(Some(path))
 }
 
@@ -370,25 +402,27 @@ fn write_report(dir: &Path, report: &Report) -> CliResult<()> {
 /// `DIR/grades.csv` from every `DIR/*/report.json`, so that submissions graded by separate
 /// invocations (a job array) end in one table.
 fn write_grades(source: &Assignment, out: &Path) -> CliResult<PathBuf> {
-    let reports = read_reports(out)?;
+    let reports: Vec<Report> = read_reports(out)?.into_iter().map(|(_, r)| r).collect();
     let csv = assignment::grades_csv(&source.tasks(), &reports)?;
     let path = out.join("grades.csv");
     sgm::checkpoint::write_atomically(&path, |tmp| std::fs::write(tmp, &csv).map_err(io_err(tmp)))?;
     Ok(path)
 }
 
-/// Every `out/*/report.json`, by submission name.
-fn read_reports(out: &Path) -> CliResult<Vec<Report>> {
+/// Every `out/*/report.json` with its folder, by submission name; one that does not parse is
+/// an error naming it.
+fn read_reports(out: &Path) -> CliResult<Vec<(PathBuf, Report)>> {
     let mut reports = Vec::new();
     let entries = std::fs::read_dir(out).map_err(io_err(out))?;
     for entry in entries.flatten() {
         let path = entry.path().join("report.json");
         if let Ok(text) = std::fs::read_to_string(&path) {
-            let report: Report = serde_json::from_str(&text).map_err(sgm::Error::from)?;
-            reports.push(report);
+            let report: Report = serde_json::from_str(&text)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+            reports.push((entry.path(), report));
         }
     }
-    reports.sort_by(|a, b| a.submission.cmp(&b.submission));
+    reports.sort_by(|a, b| a.1.submission.cmp(&b.1.submission));
     Ok(reports)
 }
 
@@ -401,7 +435,7 @@ fn write_answer_pages(source: &Assignment, out: &Path) -> CliResult<()> {
     }
     let graded: Vec<(Report, serde_json::Value)> = read_reports(out)?
         .into_iter()
-        .map(|r| {
+        .map(|(_, r)| {
             let executed = out
                 .join(".grading")
                 .join(&r.submission)
@@ -459,6 +493,9 @@ fn byte_size(option: &str, text: &str) -> CliResult<u64> {
 
 pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
     let source = Assignment::read(&args.assignment)?;
+    if args.rescore {
+        return rescore(&source, &args.out);
+    }
     if args.jobs == 0 {
         return Err(CliError::Usage("--jobs must be at least 1".into()));
     }
@@ -493,14 +530,6 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
     sgm::checkpoint::create_dir(&args.out)?;
     // Read before grading: a malformed file stops here, not after an hour of grading.
     let manual = assignment::read_manual_scores(&args.out.join("manual.csv"), &source)?;
-    if args.rescore {
-        let names = rescore(&source, &args.out, &manual)?;
-        let manual_path = add_manual_rows(&source, &args.out, &names, &manual)?;
-        write_answer_pages(&source, &args.out)?;
-        let grades = write_grades(&source, &args.out)?;
-        println!("{}", json!({"grades": grades, "manual": manual_path}));
-        return Ok(ExitCode::SUCCESS);
-    }
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, CliResult<Report>)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -527,7 +556,7 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
         .iter()
         .filter_map(|(_, r)| r.as_ref().ok().map(|r| r.submission.clone()))
         .collect();
-    let manual_path = add_manual_rows(&source, &args.out, &graded, &manual)?;
+    let manual_path = add_manual_rows(&source, &args.out, &graded)?;
     write_answer_pages(&source, &args.out)?;
     let grades = write_grades(&source, &args.out)?;
     let failed: Vec<String> = results
