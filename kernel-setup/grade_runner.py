@@ -429,17 +429,23 @@ class DiskWatch:
                 f"{self.limit / 2**20:,.0f} MiB: the kernel was stopped and what it wrote removed")
 
 
+# What a grader names its cgroups and run folders: `<pid>-<monotonic ns>`; run folders also
+# have `.lock` files and, while reset() empties them, `.removed-<ns>` folders aside.
+GRADER_ENTRY = re.compile(r"(\d{1,7})-\d+(\.lock|\.removed-\d+)?")
+
+
 def left_by_dead_graders(parent):
-    """The folders below `parent` named `<pid>-…` whose grader process is gone (killed before
-    it could remove its own)."""
-    for folder in parent.glob("[0-9]*-*"):
-        if not folder.name.split("-")[0].isdigit():
+    """The entries below `parent` named as a grader names them (GRADER_ENTRY) whose grader
+    process is not on this machine (killed before it could remove its own)."""
+    for entry in parent.glob("[0-9]*-*"):
+        match = GRADER_ENTRY.fullmatch(entry.name)
+        if match is None:
             continue
         try:
-            os.kill(int(folder.name.split("-")[0]), 0)
+            os.kill(int(match.group(1)), 0)
         except ProcessLookupError:
-            yield folder
-        except PermissionError:
+            yield entry
+        except (PermissionError, OverflowError):
             pass
 
 
@@ -453,24 +459,41 @@ def take_run_folder():
     for entry in left_by_dead_graders(RUNS_DIR):
         by_base.setdefault(entry.name.split(".")[0], []).append(entry)
     for base, entries in by_base.items():
-        lock = RUNS_DIR / f"{base}.lock"
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = held_lock(RUNS_DIR / f"{base}.lock", wait=False)
+        if fd is None:
+            continue  # held: its grader still runs (elsewhere)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            continue  # held: its grader still runs
+            for entry in entries:
+                if entry.is_dir() and not entry.is_symlink():
+                    remove_tree(entry)
+            (RUNS_DIR / f"{base}.lock").unlink(missing_ok=True)
         finally:
             os.close(fd)
-        for entry in entries:
-            if entry.is_dir() and not entry.is_symlink():
-                remove_tree(entry)
-        lock.unlink(missing_ok=True)
     base = f"{os.getpid()}-{time.monotonic_ns()}"
-    held = os.open(RUNS_DIR / f"{base}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(held, fcntl.LOCK_EX)
+    held = held_lock(RUNS_DIR / f"{base}.lock", wait=True)
     folder = RUNS_DIR / base
     folder.mkdir()
     return folder, held
+
+
+def held_lock(path, wait):
+    """A descriptor holding an exclusive lock (flock) on the file at `path`, created if need
+    be, or None where `wait` is false and another holds it. The lock is on the file the path
+    names when it returns: should a clean-up have removed that file between its opening and its
+    locking, it is opened again."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 def give_back_run_folder(folder, held, target):
@@ -919,7 +942,11 @@ def run_cells(nb, kernel_name, cwd, cell_timeout, deadline, is_check, runtime, s
 def cmd_run(args):
     # A grader stopped with SIGTERM (a batch system's time limit) still stops its kernels,
     # removes its cgroup and gives back its run folder (the `finally` clauses).
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    def stop(signum, _frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up short
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     work = pathlib.Path(args.work).resolve()
     build = pathlib.Path(args.build).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -1075,7 +1102,8 @@ def cmd_html(args):
     from html_pages import write_html
 
     nb = nbformat.read(args.input, as_version=4)
-    write_html(nb, pathlib.Path(args.output))
+    # The pages show what students wrote (markdown, HTML outputs) to the instructor's browser.
+    write_html(nb, pathlib.Path(args.output), sanitize=True)
     return 0
 
 

@@ -142,9 +142,42 @@ def ensure_mathjax(folder):
     return dest
 
 
-def write_html(nb, target_path):
+# What a sanitized page keeps of the HTML in markdown and outputs: the tags markdown renders to
+# (headings, paragraphs, lists, tables, code, emphasis, links, images) with their classes and
+# ids; no scripts, event handlers, styles, frames or forms.
+SAFE_TAGS = {"a", "abbr", "b", "blockquote", "br", "code", "del", "details", "div", "em", "h1", "h2",
+             "h3", "h4", "h5", "h6", "hr", "i", "img", "kbd", "li", "ol", "p", "pre", "s", "span",
+             "strong", "sub", "summary", "sup", "table", "tbody", "td", "th", "thead", "tr", "ul"}
+
+
+def safe_attribute(tag, name, value):
+    """Whether a sanitized page keeps attribute `name` of `tag`: classes, ids, titles, alt texts
+    and table spans; links to the web, mail or an anchor; images inlined as data (a page must
+    not fetch anything either)."""
+    if name in ("class", "id", "title", "alt", "colspan", "rowspan"):
+        return True
+    if tag == "a" and name == "href":
+        return value.startswith(("http://", "https://", "mailto:", "#"))
+    if tag == "img" and name == "src":
+        return value.startswith("data:image/") and not value.startswith("data:image/svg")
+    return False
+
+
+def clean_html(html):
+    """`html` with only SAFE_TAGS and safe_attribute's attributes; anything else is shown as
+    text (a `<script>` reads as `&lt;script&gt;`)."""
+    import bleach
+
+    html = html.decode() if isinstance(html, bytes) else str(html)
+    return bleach.clean(html, tags=SAFE_TAGS, attributes=safe_attribute,
+                        protocols=["http", "https", "mailto", "data"])
+
+
+def write_html(nb, target_path, sanitize=False):
     """Writes notebook `nb` (an nbformat node) as an HTML page at `target_path`, with MathJax
-    loaded from `mathjax/` beside it (copied there when missing)."""
+    loaded from `mathjax/` beside it (copied there when missing). With `sanitize` the HTML in
+    its markdown and outputs keeps only what clean_html lets through (for pages of notebooks
+    nobody trusts, such as students')."""
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
@@ -155,7 +188,11 @@ def write_html(nb, target_path):
         extra_loaders=[DictLoader({PAGE_TEMPLATE: PAGE_TEMPLATE_TEXT})],
         template_file=PAGE_TEMPLATE,
         mathjax_url=MATHJAX_URL,
+        sanitize_html=sanitize,
     )
+    exporter.register_filter("clean_html", clean_html)
     body, _ = exporter.from_notebook_node(nb)
-    target.write_text(body, encoding="utf-8")
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    staging.write_text(body, encoding="utf-8")
+    os.replace(staging, target)
     return target

@@ -190,6 +190,19 @@ fn malformed_sources_are_errors_naming_the_cell() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("duplicate cell id"), "{err}");
+    for id in ["a".repeat(52), "a b".into(), "é".into()] {
+        let nb = notebook(vec![
+            code("setup", FIRST_CELL, json!({})),
+            markdown(&id, "x"),
+        ]);
+        let err = Assignment::from_notebook(Path::new("s.ipynb"), nb)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a cell id must be 1 to 51 letters, digits, - or _"),
+            "{id}: {err}"
+        );
+    }
     let mixed = notebook(vec![
         code("setup", FIRST_CELL, json!({})),
         code(

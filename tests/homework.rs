@@ -4,7 +4,8 @@
 //!
 //! Four submissions, so that CI stays short: the source itself (full marks), the untouched
 //! release (nothing), and two with faults in independent tasks — a Langevin step of the wrong
-//! sign, σ where σ² belongs in the NCSN loss's weight and a forged result (fault set A); a
+//! sign, σ where σ² belongs in the NCSN loss's weight, a forged result and a script in a
+//! derivation, which the instructor's pages must not run (fault set A); a
 //! region that aborts the process, one that loops forever and one that does not compile
 //! (fault set B).
 
@@ -67,6 +68,13 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
     .unwrap();
 
     let mut faults_a = source.clone();
+    // A script in a derivation, which the instructor's pages must not run.
+    edit(
+        &mut faults_a,
+        "t1-p1-answer",
+        "**Your solution (Problem 1",
+        "<script>alert(\"sgm-xss\")</script>\n\n**Your solution (Problem 1",
+    );
     // The Langevin step against the score (a sign error).
     edit(
         &mut faults_a,
@@ -354,6 +362,12 @@ fn grade_derivations_by_hand(out: &Path, faults_a: &Report) {
         );
     }
     assert!(page.contains("Var(x_t | x_s) is missing, see (2)"));
+    for (what, html) in [("answers page", &page), ("faults_a's feedback", &html)] {
+        assert!(
+            !html.contains("<script>alert(\"sgm-xss\")"),
+            "the {what} runs the student's script"
+        );
+    }
 
     // Three points for a derivation worth two: refused, nothing changes.
     std::fs::write(

@@ -339,6 +339,15 @@ impl Assignment {
                 })?
                 .to_string();
             let name = cell_name(index, &id);
+            let id_chars = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+            if id.is_empty() || id.len() > 51 || !id.chars().all(id_chars) {
+                return Err(bad(
+                    name,
+                    "a cell id must be 1 to 51 letters, digits, - or _ (nbformat allows 64; \
+                     the feedback's cell after it adds 13)"
+                        .into(),
+                ));
+            }
             if !ids.insert(id.clone()) {
                 return Err(bad(name, "duplicate cell id".into()));
             }

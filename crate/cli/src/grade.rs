@@ -306,6 +306,7 @@ fn rescore(source: &Assignment, out: &Path) -> CliResult<ExitCode> {
             out.display()
         )));
     }
+    let _lock = lock_folder(out)?;
     let manual = assignment::read_manual_scores(&out.join("manual.csv"), source)?;
     let reports = read_reports(out)?;
     if reports.is_empty() {
@@ -347,17 +348,14 @@ fn rescore(source: &Assignment, out: &Path) -> CliResult<ExitCode> {
         );
         names.push(report.submission);
     }
-    let manual_path = add_manual_rows(source, out, &names)?;
-    write_answer_pages(source, out)?;
-    let grades = write_grades(source, out)?;
+    let (manual_path, grades) = write_shared(source, out, &names)?;
     println!("{}", json!({"grades": grades, "manual": manual_path}));
     Ok(ExitCode::SUCCESS)
 }
 
 /// Adds to `out/manual.csv` a row without points for each of `names`' tasks graded by hand
 /// that it lacks (the instructor's rows stay as written); returns its path, or `None` where
-/// the assignment has no such task. The file is read afresh under a lock (`out/.manual.lock`),
-/// so invocations that end together (a job array) neither drop nor repeat each other's rows.
+/// the assignment has no such task. The file is read afresh (the caller holds [`lock_folder`]).
 fn add_manual_rows(
     source: &Assignment,
     out: &Path,
@@ -367,9 +365,6 @@ fn add_manual_rows(
         return Ok(None);
     }
     let path = out.join("manual.csv");
-    let lock_path = out.join(".manual.lock");
-    let lock = std::fs::File::create(&lock_path).map_err(io_err(&lock_path))?;
-    lock.lock().map_err(io_err(&lock_path))?;
     let manual = assignment::read_manual_scores(&path, source)?;
     let missing = assignment::missing_manual_rows(source, names, &manual);
     let mut text = match std::fs::read_to_string(&path) {
@@ -377,6 +372,10 @@ fn add_manual_rows(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(io_err(&path)(e).into()),
     };
+    if text.trim_start_matches('\u{feff}').trim().is_empty() {
+        // Nothing but blanks (or a byte-order mark): started afresh, with its header.
+        text.clear();
+    }
     if !missing.is_empty() || text.is_empty() {
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
@@ -386,8 +385,30 @@ fn add_manual_rows(
             std::fs::write(tmp, &text).map_err(io_err(tmp))
         })?;
     }
-    drop(lock);
     Ok(Some(path))
+}
+
+/// Held while an invocation writes what every submission's report feeds (`lock_folder`'s
+/// callers): separate invocations that end together (a job array) wait for each other, so
+/// that none drops or repeats another's rows or leaves a table without its submission.
+fn lock_folder(out: &Path) -> CliResult<std::fs::File> {
+    let path = out.join(".grade.lock");
+    let lock = std::fs::File::create(&path).map_err(io_err(&path))?;
+    lock.lock().map_err(io_err(&path))?;
+    Ok(lock)
+}
+
+/// What every report in `out` feeds, rebuilt from them (under [`lock_folder`]): the rows of
+/// manual.csv that `names` lack, the answer pages and grades.csv.
+fn write_shared(
+    source: &Assignment,
+    out: &Path,
+    names: &[String],
+) -> CliResult<(Option<PathBuf>, PathBuf)> {
+    let manual = add_manual_rows(source, out, names)?;
+    write_answer_pages(source, out)?;
+    let grades = write_grades(source, out)?;
+    Ok((manual, grades))
 }
 
 fn write_report(dir: &Path, report: &Report) -> CliResult<()> {
@@ -556,9 +577,9 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
         .iter()
         .filter_map(|(_, r)| r.as_ref().ok().map(|r| r.submission.clone()))
         .collect();
-    let manual_path = add_manual_rows(&source, &args.out, &graded)?;
-    write_answer_pages(&source, &args.out)?;
-    let grades = write_grades(&source, &args.out)?;
+    let lock = lock_folder(&args.out)?;
+    let (manual_path, grades) = write_shared(&source, &args.out, &graded)?;
+    drop(lock);
     let failed: Vec<String> = results
         .into_iter()
         .filter_map(|(_, r)| r.err().map(|e| e.to_string()))
