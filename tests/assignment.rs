@@ -339,6 +339,12 @@ fn executed(grading: &assignment::Grading, reports: &[(&str, Option<&str>)]) -> 
     nb
 }
 
+/// The secret graded cell `id` of `grading` prints when it passes.
+fn token_of(grading: &assignment::Grading, id: &str) -> String {
+    let cell = grading.graded.iter().find(|g| g.id == id).unwrap();
+    cell.token.0.clone()
+}
+
 fn ok(cell: usize) -> CellOutcome {
     CellOutcome {
         cell,
@@ -353,16 +359,7 @@ fn ok(cell: usize) -> CellOutcome {
 fn a_check_passes_only_with_its_own_token_and_a_clean_run() {
     let a = assignment();
     let grading = a.grading_notebook(&a.release()).unwrap();
-    let token = |id: &str| {
-        grading
-            .graded
-            .iter()
-            .find(|g| g.id == id)
-            .unwrap()
-            .token
-            .0
-            .clone()
-    };
+    let token = |id: &str| token_of(&grading, id);
     let (visible, hidden, sigma) = (token("visible"), token("hidden"), token("sigma"));
     let outcomes = vec![ok(0), ok(1), ok(3), ok(4), ok(5)];
 
@@ -507,16 +504,7 @@ fn answers_graded_by_hand_are_pending_until_manual_csv_gives_their_points() {
     assert!(source_of(cell(&grading.notebook, "proof")).contains("boundary term vanishes"));
     assert!(grading.graded.iter().all(|g| g.id != "proof"));
 
-    let token = |id: &str| {
-        grading
-            .graded
-            .iter()
-            .find(|g| g.id == id)
-            .unwrap()
-            .token
-            .0
-            .clone()
-    };
+    let token = |id: &str| token_of(&grading, id);
     let all = executed(
         &grading,
         &[
