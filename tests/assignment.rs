@@ -44,6 +44,12 @@ fn assignment() -> Assignment {
     Assignment::from_notebook(Path::new("source.ipynb"), source()).unwrap()
 }
 
+/// The ids of `nb`'s cells, in order.
+fn cell_ids(nb: &Value) -> Vec<&str> {
+    let cells = nb["cells"].as_array().unwrap();
+    cells.iter().map(|c| c["id"].as_str().unwrap()).collect()
+}
+
 fn cell<'a>(nb: &'a Value, id: &str) -> &'a Value {
     nb["cells"]
         .as_array()
@@ -57,13 +63,10 @@ fn cell<'a>(nb: &'a Value, id: &str) -> &'a Value {
 fn release_replaces_solutions_drops_hidden_checks_and_outputs() {
     let a = assignment();
     let released = a.release();
-    let ids: Vec<&str> = released["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["setup", "answer", "theory", "visible", "sigma"]);
+    assert_eq!(
+        cell_ids(&released),
+        ["setup", "answer", "theory", "visible", "sigma"]
+    );
     let answer = source_of(cell(&released, "answer"));
     assert_eq!(
         answer,
@@ -526,12 +529,7 @@ fn answers_graded_by_hand_are_pending_until_manual_csv_gives_their_points() {
         "submission,t1,t2,t3,total,max\ns,3,1,,4,6\n"
     );
     let feedback = assignment::feedback_notebook(&a, &all, &grading, &report);
-    let ids: Vec<&str> = feedback["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap())
-        .collect();
+    let ids = cell_ids(&feedback);
     let after = ids.iter().position(|id| *id == "proof").unwrap() + 1;
     assert_eq!(ids[after], "sgm-feedback-proof");
     let text = serde_json::to_string(&feedback).unwrap();
@@ -664,12 +662,7 @@ fn the_answers_page_shows_every_submissions_answer_with_its_points() {
         texts[7]
     );
     assert_eq!(texts.len(), 8);
-    let ids: std::collections::HashSet<&str> = page["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap())
-        .collect();
+    let ids: std::collections::HashSet<&str> = cell_ids(&page).into_iter().collect();
     assert_eq!(ids.len(), 8, "unique cell ids");
 }
 
@@ -732,10 +725,11 @@ fn malformed_manual_scores_are_errors_naming_the_row() {
         "{err}"
     );
     // No file yet, or an empty one: no rows; three columns and blank lines are fine.
-    std::fs::write(&path, "").unwrap();
-    assert!(assignment::read_manual_scores(&path, &a)
-        .unwrap()
-        .is_empty());
+    for blank in ["", "\n \n", "\u{feff}", "\u{feff}\r\n"] {
+        std::fs::write(&path, blank).unwrap();
+        let rows = assignment::read_manual_scores(&path, &a).unwrap();
+        assert!(rows.is_empty(), "{blank:?}");
+    }
     std::fs::remove_file(&path).unwrap();
     assert!(assignment::read_manual_scores(&path, &a)
         .unwrap()

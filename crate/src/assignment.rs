@@ -73,6 +73,15 @@ impl Role {
     pub fn is_answer(&self) -> bool {
         matches!(self, Role::Answer | Role::Manual { .. })
     }
+
+    /// The task the cell earns points for, its points, and whether they are given by hand.
+    pub fn task(&self) -> Option<(&str, u32, bool)> {
+        match self {
+            Role::Graded { task, points, .. } => Some((task, *points, false)),
+            Role::Manual { task, points } => Some((task, *points, true)),
+            _ => None,
+        }
+    }
 }
 
 /// One cell of the source and its role.
@@ -439,10 +448,8 @@ impl Assignment {
         // A task is graded by its checks or by hand: its points come from one place.
         let mut manual: HashMap<&str, bool> = HashMap::new();
         for c in &cells {
-            let (task, by_hand) = match &c.role {
-                Role::Graded { task, .. } => (task, false),
-                Role::Manual { task, .. } => (task, true),
-                _ => continue,
+            let Some((task, _, by_hand)) = c.role.task() else {
+                continue;
             };
             if *manual.entry(task).or_insert(by_hand) != by_hand {
                 return Err(bad(
@@ -466,16 +473,14 @@ impl Assignment {
     pub fn tasks(&self) -> Vec<TaskMax> {
         let mut tasks: Vec<TaskMax> = Vec::new();
         for c in &self.cells {
-            let (task, points, manual) = match &c.role {
-                Role::Graded { task, points, .. } => (task, points, false),
-                Role::Manual { task, points } => (task, points, true),
-                _ => continue,
+            let Some((task, points, manual)) = c.role.task() else {
+                continue;
             };
-            match tasks.iter_mut().find(|t| &t.id == task) {
+            match tasks.iter_mut().find(|t| t.id == task) {
                 Some(t) => t.max += points,
                 None => tasks.push(TaskMax {
-                    id: task.clone(),
-                    max: *points,
+                    id: task.to_string(),
+                    max: points,
                     manual,
                 }),
             }
@@ -539,9 +544,7 @@ impl Assignment {
         for c in &self.cells {
             let text = source_of(self.raw_cell(c.index));
             let lines = match &c.role {
-                Role::Answer | Role::Manual { .. } => {
-                    solution_lines(&text, c.cell_type == "markdown")
-                }
+                role if role.is_answer() => solution_lines(&text, c.cell_type == "markdown"),
                 Role::Graded { hidden: true, .. } => {
                     text.lines().map(|l| l.trim().to_string()).collect()
                 }
@@ -595,7 +598,7 @@ impl Assignment {
         let mut notes = Vec::new();
         for info in &self.cells {
             let mut cell = match &info.role {
-                Role::Answer | Role::Manual { .. } => match theirs.get(info.id.as_str()) {
+                role if role.is_answer() => match theirs.get(info.id.as_str()) {
                     Some(c) if c["cell_type"].as_str() == Some(info.cell_type.as_str()) => {
                         if info.cell_type == "code" && has_evcxr_command(&source_of(c)) {
                             notes.push(format!(
@@ -896,17 +899,31 @@ pub struct ManualScore {
 /// a task graded by hand, points a whole number from 0 to the task's most (or empty), one row
 /// per submission and task. An error names the row and the value.
 pub fn read_manual_scores(path: &Path, assignment: &Assignment) -> Result<Vec<ManualScore>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(Error::Io {
-                path: path.display().to_string(),
-                source,
-            })
-        }
-    };
-    if text.trim().is_empty() {
+    let text = read_manual_text(path)?;
+    parse_manual_scores(&text, path, assignment)
+}
+
+/// The text of `manual.csv` at `path`: empty where there is no file, or nothing but blanks
+/// and a byte-order mark (such a file starts afresh, with its header).
+pub fn read_manual_text(path: &Path) -> Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim_start_matches('\u{feff}').trim().is_empty() => Ok(String::new()),
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(source) => Err(Error::Io {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// [`read_manual_scores`] of the text [`read_manual_text`] read (`path` names it in errors).
+pub fn parse_manual_scores(
+    text: &str,
+    path: &Path,
+    assignment: &Assignment,
+) -> Result<Vec<ManualScore>> {
+    if text.is_empty() {
         return Ok(Vec::new());
     }
     let bad = |row: String, why: String| Error::ManualScores {
@@ -1010,21 +1027,30 @@ pub fn read_manual_scores(path: &Path, assignment: &Assignment) -> Result<Vec<Ma
 
 /// `scores` as `manual.csv` rows, after the header when `header`.
 pub fn manual_scores_csv(scores: &[ManualScore], header: bool) -> Result<String> {
+    let header = header.then(|| MANUAL_COLUMNS.map(String::from).to_vec());
+    let rows = scores.iter().map(|s| {
+        let points = s.points.map(|p| p.to_string()).unwrap_or_default();
+        vec![
+            s.submission.clone(),
+            s.task.clone(),
+            points,
+            s.comment.clone(),
+        ]
+    });
+    csv_text("manual.csv", header.into_iter().chain(rows))
+}
+
+/// `records` as CSV text (RFC 4180 quoting); `file` names the table in an error.
+fn csv_text(file: &str, records: impl IntoIterator<Item = Vec<String>>) -> Result<String> {
+    let csv_err = |e: csv::Error| Error::Io {
+        path: file.into(),
+        source: std::io::Error::other(e.to_string()),
+    };
     let mut writer = csv::WriterBuilder::new()
         .has_headers(false)
         .from_writer(Vec::new());
-    let csv_err = |e: csv::Error| Error::Io {
-        path: "manual.csv".into(),
-        source: std::io::Error::other(e.to_string()),
-    };
-    if header {
-        writer.write_record(MANUAL_COLUMNS).map_err(csv_err)?;
-    }
-    for s in scores {
-        let points = s.points.map(|p| p.to_string()).unwrap_or_default();
-        writer
-            .write_record([&s.submission, &s.task, &points, &s.comment])
-            .map_err(csv_err)?;
+    for record in records {
+        writer.write_record(&record).map_err(csv_err)?;
     }
     let bytes = writer
         .into_inner()
@@ -1039,16 +1065,21 @@ pub fn missing_manual_rows(
     submissions: &[String],
     scores: &[ManualScore],
 ) -> Vec<ManualScore> {
+    let by_hand: Vec<TaskMax> = assignment
+        .tasks()
+        .into_iter()
+        .filter(|t| t.manual)
+        .collect();
     let mut rows = Vec::new();
     for submission in submissions {
-        for task in assignment.tasks().into_iter().filter(|t| t.manual) {
+        for task in &by_hand {
             if !scores
                 .iter()
                 .any(|s| &s.submission == submission && s.task == task.id)
             {
                 rows.push(ManualScore {
                     submission: submission.clone(),
-                    task: task.id,
+                    task: task.id.clone(),
                     points: None,
                     comment: String::new(),
                 });
@@ -1330,16 +1361,10 @@ fn markdown_cell(id: &str, text: &str) -> Value {
 /// `grades.csv`: one row per submission, one column per task (empty while a task graded by
 /// hand is pending), then the total and the most.
 pub fn grades_csv(tasks: &[TaskMax], reports: &[Report]) -> Result<String> {
-    let mut writer = csv::WriterBuilder::new().from_writer(Vec::new());
-    let csv_err = |e: csv::Error| Error::Io {
-        path: "grades.csv".into(),
-        source: std::io::Error::other(e.to_string()),
-    };
     let mut header = vec!["submission".to_string()];
     header.extend(tasks.iter().map(|t| t.id.clone()));
     header.extend(["total".into(), "max".into()]);
-    writer.write_record(&header).map_err(csv_err)?;
-    for r in reports {
+    let rows = reports.iter().map(|r| {
         let mut row = vec![r.submission.clone()];
         for t in tasks {
             row.push(match r.tasks.iter().find(|x| x.id == t.id) {
@@ -1349,10 +1374,7 @@ pub fn grades_csv(tasks: &[TaskMax], reports: &[Report]) -> Result<String> {
             });
         }
         row.extend([r.total.to_string(), r.max.to_string()]);
-        writer.write_record(&row).map_err(csv_err)?;
-    }
-    let bytes = writer
-        .into_inner()
-        .map_err(|e| csv_err(e.into_error().into()))?;
-    Ok(String::from_utf8(bytes).expect("written from strings"))
+        row
+    });
+    csv_text("grades.csv", std::iter::once(header).chain(rows))
 }

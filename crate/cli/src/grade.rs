@@ -365,17 +365,9 @@ fn add_manual_rows(
         return Ok(None);
     }
     let path = out.join("manual.csv");
-    let manual = assignment::read_manual_scores(&path, source)?;
+    let mut text = assignment::read_manual_text(&path)?;
+    let manual = assignment::parse_manual_scores(&text, &path, source)?;
     let missing = assignment::missing_manual_rows(source, names, &manual);
-    let mut text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(io_err(&path)(e).into()),
-    };
-    if text.trim_start_matches('\u{feff}').trim().is_empty() {
-        // Nothing but blanks (or a byte-order mark): started afresh, with its header.
-        text.clear();
-    }
     if !missing.is_empty() || text.is_empty() {
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
@@ -406,8 +398,9 @@ fn write_shared(
     names: &[String],
 ) -> CliResult<(Option<PathBuf>, PathBuf)> {
     let manual = add_manual_rows(source, out, names)?;
-    write_answer_pages(source, out)?;
-    let grades = write_grades(source, out)?;
+    let reports = read_reports(out)?;
+    write_answer_pages(source, out, &reports)?;
+    let grades = write_grades(source, out, &reports)?;
     Ok((manual, grades))
 }
 
@@ -420,10 +413,14 @@ fn write_report(dir: &Path, report: &Report) -> CliResult<()> {
     Ok(())
 }
 
-/// `DIR/grades.csv` from every `DIR/*/report.json`, so that submissions graded by separate
-/// invocations (a job array) end in one table.
-fn write_grades(source: &Assignment, out: &Path) -> CliResult<PathBuf> {
-    let reports: Vec<Report> = read_reports(out)?.into_iter().map(|(_, r)| r).collect();
+/// `DIR/grades.csv` from `reports` (every `DIR/*/report.json`, [`read_reports`]), so that
+/// submissions graded by separate invocations (a job array) end in one table.
+fn write_grades(
+    source: &Assignment,
+    out: &Path,
+    reports: &[(PathBuf, Report)],
+) -> CliResult<PathBuf> {
+    let reports: Vec<Report> = reports.iter().map(|(_, r)| r.clone()).collect();
     let csv = assignment::grades_csv(&source.tasks(), &reports)?;
     let path = out.join("grades.csv");
     sgm::checkpoint::write_atomically(&path, |tmp| std::fs::write(tmp, &csv).map_err(io_err(tmp)))?;
@@ -449,20 +446,24 @@ fn read_reports(out: &Path) -> CliResult<Vec<(PathBuf, Report)>> {
 
 /// `out/manual/<task>.html` for each task graded by hand: every graded submission's answer
 /// on one page ([`assignment::answers_notebook`]), with the points given so far.
-fn write_answer_pages(source: &Assignment, out: &Path) -> CliResult<()> {
+fn write_answer_pages(
+    source: &Assignment,
+    out: &Path,
+    reports: &[(PathBuf, Report)],
+) -> CliResult<()> {
     let tasks: Vec<_> = source.tasks().into_iter().filter(|t| t.manual).collect();
     if tasks.is_empty() {
         return Ok(());
     }
-    let graded: Vec<(Report, serde_json::Value)> = read_reports(out)?
-        .into_iter()
+    let graded: Vec<(Report, serde_json::Value)> = reports
+        .iter()
         .map(|(_, r)| {
             let executed = out
                 .join(".grading")
                 .join(&r.submission)
                 .join("executed.ipynb");
             let nb = assignment::read_notebook(&executed).unwrap_or(serde_json::Value::Null);
-            (r, nb)
+            (r.clone(), nb)
         })
         .collect();
     let pages = out.join("manual");
