@@ -263,17 +263,54 @@ fn check_release_finds_stale_releases_and_leaks() {
     );
 }
 
+/// What grading leaves out of a submission is said in its notes, never dropped in silence: an
+/// edited locked cell (its own copy runs), a cell the student added (not run), a missing
+/// answer; the release as it was, re-saved elsewhere (CRLF, trailing blanks) or with blank
+/// cells added, has none.
 #[test]
 fn grading_takes_answers_from_the_submission_and_everything_else_from_the_source() {
     let a = assignment();
+    let mut resaved = a.release();
+    for c in resaved["cells"].as_array_mut().unwrap() {
+        let text = source_of(c).replace('\n', "  \r\n") + "\r\n";
+        c["source"] = json!(text);
+    }
+    resaved["cells"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"cell_type": "code", "id": "blank", "metadata": {}, "source": " \n", "outputs": [], "execution_count": null}));
+    let notes = a.grading_notebook(&resaved).unwrap().notes;
+    assert!(notes.is_empty(), "{notes:?}");
+
     let mut submission = a.release();
     // The student answers, edits a visible check to pass trivially, deletes the markdown
-    // answer and adds a dependency in an answer cell.
+    // answer, adds a helper in a cell of their own and a dependency in an answer cell.
     submission["cells"][1]["source"] =
         json!("fn double(x: f64) -> f64 { x + x }\nlet SIGMA: f64 = 0.5;");
     submission["cells"][3]["source"] = json!("println!(\"double passed\");");
     submission["cells"].as_array_mut().unwrap().remove(2);
+    submission["cells"].as_array_mut().unwrap().insert(
+        2,
+        json!({"cell_type": "code", "id": "mine", "metadata": {}, "source": "fn helper() {}", "outputs": [], "execution_count": null}),
+    );
     let grading = a.grading_notebook(&submission).unwrap();
+    assert_eq!(grading.notes.len(), 3, "{:?}", grading.notes);
+    assert!(
+        grading.notes.iter().any(|n| n.contains("id visible")
+            && n.contains(
+                "a locked cell, edited in the submission; the assignment's own copy was used"
+            )),
+        "{:?}",
+        grading.notes
+    );
+    assert!(
+        grading.notes.iter().any(|n| n.starts_with(
+            "cell 3 of the submission (id mine) is not in the assignment and was left out"
+        )),
+        "{:?}",
+        grading.notes
+    );
+    assert!(cell_ids(&grading.notebook).iter().all(|id| *id != "mine"));
     let nb = &grading.notebook;
     assert_eq!(
         nb["cells"].as_array().unwrap().len(),
@@ -438,6 +475,11 @@ fn committed_release_is_current_and_leaks_nothing() {
         source.check_release(&released).unwrap(),
         Vec::<String>::new()
     );
+    // Graded as they are, neither leaves anything out.
+    for nb in [&released, &source.notebook] {
+        let notes = source.grading_notebook(nb).unwrap().notes;
+        assert!(notes.is_empty(), "{notes:?}");
+    }
     assert!(
         source.secret_lines().len() > 20,
         "the source has solutions and hidden checks"
@@ -542,16 +584,27 @@ fn answers_graded_by_hand_are_pending_until_manual_csv_gives_their_points() {
     // holds a comma and quotes.
     let dir = sgm_tests::tmpdir("manual-scores");
     let path = dir.join("manual.csv");
-    let mut rows = assignment::missing_manual_rows(&a, &["s".to_string(), "u".to_string()], &[]);
+    let u = assignment::Report {
+        submission: "u".into(),
+        ..report.clone()
+    };
+    let both = [report.clone(), u];
+    let new = assignment::manual_rows_for(&a, &both, &[]);
+    assert!(new.changed && new.reopened.is_empty());
+    let mut rows = new.rows;
     assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r.answer == t3.answer && r.answer.starts_with("sha256:")),
+        "{rows:?}"
+    );
     rows[0].points = Some(1);
     rows[0].comment = "the boundary term needs \"decay\", see (2)".into();
     std::fs::write(&path, assignment::manual_scores_csv(&rows, true).unwrap()).unwrap();
     let read = assignment::read_manual_scores(&path, &a).unwrap();
     assert_eq!(read, rows, "written and read back");
-    assert!(
-        assignment::missing_manual_rows(&a, &["s".to_string(), "u".to_string()], &read).is_empty()
-    );
+    let same = assignment::manual_rows_for(&a, &both, &read);
+    assert!(!same.changed && same.rows == read, "{same:?}");
 
     assignment::apply_manual_scores(&a, &mut report, &read);
     let t3 = report.tasks.iter().find(|t| t.id == "t3").unwrap().clone();
@@ -594,6 +647,104 @@ fn answers_graded_by_hand_are_pending_until_manual_csv_gives_their_points() {
     assert!(report.tasks.iter().find(|t| t.id == "t3").unwrap().pending);
 }
 
+/// Points given by hand stand for the answer they were given for: a resubmission graded
+/// again with the same answer (saved on another system: CRLF, trailing blanks) keeps them;
+/// one with another answer is pending again, and [`assignment::manual_rows_for`] empties its
+/// row, keeping the earlier points in the comment and saying so once. A row typed without a
+/// digest, or a report from before digests were kept, is taken as given.
+#[test]
+fn a_changed_answer_reopens_the_points_given_by_hand() {
+    let a = with_proof();
+    let graded = |text: &str| {
+        let mut nb = a.release();
+        for c in nb["cells"].as_array_mut().unwrap() {
+            if c["id"] == "proof" {
+                c["source"] = json!(text);
+            }
+        }
+        let grading = a.grading_notebook(&nb).unwrap();
+        assignment::score(&a, "s", &grading, &grading.notebook, &[])
+    };
+    let t3 = |r: &assignment::Report| r.tasks.iter().find(|t| t.id == "t3").unwrap().clone();
+    let first = graded("Prove it.\nBy parts: the boundary term vanishes.");
+    let mut rows = assignment::manual_rows_for(&a, std::slice::from_ref(&first), &[]).rows;
+    rows[0].points = Some(2);
+    rows[0].comment = "Good.".into();
+
+    let resaved = graded("Prove it.  \r\nBy parts: the boundary term vanishes.\t\r\n\r\n");
+    assert_eq!(
+        t3(&resaved).answer,
+        t3(&first).answer,
+        "the same answer resaved"
+    );
+    for mut r in [first.clone(), resaved.clone()] {
+        assignment::apply_manual_scores(&a, &mut r, &rows);
+        assert!(!t3(&r).pending && t3(&r).points == 2, "{:?}", t3(&r));
+        let same = assignment::manual_rows_for(&a, std::slice::from_ref(&r), &rows);
+        assert!(!same.changed && same.reopened.is_empty());
+    }
+
+    let mut second = graded("Prove it.\nBy symmetry.");
+    assert_ne!(t3(&second).answer, t3(&first).answer);
+    let before = second.clone();
+    assignment::apply_manual_scores(&a, &mut second, &rows);
+    let t = t3(&second);
+    assert!(
+        t.pending
+            && t.points == 0
+            && t.message
+                == format!(
+                    "{}: the answer changed after it was given 2 points",
+                    assignment::PENDING
+                ),
+        "{t:?}"
+    );
+    assert_eq!(
+        second.total, before.total,
+        "no points for an answer nobody read"
+    );
+    let update = assignment::manual_rows_for(&a, std::slice::from_ref(&second), &rows);
+    assert!(update.changed);
+    assert_eq!(
+        update.reopened,
+        ["s, t3: the answer changed after it was given 2 points; pending again"]
+    );
+    let row = &update.rows[0];
+    assert_eq!(
+        (row.points, row.comment.as_str(), row.answer.as_str()),
+        (None, "earlier answer: 2 points; Good.", t.answer.as_str())
+    );
+    let again = assignment::manual_rows_for(&a, std::slice::from_ref(&second), &update.rows);
+    assert!(!again.changed && again.reopened.is_empty(), "reopened once");
+    assignment::apply_manual_scores(&a, &mut second, &update.rows);
+    assert_eq!(
+        t3(&second).message,
+        format!("{}; earlier answer: 2 points; Good.", assignment::PENDING)
+    );
+    let mut regraded = update.rows.clone();
+    regraded[0].points = Some(1);
+    assignment::apply_manual_scores(&a, &mut second, &regraded);
+    assert!(!t3(&second).pending && t3(&second).points == 1);
+
+    // A row typed by hand without a digest: its points stand for the answer graded now, whose
+    // digest it takes.
+    let mut typed = rows.clone();
+    typed[0].answer.clear();
+    let mut r = graded("Prove it.\nBy symmetry.");
+    assignment::apply_manual_scores(&a, &mut r, &typed);
+    assert_eq!(t3(&r).points, 2);
+    let filled = assignment::manual_rows_for(&a, std::slice::from_ref(&r), &typed);
+    assert!(filled.changed && filled.reopened.is_empty());
+    assert_eq!(filled.rows[0].points, Some(2));
+    assert_eq!(filled.rows[0].answer, t3(&r).answer);
+    // A report from before digests were kept: the row stands, unchanged.
+    let mut old = graded("Prove it.\nBy symmetry.");
+    old.tasks.iter_mut().for_each(|t| t.answer.clear());
+    assignment::apply_manual_scores(&a, &mut old, &rows);
+    assert_eq!(t3(&old).points, 2);
+    assert!(!assignment::manual_rows_for(&a, &[old], &rows).changed);
+}
+
 /// The page of every answer to a task graded by hand: the source's answer, then each
 /// submission's heading with its points (or pending) and its answer as it ran; a submission
 /// without an executed notebook says so. Cell ids stay unique.
@@ -618,6 +769,7 @@ fn the_answers_page_shows_every_submissions_answer_with_its_points() {
                 task: "t3".into(),
                 points: Some(points),
                 comment: comment.into(),
+                answer: String::new(),
             })
             .into_iter()
             .collect();
@@ -716,12 +868,24 @@ fn malformed_manual_scores_are_errors_naming_the_row() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("line 4 (s, t3): points \"9\""), "{err}");
+    std::fs::write(
+        &path,
+        "submission,task,points,comment,answer\ns,t3,1,,sha256:0123\n",
+    )
+    .unwrap();
+    let err = assignment::read_manual_scores(&path, &a)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 2 (s, t3): answer \"sha256:0123\": expected the digest sgm grade wrote"),
+        "{err}"
+    );
     std::fs::write(&path, "student,task,points\ns,t3,1\n").unwrap();
     let err = assignment::read_manual_scores(&path, &a)
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("line 1") && err.contains("expected submission,task,points,comment"),
+        err.contains("line 1") && err.contains("expected submission,task,points,comment,answer"),
         "{err}"
     );
     // No file yet, or an empty one: no rows; three columns and blank lines are fine.

@@ -271,7 +271,8 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
     assert!(html.contains("4 points still to be graded by hand"));
     assert!(!html.contains("application/vnd.sgm.grade+json"));
 
-    grade_derivations_by_hand(&out, &report("faults_a"));
+    let filled = grade_derivations_by_hand(&out, &report("faults_a"));
+    regrade_a_resubmission(&dir, &out, &release, &filled);
 
     for r in [&source_report, &release_report, &a, &b] {
         println!(
@@ -285,27 +286,39 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
 /// for each submission's derivations; the instructor fills some in (one with a comment holding
 /// a comma, one for a submission that has no report, which is named and not applied), and the
 /// reports, grades.csv, feedback and answer pages follow; a row it cannot take fails the
-/// command with one line naming it and changes no report.
-fn grade_derivations_by_hand(out: &Path, faults_a: &Report) {
+/// command with one line naming it and changes no report. Returns the rows filled in.
+fn grade_derivations_by_hand(out: &Path, faults_a: &Report) -> String {
     let manual = out.join("manual.csv");
     let text = std::fs::read_to_string(&manual).unwrap();
     let mut lines: Vec<&str> = text.lines().collect();
     lines.sort();
     assert_eq!(lines.len(), 9, "{text}");
-    assert_eq!(lines[8], "submission,task,points,comment");
-    assert_eq!(lines[0], "faults_a,task1.problem1.derivation,,");
+    assert_eq!(lines[8], "submission,task,points,comment,answer");
+    assert!(
+        lines[0].starts_with("faults_a,task1.problem1.derivation,,,sha256:"),
+        "a pending row with the digest of the answer graded: {}",
+        lines[0]
+    );
     let filled =
         text.replace(
-            "source,task1.problem1.derivation,,",
-            "source,task1.problem1.derivation,2,",
+            "source,task1.problem1.derivation,,,",
+            "source,task1.problem1.derivation,2,,",
         )
         .replace(
-            "source,task1.problem2.derivation,,",
-            "source,task1.problem2.derivation,2,Clear.",
+            "source,task1.problem2.derivation,,,",
+            "source,task1.problem2.derivation,2,Clear.,",
         )
         .replace(
-            "faults_a,task1.problem1.derivation,,",
-            "faults_a,task1.problem1.derivation,1,\"Var(x_t | x_s) is missing, see (2)\"",
+            "faults_a,task1.problem1.derivation,,,",
+            "faults_a,task1.problem1.derivation,1,\"Var(x_t | x_s) is missing, see (2)\",",
+        )
+        .replace(
+            "release,task1.problem1.derivation,,,",
+            "release,task1.problem1.derivation,1,Partly.,",
+        )
+        .replace(
+            "release,task1.problem2.derivation,,,",
+            "release,task1.problem2.derivation,1,,",
         ) + "ghost,task1.problem1.derivation,2,\n";
     std::fs::write(&manual, &filled).unwrap();
     let rescore = || {
@@ -344,7 +357,7 @@ fn grade_derivations_by_hand(out: &Path, faults_a: &Report) {
         csv.contains("\nsource,2,2,2,2,2,1,1,2,2,1,1,18,18\n"),
         "{csv}"
     );
-    assert!(csv.contains("\nrelease,,0,,0,"), "{csv}");
+    assert!(csv.contains("\nrelease,1,0,1,0,"), "{csv}");
     let html = std::fs::read_to_string(out.join("faults_a/feedback.html")).unwrap();
     assert!(
         html.contains(&format!("Score: {} / 18", a.total))
@@ -388,4 +401,80 @@ fn grade_derivations_by_hand(out: &Path, faults_a: &Report) {
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert_eq!(report("source").total, 18);
+    filled
+}
+
+/// A resubmission graded again keeps the points of an answer graded by hand that it left as
+/// it was (trailing blanks added change nothing), and reopens the one it changed: pending in
+/// its report, said on stderr, and its row in manual.csv emptied with the earlier points in
+/// the comment, so that no points stand for an answer nobody read.
+fn regrade_a_resubmission(dir: &Path, out: &Path, release: &Value, filled: &str) {
+    let manual = out.join("manual.csv");
+    std::fs::write(&manual, filled).unwrap();
+    let mut resubmitted = release.clone();
+    let placeholder = assignment::ANSWER_PLACEHOLDER;
+    edit(
+        &mut resubmitted,
+        "t1-p1-answer",
+        placeholder,
+        "By Tweedie's formula, E[x_0 | x_t] = x_t + σ² ∇ log p(x_t).",
+    );
+    edit(
+        &mut resubmitted,
+        "t1-p2-answer",
+        placeholder,
+        &format!("{placeholder}   "),
+    );
+    let dir = dir.join("resubmitted");
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = Command::new(sgm_bin())
+        .args(["grade", "--assignment"])
+        .arg(source_path())
+        .arg("--out")
+        .arg(out)
+        .args(["--cell-timeout", "150"])
+        .arg(write(&dir, "release", &resubmitted))
+        .env("SGM_DEVICE", "cpu")
+        .output()
+        .expect("sgm runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("release, task1.problem1.derivation: the answer changed after it was given 1 point; pending again"),
+        "{stderr}"
+    );
+    let text = std::fs::read_to_string(out.join("release/report.json")).unwrap();
+    let report: Report = serde_json::from_str(&text).unwrap();
+    let task = |id: &str| report.tasks.iter().find(|t| t.id == id).unwrap();
+    let p1 = task("task1.problem1.derivation");
+    assert!(
+        p1.pending && p1.points == 0 && p1.message.contains("changed after it was given 1 point"),
+        "{p1:?}"
+    );
+    let p2 = task("task1.problem2.derivation");
+    assert!(!p2.pending && p2.points == 1, "{p2:?}");
+    let rows = assignment::read_manual_scores(
+        &manual,
+        &assignment::Assignment::read(source_path()).unwrap(),
+    )
+    .unwrap();
+    let row = |name: &str, task: &str| {
+        rows.iter()
+            .find(|r| r.submission == name && r.task == task)
+            .unwrap()
+            .clone()
+    };
+    let reopened = row("release", "task1.problem1.derivation");
+    assert_eq!(reopened.points, None);
+    assert_eq!(reopened.comment, "earlier answer: 1 point; Partly.");
+    assert_eq!(reopened.answer, p1.answer);
+    assert_eq!(row("release", "task1.problem2.derivation").points, Some(1));
+    assert_eq!(row("source", "task1.problem2.derivation").points, Some(2));
+    assert_eq!(row("ghost", "task1.problem1.derivation").points, Some(2));
+    let csv = std::fs::read_to_string(out.join("grades.csv")).unwrap();
+    assert!(csv.contains("\nrelease,,0,1,0,"), "{csv}");
+    assert!(
+        csv.contains("\nsource,2,2,2,2,2,1,1,2,2,1,1,18,18\n"),
+        "the other submissions' grades stand: {csv}"
+    );
 }

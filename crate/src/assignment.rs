@@ -212,6 +212,13 @@ pub fn write_notebook(path: &Path, nb: &Value) -> Result<()> {
     })
 }
 
+/// A cell's text as compared between copies: `\n` line ends, no trailing blanks on a line,
+/// no blank lines around it (what re-saving a notebook elsewhere may change).
+fn normalized(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+    lines.join("\n").trim().to_string()
+}
+
 fn cell_name(index: usize, id: &str) -> String {
     format!("cell {} (id {id})", index + 1)
 }
@@ -618,7 +625,18 @@ impl Assignment {
                         self.released_cell(info)
                     }
                 },
-                _ => self.raw_cell(info.index).clone(),
+                _ => {
+                    let ours = self.raw_cell(info.index);
+                    if let Some(c) = theirs.get(info.id.as_str()) {
+                        if normalized(&source_of(c)) != normalized(&source_of(ours)) {
+                            notes.push(format!(
+                                "{}: a locked cell, edited in the submission; the assignment's own copy was used (answers belong in the answer cells)",
+                                cell_name(info.index, &info.id)
+                            ));
+                        }
+                    }
+                    ours.clone()
+                }
             };
             clear_outputs(&mut cell);
             if let Role::Graded {
@@ -644,6 +662,21 @@ impl Assignment {
                 });
             }
             cells.push(cell);
+        }
+        let known: HashSet<&str> = self.cells.iter().map(|c| c.id.as_str()).collect();
+        for (k, c) in submission["cells"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let id = c["id"].as_str().unwrap_or("");
+            if !known.contains(id) && !normalized(&source_of(c)).is_empty() {
+                notes.push(format!(
+                    "cell {} of the submission (id {id}) is not in the assignment and was left out: only the assignment's cells are graded (answers belong in its answer cells)",
+                    k + 1
+                ));
+            }
         }
         let mut nb = self.notebook.clone();
         nb["cells"] = Value::Array(cells);
@@ -686,7 +719,8 @@ pub struct Grading {
     pub notebook: Value,
     /// Its graded cells.
     pub graded: Vec<GradedCell>,
-    /// Notes on the submission (missing or rejected answer cells).
+    /// Notes on the submission: answer cells missing or rejected, locked cells edited, cells
+    /// added (all of which grading leaves out).
     pub notes: Vec<String>,
 }
 
@@ -727,6 +761,10 @@ pub struct TaskResult {
     /// A task graded by hand whose points are not given yet ([`apply_manual_scores`]).
     #[serde(default)]
     pub pending: bool,
+    /// For a task graded by hand: the [`answer_digest`] of the answer graded (empty in
+    /// reports from before digests were kept).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub answer: String,
 }
 
 /// One graded cell's result in a report.
@@ -829,6 +867,11 @@ pub fn score(
                 "passed".into()
             },
             pending: t.manual,
+            answer: if t.manual {
+                answer_digest(assignment, &t.id, &grading.notebook)
+            } else {
+                String::new()
+            },
             id: t.id,
             points: 0,
             max: t.max,
@@ -877,8 +920,13 @@ pub fn score(
 
 /// What the message of a task graded by hand says until its points are given.
 pub const PENDING: &str = "awaiting grading by hand";
-/// The columns of `manual.csv`, in order.
-pub const MANUAL_COLUMNS: [&str; 4] = ["submission", "task", "points", "comment"];
+/// The columns of `manual.csv`, in order. A file may stop after `points` or `comment`.
+pub const MANUAL_COLUMNS: [&str; 5] = ["submission", "task", "points", "comment", "answer"];
+/// What [`answer_digest`] writes before the hex digits.
+const DIGEST_PREFIX: &str = "sha256:";
+/// How many hex digits of SHA-256 [`answer_digest`] keeps (64 bits: two versions of one
+/// answer do not collide by chance).
+const DIGEST_HEX: usize = 16;
 
 /// One row of `manual.csv`: the points an instructor gives one submission's task graded by
 /// hand ([`Role::Manual`]), and a comment its feedback shows. Columns [`MANUAL_COLUMNS`]; an
@@ -893,6 +941,34 @@ pub struct ManualScore {
     pub points: Option<u32>,
     /// What the feedback shows beside the points.
     pub comment: String,
+    /// The [`answer_digest`] of the answer the points are for, written by `sgm grade`; empty
+    /// in a row typed by hand (it is then taken as given for the answer graded now).
+    pub answer: String,
+}
+
+/// A short digest of the answer `notebook` gives to `task` (graded by hand): SHA-256 of its
+/// answer cells' sources in the source's order, each with line ends made `\n` and trailing
+/// blanks dropped (re-saving a notebook on another system changes nothing), a missing cell
+/// counting as empty. Written `sha256:` and 16 hex digits.
+pub fn answer_digest(assignment: &Assignment, task: &str, notebook: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for info in assignment
+        .cells
+        .iter()
+        .filter(|c| matches!(&c.role, Role::Manual { task: t, .. } if t == task))
+    {
+        let text = notebook["cells"]
+            .as_array()
+            .and_then(|cells| cells.iter().find(|c| c["id"] == info.id.as_str()))
+            .map(source_of)
+            .unwrap_or_default();
+        let text = normalized(&text);
+        // Each cell as its id, its length and its text: no two splits of one text agree.
+        hash.update(format!("{}\n{}\n{}", info.id, text.len(), text));
+    }
+    let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("{DIGEST_PREFIX}{}", &hex[..DIGEST_HEX])
 }
 
 /// Reads `manual.csv` (a missing file has no rows) and checks every row against `assignment`:
@@ -942,7 +1018,7 @@ pub fn parse_manual_scores(
         .map(str::to_string)
         .collect();
     if header.len() < 3
-        || header.len() > 4
+        || header.len() > MANUAL_COLUMNS.len()
         || header.iter().zip(MANUAL_COLUMNS).any(|(h, c)| h != c)
     {
         return Err(bad(
@@ -969,7 +1045,8 @@ pub fn parse_manual_scores(
             continue;
         }
         let field = |i: usize| record.get(i).unwrap_or("").to_string();
-        let (submission, task, points, comment) = (field(0), field(1), field(2), field(3));
+        let (submission, task, points, comment, answer) =
+            (field(0), field(1), field(2), field(3), field(4));
         let row = format!("line {line} ({submission}, {task})");
         if record.len() > header.len() {
             return Err(bad(
@@ -1009,6 +1086,16 @@ pub fn parse_manual_scores(
                 }
             }
         };
+        let digits = answer.strip_prefix(DIGEST_PREFIX).unwrap_or("");
+        let digest = digits.len() == DIGEST_HEX && digits.bytes().all(|b| b.is_ascii_hexdigit());
+        if !(answer.is_empty() || digest) {
+            return Err(bad(
+                row,
+                format!(
+                    "answer {answer:?}: expected the digest sgm grade wrote ({DIGEST_PREFIX} and {DIGEST_HEX} hex digits), or nothing"
+                ),
+            ));
+        }
         if let Some(first) = seen.insert((submission.clone(), task.clone()), line) {
             return Err(bad(
                 row,
@@ -1020,6 +1107,7 @@ pub fn parse_manual_scores(
             task,
             points,
             comment,
+            answer: answer.to_ascii_lowercase(),
         });
     }
     Ok(rows)
@@ -1035,6 +1123,7 @@ pub fn manual_scores_csv(scores: &[ManualScore], header: bool) -> Result<String>
             s.task.clone(),
             points,
             s.comment.clone(),
+            s.answer.clone(),
         ]
     });
     csv_text("manual.csv", header.into_iter().chain(rows))
@@ -1058,40 +1147,95 @@ fn csv_text(file: &str, records: impl IntoIterator<Item = Vec<String>>) -> Resul
     Ok(String::from_utf8(bytes).expect("written from strings"))
 }
 
-/// The rows `scores` lacks for `submissions`: one per submission and task graded by hand,
-/// without points, for the instructor to fill in.
-pub fn missing_manual_rows(
+/// "1 point", "2 points".
+fn points_text(points: u32) -> String {
+    if points == 1 {
+        "1 point".into()
+    } else {
+        format!("{points} points")
+    }
+}
+
+/// What [`manual_rows_for`] makes of `manual.csv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManualRows {
+    /// Every row, in the file's order, then the new ones.
+    pub rows: Vec<ManualScore>,
+    /// Whether `rows` differ from the rows read (the file needs writing).
+    pub changed: bool,
+    /// One line per grade reopened because its answer changed.
+    pub reopened: Vec<String>,
+}
+
+/// `scores` brought up to date with `reports` (one per graded submission), for each task
+/// graded by hand:
+/// - a submission without a row gets one without points, for the instructor to fill in;
+/// - a row without a digest takes its report's [`answer_digest`] (the answer graded now);
+/// - a row whose digest is not the report's (the submission was resubmitted and graded
+///   again with another answer) is reopened: its points go into the comment (`earlier
+///   answer: n points`), it takes the new digest and is pending again, so that no points
+///   stand for an answer nobody read.
+///
+/// Rows for submissions without a report stay as they are.
+pub fn manual_rows_for(
     assignment: &Assignment,
-    submissions: &[String],
+    reports: &[Report],
     scores: &[ManualScore],
-) -> Vec<ManualScore> {
-    let by_hand: Vec<TaskMax> = assignment
-        .tasks()
-        .into_iter()
-        .filter(|t| t.manual)
-        .collect();
-    let mut rows = Vec::new();
-    for submission in submissions {
-        for task in &by_hand {
-            if !scores
+) -> ManualRows {
+    let mut rows = scores.to_vec();
+    let mut reopened = Vec::new();
+    for task in assignment.tasks().into_iter().filter(|t| t.manual) {
+        for report in reports {
+            let answer = report
+                .tasks
                 .iter()
-                .any(|s| &s.submission == submission && s.task == task.id)
+                .find(|t| t.id == task.id)
+                .map_or("", |t| t.answer.as_str());
+            match rows
+                .iter_mut()
+                .find(|s| s.submission == report.submission && s.task == task.id)
             {
-                rows.push(ManualScore {
-                    submission: submission.clone(),
+                None => rows.push(ManualScore {
+                    submission: report.submission.clone(),
                     task: task.id.clone(),
                     points: None,
                     comment: String::new(),
-                });
+                    answer: answer.into(),
+                }),
+                Some(row) if answer.is_empty() || row.answer == answer => {}
+                Some(row) if row.answer.is_empty() => row.answer = answer.into(),
+                Some(row) => {
+                    if let Some(points) = row.points.take() {
+                        let earlier = format!("earlier answer: {}", points_text(points));
+                        row.comment = if row.comment.is_empty() {
+                            earlier
+                        } else {
+                            format!("{earlier}; {}", row.comment)
+                        };
+                        reopened.push(format!(
+                            "{}, {}: the answer changed after it was given {}; pending again",
+                            row.submission,
+                            row.task,
+                            points_text(points)
+                        ));
+                    }
+                    row.answer = answer.into();
+                }
             }
         }
     }
-    rows
+    ManualRows {
+        changed: rows != scores,
+        rows,
+        reopened,
+    }
 }
 
 /// Sets the tasks graded by hand of `report` from `scores` (read by [`read_manual_scores`]):
-/// each is pending unless a row for this submission gives its points; the total follows.
-/// Applying the same rows again changes nothing.
+/// each is pending unless a row for this submission gives its points for the answer graded
+/// (a row whose digest is another answer's gives none: see [`manual_rows_for`]); the total
+/// follows. A pending task's message carries the row's comment. Applying the same rows again
+/// changes nothing.
 pub fn apply_manual_scores(assignment: &Assignment, report: &mut Report, scores: &[ManualScore]) {
     for task in assignment.tasks().into_iter().filter(|t| t.manual) {
         let position = match report.tasks.iter().position(|t| t.id == task.id) {
@@ -1105,17 +1249,30 @@ pub fn apply_manual_scores(assignment: &Assignment, report: &mut Report, scores:
                     message: String::new(),
                     seconds: 0.0,
                     pending: true,
+                    answer: String::new(),
                 });
                 report.tasks.len() - 1
             }
         };
         let result = &mut report.tasks[position];
-        let given = scores
+        let row = scores
             .iter()
-            .find(|s| s.submission == report.submission && s.task == task.id)
-            .and_then(|s| Some((s.points?, s.comment.as_str())));
-        match given {
-            Some((points, comment)) => {
+            .find(|s| s.submission == report.submission && s.task == task.id);
+        let stale = row.filter(|s| {
+            !s.answer.is_empty() && !result.answer.is_empty() && s.answer != result.answer
+        });
+        let comment = row.map_or("", |s| s.comment.as_str());
+        match row.and_then(|s| s.points) {
+            Some(points) if stale.is_some() => {
+                result.points = 0;
+                result.passed = false;
+                result.pending = true;
+                result.message = format!(
+                    "{PENDING}: the answer changed after it was given {}",
+                    points_text(points)
+                );
+            }
+            Some(points) => {
                 result.points = points;
                 result.passed = points == task.max;
                 result.pending = false;
@@ -1129,7 +1286,11 @@ pub fn apply_manual_scores(assignment: &Assignment, report: &mut Report, scores:
                 result.points = 0;
                 result.passed = false;
                 result.pending = true;
-                result.message = PENDING.into();
+                result.message = if comment.is_empty() {
+                    PENDING.into()
+                } else {
+                    format!("{PENDING}; {comment}")
+                };
             }
         }
         result.max = task.max;
@@ -1162,7 +1323,8 @@ pub fn answers_notebook(assignment: &Assignment, task: &str, graded: &[(Report, 
         "answers-title",
         &format!(
             "# {task}: the answers, graded by hand ({max} points)\n\nGive the points in `manual.csv` \
-             (`submission,task,points,comment`), then run `sgm grade --rescore`.\n\n## The source's answer"
+             (`submission,task,points,comment,answer`; `answer` is the digest of the answer graded, \
+             left as `sgm grade` wrote it), then run `sgm grade --rescore`.\n\n## The source's answer"
         ),
     )];
     for (j, info) in ids.iter().enumerate() {
@@ -1173,7 +1335,7 @@ pub fn answers_notebook(assignment: &Assignment, task: &str, graded: &[(Report, 
     }
     for (k, (report, executed)) in graded.iter().enumerate() {
         let status = match report.tasks.iter().find(|t| t.id == task) {
-            Some(t) if t.pending => format!("– / {max}, {PENDING}"),
+            Some(t) if t.pending => format!("– / {max}, {}", t.message),
             Some(t) => format!("{} / {max}: {}", t.points, t.message),
             None => "not in this report".into(),
         };
@@ -1240,8 +1402,8 @@ fn summary_text(report: &Report) -> String {
 fn manual_result_text(report: &Report, task: &str) -> String {
     match report.tasks.iter().find(|t| t.id == task) {
         Some(t) if t.pending => format!(
-            "> **{task}** (graded by hand): ⏳ {PENDING} ({} points)",
-            t.max
+            "> **{task}** (graded by hand): ⏳ {} ({} points)",
+            t.message, t.max
         ),
         Some(t) => {
             let mark = if t.passed { "✅" } else { "❌" };

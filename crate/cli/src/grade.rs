@@ -328,7 +328,6 @@ fn rescore(source: &Assignment, out: &Path) -> CliResult<ExitCode> {
             out.display()
         );
     }
-    let mut names = Vec::new();
     for (dir, mut report) in reports {
         assignment::apply_manual_scores(source, &mut report, &manual);
         write_report(&dir, &report)?;
@@ -346,33 +345,35 @@ fn rescore(source: &Assignment, out: &Path) -> CliResult<ExitCode> {
             "{}",
             json!({"submission": report.submission, "total": report.total, "max": report.max})
         );
-        names.push(report.submission);
     }
-    let (manual_path, grades) = write_shared(source, out, &names)?;
+    let (manual_path, grades) = write_shared(source, out)?;
     println!("{}", json!({"grades": grades, "manual": manual_path}));
     Ok(ExitCode::SUCCESS)
 }
 
-/// Adds to `out/manual.csv` a row without points for each of `names`' tasks graded by hand
-/// that it lacks (the instructor's rows stay as written); returns its path, or `None` where
-/// the assignment has no such task. The file is read afresh (the caller holds [`lock_folder`]).
-fn add_manual_rows(
+/// Brings `out/manual.csv` up to date with `reports` ([`assignment::manual_rows_for`]: a
+/// row without points for each task graded by hand a submission lacks, and grades whose answer
+/// changed reopened, each said on stderr); the instructor's other rows stay as written, and
+/// the file is written only where something changed. Returns its path, or `None` where the
+/// assignment has no such task. The file is read afresh (the caller holds [`lock_folder`]).
+fn update_manual_rows(
     source: &Assignment,
     out: &Path,
-    names: &[String],
+    reports: &[(PathBuf, Report)],
 ) -> CliResult<Option<PathBuf>> {
     if !source.tasks().iter().any(|t| t.manual) {
         return Ok(None);
     }
     let path = out.join("manual.csv");
-    let mut text = assignment::read_manual_text(&path)?;
+    let text = assignment::read_manual_text(&path)?;
     let manual = assignment::parse_manual_scores(&text, &path, source)?;
-    let missing = assignment::missing_manual_rows(source, names, &manual);
-    if !missing.is_empty() || text.is_empty() {
-        if !text.is_empty() && !text.ends_with('\n') {
-            text.push('\n');
-        }
-        text += &assignment::manual_scores_csv(&missing, text.is_empty())?;
+    let reports: Vec<Report> = reports.iter().map(|(_, r)| r.clone()).collect();
+    let update = assignment::manual_rows_for(source, &reports, &manual);
+    for line in &update.reopened {
+        eprintln!("sgm grade: {line} (manual.csv)");
+    }
+    if update.changed || text.is_empty() {
+        let text = assignment::manual_scores_csv(&update.rows, true)?;
         sgm::checkpoint::write_atomically(&path, |tmp| {
             std::fs::write(tmp, &text).map_err(io_err(tmp))
         })?;
@@ -390,15 +391,11 @@ fn lock_folder(out: &Path) -> CliResult<std::fs::File> {
     Ok(lock)
 }
 
-/// What every report in `out` feeds, rebuilt from them (under [`lock_folder`]): the rows of
-/// manual.csv that `names` lack, the answer pages and grades.csv.
-fn write_shared(
-    source: &Assignment,
-    out: &Path,
-    names: &[String],
-) -> CliResult<(Option<PathBuf>, PathBuf)> {
-    let manual = add_manual_rows(source, out, names)?;
+/// What every report in `out` feeds, rebuilt from them (under [`lock_folder`]): manual.csv's
+/// rows, the answer pages and grades.csv.
+fn write_shared(source: &Assignment, out: &Path) -> CliResult<(Option<PathBuf>, PathBuf)> {
     let reports = read_reports(out)?;
+    let manual = update_manual_rows(source, out, &reports)?;
     write_answer_pages(source, out, &reports)?;
     let grades = write_grades(source, out, &reports)?;
     Ok((manual, grades))
@@ -574,12 +571,8 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
     });
     let mut results = results.into_inner().expect("no panics while held");
     results.sort_by_key(|(i, _)| *i);
-    let graded: Vec<String> = results
-        .iter()
-        .filter_map(|(_, r)| r.as_ref().ok().map(|r| r.submission.clone()))
-        .collect();
     let lock = lock_folder(&args.out)?;
-    let (manual_path, grades) = write_shared(&source, &args.out, &graded)?;
+    let (manual_path, grades) = write_shared(&source, &args.out)?;
     drop(lock);
     let failed: Vec<String> = results
         .into_iter()
