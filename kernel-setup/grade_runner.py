@@ -10,7 +10,8 @@ and scores what this script writes. This script only executes, cell by cell:
     toolchains are mounted read-only; the assignment source, the hidden checks, the grader's
     files and other submissions are not mounted at all. It runs without capabilities, in its
     own PID, IPC, UTS and network namespaces (no network: the client reaches the kernel through
-    Unix sockets, see sandbox_bridge.py), with a limit on each process's data segment (memory);
+    Unix sockets, see sandbox_bridge.py), with a limit on each process's data segment (memory)
+    and the out-of-memory killer's highest bias (OOM_SCORE_ADJ);
   * all the submission's processes together live in a cgroup of their own (Cgroup): at most
     --processes processes and threads and --memory bytes; a cell after which something keeps the
     process limit full (a fork bomb) fails, and the kernel restarts with them killed (should the
@@ -91,6 +92,13 @@ GRADE_MIME = "application/vnd.sgm.grade+json"  # sgm::assignment::GRADE_MIME
 PID_MAX_LIMIT = 1 << 22
 MIN_PROCESSES = 64
 CRASH = re.compile(r"Subprocess terminated|Child process terminated|kernel died", re.I)
+
+
+# The out-of-memory killer's bias for every process of a submission (the most, 1000): when the
+# machine runs short of memory (without a cgroup: --no-cgroup, --no-sandbox; or several
+# submissions' groups together), a submission's process goes before the grader, the Jupyter
+# client or anything else on the machine, whatever their sizes.
+OOM_SCORE_ADJ = 1000
 
 
 def sandbox_argv(work, build, runtime_dir, memory, disk):
@@ -176,6 +184,10 @@ def kernel_spec(spec_dir, work, build, runtime_dir, memory, disk, sandbox, budge
         argv = (cgroup.argv() if cgroup is not None else []) + argv
     else:
         argv = [str(EVCXR), "--control_file", "{connection_file}"]
+    # Set before the sandbox drops its capabilities, so that where the grader holds
+    # CAP_SYS_RESOURCE (root on a machine of its own) none of the submission's processes can
+    # lower it again.
+    argv = ["choom", "-n", str(OOM_SCORE_ADJ), "--"] + argv
     spec = {"argv": argv, "display_name": "Rust (sgm, grading)", "language": "rust", "env": env,
             "interrupt_mode": "message"}
     folder = pathlib.Path(spec_dir) / "kernels" / "sgm-grade"

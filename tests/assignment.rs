@@ -298,14 +298,14 @@ fn grading_takes_answers_from_the_submission_and_everything_else_from_the_source
     assert!(
         grading.notes.iter().any(|n| n.contains("id visible")
             && n.contains(
-                "a locked cell, edited in the submission; the assignment's own copy was used"
+                "a locked cell that differs from the assignment's; the assignment's own copy is used"
             )),
         "{:?}",
         grading.notes
     );
     assert!(
         grading.notes.iter().any(|n| n.starts_with(
-            "cell 3 of the submission (id mine) is not in the assignment and was left out"
+            "cell 3 of the submission (id mine) is not in the assignment and is left out"
         )),
         "{:?}",
         grading.notes
@@ -361,6 +361,76 @@ fn grading_takes_answers_from_the_submission_and_everything_else_from_the_source
         grading.notes.iter().any(|n| n.contains("evcxr commands")),
         "{:?}",
         grading.notes
+    );
+}
+
+/// A student's copy of the release says what grading will make of it, from the list of cells
+/// the release carries in its metadata: answer cells still as released, missing or holding an
+/// evcxr command, locked cells edited, cells added, ids repeated; an answered copy has nothing
+/// to say, and grading agrees cell for cell (a repeated id: the last cell is graded, and noted).
+#[test]
+fn validate_tells_a_student_what_grading_will_leave_out() {
+    let a = assignment();
+    let release = a.release();
+    let path = Path::new("mine.ipynb");
+    let findings = assignment::validate(path, &release).unwrap();
+    let unanswered: Vec<&str> = findings
+        .iter()
+        .map(|f| {
+            assert_eq!(f.kind, assignment::FindingKind::Unanswered, "{f:?}");
+            f.id.as_str()
+        })
+        .collect();
+    assert_eq!(unanswered, ["answer", "theory"]);
+    assert_eq!(
+        findings[0].text,
+        "cell 2 (id answer): not answered yet (as released)"
+    );
+
+    let mut answered = release.clone();
+    answered["cells"][1]["source"] =
+        json!("fn double(x: f64) -> f64 { 2.0 * x }\nlet SIGMA: f64 = 0.5;");
+    answered["cells"][2]["source"] = json!("Because 2x = x + x.");
+    assert_eq!(assignment::validate(path, &answered).unwrap(), vec![]);
+
+    let mut faulty = answered.clone();
+    faulty["cells"][3]["source"] = json!("println!(\"double passed\");");
+    let cells = faulty["cells"].as_array_mut().unwrap();
+    let mut copy = cells[1].clone();
+    copy["source"] = json!("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;");
+    cells.push(copy);
+    cells.push(json!({"cell_type": "markdown", "metadata": {}, "source": "my notes"}));
+    cells.remove(2);
+    let findings = assignment::validate(path, &faulty).unwrap();
+    let kinds: Vec<(assignment::FindingKind, &str)> =
+        findings.iter().map(|f| (f.kind, f.id.as_str())).collect();
+    use assignment::FindingKind::*;
+    assert_eq!(
+        kinds,
+        [
+            (Missing, "theory"),
+            (Edited, "visible"),
+            (Duplicate, "answer"),
+            (Added, "")
+        ],
+        "{findings:#?}"
+    );
+    assert!(findings[3]
+        .text
+        .starts_with("cell 6 of the submission (no id) is not in the assignment"));
+    // Grading takes what validate said: the later copy of the answer, and notes the rest.
+    let grading = a.grading_notebook(&faulty).unwrap();
+    assert!(source_of(cell(&grading.notebook, "answer")).contains("{ x }"));
+    assert_eq!(grading.notes.len(), 4, "{:?}", grading.notes);
+
+    let mut source = a.notebook.clone();
+    source["metadata"] = json!({});
+    let err = assignment::validate(path, &source).unwrap_err().to_string();
+    assert!(
+        err.contains("mine.ipynb")
+            && err.contains("metadata.sgm.cells")
+            && err.contains("not a homework release"),
+        "{err}"
     );
 }
 
@@ -719,7 +789,8 @@ fn a_changed_answer_reopens_the_points_given_by_hand() {
     assignment::apply_manual_scores(&a, &mut second, &update.rows);
     assert_eq!(
         t3(&second).message,
-        format!("{}; earlier answer: 2 points; Good.", assignment::PENDING)
+        assignment::PENDING,
+        "a comment shows beside points only"
     );
     let mut regraded = update.rows.clone();
     regraded[0].points = Some(1);
@@ -901,4 +972,50 @@ fn malformed_manual_scores_are_errors_naming_the_row() {
     std::fs::write(&path, "submission,task,points\n\ns,t3,2\n").unwrap();
     let rows = assignment::read_manual_scores(&path, &a).unwrap();
     assert_eq!((rows.len(), rows[0].points), (1, Some(2)));
+    // A digest is read whatever its case.
+    std::fs::write(
+        &path,
+        "submission,task,points,comment,answer\ns,t3,1,,SHA256:0123456789ABCDEF\n",
+    )
+    .unwrap();
+    let rows = assignment::read_manual_scores(&path, &a).unwrap();
+    assert_eq!(rows[0].answer, "sha256:0123456789abcdef");
+}
+
+/// Rewritten (a row added or reopened), manual.csv keeps the style of the spreadsheet that
+/// wrote it: Excel's byte-order mark and CRLF line ends stay, a plain file stays plain, and
+/// either reads back as the same rows.
+#[test]
+fn manual_csv_is_rewritten_in_its_own_style() {
+    let a = with_proof();
+    let rows = vec![assignment::ManualScore {
+        submission: "s".into(),
+        task: "t3".into(),
+        points: Some(1),
+        comment: "line one, with a comma".into(),
+        answer: "sha256:0123456789abcdef".into(),
+    }];
+    let dir = sgm_tests::tmpdir("manual-style");
+    let path = dir.join("manual.csv");
+    for (like, bom, crlf) in [
+        (
+            "\u{feff}submission,task,points,comment\r\ns,t3,,\r\n",
+            true,
+            true,
+        ),
+        ("submission,task,points,comment\r\n", false, true),
+        ("submission,task,points,comment\ns,t3,,\n", false, false),
+        ("", false, false),
+    ] {
+        let text = assignment::manual_file_text(&rows, like).unwrap();
+        assert_eq!(text.starts_with('\u{feff}'), bom, "{like:?}: {text:?}");
+        assert_eq!(
+            text.matches("\r\n").count(),
+            if crlf { 2 } else { 0 },
+            "{text:?}"
+        );
+        assert_eq!(text.matches('\n').count(), 2, "{text:?}");
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(assignment::read_manual_scores(&path, &a).unwrap(), rows);
+    }
 }

@@ -115,6 +115,56 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
     );
 }
 
+/// `sgm validate` on the committed release: each answer cell is named as not answered yet,
+/// exit 1; a student's copy with every answer filled in is ready (exit 0); the source, which
+/// is no release, is a one-line error.
+#[test]
+fn validate_checks_a_students_copy_of_the_release() {
+    let homework = Path::new(env!("CARGO_MANIFEST_DIR")).join("notebooks/homework");
+    let release = homework.join("release/hw5_score_matching.ipynb");
+    let out = sgm(&["validate", release.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 10, "{text}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.ends_with("not answered yet (as released)")),
+        "{text}"
+    );
+    assert!(text.contains("(id t1-p1-answer)") && text.contains("(id t3-ncsn)"));
+
+    let mut nb: Value = serde_json::from_str(&std::fs::read_to_string(&release).unwrap()).unwrap();
+    let answers: Vec<Value> = nb["metadata"]["sgm"]["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["answer"] == true)
+        .map(|c| c["id"].clone())
+        .collect();
+    for c in nb["cells"].as_array_mut().unwrap() {
+        if answers.contains(&c["id"]) {
+            let text = sgm::assignment::source_of(c);
+            c["source"] = Value::String(format!("{text}\n// answered"));
+        }
+    }
+    let dir = tmpdir("validate");
+    let mine = dir.join("mine.ipynb");
+    std::fs::write(&mine, serde_json::to_string(&nb).unwrap()).unwrap();
+    let out = sgm(&["validate", mine.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("ready: every answer cell is answered"),
+        "{text}"
+    );
+
+    let source = homework.join("source/hw5_score_matching.ipynb");
+    let out = sgm(&["validate", source.to_str().unwrap()]);
+    assert_one_line_error(&out, "not a homework release");
+}
+
 #[test]
 fn train_sample_eval_on_moons() {
     let dir = tmpdir("cli-moons");

@@ -407,10 +407,23 @@ fn grade_derivations_by_hand(out: &Path, faults_a: &Report) -> String {
 /// A resubmission graded again keeps the points of an answer graded by hand that it left as
 /// it was (trailing blanks added change nothing), and reopens the one it changed: pending in
 /// its report, said on stderr, and its row in manual.csv emptied with the earlier points in
-/// the comment, so that no points stand for an answer nobody read.
+/// the comment, so that no points stand for an answer nobody read; so too where that row had
+/// no digest (typed by hand).
 fn regrade_a_resubmission(dir: &Path, out: &Path, release: &Value, filled: &str) {
     let manual = out.join("manual.csv");
-    std::fs::write(&manual, filled).unwrap();
+    // The row of the derivation about to change as if typed by hand, without its digest: it
+    // is stamped with the answer graded before (the report there) before the new one replaces it.
+    let typed: Vec<String> = filled
+        .lines()
+        .map(
+            |l| match l.split_once("release,task1.problem1.derivation,1,Partly.,") {
+                Some(("", _)) => "release,task1.problem1.derivation,1,Partly.,".to_string(),
+                _ => l.to_string(),
+            },
+        )
+        .collect();
+    assert_ne!(typed.join("\n") + "\n", filled);
+    std::fs::write(&manual, typed.join("\n") + "\n").unwrap();
     let mut resubmitted = release.clone();
     let placeholder = assignment::ANSWER_PLACEHOLDER;
     edit(

@@ -96,6 +96,9 @@ fn grade_all(
     submissions.iter().map(|(name, _)| report(name)).collect()
 }
 
+/// A submission cannot read the assignment, the hidden checks or the grader's files, write
+/// outside its own folder or past the in-memory folders' sizes, reach the network or see the
+/// grader's processes; and its processes are the out-of-memory killer's first choice.
 #[test]
 fn a_submission_cannot_reach_what_the_sandbox_hides() {
     let _side_by_side = CORES.read().unwrap_or_else(|e| e.into_inner());
@@ -157,8 +160,32 @@ fn a_submission_cannot_reach_what_the_sandbox_hides() {
          ensure(!fill(\"/dev/fill\", 1), \"wrote into /dev\")?;\n\
          ensure(fill(\"/tmp/fill\", 4), \"/tmp refuses 64 MiB\")?;",
     );
+    // The submission cannot lower it again where the grader holds CAP_SYS_RESOURCE (root on a
+    // machine of its own does; the container this is developed in withholds it, and there
+    // only the bias itself is checked).
+    let locked = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let caps = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(caps.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << 24) != 0);
+    println!("CAP_SYS_RESOURCE held: {locked}");
+    let lowered = if locked {
+        "ensure(std::fs::write(\"/proc/self/oom_score_adj\", \"0\").is_err(), \"lowered oom_score_adj to 0\")?;"
+    } else {
+        ""
+    };
+    let oom = check(
+        "the out-of-memory killer takes the submission's processes first",
+        &format!(
+            "let adj = std::fs::read_to_string(\"/proc/self/oom_score_adj\").map_err(|e| e.to_string())?;\n\
+             ensure(adj.trim() == \"1000\", format!(\"oom_score_adj {{}}\", adj.trim()))?;\n{lowered}"
+        ),
+    );
     let cells = vec![
         code("first", FIRST_CELL, None),
+        code("oom", &oom, Some("sandbox.oom")),
         code("memory", &memory_folders, Some("sandbox.memory")),
         code("reads", &reads, Some("sandbox.reads")),
         code("writes", &writes, Some("sandbox.writes")),
@@ -175,7 +202,7 @@ fn a_submission_cannot_reach_what_the_sandbox_hides() {
         .map(|t| format!("{}: {}", t.id, t.message))
         .collect();
     assert!(failed.is_empty(), "the sandbox let through: {failed:#?}");
-    assert_eq!((report.total, report.max), (5, 5));
+    assert_eq!((report.total, report.max), (6, 6));
     assert!(!toolkit_file.exists() && !data_file.exists());
     assert!(out.join("probe/work/own-file.txt").exists());
     println!("sandbox probe graded in {:.0} s", report.seconds);

@@ -520,7 +520,9 @@ impl Assignment {
         cell
     }
 
-    /// The student version: hidden checks removed, solution regions replaced, outputs cleared.
+    /// The student version: hidden checks removed, solution regions replaced, outputs cleared;
+    /// its metadata `sgm.cells` lists what it hands out ([`ReleasedCell`]), which
+    /// [`validate`] reads from a student's copy.
     pub fn release(&self) -> Value {
         let mut nb = self.notebook.clone();
         nb["cells"] = Value::Array(
@@ -530,7 +532,36 @@ impl Assignment {
                 .map(|c| self.released_cell(c))
                 .collect(),
         );
+        let listed: Vec<ReleasedCell> = self
+            .released_cells(false)
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        if !nb["metadata"].is_object() {
+            nb["metadata"] = json!({});
+        }
+        nb["metadata"]["sgm"] = json!({ "cells": listed });
         nb
+    }
+
+    /// Each cell as released ([`ReleasedCell`]) with its position: in the source (hidden
+    /// checks included, as locked cells) when `hidden`, else in the release.
+    fn released_cells(&self, hidden: bool) -> Vec<(usize, ReleasedCell)> {
+        self.cells
+            .iter()
+            .filter(|c| hidden || !matches!(c.role, Role::Graded { hidden: true, .. }))
+            .enumerate()
+            .map(|(k, info)| {
+                let cell = self.released_cell(info);
+                let released = ReleasedCell {
+                    id: info.id.clone(),
+                    cell_type: info.cell_type.clone(),
+                    answer: info.role.is_answer(),
+                    digest: text_digest(&source_of(&cell)),
+                };
+                (if hidden { info.index } else { k }, released)
+            })
+            .collect()
     }
 
     /// Lines of solution regions and hidden checks that must not appear in a release: every
@@ -600,43 +631,23 @@ impl Assignment {
                     .collect()
             })
             .unwrap_or_default();
+        let findings = check_submission(&self.released_cells(true), submission);
+        // Unanswered cells cost their checks' points, which say so.
+        let notes = findings
+            .iter()
+            .filter(|f| f.kind != FindingKind::Unanswered)
+            .map(|f| f.text.clone())
+            .collect();
         let mut cells = Vec::new();
         let mut graded = Vec::new();
-        let mut notes = Vec::new();
         for info in &self.cells {
-            let mut cell = match &info.role {
-                role if role.is_answer() => match theirs.get(info.id.as_str()) {
-                    Some(c) if c["cell_type"].as_str() == Some(info.cell_type.as_str()) => {
-                        if info.cell_type == "code" && has_evcxr_command(&source_of(c)) {
-                            notes.push(format!(
-                                "{}: evcxr commands (lines starting with ':') are not allowed in answers; the released stub was run instead",
-                                cell_name(info.index, &info.id)
-                            ));
-                            self.released_cell(info)
-                        } else {
-                            (*c).clone()
-                        }
-                    }
-                    _ => {
-                        notes.push(format!(
-                            "{}: missing from the submission; the released stub was run instead",
-                            cell_name(info.index, &info.id)
-                        ));
-                        self.released_cell(info)
-                    }
-                },
-                _ => {
-                    let ours = self.raw_cell(info.index);
-                    if let Some(c) = theirs.get(info.id.as_str()) {
-                        if normalized(&source_of(c)) != normalized(&source_of(ours)) {
-                            notes.push(format!(
-                                "{}: a locked cell, edited in the submission; the assignment's own copy was used (answers belong in the answer cells)",
-                                cell_name(info.index, &info.id)
-                            ));
-                        }
-                    }
-                    ours.clone()
-                }
+            let stub = findings.iter().any(|f| {
+                f.id == info.id && matches!(f.kind, FindingKind::Missing | FindingKind::Command)
+            });
+            let mut cell = match theirs.get(info.id.as_str()) {
+                _ if !info.role.is_answer() => self.raw_cell(info.index).clone(),
+                Some(c) if !stub => (*c).clone(),
+                _ => self.released_cell(info),
             };
             clear_outputs(&mut cell);
             if let Role::Graded {
@@ -663,21 +674,6 @@ impl Assignment {
             }
             cells.push(cell);
         }
-        let known: HashSet<&str> = self.cells.iter().map(|c| c.id.as_str()).collect();
-        for (k, c) in submission["cells"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let id = c["id"].as_str().unwrap_or("");
-            if !known.contains(id) && !normalized(&source_of(c)).is_empty() {
-                notes.push(format!(
-                    "cell {} of the submission (id {id}) is not in the assignment and was left out: only the assignment's cells are graded (answers belong in its answer cells)",
-                    k + 1
-                ));
-            }
-        }
         let mut nb = self.notebook.clone();
         nb["cells"] = Value::Array(cells);
         Ok(Grading {
@@ -686,6 +682,133 @@ impl Assignment {
             notes,
         })
     }
+}
+
+/// One cell as a release hands it out, listed in the release's metadata (`sgm.cells`) so that
+/// a student's copy says what it should hold whatever cells they delete or change.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReleasedCell {
+    /// The nbformat cell id.
+    pub id: String,
+    /// `code` or `markdown` (or `raw`).
+    pub cell_type: String,
+    /// Whether it is an answer cell (taken from the submission at grading).
+    pub answer: bool,
+    /// The [`text_digest`] of its released text.
+    pub digest: String,
+}
+
+/// What grading leaves out of a submission, or takes as it was released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FindingKind {
+    /// An answer cell missing, or of another type: its stub runs.
+    Missing,
+    /// An answer cell with an evcxr command: its stub runs.
+    Command,
+    /// An answer cell as released (not answered yet).
+    Unanswered,
+    /// A locked cell edited: the assignment's own copy is used.
+    Edited,
+    /// A cell not in the assignment: left out.
+    Added,
+    /// A cell whose id a later cell has too: left out (the last is taken).
+    Duplicate,
+}
+
+/// One [`FindingKind`] about one cell, in words.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// The cell's id.
+    pub id: String,
+    /// What was found.
+    pub kind: FindingKind,
+    /// The sentence a report or `sgm validate` shows, naming the cell.
+    pub text: String,
+}
+
+/// What grading will make of `submission`, cell by cell, against `expected` (each released
+/// cell with its position): answer cells missing, of another type, holding an evcxr command or
+/// as released; locked cells edited (a missing one is simply put back); non-blank cells not in
+/// the assignment; cells whose id a later cell repeats (the last of them is graded). Texts are
+/// compared after [`normalized`].
+pub fn check_submission(expected: &[(usize, ReleasedCell)], submission: &Value) -> Vec<Finding> {
+    let cells: &[Value] = submission["cells"].as_array().map_or(&[], Vec::as_slice);
+    let mut findings = Vec::new();
+    let mut found = |e: &ReleasedCell, kind, text: String| {
+        findings.push(Finding {
+            id: e.id.clone(),
+            kind,
+            text,
+        })
+    };
+    for (index, e) in expected {
+        let name = cell_name(*index, &e.id);
+        // The last of cells that share an id, as grading takes it.
+        let theirs = cells.iter().rev().find(|c| c["id"] == e.id.as_str());
+        let same_type = theirs.is_some_and(|c| c["cell_type"] == e.cell_type.as_str());
+        let text = theirs.map(source_of).unwrap_or_default();
+        let as_released = text_digest(&text) == e.digest;
+        match (e.answer, theirs) {
+            (true, Some(_)) if !same_type => found(e, FindingKind::Missing, format!(
+                "{name}: changed from a {} cell in the submission; the released stub runs instead",
+                e.cell_type
+            )),
+            (true, None) => found(e, FindingKind::Missing, format!(
+                "{name}: missing from the submission; the released stub runs instead"
+            )),
+            (true, _) if e.cell_type == "code" && has_evcxr_command(&text) => found(e, FindingKind::Command, format!(
+                "{name}: evcxr commands (lines starting with ':') are not allowed in answers; the released stub runs instead"
+            )),
+            (true, _) if as_released => found(e, FindingKind::Unanswered, format!(
+                "{name}: not answered yet (as released)"
+            )),
+            (false, Some(_)) if !as_released => found(e, FindingKind::Edited, format!(
+                "{name}: a locked cell that differs from the assignment's; the assignment's own copy is used (answers belong in the answer cells)"
+            )),
+            _ => {}
+        }
+    }
+    for (k, c) in cells.iter().enumerate() {
+        let id = c["id"].as_str().unwrap_or("");
+        let named = if id.is_empty() {
+            format!("cell {} of the submission (no id)", k + 1)
+        } else {
+            format!("cell {} of the submission (id {id})", k + 1)
+        };
+        let known = !id.is_empty() && expected.iter().any(|(_, e)| e.id == id);
+        if !known && !normalized(&source_of(c)).is_empty() {
+            findings.push(Finding {
+                id: id.into(),
+                kind: FindingKind::Added,
+                text: format!(
+                    "{named} is not in the assignment and is left out: only the assignment's cells are graded (answers belong in its answer cells)"
+                ),
+            });
+        } else if known && cells[k + 1..].iter().any(|later| later["id"] == id) {
+            findings.push(Finding {
+                id: id.into(),
+                kind: FindingKind::Duplicate,
+                text: format!("{named} shares its id with a later cell, which is the one graded; this one is left out"),
+            });
+        }
+    }
+    findings
+}
+
+/// A student's copy of a release checked before it is submitted (`sgm validate`): what
+/// [`check_submission`] finds against the cells its metadata lists ([`Assignment::release`]).
+/// A notebook without that list is an error.
+pub fn validate(path: &Path, notebook: &Value) -> Result<Vec<Finding>> {
+    let listed = notebook["metadata"]["sgm"]["cells"].clone();
+    let expected: Vec<ReleasedCell> = serde_json::from_value(listed).map_err(|e| Error::Notebook {
+        path: path.display().to_string(),
+        cell: "metadata.sgm.cells".into(),
+        why: format!(
+            "not a homework release as `sgm release` writes it (the list of its cells is missing or damaged: {e})"
+        ),
+    })?;
+    let expected: Vec<(usize, ReleasedCell)> = expected.into_iter().enumerate().collect();
+    Ok(check_submission(&expected, notebook))
 }
 
 fn clear_outputs(cell: &mut Value) {
@@ -967,6 +1090,17 @@ pub fn answer_digest(assignment: &Assignment, task: &str, notebook: &Value) -> S
         // Each cell as its id, its length and its text: no two splits of one text agree.
         hash.update(format!("{}\n{}\n{}", info.id, text.len(), text));
     }
+    digest_text(hash)
+}
+
+/// The [`answer_digest`]-style digest of one text after [`normalized`].
+pub fn text_digest(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    digest_text(Sha256::new_with_prefix(normalized(text)))
+}
+
+fn digest_text(hash: sha2::Sha256) -> String {
+    use sha2::Digest;
     let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
     format!("{DIGEST_PREFIX}{}", &hex[..DIGEST_HEX])
 }
@@ -1086,6 +1220,7 @@ pub fn parse_manual_scores(
                 }
             }
         };
+        let answer = answer.to_ascii_lowercase();
         let digits = answer.strip_prefix(DIGEST_PREFIX).unwrap_or("");
         let digest = digits.len() == DIGEST_HEX && digits.bytes().all(|b| b.is_ascii_hexdigit());
         if !(answer.is_empty() || digest) {
@@ -1107,7 +1242,7 @@ pub fn parse_manual_scores(
             task,
             points,
             comment,
-            answer: answer.to_ascii_lowercase(),
+            answer,
         });
     }
     Ok(rows)
@@ -1115,6 +1250,25 @@ pub fn parse_manual_scores(
 
 /// `scores` as `manual.csv` rows, after the header when `header`.
 pub fn manual_scores_csv(scores: &[ManualScore], header: bool) -> Result<String> {
+    manual_rows_csv(scores, header, false)
+}
+
+/// The whole of `manual.csv` for `scores`, written as `like` (the file's text before) was: with
+/// its byte-order mark and CRLF line ends where it had them (as Excel writes), so that the
+/// spreadsheet that wrote it reads it back alike.
+pub fn manual_file_text(scores: &[ManualScore], like: &str) -> Result<String> {
+    let crlf = like
+        .split_once('\n')
+        .is_some_and(|(first, _)| first.ends_with('\r'));
+    let bom = if like.starts_with('\u{feff}') {
+        "\u{feff}"
+    } else {
+        ""
+    };
+    Ok(format!("{bom}{}", manual_rows_csv(scores, true, crlf)?))
+}
+
+fn manual_rows_csv(scores: &[ManualScore], header: bool, crlf: bool) -> Result<String> {
     let header = header.then(|| MANUAL_COLUMNS.map(String::from).to_vec());
     let rows = scores.iter().map(|s| {
         let points = s.points.map(|p| p.to_string()).unwrap_or_default();
@@ -1126,17 +1280,28 @@ pub fn manual_scores_csv(scores: &[ManualScore], header: bool) -> Result<String>
             s.answer.clone(),
         ]
     });
-    csv_text("manual.csv", header.into_iter().chain(rows))
+    csv_text("manual.csv", header.into_iter().chain(rows), crlf)
 }
 
-/// `records` as CSV text (RFC 4180 quoting); `file` names the table in an error.
-fn csv_text(file: &str, records: impl IntoIterator<Item = Vec<String>>) -> Result<String> {
+/// `records` as CSV text (RFC 4180 quoting), lines ending in CRLF where `crlf`; `file` names
+/// the table in an error.
+fn csv_text(
+    file: &str,
+    records: impl IntoIterator<Item = Vec<String>>,
+    crlf: bool,
+) -> Result<String> {
     let csv_err = |e: csv::Error| Error::Io {
         path: file.into(),
         source: std::io::Error::other(e.to_string()),
     };
+    let terminator = if crlf {
+        csv::Terminator::CRLF
+    } else {
+        csv::Terminator::Any(b'\n')
+    };
     let mut writer = csv::WriterBuilder::new()
         .has_headers(false)
+        .terminator(terminator)
         .from_writer(Vec::new());
     for record in records {
         writer.write_record(&record).map_err(csv_err)?;
@@ -1159,7 +1324,7 @@ fn points_text(points: u32) -> String {
 /// What [`manual_rows_for`] makes of `manual.csv`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ManualRows {
-    /// Every row, in the file's order, then the new ones.
+    /// Every row, in the file's order, then the new ones (by task, then by submission).
     pub rows: Vec<ManualScore>,
     /// Whether `rows` differ from the rows read (the file needs writing).
     pub changed: bool,
@@ -1234,8 +1399,7 @@ pub fn manual_rows_for(
 /// Sets the tasks graded by hand of `report` from `scores` (read by [`read_manual_scores`]):
 /// each is pending unless a row for this submission gives its points for the answer graded
 /// (a row whose digest is another answer's gives none: see [`manual_rows_for`]); the total
-/// follows. A pending task's message carries the row's comment. Applying the same rows again
-/// changes nothing.
+/// follows. A comment shows only beside points. Applying the same rows again changes nothing.
 pub fn apply_manual_scores(assignment: &Assignment, report: &mut Report, scores: &[ManualScore]) {
     for task in assignment.tasks().into_iter().filter(|t| t.manual) {
         let position = match report.tasks.iter().position(|t| t.id == task.id) {
@@ -1286,11 +1450,9 @@ pub fn apply_manual_scores(assignment: &Assignment, report: &mut Report, scores:
                 result.points = 0;
                 result.passed = false;
                 result.pending = true;
-                result.message = if comment.is_empty() {
-                    PENDING.into()
-                } else {
-                    format!("{PENDING}; {comment}")
-                };
+                // A comment shows with points only: notes on an answer not yet graded (or
+                // reopened) are the instructor's.
+                result.message = PENDING.into();
             }
         }
         result.max = task.max;
@@ -1538,5 +1700,5 @@ pub fn grades_csv(tasks: &[TaskMax], reports: &[Report]) -> Result<String> {
         row.extend([r.total.to_string(), r.max.to_string()]);
         row
     });
-    csv_text("grades.csv", std::iter::once(header).chain(rows))
+    csv_text("grades.csv", std::iter::once(header).chain(rows), false)
 }

@@ -5,7 +5,7 @@
 use crate::{CliError, CliResult};
 use clap::Args;
 use serde_json::json;
-use sgm::assignment::{self, Assignment, CellOutcome, ManualScore, Report};
+use sgm::assignment::{self, Assignment, CellOutcome, Report};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +22,14 @@ pub struct ReleaseArgs {
     /// Only check that the committed release is up to date and leaks nothing (exit 1 if not).
     #[arg(long)]
     check: bool,
+}
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    /// Your copies of a homework release (saved), each checked against the cells its release
+    /// lists.
+    #[arg(required = true)]
+    notebooks: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -157,13 +165,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> sgm::Error + '_ {
 
 /// Grades one submission into `out/<name>/`; never fails for what the submission does (that
 /// costs points), only for the grader's own faults.
-fn grade_one(
-    source: &Assignment,
-    path: &Path,
-    out: &Path,
-    args: &GradeArgs,
-    manual: &[ManualScore],
-) -> CliResult<Report> {
+fn grade_one(source: &Assignment, path: &Path, out: &Path, args: &GradeArgs) -> CliResult<Report> {
     let start = Instant::now();
     let name = submission_name(path);
     let dir = out.join(&name);
@@ -187,9 +189,8 @@ fn grade_one(
             }
             // Its tasks graded by hand stay pending (0 points to give) as with --rescore.
             report.notes.push(why);
-            assignment::apply_manual_scores(source, &mut report, manual);
             report.seconds = start.elapsed().as_secs_f64();
-            write_report(&dir, &report)?;
+            apply_and_write(source, out, &dir, &mut report)?;
             return Ok(report);
         }
     };
@@ -253,9 +254,8 @@ fn grade_one(
     let text = std::fs::read_to_string(&outcomes_path).map_err(io_err(&outcomes_path))?;
     let outcomes: Vec<CellOutcome> = serde_json::from_str(&text).map_err(sgm::Error::from)?;
     let mut report = assignment::score(source, &name, &grading, &executed, &outcomes);
-    assignment::apply_manual_scores(source, &mut report, manual);
     report.seconds = (start.elapsed().as_secs_f64() * 10.0).round() / 10.0;
-    write_report(&dir, &report)?;
+    apply_and_write(source, out, &dir, &mut report)?;
     let feedback = assignment::feedback_notebook(source, &executed, &grading, &report);
     let feedback_path = grading_dir.join("feedback.ipynb");
     assignment::write_notebook(&feedback_path, &feedback)?;
@@ -264,6 +264,21 @@ fn grade_one(
     // is large and of no further use.
     let _ = std::fs::remove_dir_all(grading_dir.join("build"));
     Ok(report)
+}
+
+/// Applies `out/manual.csv` as it is now to `report` and writes it into `dir`, under
+/// [`lock_folder`]: rows given while the submission ran count, and a `--rescore` beside it
+/// neither overwrites the new report with its old one nor misses it.
+fn apply_and_write(
+    source: &Assignment,
+    out: &Path,
+    dir: &Path,
+    report: &mut Report,
+) -> CliResult<()> {
+    let _lock = lock_folder(out)?;
+    let manual = assignment::read_manual_scores(&out.join("manual.csv"), source)?;
+    assignment::apply_manual_scores(source, report, &manual);
+    write_report(dir, report)
 }
 
 /// `dir/feedback.html` from the feedback notebook at `feedback_path`.
@@ -296,6 +311,31 @@ fn write_html(notebook: &Path, html: &Path) -> Result<(), String> {
     }
 }
 
+/// `sgm validate`: one line per finding ([`assignment::validate`]) of each notebook, or one
+/// saying it is ready; exit 1 where anything was found.
+pub fn validate(args: &ValidateArgs) -> CliResult<ExitCode> {
+    let mut found = false;
+    for path in &args.notebooks {
+        let nb = assignment::read_notebook(path)?;
+        let findings = assignment::validate(path, &nb)?;
+        for f in &findings {
+            println!("{}: {}", path.display(), f.text);
+        }
+        if findings.is_empty() {
+            println!(
+                "{}: ready: every answer cell is answered, and grading leaves nothing out",
+                path.display()
+            );
+        }
+        found |= !findings.is_empty();
+    }
+    Ok(if found {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 /// `sgm grade --rescore`: applies `out/manual.csv` to every `out/*/report.json` and rebuilds
 /// their feedback, the answer pages and `grades.csv`; nothing runs. Every report is read (and
 /// the rows checked) before any is written.
@@ -308,7 +348,8 @@ fn rescore(source: &Assignment, out: &Path) -> CliResult<ExitCode> {
     }
     let _lock = lock_folder(out)?;
     let manual = assignment::read_manual_scores(&out.join("manual.csv"), source)?;
-    let reports = read_reports(out)?;
+    let mut reports = read_reports(out)?;
+    with_digests(source, out, &mut reports);
     if reports.is_empty() {
         return Err(CliError::Usage(format!(
             "{}: no report.json in its folders: grade the submissions first",
@@ -352,10 +393,11 @@ fn rescore(source: &Assignment, out: &Path) -> CliResult<ExitCode> {
 }
 
 /// Brings `out/manual.csv` up to date with `reports` ([`assignment::manual_rows_for`]: a
-/// row without points for each task graded by hand a submission lacks, and grades whose answer
-/// changed reopened, each said on stderr); the instructor's other rows stay as written, and
-/// the file is written only where something changed. Returns its path, or `None` where the
-/// assignment has no such task. The file is read afresh (the caller holds [`lock_folder`]).
+/// row without points for each task graded by hand a submission lacks, digests filled in, and
+/// grades whose answer changed reopened, each said on stderr). The file is rewritten only where
+/// something changed, in its own style (byte-order mark, line ends; fields trimmed), the rows
+/// in their order. Returns its path, or `None` where the assignment has no such task. The file
+/// is read afresh (the caller holds [`lock_folder`]).
 fn update_manual_rows(
     source: &Assignment,
     out: &Path,
@@ -373,7 +415,7 @@ fn update_manual_rows(
         eprintln!("sgm grade: {line} (manual.csv)");
     }
     if update.changed || text.is_empty() {
-        let text = assignment::manual_scores_csv(&update.rows, true)?;
+        let text = assignment::manual_file_text(&update.rows, &text)?;
         sgm::checkpoint::write_atomically(&path, |tmp| {
             std::fs::write(tmp, &text).map_err(io_err(tmp))
         })?;
@@ -394,7 +436,8 @@ fn lock_folder(out: &Path) -> CliResult<std::fs::File> {
 /// What every report in `out` feeds, rebuilt from them (under [`lock_folder`]): manual.csv's
 /// rows, the answer pages and grades.csv.
 fn write_shared(source: &Assignment, out: &Path) -> CliResult<(Option<PathBuf>, PathBuf)> {
-    let reports = read_reports(out)?;
+    let mut reports = read_reports(out)?;
+    with_digests(source, out, &mut reports);
     let manual = update_manual_rows(source, out, &reports)?;
     write_answer_pages(source, out, &reports)?;
     let grades = write_grades(source, out, &reports)?;
@@ -422,6 +465,38 @@ fn write_grades(
     let path = out.join("grades.csv");
     sgm::checkpoint::write_atomically(&path, |tmp| std::fs::write(tmp, &csv).map_err(io_err(tmp)))?;
     Ok(path)
+}
+
+/// `reports` with the digest of each answer graded by hand that a report from before digests
+/// were kept lacks, taken from the notebook it graded (`.grading/<name>/executed.ipynb`), so
+/// that rows given for it are stamped with the answer they were given for.
+fn with_digests(source: &Assignment, out: &Path, reports: &mut [(PathBuf, Report)]) {
+    let by_hand: Vec<String> = source
+        .tasks()
+        .into_iter()
+        .filter(|t| t.manual)
+        .map(|t| t.id)
+        .collect();
+    for (_, report) in reports.iter_mut() {
+        let lacking: Vec<&mut assignment::TaskResult> = report
+            .tasks
+            .iter_mut()
+            .filter(|t| t.answer.is_empty() && by_hand.contains(&t.id))
+            .collect();
+        if lacking.is_empty() {
+            continue;
+        }
+        let executed = out
+            .join(".grading")
+            .join(&report.submission)
+            .join("executed.ipynb");
+        let Ok(nb) = assignment::read_notebook(&executed) else {
+            continue;
+        };
+        for t in lacking {
+            t.answer = assignment::answer_digest(source, &t.id, &nb);
+        }
+    }
 }
 
 /// Every `out/*/report.json` with its folder, by submission name; one that does not parse is
@@ -547,8 +622,16 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
         }
     }
     sgm::checkpoint::create_dir(&args.out)?;
-    // Read before grading: a malformed file stops here, not after an hour of grading.
-    let manual = assignment::read_manual_scores(&args.out.join("manual.csv"), &source)?;
+    // Before grading: a malformed manual.csv stops here, not after an hour of grading, and its
+    // rows without a digest (typed by hand, or given before digests were kept) are stamped with
+    // the answer they were given for, that of the reports there now, before new ones replace
+    // them.
+    {
+        let _lock = lock_folder(&args.out)?;
+        let mut reports = read_reports(&args.out)?;
+        with_digests(&source, &args.out, &mut reports);
+        update_manual_rows(&source, &args.out, &reports)?;
+    }
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, CliResult<Report>)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -558,7 +641,7 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
                 let Some(path) = args.submissions.get(i) else {
                     break;
                 };
-                let result = grade_one(&source, path, &args.out, args, &manual);
+                let result = grade_one(&source, path, &args.out, args);
                 if let Ok(r) = &result {
                     println!(
                         "{}",

@@ -47,6 +47,9 @@ enum Command {
     Release(grade::ReleaseArgs),
     /// Grade homework submissions against their source: report.json, feedback.html, grades.csv.
     Grade(grade::GradeArgs),
+    /// Check your homework notebook before you submit it: answer cells still as released or
+    /// missing, edits and cells that grading leaves out (exit 1 if any).
+    Validate(grade::ValidateArgs),
     /// Print a preset's full configuration as JSON, a starting point for `--config`.
     Config {
         /// One of: donut, donut_dsm, moons, moons_single, mnist, mnist_resnet, fashion.
@@ -179,6 +182,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(&a),
         Command::Release(a) => grade::release(&a),
         Command::Grade(a) => grade::grade(&a),
+        Command::Validate(a) => grade::validate(&a),
         Command::Config { preset } => Experiment::preset(&preset)
             .map_err(CliError::from)
             .and_then(|e| print_json(&serde_json::to_value(e).map_err(sgm::Error::from)?)),
