@@ -968,6 +968,9 @@ def cmd_run(args):
             print(f"grade_runner: {tool} ({package}) not found; install it (apt-get install {package}) "
                   "or pass --no-sandbox for trusted notebooks only", file=sys.stderr)
             return 2
+    if shutil.which("choom") is None:
+        print("grade_runner: choom (util-linux 2.33 or later) not found; install util-linux", file=sys.stderr)
+        return 2
     memory, disk = parse_bytes(args.memory), parse_bytes(args.disk, "--disk")
     if not MIN_PROCESSES <= args.processes <= PID_MAX_LIMIT:
         raise SystemExit(f"grade_runner: --processes {args.processes}: expected {MIN_PROCESSES} to {PID_MAX_LIMIT}")

@@ -384,7 +384,7 @@ fn validate_tells_a_student_what_grading_will_leave_out() {
     assert_eq!(unanswered, ["answer", "theory"]);
     assert_eq!(
         findings[0].text,
-        "cell 2 (id answer): not answered yet (as released)"
+        "cell 2 (id answer: \"fn double(x: f64) -> f64 {\"): not answered yet (as released)"
     );
 
     let mut answered = release.clone();
@@ -423,13 +423,51 @@ fn validate_tells_a_student_what_grading_will_leave_out() {
     assert!(source_of(cell(&grading.notebook, "answer")).contains("{ x }"));
     assert_eq!(grading.notes.len(), 4, "{:?}", grading.notes);
 
+    // Saved by JupyterLab: sources as lists of lines, CRLF, its own metadata; nothing to say.
+    let mut resaved = answered.clone();
+    for c in resaved["cells"].as_array_mut().unwrap() {
+        let text = source_of(c).replace('\n', "\r\n");
+        let lines: Vec<String> = text.split_inclusive('\n').map(String::from).collect();
+        c["source"] = json!(lines);
+        c["metadata"]["collapsed"] = json!(false);
+    }
+    resaved["metadata"]["kernelspec"] = json!({"name": "rust", "display_name": "Rust"});
+    assert_eq!(assignment::validate(path, &resaved).unwrap(), vec![]);
+
+    // A locked cell twice: the assignment's copy is used whichever was edited.
+    let mut twice = answered.clone();
+    let visible = twice["cells"][3].clone();
+    twice["cells"].as_array_mut().unwrap().insert(1, visible);
+    let findings = assignment::validate(path, &twice).unwrap();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert!(
+        findings[0].text.starts_with("cell 2 of the submission (id visible) shares its id with a later cell; the assignment's own copy is used"),
+        "{}",
+        findings[0].text
+    );
+
+    // Saved as nbformat 4.4 (no ids): one line, not one per cell.
+    let mut old = answered.clone();
+    for c in old["cells"].as_array_mut().unwrap() {
+        c.as_object_mut().unwrap().remove("id");
+    }
+    let findings = assignment::validate(path, &old).unwrap();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert!(
+        findings[0].text.contains("nbformat 4.4"),
+        "{}",
+        findings[0].text
+    );
+    let grading = a.grading_notebook(&old).unwrap();
+    assert!(source_of(cell(&grading.notebook, "answer")).contains("todo!("));
+
     let mut source = a.notebook.clone();
     source["metadata"] = json!({});
     let err = assignment::validate(path, &source).unwrap_err().to_string();
     assert!(
         err.contains("mine.ipynb")
             && err.contains("metadata.sgm.cells")
-            && err.contains("not a homework release"),
+            && err.contains("not a copy of a homework release"),
         "{err}"
     );
 }

@@ -133,7 +133,10 @@ fn validate_checks_a_students_copy_of_the_release() {
             .all(|l| l.ends_with("not answered yet (as released)")),
         "{text}"
     );
-    assert!(text.contains("(id t1-p1-answer)") && text.contains("(id t3-ncsn)"));
+    assert!(
+        text.contains("(id t1-p1-answer: \"**Your solution (Problem 1;")
+            && text.contains("(id t3-ncsn: \"struct NoiseConditionedScoreNetwork {\")")
+    );
 
     let mut nb: Value = serde_json::from_str(&std::fs::read_to_string(&release).unwrap()).unwrap();
     let answers: Vec<Value> = nb["metadata"]["sgm"]["cells"]
@@ -162,7 +165,7 @@ fn validate_checks_a_students_copy_of_the_release() {
 
     let source = homework.join("source/hw5_score_matching.ipynb");
     let out = sgm(&["validate", source.to_str().unwrap()]);
-    assert_one_line_error(&out, "not a homework release");
+    assert_one_line_error(&out, "not a copy of a homework release");
 }
 
 #[test]

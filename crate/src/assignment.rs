@@ -219,6 +219,21 @@ fn normalized(text: &str) -> String {
     lines.join("\n").trim().to_string()
 }
 
+/// The first non-blank line of `text` that is not a `//` comment or an attribute (or else the
+/// first non-blank one), trimmed, cut to 60 characters (with `…`).
+fn first_line(text: &str) -> String {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let line = lines
+        .clone()
+        .find(|l| !l.starts_with("//") && !l.starts_with("#["))
+        .or_else(|| lines.next())
+        .unwrap_or("");
+    match line.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_string(),
+    }
+}
+
 fn cell_name(index: usize, id: &str) -> String {
     format!("cell {} (id {id})", index + 1)
 }
@@ -558,6 +573,7 @@ impl Assignment {
                     cell_type: info.cell_type.clone(),
                     answer: info.role.is_answer(),
                     digest: text_digest(&source_of(&cell)),
+                    first: first_line(&source_of(&cell)),
                 };
                 (if hidden { info.index } else { k }, released)
             })
@@ -696,6 +712,10 @@ pub struct ReleasedCell {
     pub answer: bool,
     /// The [`text_digest`] of its released text.
     pub digest: String,
+    /// Its first non-blank line as released (at most 60 characters): how a student finds it,
+    /// JupyterLab showing neither cell numbers nor ids.
+    #[serde(default)]
+    pub first: String,
 }
 
 /// What grading leaves out of a submission, or takes as it was released.
@@ -733,6 +753,21 @@ pub struct Finding {
 /// compared after [`normalized`].
 pub fn check_submission(expected: &[(usize, ReleasedCell)], submission: &Value) -> Vec<Finding> {
     let cells: &[Value] = submission["cells"].as_array().map_or(&[], Vec::as_slice);
+    let id_of = |c: &Value| c["id"].as_str().unwrap_or("").to_string();
+    if !cells.is_empty() && cells.iter().all(|c| id_of(c).is_empty()) {
+        return vec![Finding {
+            id: String::new(),
+            kind: FindingKind::Missing,
+            text: "none of the submission's cells has an id (a notebook saved as nbformat 4.4 or older), so none \
+                   matches the assignment's and every answer's released stub runs: start again from the release"
+                .into(),
+        }];
+    }
+    // The last of cells that share an id is the one grading takes.
+    let mut last: HashMap<String, usize> = HashMap::new();
+    for (k, c) in cells.iter().enumerate() {
+        last.insert(id_of(c), k);
+    }
     let mut findings = Vec::new();
     let mut found = |e: &ReleasedCell, kind, text: String| {
         findings.push(Finding {
@@ -742,9 +777,12 @@ pub fn check_submission(expected: &[(usize, ReleasedCell)], submission: &Value) 
         })
     };
     for (index, e) in expected {
-        let name = cell_name(*index, &e.id);
-        // The last of cells that share an id, as grading takes it.
-        let theirs = cells.iter().rev().find(|c| c["id"] == e.id.as_str());
+        let name = if e.first.is_empty() {
+            cell_name(*index, &e.id)
+        } else {
+            format!("cell {} (id {}: {:?})", index + 1, e.id, e.first)
+        };
+        let theirs = last.get(&e.id).map(|&k| &cells[k]);
         let same_type = theirs.is_some_and(|c| c["cell_type"] == e.cell_type.as_str());
         let text = theirs.map(source_of).unwrap_or_default();
         let as_released = text_digest(&text) == e.digest;
@@ -768,27 +806,40 @@ pub fn check_submission(expected: &[(usize, ReleasedCell)], submission: &Value) 
             _ => {}
         }
     }
+    let known: HashMap<&str, bool> = expected
+        .iter()
+        .map(|(_, e)| (e.id.as_str(), e.answer))
+        .collect();
     for (k, c) in cells.iter().enumerate() {
-        let id = c["id"].as_str().unwrap_or("");
+        let id = id_of(c);
         let named = if id.is_empty() {
             format!("cell {} of the submission (no id)", k + 1)
         } else {
             format!("cell {} of the submission (id {id})", k + 1)
         };
-        let known = !id.is_empty() && expected.iter().any(|(_, e)| e.id == id);
-        if !known && !normalized(&source_of(c)).is_empty() {
+        let answer = known.get(id.as_str()).copied();
+        if answer.is_none() || id.is_empty() {
+            if !normalized(&source_of(c)).is_empty() {
+                findings.push(Finding {
+                    id,
+                    kind: FindingKind::Added,
+                    text: format!(
+                        "{named} is not in the assignment and is left out: only the assignment's cells are graded (answers belong in its answer cells)"
+                    ),
+                });
+            }
+        } else if last[&id] != k {
+            let graded = if answer == Some(true) {
+                "the later one is graded"
+            } else {
+                "the assignment's own copy is used"
+            };
             findings.push(Finding {
-                id: id.into(),
-                kind: FindingKind::Added,
-                text: format!(
-                    "{named} is not in the assignment and is left out: only the assignment's cells are graded (answers belong in its answer cells)"
-                ),
-            });
-        } else if known && cells[k + 1..].iter().any(|later| later["id"] == id) {
-            findings.push(Finding {
-                id: id.into(),
+                id,
                 kind: FindingKind::Duplicate,
-                text: format!("{named} shares its id with a later cell, which is the one graded; this one is left out"),
+                text: format!(
+                    "{named} shares its id with a later cell; {graded}, and this one is left out"
+                ),
             });
         }
     }
@@ -804,7 +855,7 @@ pub fn validate(path: &Path, notebook: &Value) -> Result<Vec<Finding>> {
         path: path.display().to_string(),
         cell: "metadata.sgm.cells".into(),
         why: format!(
-            "not a homework release as `sgm release` writes it (the list of its cells is missing or damaged: {e})"
+            "not a copy of a homework release as `sgm release` writes it now (the list of its cells is missing or damaged: {e}); a copy of an older release: start from the current one"
         ),
     })?;
     let expected: Vec<(usize, ReleasedCell)> = expected.into_iter().enumerate().collect();

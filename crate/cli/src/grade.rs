@@ -170,11 +170,15 @@ fn grade_one(source: &Assignment, path: &Path, out: &Path, args: &GradeArgs) -> 
     let name = submission_name(path);
     let dir = out.join(&name);
     let grading_dir = out.join(".grading").join(&name);
-    for d in [&dir, &grading_dir] {
-        if d.exists() {
-            std::fs::remove_dir_all(d).map_err(io_err(d))?;
+    {
+        // Under the lock: a --rescore beside it reads either the old report or none.
+        let _lock = lock_folder(out)?;
+        for d in [&dir, &grading_dir] {
+            if d.exists() {
+                std::fs::remove_dir_all(d).map_err(io_err(d))?;
+            }
+            sgm::checkpoint::create_dir(d)?;
         }
-        sgm::checkpoint::create_dir(d)?;
     }
     let submission = match assignment::read_notebook(path) {
         Ok(nb) => nb,
@@ -190,7 +194,9 @@ fn grade_one(source: &Assignment, path: &Path, out: &Path, args: &GradeArgs) -> 
             // Its tasks graded by hand stay pending (0 points to give) as with --rescore.
             report.notes.push(why);
             report.seconds = start.elapsed().as_secs_f64();
-            apply_and_write(source, out, &dir, &mut report)?;
+            let _lock = lock_folder(out)?;
+            apply_current_rows(source, out, &mut report);
+            write_report(&dir, &report)?;
             return Ok(report);
         }
     };
@@ -255,30 +261,35 @@ fn grade_one(source: &Assignment, path: &Path, out: &Path, args: &GradeArgs) -> 
     let outcomes: Vec<CellOutcome> = serde_json::from_str(&text).map_err(sgm::Error::from)?;
     let mut report = assignment::score(source, &name, &grading, &executed, &outcomes);
     report.seconds = (start.elapsed().as_secs_f64() * 10.0).round() / 10.0;
-    apply_and_write(source, out, &dir, &mut report)?;
+    // The report and its feedback under the lock, with the rows as they are then: a --rescore
+    // beside it neither overwrites them with older ones nor misses them.
+    let lock = lock_folder(out)?;
+    apply_current_rows(source, out, &mut report);
+    write_report(&dir, &report)?;
     let feedback = assignment::feedback_notebook(source, &executed, &grading, &report);
     let feedback_path = grading_dir.join("feedback.ipynb");
     assignment::write_notebook(&feedback_path, &feedback)?;
     write_feedback_html(&name, &feedback_path, &dir)?;
+    drop(lock);
     // The work folder keeps what the notebook wrote (checkpoints, figures); the build copy
     // is large and of no further use.
     let _ = std::fs::remove_dir_all(grading_dir.join("build"));
     Ok(report)
 }
 
-/// Applies `out/manual.csv` as it is now to `report` and writes it into `dir`, under
-/// [`lock_folder`]: rows given while the submission ran count, and a `--rescore` beside it
-/// neither overwrites the new report with its old one nor misses it.
-fn apply_and_write(
-    source: &Assignment,
-    out: &Path,
-    dir: &Path,
-    report: &mut Report,
-) -> CliResult<()> {
-    let _lock = lock_folder(out)?;
-    let manual = assignment::read_manual_scores(&out.join("manual.csv"), source)?;
+/// Applies `out/manual.csv` as it is now to `report` (the caller holds [`lock_folder`]), so
+/// that rows given while the submission ran count. A file that cannot be read now (an
+/// instructor in the middle of editing it) leaves the tasks graded by hand pending, with a
+/// line on stderr, rather than losing the report: `--rescore` applies it once it reads.
+fn apply_current_rows(source: &Assignment, out: &Path, report: &mut Report) {
+    let manual = assignment::read_manual_scores(&out.join("manual.csv"), source).unwrap_or_else(|e| {
+        eprintln!(
+            "sgm grade: {}: {e}: its tasks graded by hand are left pending (run --rescore once the file reads)",
+            report.submission
+        );
+        Vec::new()
+    });
     assignment::apply_manual_scores(source, report, &manual);
-    write_report(dir, report)
 }
 
 /// `dir/feedback.html` from the feedback notebook at `feedback_path`.
@@ -500,20 +511,30 @@ fn with_digests(source: &Assignment, out: &Path, reports: &mut [(PathBuf, Report
 }
 
 /// Every `out/*/report.json` with its folder, by submission name; one that does not parse is
-/// an error naming it.
-fn read_reports(out: &Path) -> CliResult<Vec<(PathBuf, Report)>> {
+/// an error naming it, or where `skip_broken` a line on stderr (before grading: a re-grade
+/// replaces it).
+fn read_reports_or(out: &Path, skip_broken: bool) -> CliResult<Vec<(PathBuf, Report)>> {
     let mut reports = Vec::new();
     let entries = std::fs::read_dir(out).map_err(io_err(out))?;
     for entry in entries.flatten() {
         let path = entry.path().join("report.json");
         if let Ok(text) = std::fs::read_to_string(&path) {
-            let report: Report = serde_json::from_str(&text)
-                .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-            reports.push((entry.path(), report));
+            match serde_json::from_str::<Report>(&text) {
+                Ok(report) => reports.push((entry.path(), report)),
+                Err(e) if skip_broken => {
+                    eprintln!("sgm grade: {}: {e}: not read", path.display())
+                }
+                Err(e) => return Err(CliError::Usage(format!("{}: {e}", path.display()))),
+            }
         }
     }
     reports.sort_by(|a, b| a.1.submission.cmp(&b.1.submission));
     Ok(reports)
+}
+
+/// [`read_reports_or`], every report read.
+fn read_reports(out: &Path) -> CliResult<Vec<(PathBuf, Report)>> {
+    read_reports_or(out, false)
 }
 
 /// `out/manual/<task>.html` for each task graded by hand: every graded submission's answer
@@ -626,9 +647,10 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
     // rows without a digest (typed by hand, or given before digests were kept) are stamped with
     // the answer they were given for, that of the reports there now, before new ones replace
     // them.
+    assignment::read_manual_scores(&args.out.join("manual.csv"), &source)?;
     {
         let _lock = lock_folder(&args.out)?;
-        let mut reports = read_reports(&args.out)?;
+        let mut reports = read_reports_or(&args.out, true)?;
         with_digests(&source, &args.out, &mut reports);
         update_manual_rows(&source, &args.out, &reports)?;
     }
