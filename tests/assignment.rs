@@ -603,12 +603,7 @@ fn committed_release_is_current_and_leaks_nothing() {
         max, 18,
         "Task 1: 4 points by checks and 4 by hand, Task 2: 4, Task 3: 6"
     );
-    let by_hand: Vec<String> = source
-        .tasks()
-        .into_iter()
-        .filter(|t| t.manual)
-        .map(|t| t.id)
-        .collect();
+    let by_hand: Vec<String> = source.tasks_by_hand().into_iter().map(|t| t.id).collect();
     assert_eq!(
         by_hand,
         ["task1.problem1.derivation", "task1.problem2.derivation"]

@@ -234,6 +234,11 @@ fn first_line(text: &str) -> String {
     }
 }
 
+/// The first cell of `nb` whose id is `id`.
+fn cell_with_id<'a>(nb: &'a Value, id: &str) -> Option<&'a Value> {
+    nb["cells"].as_array()?.iter().find(|c| c["id"] == id)
+}
+
 fn cell_name(index: usize, id: &str) -> String {
     format!("cell {} (id {id})", index + 1)
 }
@@ -508,6 +513,18 @@ impl Assignment {
             }
         }
         tasks
+    }
+
+    /// The tasks whose points are given by hand ([`Role::Manual`]), in the notebook's order.
+    pub fn tasks_by_hand(&self) -> Vec<TaskMax> {
+        self.tasks().into_iter().filter(|t| t.manual).collect()
+    }
+
+    /// The answer cells of `task` graded by hand, in the notebook's order.
+    fn manual_cells<'a>(&'a self, task: &'a str) -> impl Iterator<Item = &'a CellInfo> + 'a {
+        self.cells
+            .iter()
+            .filter(move |c| matches!(&c.role, Role::Manual { task: t, .. } if t == task))
     }
 
     /// For each task graded by hand, its last answer cell (index, id, task): the feedback
@@ -1127,14 +1144,8 @@ pub struct ManualScore {
 pub fn answer_digest(assignment: &Assignment, task: &str, notebook: &Value) -> String {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
-    for info in assignment
-        .cells
-        .iter()
-        .filter(|c| matches!(&c.role, Role::Manual { task: t, .. } if t == task))
-    {
-        let text = notebook["cells"]
-            .as_array()
-            .and_then(|cells| cells.iter().find(|c| c["id"] == info.id.as_str()))
+    for info in assignment.manual_cells(task) {
+        let text = cell_with_id(notebook, &info.id)
             .map(source_of)
             .unwrap_or_default();
         let text = normalized(&text);
@@ -1400,7 +1411,7 @@ pub fn manual_rows_for(
 ) -> ManualRows {
     let mut rows = scores.to_vec();
     let mut reopened = Vec::new();
-    for task in assignment.tasks().into_iter().filter(|t| t.manual) {
+    for task in assignment.tasks_by_hand() {
         for report in reports {
             let answer = report
                 .tasks
@@ -1452,7 +1463,7 @@ pub fn manual_rows_for(
 /// (a row whose digest is another answer's gives none: see [`manual_rows_for`]); the total
 /// follows. A comment shows only beside points. Applying the same rows again changes nothing.
 pub fn apply_manual_scores(assignment: &Assignment, report: &mut Report, scores: &[ManualScore]) {
-    for task in assignment.tasks().into_iter().filter(|t| t.manual) {
+    for task in assignment.tasks_by_hand() {
         let position = match report.tasks.iter().position(|t| t.id == task.id) {
             Some(i) => i,
             None => {
@@ -1473,12 +1484,12 @@ pub fn apply_manual_scores(assignment: &Assignment, report: &mut Report, scores:
         let row = scores
             .iter()
             .find(|s| s.submission == report.submission && s.task == task.id);
-        let stale = row.filter(|s| {
+        let stale = row.is_some_and(|s| {
             !s.answer.is_empty() && !result.answer.is_empty() && s.answer != result.answer
         });
         let comment = row.map_or("", |s| s.comment.as_str());
         match row.and_then(|s| s.points) {
-            Some(points) if stale.is_some() => {
+            Some(points) if stale => {
                 result.points = 0;
                 result.passed = false;
                 result.pending = true;
@@ -1517,11 +1528,7 @@ pub fn apply_manual_scores(assignment: &Assignment, report: &mut Report, scores:
 /// notebook)` its points (or pending) and comment, and its answer cells as they ran (an
 /// executed notebook of `null`: none to show).
 pub fn answers_notebook(assignment: &Assignment, task: &str, graded: &[(Report, Value)]) -> Value {
-    let ids: Vec<&CellInfo> = assignment
-        .cells
-        .iter()
-        .filter(|c| matches!(&c.role, Role::Manual { task: t, .. } if t == task))
-        .collect();
+    let ids: Vec<&CellInfo> = assignment.manual_cells(task).collect();
     let max: u32 = assignment
         .tasks()
         .iter()
@@ -1557,10 +1564,7 @@ pub fn answers_notebook(assignment: &Assignment, task: &str, graded: &[(Report, 
             &format!("## {}\n\n**{status}**", report.submission),
         ));
         for (j, info) in ids.iter().enumerate() {
-            let theirs = executed["cells"]
-                .as_array()
-                .and_then(|cells| cells.iter().find(|c| c["id"] == info.id.as_str()));
-            cells.push(match theirs {
+            cells.push(match cell_with_id(executed, &info.id) {
                 Some(cell) => renamed(cell, format!("answers-{k}-{j}")),
                 None => markdown_cell(
                     &format!("answers-{k}-{j}"),

@@ -359,8 +359,7 @@ fn rescore(source: &Assignment, out: &Path) -> CliResult<ExitCode> {
     }
     let _lock = lock_folder(out)?;
     let manual = assignment::read_manual_scores(&out.join("manual.csv"), source)?;
-    let mut reports = read_reports(out)?;
-    with_digests(source, out, &mut reports);
+    let reports = read_reports(source, out)?;
     if reports.is_empty() {
         return Err(CliError::Usage(format!(
             "{}: no report.json in its folders: grade the submissions first",
@@ -414,7 +413,7 @@ fn update_manual_rows(
     out: &Path,
     reports: &[(PathBuf, Report)],
 ) -> CliResult<Option<PathBuf>> {
-    if !source.tasks().iter().any(|t| t.manual) {
+    if source.tasks_by_hand().is_empty() {
         return Ok(None);
     }
     let path = out.join("manual.csv");
@@ -447,8 +446,7 @@ fn lock_folder(out: &Path) -> CliResult<std::fs::File> {
 /// What every report in `out` feeds, rebuilt from them (under [`lock_folder`]): manual.csv's
 /// rows, the answer pages and grades.csv.
 fn write_shared(source: &Assignment, out: &Path) -> CliResult<(Option<PathBuf>, PathBuf)> {
-    let mut reports = read_reports(out)?;
-    with_digests(source, out, &mut reports);
+    let reports = read_reports(source, out)?;
     let manual = update_manual_rows(source, out, &reports)?;
     write_answer_pages(source, out, &reports)?;
     let grades = write_grades(source, out, &reports)?;
@@ -482,12 +480,7 @@ fn write_grades(
 /// were kept lacks, taken from the notebook it graded (`.grading/<name>/executed.ipynb`), so
 /// that rows given for it are stamped with the answer they were given for.
 fn with_digests(source: &Assignment, out: &Path, reports: &mut [(PathBuf, Report)]) {
-    let by_hand: Vec<String> = source
-        .tasks()
-        .into_iter()
-        .filter(|t| t.manual)
-        .map(|t| t.id)
-        .collect();
+    let by_hand: Vec<String> = source.tasks_by_hand().into_iter().map(|t| t.id).collect();
     for (_, report) in reports.iter_mut() {
         let lacking: Vec<&mut assignment::TaskResult> = report
             .tasks
@@ -510,10 +503,14 @@ fn with_digests(source: &Assignment, out: &Path, reports: &mut [(PathBuf, Report
     }
 }
 
-/// Every `out/*/report.json` with its folder, by submission name; one that does not parse is
-/// an error naming it, or where `skip_broken` a line on stderr (before grading: a re-grade
-/// replaces it).
-fn read_reports_or(out: &Path, skip_broken: bool) -> CliResult<Vec<(PathBuf, Report)>> {
+/// Every `out/*/report.json` with its folder, by submission name, digests filled in
+/// ([`with_digests`]); one that does not parse is an error naming it, or where `skip_broken` a
+/// line on stderr (before grading: a re-grade replaces it).
+fn read_reports_or(
+    source: &Assignment,
+    out: &Path,
+    skip_broken: bool,
+) -> CliResult<Vec<(PathBuf, Report)>> {
     let mut reports = Vec::new();
     let entries = std::fs::read_dir(out).map_err(io_err(out))?;
     for entry in entries.flatten() {
@@ -529,12 +526,13 @@ fn read_reports_or(out: &Path, skip_broken: bool) -> CliResult<Vec<(PathBuf, Rep
         }
     }
     reports.sort_by(|a, b| a.1.submission.cmp(&b.1.submission));
+    with_digests(source, out, &mut reports);
     Ok(reports)
 }
 
 /// [`read_reports_or`], every report read.
-fn read_reports(out: &Path) -> CliResult<Vec<(PathBuf, Report)>> {
-    read_reports_or(out, false)
+fn read_reports(source: &Assignment, out: &Path) -> CliResult<Vec<(PathBuf, Report)>> {
+    read_reports_or(source, out, false)
 }
 
 /// `out/manual/<task>.html` for each task graded by hand: every graded submission's answer
@@ -544,7 +542,7 @@ fn write_answer_pages(
     out: &Path,
     reports: &[(PathBuf, Report)],
 ) -> CliResult<()> {
-    let tasks: Vec<_> = source.tasks().into_iter().filter(|t| t.manual).collect();
+    let tasks = source.tasks_by_hand();
     if tasks.is_empty() {
         return Ok(());
     }
@@ -650,8 +648,7 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
     assignment::read_manual_scores(&args.out.join("manual.csv"), &source)?;
     {
         let _lock = lock_folder(&args.out)?;
-        let mut reports = read_reports_or(&args.out, true)?;
-        with_digests(&source, &args.out, &mut reports);
+        let reports = read_reports_or(&source, &args.out, true)?;
         update_manual_rows(&source, &args.out, &reports)?;
     }
     let next = AtomicUsize::new(0);
