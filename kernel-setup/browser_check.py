@@ -12,6 +12,11 @@ PyPI's playwright, which never downloads a browser of its own here.
            (Shift+Enter, one cell at a time) in the "Rust (sgm)" kernel; the page must then show
            a figure (an <img> with a PNG data URL in an output area) and the check's name (the
            test_... functions in its source, else its check("...") title) in its output.
+           Where the notebook has a cell calling `sgm_homework::validate()` (the release's last
+           cell), that cell is run next: it must name the served copy and find every answer cell
+           the release lists (sgm.cells) not answered yet; then a cell is added below it through
+           the UI, the notebook saved (Ctrl+S), and the cell run again: it must now also name the
+           added cell, which it can only know from the file as saved.
 
 Prints what it did and one last line `browser check <name>: ok (...)`, or `browser check <name>:
 FAILED: <why>` and exits 1. A screenshot of the page lands in the --out folder either way.
@@ -244,7 +249,8 @@ def check_names(source):
 def prepare_copy(notebook, folder):
     """Copies the notebook into `folder`; relative `:dep ... path = "..."` entries become
     absolute (resolved against the original's folder), so the copy builds the same crates.
-    Returns (copy path, notebook node, index of the first graded cell)."""
+    Returns (copy path, notebook node, index of the first graded cell, ids of the cells the
+    copy changed)."""
     import nbformat
 
     nb = nbformat.read(notebook, as_version=4)
@@ -264,6 +270,7 @@ def prepare_copy(notebook, folder):
                 log(f"    in the copy: {new.strip()}")
             line = new
         lines.append(line)
+    changed = [first.get("id")] if "\n".join(lines) != first.source else []
     first.source = "\n".join(lines)
     spec = nb.metadata.get("kernelspec") or {}
     if spec.get("name") != "sgm":
@@ -275,7 +282,7 @@ def prepare_copy(notebook, folder):
             cell.execution_count = None
     copy = folder / notebook.name
     nbformat.write(nb, copy)
-    return copy, nb, target
+    return copy, nb, target, changed
 
 
 def free_port():
@@ -430,7 +437,7 @@ def check_lab(notebook, out, first_cell_timeout, cell_timeout):
         tmp = pathlib.Path(tmp)
         served = tmp / "notebooks"
         served.mkdir()
-        copy, nb, target = prepare_copy(notebook, served)
+        copy, nb, target, changed = prepare_copy(notebook, served)
         cells = nb.cells[: target + 1]
         check = nb.cells[target]
         grade = check.metadata["sgm"]
@@ -462,6 +469,10 @@ def check_lab(notebook, out, first_cell_timeout, cell_timeout):
                     page = browser.pages[0] if browser.pages else browser.new_page()
                     try:
                         result = drive_lab(page, server, copy.name, cells, target, names, first_cell_timeout, cell_timeout)
+                        validate = next((i for i, c in enumerate(nb.cells) if VALIDATE_CALL in c.source), None)
+                        if validate is not None:
+                            answers = sum(bool(c.get("answer")) for c in nb.metadata.get("sgm", {}).get("cells", []))
+                            result += "; " + drive_validate(page, server, copy.name, validate, answers, changed, cell_timeout)
                     finally:
                         server.remember_children()
                         screenshot(page, out / "lab.png")
@@ -547,6 +558,68 @@ def drive_lab(page, server, name, cells, target, names, first_cell_timeout, cell
         if not shown:
             raise CheckFailed("the check cell's output names no test (test_...)")
     return f"{len(figures)} figure(s), check {', '.join(sorted(set(shown)))} shown, in {time.monotonic() - start:.1f}s"
+
+
+VALIDATE_CALL = "sgm_homework::validate()"
+
+
+def run_cell(page, index, limit):
+    """Selects cell `index` (command mode), runs it with Shift+Enter and waits for a new
+    execution count; returns the text of its outputs."""
+    before = cell_prompt(page, index)
+    page.evaluate(f"(i) => ({CELLS_JS})()[i].scrollIntoView()", index)
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").nth(index).locator(".jp-InputPrompt").click()
+    page.keyboard.press("Escape")
+    started = time.monotonic()
+    page.keyboard.press("Shift+Enter")
+    while True:
+        prompt = cell_prompt(page, index)
+        if prompt and prompt != before and re.fullmatch(r"\[\d+\]:", prompt):
+            break
+        if time.monotonic() - started > limit:
+            raise CheckFailed(f"cell {index + 1} still shows {prompt!r} after {limit}s")
+        page.wait_for_timeout(250)
+    log(f"    cell {index + 1} {prompt} ran in {time.monotonic() - started:.1f}s")
+    return page.evaluate(
+        f"(i) => [...({CELLS_JS})()[i].querySelectorAll('.jp-OutputArea-output')].map(o => o.innerText).join('\\n')",
+        index,
+    )
+
+
+def drive_validate(page, server, name, index, answers, changed, limit):
+    """The release's last cell, `sgm_homework::validate()`, run twice: on the notebook as
+    served (every answer cell unanswered, and the cells the copy `changed` edited), then after
+    a cell is added and the notebook saved."""
+    text = run_cell(page, index, limit)
+    log(f"    validate cell output: {text.strip()[:600]!r}")
+    unanswered = text.count("not answered yet")
+    if name not in text:
+        raise CheckFailed(f"the validate cell does not name the notebook {name}: {text[:300]!r}")
+    if unanswered != answers:
+        raise CheckFailed(f"the validate cell found {unanswered} unanswered cells, the release lists {answers}: {text[:600]!r}")
+    edited = [line for line in text.splitlines() if "a locked cell that differs" in line]
+    if sorted(edited) != sorted(line for line in edited if any(f"(id {i}:" in line for i in changed)) or len(edited) != len(changed):
+        raise CheckFailed(f"the validate cell names edited cells {edited}, the copy changed {changed}")
+    problems = answers + len(changed)
+    if f"Not ready: {problems} problem(s)" not in text:
+        raise CheckFailed(f"the validate cell does not end with 'Not ready: {problems} problem(s)': {text[-300:]!r}")
+    # A cell added below it through the UI, then saved: only the saved file can tell the kernel.
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")
+    page.keyboard.press("Enter")
+    page.keyboard.type("let added_in_the_browser = 1;")
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+s")
+    deadline = time.monotonic() + 30
+    while "added_in_the_browser" not in json.dumps(server.api("GET", f"/api/contents/{name}?content=1")["content"]):
+        if time.monotonic() > deadline:
+            raise CheckFailed("the notebook was not saved 30 s after Ctrl+S")
+        page.wait_for_timeout(250)
+    text = run_cell(page, index, limit)
+    log(f"    validate cell output after adding a cell and saving: {text.strip()[:600]!r}")
+    if "is not in the assignment and is left out" not in text or f"Not ready: {problems + 1} problem(s)" not in text:
+        raise CheckFailed(f"after a cell was added and saved, the validate cell does not name it: {text[:600]!r}")
+    return f"validate cell: {answers} unanswered cells, then the added cell, from the saved file"
 
 
 def main(argv=None):

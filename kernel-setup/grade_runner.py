@@ -173,6 +173,9 @@ def kernel_spec(spec_dir, work, build, runtime_dir, memory, disk, sandbox, budge
             "SGM_OUTPUT": str(place / "output"),
             "SGM_CACHE": str(place / ".cache"),
             "CARGO_NET_OFFLINE": "true",
+            # The notebook's last cell (sgm_homework::validate) reads the saved notebook in a
+            # student's Jupyter; in grading it says that the grader checks the submission itself.
+            "SGM_GRADING": "1",
             # Kernels graded side by side (--jobs) share the cores: OpenMP threads that spin while
             # they wait for work take them from each other (measured: sampling 1.5x, training
             # 2.7x faster with passive waiting on a loaded 2-core machine).

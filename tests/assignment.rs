@@ -461,15 +461,104 @@ fn validate_tells_a_student_what_grading_will_leave_out() {
     let grading = a.grading_notebook(&old).unwrap();
     assert!(source_of(cell(&grading.notebook, "answer")).contains("todo!("));
 
-    let mut source = a.notebook.clone();
-    source["metadata"] = json!({});
-    let err = assignment::validate(path, &source).unwrap_err().to_string();
+    // Without the list: a copy of an older release, or the assignment's source.
+    let mut older = release.clone();
+    older["metadata"] = json!({});
+    let err = assignment::validate(path, &older).unwrap_err().to_string();
     assert!(
         err.contains("mine.ipynb")
             && err.contains("metadata.sgm.cells")
             && err.contains("not a copy of a homework release"),
         "{err}"
     );
+    assert!(!assignment::is_source(path, &release) && assignment::is_source(path, &a.notebook));
+    let err = assignment::validate(path, &a.notebook)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the assignment's source"), "{err}");
+}
+
+/// The release's last cell (`sgm_homework::validate()`) checks the file as saved: the
+/// committed release with every answer as released, the same answered, and the source.
+#[test]
+fn the_release_checks_itself_as_saved() {
+    use sgm_homework::submission::{session_notebook, validate_file};
+    let source = Assignment::read(homework_dir().join("source/hw5_score_matching.ipynb")).unwrap();
+    let release_path = homework_dir().join("release/hw5_score_matching.ipynb");
+    let release = assignment::read_notebook(&release_path).unwrap();
+    let last = release["cells"].as_array().unwrap().last().unwrap();
+    assert_eq!(source_of(last).trim(), "sgm_homework::validate()?;");
+    let answers = source.cells.iter().filter(|c| c.role.is_answer()).count();
+    assert!(answers >= 10, "{answers} answer cells");
+
+    let dir = sgm_tests::tmpdir("validate-cell");
+    let copy = dir.join("mine.ipynb");
+    std::fs::copy(&release_path, &copy).unwrap();
+    let checked = validate_file(&copy).unwrap();
+    assert!(!checked.source && !checked.ready());
+    assert_eq!(checked.findings.len(), answers, "{:#?}", checked.findings);
+    let shown = checked.to_string();
+    assert!(
+        shown.starts_with(&format!("Checked {} as saved ", copy.display())),
+        "{shown}"
+    );
+    assert!(
+        shown.ends_with(&format!("Not ready: {answers} problem(s).")),
+        "{shown}"
+    );
+    assert_eq!(
+        shown.matches("not answered yet").count(),
+        answers,
+        "{shown}"
+    );
+
+    // Answered (the source's solutions in the release's cells): ready.
+    let mut answered = release.clone();
+    for c in answered["cells"].as_array_mut().unwrap() {
+        let id = c["id"].as_str().unwrap().to_string();
+        if source
+            .cells
+            .iter()
+            .any(|s| s.id == id && s.role.is_answer())
+        {
+            c["source"] = json!(source_of(cell(&source.notebook, &id))
+                .lines()
+                .filter(|l| !l.contains("SOLUTION"))
+                .collect::<Vec<_>>()
+                .join("\n"));
+        }
+    }
+    assignment::write_notebook(&copy, &answered).unwrap();
+    let checked = validate_file(&copy).unwrap();
+    assert!(checked.ready(), "{checked}");
+    assert!(checked
+        .to_string()
+        .ends_with("Ready: every answer cell is answered, and grading leaves nothing out."));
+
+    let checked = validate_file(&homework_dir().join("source/hw5_score_matching.ipynb")).unwrap();
+    assert!(checked.source && checked.ready(), "{checked:?}");
+    assert!(checked.to_string().contains("is the assignment's source"));
+
+    // A session path from the server's root names the notebook in the kernel's folder (this
+    // test's is the project's); one that names nothing here stays as given.
+    assert_eq!(
+        session_notebook(Path::new("elsewhere/Cargo.toml")),
+        PathBuf::from("Cargo.toml")
+    );
+    assert_eq!(
+        session_notebook(Path::new(
+            "notebooks/homework/release/hw5_score_matching.ipynb"
+        )),
+        PathBuf::from("notebooks/homework/release/hw5_score_matching.ipynb")
+    );
+    assert_eq!(
+        session_notebook(Path::new("gone/renamed.ipynb")),
+        PathBuf::from("gone/renamed.ipynb")
+    );
+    let err = validate_file(Path::new("gone/renamed.ipynb"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gone/renamed.ipynb"), "{err}");
 }
 
 /// The executed grading notebook as the kernel would return it: `reports` maps a graded cell

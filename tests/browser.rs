@@ -7,7 +7,8 @@
 //!   with the MathJax copy beside them, with every network request refused.
 //! * JupyterLab runs the homework release notebook through its UI, cell by cell, down to the
 //!   first graded check after its first figure, and shows the figure and the check's name in
-//!   its output. Until the release notebook exists, a stand-in of the same shape is generated
+//!   its output; then its last cell, `sgm_homework::validate()`, checks the notebook as saved
+//!   (before and after a cell is added through the UI and saved). Until the release notebook exists, a stand-in of the same shape is generated
 //!   and used (the test says which).
 //!
 //! `SGM_BROWSER_TESTS=skip` skips both (for machines without chromium); they fail otherwise.
@@ -156,6 +157,13 @@ fn jupyterlab_runs_the_homework_down_to_its_first_check_after_a_figure() {
     if which.starts_with("a stand-in") {
         assert!(
             log.contains("check test_denoiser_score_matcher shown"),
+            "{log}"
+        );
+    } else {
+        // The release's last cell checks the notebook as saved, through the path the Jupyter
+        // server gives the kernel: the served copy, then the same after a cell added and saved.
+        assert!(
+            log.contains("unanswered cells, then the added cell, from the saved file"),
             "{log}"
         );
     }

@@ -496,6 +496,17 @@ impl Assignment {
         &self.notebook["cells"][index]
     }
 
+    /// Whether this is an instructor's source rather than a release (or a student's copy of
+    /// one): it holds solution regions or hidden checks, which [`Assignment::release`] removes.
+    pub fn holds_solutions(&self) -> bool {
+        self.cells.iter().any(|c| {
+            let text = source_of(self.raw_cell(c.index));
+            matches!(c.role, Role::Answer | Role::Graded { hidden: true, .. })
+                || text.contains(CODE_BEGIN)
+                || text.contains(MD_BEGIN)
+        })
+    }
+
     /// The tasks in order of first appearance, with their maximum points.
     pub fn tasks(&self) -> Vec<TaskMax> {
         let mut tasks: Vec<TaskMax> = Vec::new();
@@ -865,18 +876,33 @@ pub fn check_submission(expected: &[(usize, ReleasedCell)], submission: &Value) 
 
 /// A student's copy of a release checked before it is submitted (`sgm validate`): what
 /// [`check_submission`] finds against the cells its metadata lists ([`Assignment::release`]).
-/// A notebook without that list is an error.
+/// A notebook without that list is an error, which says so apart for an assignment's source
+/// ([`Assignment::holds_solutions`]).
 pub fn validate(path: &Path, notebook: &Value) -> Result<Vec<Finding>> {
     let listed = notebook["metadata"]["sgm"]["cells"].clone();
-    let expected: Vec<ReleasedCell> = serde_json::from_value(listed).map_err(|e| Error::Notebook {
-        path: path.display().to_string(),
-        cell: "metadata.sgm.cells".into(),
-        why: format!(
-            "not a copy of a homework release as `sgm release` writes it now (the list of its cells is missing or damaged: {e}); a copy of an older release: start from the current one"
-        ),
+    let expected: Vec<ReleasedCell> = serde_json::from_value(listed).map_err(|e| {
+        let why = if is_source(path, notebook) {
+            "the assignment's source (it holds solutions or hidden checks), not a student's copy of its release: \
+             validation checks copies of the release"
+                .to_string()
+        } else {
+            format!(
+                "not a copy of a homework release as `sgm release` writes it now (the list of its cells is missing or damaged: {e}); a copy of an older release: start from the current one"
+            )
+        };
+        Error::Notebook {
+            path: path.display().to_string(),
+            cell: "metadata.sgm.cells".into(),
+            why,
+        }
     })?;
     let expected: Vec<(usize, ReleasedCell)> = expected.into_iter().enumerate().collect();
     Ok(check_submission(&expected, notebook))
+}
+
+/// Whether `notebook` is an assignment's source ([`Assignment::holds_solutions`]).
+pub fn is_source(path: &Path, notebook: &Value) -> bool {
+    Assignment::from_notebook(path, notebook.clone()).is_ok_and(|a| a.holds_solutions())
 }
 
 fn clear_outputs(cell: &mut Value) {

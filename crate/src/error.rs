@@ -135,6 +135,11 @@ pub enum Error {
         why: String,
     },
 
+    /// A student's saved homework notebook that grading would not take as it is: `problems`
+    /// findings of [`crate::assignment::validate`], listed where the check ran.
+    #[error("{path}: not ready to submit: {problems} problem(s), listed above; fix them, save the notebook and check again")]
+    NotReady { path: String, problems: usize },
+
     /// A device name other than `cpu`, `cuda` or `cuda:N` (case-insensitive), as read from
     /// `SGM_DEVICE` by [`crate::device::parse_device_request`].
     #[error("device {value:?} (SGM_DEVICE): expected cpu, cuda or cuda:N (case-insensitive)")]

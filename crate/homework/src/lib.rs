@@ -13,6 +13,7 @@ pub use sgm::device::{describe as describe_device, device};
 pub use sgm::notebook::report_failed_cells;
 pub use sgm::tch;
 pub use sgm::{Error, Result};
+pub use submission::validate;
 
 /// Data sets, as the homework loads them.
 pub mod data {
@@ -103,6 +104,153 @@ pub mod checks {
             Ok(())
         } else {
             Err(message.into())
+        }
+    }
+}
+
+/// The check a student runs before submitting, from the notebook's last cell: what
+/// `sgm validate` says about the notebook as saved.
+pub mod submission {
+    use sgm::assignment::{self, Finding};
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    /// Set by the grader in its kernels' environment: the submission is checked there anyway
+    /// (the report's notes), and the notebook file is not the kernel's to read.
+    pub const GRADING_ENV: &str = "SGM_GRADING";
+
+    /// Set by Jupyter's server (`jupyter_server`) in a kernel's environment: the path of the
+    /// notebook the kernel was started for, absolute or relative to the server's root.
+    pub const SESSION_ENV: &str = "JPY_SESSION_NAME";
+
+    /// What checking a saved notebook found.
+    #[derive(Debug, Clone)]
+    pub struct Validation {
+        /// The file checked.
+        pub path: PathBuf,
+        /// How long ago it was saved, where the file system says.
+        pub saved_ago: Option<Duration>,
+        /// The findings of [`assignment::validate`]: none when it is ready to submit.
+        pub findings: Vec<Finding>,
+        /// The assignment's source rather than a copy of the release: nothing to check.
+        pub source: bool,
+    }
+
+    impl Validation {
+        /// Whether grading takes the notebook as it is.
+        pub fn ready(&self) -> bool {
+            self.findings.is_empty()
+        }
+    }
+
+    impl std::fmt::Display for Validation {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let name = self.path.display();
+            if self.source {
+                return write!(
+                    f,
+                    "{name} is the assignment's source (it holds the solutions and hidden checks): students check their copy of the release; nothing to check here"
+                );
+            }
+            match self.saved_ago {
+                Some(ago) => writeln!(f, "Checked {name} as saved {} ago (edits since are not in it: save, then run this cell again).", ago_text(ago))?,
+                None => writeln!(f, "Checked {name} as saved.")?,
+            }
+            for finding in &self.findings {
+                writeln!(f, "- {}", finding.text)?;
+            }
+            if self.ready() {
+                write!(
+                    f,
+                    "Ready: every answer cell is answered, and grading leaves nothing out."
+                )
+            } else {
+                write!(f, "Not ready: {} problem(s).", self.findings.len())
+            }
+        }
+    }
+
+    fn ago_text(ago: Duration) -> String {
+        match ago.as_secs() {
+            s if s < 120 => format!("{s} s"),
+            s if s < 7200 => format!("{} min", s / 60),
+            s if s < 2 * 86400 => format!("{} h", s / 3600),
+            s => format!("{} days", s / 86400),
+        }
+    }
+
+    /// Checks the notebook saved at `path`: [`assignment::validate`], which lists answer cells
+    /// still as released or missing, answers holding evcxr commands, locked cells edited,
+    /// cells added and ids two cells share. The assignment's source gives a [`Validation`]
+    /// with `source` set and no findings.
+    pub fn validate_file(path: &Path) -> sgm::Result<Validation> {
+        let notebook = assignment::read_notebook(path)?;
+        let saved_ago = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        let listed = notebook["metadata"]["sgm"].get("cells").is_some();
+        if !listed && assignment::is_source(path, &notebook) {
+            return Ok(Validation {
+                path: path.into(),
+                saved_ago,
+                findings: Vec::new(),
+                source: true,
+            });
+        }
+        Ok(Validation {
+            path: path.into(),
+            saved_ago,
+            findings: assignment::validate(path, &notebook)?,
+            source: false,
+        })
+    }
+
+    /// The notebook this kernel was started for, from [`SESSION_ENV`] ([`session_notebook`]).
+    pub fn this_notebook() -> Option<PathBuf> {
+        let given = std::env::var_os(SESSION_ENV).filter(|v| !v.is_empty())?;
+        Some(session_notebook(Path::new(&given)))
+    }
+
+    /// The notebook a Jupyter session path `given` names, seen from this process's folder: as
+    /// given when it is absolute or names a file from here, else its file name here when that
+    /// exists (Jupyter starts a kernel in its notebook's folder and may give the path from the
+    /// server's root), else as given (reading it then says it is missing).
+    pub fn session_notebook(given: &Path) -> PathBuf {
+        if given.is_absolute() || given.exists() {
+            return given.into();
+        }
+        let here = given.file_name().map(PathBuf::from).filter(|p| p.exists());
+        here.unwrap_or_else(|| given.into())
+    }
+
+    /// The check cell's body: prints the [`Validation`] of this notebook as saved and fails
+    /// ([`sgm::Error::NotReady`]) when grading would not take it as it is. It only prints a
+    /// line where there is nothing to read: in the grader's kernels ([`GRADING_ENV`]), and
+    /// where the kernel was not told its notebook's path (not started by a Jupyter server).
+    pub fn validate() -> sgm::Result<()> {
+        if std::env::var_os(GRADING_ENV).is_some() {
+            println!(
+                "Grading checks the submission itself: its notes are at the top of the feedback."
+            );
+            return Ok(());
+        }
+        let Some(path) = this_notebook() else {
+            println!(
+                "This kernel was not told which notebook it runs (JupyterLab and Jupyter Notebook tell it; {SESSION_ENV} is not set): \
+                 check the saved notebook from a terminal with `sgm validate NOTEBOOK`."
+            );
+            return Ok(());
+        };
+        let validation = validate_file(&path)?;
+        println!("{validation}");
+        if validation.ready() {
+            Ok(())
+        } else {
+            Err(sgm::Error::NotReady {
+                path: path.display().to_string(),
+                problems: validation.findings.len(),
+            })
         }
     }
 }
