@@ -117,7 +117,7 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
 
 /// `sgm validate` on the committed release: each answer cell is named as not answered yet,
 /// exit 1; a student's copy with every answer filled in is ready (exit 0); the source, which
-/// is no release, is a one-line error.
+/// is no release, is a one-line error that says it is the source.
 #[test]
 fn validate_checks_a_students_copy_of_the_release() {
     let homework = Path::new(env!("CARGO_MANIFEST_DIR")).join("notebooks/homework");
@@ -165,7 +165,87 @@ fn validate_checks_a_students_copy_of_the_release() {
 
     let source = homework.join("source/hw5_score_matching.ipynb");
     let out = sgm(&["validate", source.to_str().unwrap()]);
-    assert_one_line_error(&out, "not a copy of a homework release");
+    assert_one_line_error(
+        &out,
+        "the assignment's source (it holds solutions or hidden checks), not a student's copy",
+    );
+}
+
+/// Submissions collected one folder per student (`subs/<student>/hw5.ipynb`) share a file
+/// name: `sgm grade` refuses them before grading anything, and names their reports after their
+/// folders with `--names folder`; a submission named like a file `sgm grade` writes itself
+/// (`manual`, the answers pages' folder) is refused. Unreadable notebooks are graded without a
+/// kernel (every task 0 with the reason), so this runs in seconds.
+#[test]
+fn grade_names_reports_by_file_or_by_folder() {
+    let dir = tmpdir("grade-names");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("notebooks/homework/source/hw5_score_matching.ipynb");
+    let mut subs = Vec::new();
+    for student in ["alice", "bob.smith"] {
+        std::fs::create_dir_all(dir.join(student)).unwrap();
+        let path = dir.join(student).join("hw5.ipynb");
+        std::fs::write(&path, "not a notebook").unwrap();
+        subs.push(path.to_str().unwrap().to_string());
+    }
+    let out = dir.join("graded");
+    let grade = |extra: &[&str], subs: &[String]| {
+        let mut args = vec!["grade", "--assignment", source.to_str().unwrap()];
+        args.extend(["--out", out.to_str().unwrap(), "--no-sandbox"]);
+        args.extend(extra);
+        args.extend(subs.iter().map(String::as_str));
+        sgm(&args)
+    };
+    let refused = grade(&[], &subs);
+    assert_one_line_error(
+        &refused,
+        "hw5.ipynb would both be named hw5 (rename one, or --names folder where each is in a folder of its own)",
+    );
+    assert!(!out.exists(), "nothing is written before grading starts");
+
+    let graded = grade(&["--names", "folder"], &subs);
+    let text = String::from_utf8_lossy(&graded.stdout);
+    assert!(
+        graded.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&graded.stderr)
+    );
+    for name in ["alice", "bob.smith"] {
+        let report: Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(name).join("report.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(report["submission"], name);
+        assert_eq!(report["total"], 0);
+        let notes = report["notes"].as_array().unwrap();
+        assert!(
+            notes.len() == 1
+                && notes[0]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("the submission could not be read"),
+            "{report}"
+        );
+    }
+    let csv = std::fs::read_to_string(out.join("grades.csv")).unwrap();
+    let rows: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(rows, ["alice", "bob.smith"], "{csv}");
+
+    let page = out.join("manual/task1.problem1.derivation.html");
+    let answers = std::fs::read_to_string(&page).unwrap();
+    std::fs::create_dir_all(dir.join("manual")).unwrap();
+    let odd = dir.join("manual").join("hw5.ipynb");
+    std::fs::write(&odd, "{").unwrap();
+    let refused = grade(&["--names", "folder"], &[odd.to_str().unwrap().to_string()]);
+    assert_one_line_error(
+        &refused,
+        "a submission named manual would take the place of",
+    );
+    assert_eq!(std::fs::read_to_string(&page).unwrap(), answers);
 }
 
 #[test]

@@ -285,8 +285,9 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
 /// `sgm grade --rescore` runs nothing: `sgm grade` left a row without points in manual.csv
 /// for each submission's derivations; the instructor fills some in (one with a comment holding
 /// a comma, one for a submission that has no report, which is named and not applied), and the
-/// reports, grades.csv, feedback and answer pages follow; a row it cannot take fails the
-/// command with one line naming it and changes no report. Returns the rows filled in.
+/// reports, grades.csv, feedback and answer pages follow, once the folder's lock (held by a
+/// grading run) is free; a row it cannot take fails the command with one line naming it and
+/// changes no report. Returns the rows filled in.
 fn grade_derivations_by_hand(out: &Path, faults_a: &Report) -> String {
     let manual = out.join("manual.csv");
     let text = std::fs::read_to_string(&manual).unwrap();
@@ -321,17 +322,38 @@ fn grade_derivations_by_hand(out: &Path, faults_a: &Report) -> String {
             "release,task1.problem2.derivation,1,,",
         ) + "ghost,task1.problem1.derivation,2,\n";
     std::fs::write(&manual, &filled).unwrap();
-    let rescore = || {
-        Command::new(sgm_bin())
+    let rescore_command = || {
+        let mut command = Command::new(sgm_bin());
+        command
             .args(["grade", "--assignment"])
             .arg(source_path())
             .arg("--out")
             .arg(out)
-            .arg("--rescore")
-            .output()
-            .expect("sgm runs")
+            .arg("--rescore");
+        command
     };
-    let output = rescore();
+    let rescore = || rescore_command().output().expect("sgm runs");
+    // While a grading run holds the folder (its lock, held as it writes a report), the rescore
+    // waits: it neither reads a report about to be replaced nor writes beside it.
+    let lock = std::fs::File::create(out.join(".grade.lock")).unwrap();
+    lock.lock().unwrap();
+    let before = std::fs::read_to_string(out.join("source/report.json")).unwrap();
+    let mut waiting = rescore_command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sgm runs");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "the rescore ran while the folder was locked"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("source/report.json")).unwrap(),
+        before
+    );
+    drop(lock);
+    let output = waiting.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(

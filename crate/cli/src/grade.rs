@@ -74,10 +74,28 @@ pub struct GradeArgs {
     /// DIR/*/report.json and rebuild their feedback and DIR/grades.csv.
     #[arg(long, conflicts_with = "submissions")]
     rescore: bool,
-    /// The submitted notebooks (.ipynb). Their file names (without .ipynb) name the reports.
+    /// What names each submission's report (DIR/<name>/) and its rows in grades.csv and
+    /// manual.csv: `file`, its file name without .ipynb; `folder`, the folder it is in (one
+    /// folder per student: submissions/<student>/hw5.ipynb).
+    #[arg(long, value_enum, default_value_t = NameBy::File)]
+    names: NameBy,
+    /// The submitted notebooks (.ipynb).
     #[arg(required_unless_present = "rescore")]
     submissions: Vec<PathBuf>,
 }
+
+/// What names a submission ([`GradeArgs::names`]).
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NameBy {
+    /// Its file name without the extension.
+    File,
+    /// The name of the folder it is in.
+    Folder,
+}
+
+/// What `sgm grade` itself writes in DIR beside the submissions' folders: no submission may
+/// be named so.
+const RESERVED: [&str; 3] = ["manual", "manual.csv", "grades.csv"];
 
 fn root() -> PathBuf {
     std::env::var_os("SGM_ROOT")
@@ -128,13 +146,21 @@ pub fn release(args: &ReleaseArgs) -> CliResult<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A folder name for a submission: its file stem, made a [`safe_name`].
-fn submission_name(path: &Path) -> String {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "submission".into());
-    safe_name(&stem)
+/// A folder name for a submission: its file stem or its folder's name ([`NameBy`]), made a
+/// [`safe_name`].
+fn submission_name(path: &Path, by: NameBy) -> String {
+    let name = match by {
+        NameBy::File => path.file_stem().map(|s| s.to_string_lossy().into_owned()),
+        NameBy::Folder => path
+            .canonicalize()
+            .or_else(|_| std::path::absolute(path))
+            .ok()
+            .and_then(|p| {
+                let folder = p.parent()?.file_name()?;
+                Some(folder.to_string_lossy().into_owned())
+            }),
+    };
+    safe_name(&name.unwrap_or_else(|| "submission".into()))
 }
 
 /// `text` as a file name: anything but [A-Za-z0-9._-] replaced, no leading dot.
@@ -156,6 +182,11 @@ fn safe_name(text: &str) -> String {
     }
 }
 
+/// Seconds since `start`, to a tenth.
+fn seconds_since(start: Instant) -> f64 {
+    (start.elapsed().as_secs_f64() * 10.0).round() / 10.0
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> sgm::Error + '_ {
     move |source| sgm::Error::Io {
         path: path.display().to_string(),
@@ -167,7 +198,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> sgm::Error + '_ {
 /// costs points), only for the grader's own faults.
 fn grade_one(source: &Assignment, path: &Path, out: &Path, args: &GradeArgs) -> CliResult<Report> {
     let start = Instant::now();
-    let name = submission_name(path);
+    let name = submission_name(path, args.names);
     let dir = out.join(&name);
     let grading_dir = out.join(".grading").join(&name);
     {
@@ -191,9 +222,10 @@ fn grade_one(source: &Assignment, path: &Path, out: &Path, args: &GradeArgs) -> 
             for t in report.tasks.iter_mut().filter(|t| !t.pending) {
                 t.message = why.clone();
             }
-            // Its tasks graded by hand stay pending (0 points to give) as with --rescore.
-            report.notes.push(why);
-            report.seconds = start.elapsed().as_secs_f64();
+            // Its tasks graded by hand stay pending (0 points to give) as with --rescore. The
+            // reason is the one note (not every answer cell "missing" from no notebook).
+            report.notes = vec![why];
+            report.seconds = seconds_since(start);
             let _lock = lock_folder(out)?;
             apply_current_rows(source, out, &mut report);
             write_report(&dir, &report)?;
@@ -260,7 +292,7 @@ fn grade_one(source: &Assignment, path: &Path, out: &Path, args: &GradeArgs) -> 
     let text = std::fs::read_to_string(&outcomes_path).map_err(io_err(&outcomes_path))?;
     let outcomes: Vec<CellOutcome> = serde_json::from_str(&text).map_err(sgm::Error::from)?;
     let mut report = assignment::score(source, &name, &grading, &executed, &outcomes);
-    report.seconds = (start.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    report.seconds = seconds_since(start);
     // The report and its feedback under the lock, with the rows as they are then: a --rescore
     // beside it neither overwrites them with older ones nor misses them.
     let lock = lock_folder(out)?;
@@ -614,12 +646,27 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
     }
     byte_size("--memory", &args.memory)?;
     byte_size("--disk", &args.disk)?;
-    let mut names = std::collections::HashSet::new();
+    let mut names = std::collections::HashMap::new();
     for s in &args.submissions {
-        if !names.insert(submission_name(s)) {
+        let name = submission_name(s, args.names);
+        if RESERVED.contains(&name.as_str()) {
             return Err(CliError::Usage(format!(
-                "two submissions share the name {} (rename one)",
-                submission_name(s)
+                "{}: a submission named {name} would take the place of {}, which sgm grade writes itself (rename it)",
+                s.display(),
+                args.out.join(&name).display()
+            )));
+        }
+        if let Some(other) = names.insert(name.clone(), s) {
+            let hint = match args.names {
+                NameBy::File => {
+                    "rename one, or --names folder where each is in a folder of its own"
+                }
+                NameBy::Folder => "one folder per submission, or --names file",
+            };
+            return Err(CliError::Usage(format!(
+                "{} and {} would both be named {name} ({hint})",
+                other.display(),
+                s.display()
             )));
         }
     }
