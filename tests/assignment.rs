@@ -558,7 +558,10 @@ fn the_release_checks_itself_as_saved() {
     let err = validate_file(Path::new("gone/renamed.ipynb"))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("gone/renamed.ipynb"), "{err}");
+    assert!(
+        err.contains("gone/renamed.ipynb") && err.contains("restart the kernel"),
+        "{err}"
+    );
 }
 
 /// The executed grading notebook as the kernel would return it: `reports` maps a graded cell

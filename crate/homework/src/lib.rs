@@ -184,6 +184,15 @@ pub mod submission {
     /// cells added and ids two cells share. The assignment's source gives a [`Validation`]
     /// with `source` set and no findings.
     pub fn validate_file(path: &Path) -> sgm::Result<Validation> {
+        if !path.exists() {
+            return Err(sgm::Error::Notebook {
+                path: path.display().to_string(),
+                cell: "file".into(),
+                why: "no such file: a notebook renamed or moved after its kernel started is checked under its old name; \
+                      restart the kernel, or run `sgm validate NOTEBOOK` in a terminal"
+                    .into(),
+            });
+        }
         let notebook = assignment::read_notebook(path)?;
         let saved_ago = std::fs::metadata(path)
             .and_then(|m| m.modified())
