@@ -5,7 +5,8 @@
 //! `sgm grade` in bubblewrap. Each check passes only when its attempt fails, so a sandbox that
 //! mounts too much, shares the network or the PID namespace loses that check's point. And
 //! submissions that flood their output (the grader must cut it without changing a score), fill
-//! the disk, or start processes and memory past the limits of their cgroup.
+//! the disk, or start processes and memory past the limits of their cgroup; and an instructor's
+//! `manual.csv` saved half-way while a submission runs.
 
 use serde_json::{json, Value};
 use sgm::assignment::{self, Report, FIRST_CELL};
@@ -796,4 +797,104 @@ fn without_the_sandbox_each_kernel_works_in_a_folder_of_its_own() {
         .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "run folders left: {left:?}");
+}
+
+/// An instructor who saves `manual.csv` half-way while a submission runs loses nothing: the
+/// report is written with its task graded by hand pending (stderr says why), `grades.csv` is
+/// rebuilt with it, `manual.csv` is left as the instructor has it, and the command fails with
+/// one line saying so; once the file reads, `--rescore` applies its points.
+#[test]
+fn a_manual_csv_saved_half_way_during_grading_loses_nothing() {
+    let _side_by_side = CORES.read().unwrap_or_else(|e| e.into_inner());
+    let dir = tmpdir("manual-mid-run");
+    let out = dir.join("graded");
+    let proof = json!({"cell_type": "markdown", "id": "proof", "source":
+        "<!-- BEGIN SOLUTION -->\nBy parts; the boundary term vanishes.\n<!-- END SOLUTION -->",
+        "metadata": {"sgm": {"grade": "proof", "points": 2, "manual": true}}});
+    // The cell the test waits for: it says it started, then runs long enough for the edit.
+    let slow = "std::fs::write(\"started\", b\"\").unwrap();\n\
+                std::thread::sleep(std::time::Duration::from_secs(20));";
+    let cells = vec![
+        code("first", FIRST_CELL, None),
+        proof,
+        code("slow", slow, None),
+        code("ran", &check("ran", "ensure(true, \"\")?;"), Some("ran")),
+    ];
+    let source = source_path(&dir, "manual-mid-run");
+    assignment::write_notebook(&source, &notebook(cells.clone())).unwrap();
+    let submission = dir.join("half.ipynb");
+    assignment::write_notebook(&submission, &notebook(cells)).unwrap();
+    let sgm = |extra: &[&str]| {
+        let mut command = Command::new(sgm_bin());
+        command
+            .args(["grade", "--assignment"])
+            .arg(&source)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .env("SGM_DEVICE", "cpu");
+        command
+    };
+    let grading = sgm(&["--cell-timeout", "120"])
+        .arg(&submission)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sgm runs");
+    let started = out.join("half/work/started");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow cell never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let manual = out.join("manual.csv");
+    let header = "submission,task,points,comment,answer\n";
+    let half = format!("{header}half,pro");
+    std::fs::write(&manual, &half).unwrap();
+    let output = grading.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("sgm grade: half: ")
+            && stderr.contains(
+                "its tasks graded by hand are left pending (run --rescore once the file reads)"
+            ),
+        "{stderr}"
+    );
+    let last = stderr.trim_end().lines().last().unwrap();
+    assert!(
+        last.starts_with("sgm: error: ")
+            && last.contains("manual.csv is left as it is, without the new rows; grades.csv and the answer pages are rebuilt"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&manual).unwrap(), half);
+    let report = |out: &Path| -> Report {
+        let text = std::fs::read_to_string(out.join("half/report.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let task = |r: &Report, id: &str| r.tasks.iter().find(|t| t.id == id).unwrap().clone();
+    let graded = report(&out);
+    assert!(task(&graded, "proof").pending, "{:#?}", graded.tasks);
+    assert_eq!(task(&graded, "ran").points, 1, "{:#?}", graded.tasks);
+    let grades = std::fs::read_to_string(out.join("grades.csv")).unwrap();
+    assert!(grades.contains("\nhalf,,1,1,3\n"), "{grades}");
+
+    // Saved in full: the rescore applies it.
+    std::fs::write(&manual, format!("{header}half,proof,1,Clear.,\n")).unwrap();
+    let output = sgm(&["--rescore"]).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rescored = report(&out);
+    assert_eq!(
+        (task(&rescored, "proof").points, rescored.total),
+        (1, 2),
+        "{:#?}",
+        rescored.tasks
+    );
 }

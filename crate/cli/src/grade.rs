@@ -476,12 +476,18 @@ fn lock_folder(out: &Path) -> CliResult<std::fs::File> {
 }
 
 /// What every report in `out` feeds, rebuilt from them (under [`lock_folder`]): manual.csv's
-/// rows, the answer pages and grades.csv.
+/// rows, the answer pages and grades.csv. A manual.csv that does not read (an instructor
+/// saving it half-way) is left as it is, the rest is rebuilt, and the error says so.
 fn write_shared(source: &Assignment, out: &Path) -> CliResult<(Option<PathBuf>, PathBuf)> {
     let reports = read_reports(source, out)?;
-    let manual = update_manual_rows(source, out, &reports)?;
+    let manual = update_manual_rows(source, out, &reports);
     write_answer_pages(source, out, &reports)?;
     let grades = write_grades(source, out, &reports)?;
+    let manual = manual.map_err(|e| {
+        CliError::Usage(format!(
+            "{e} (manual.csv is left as it is, without the new rows; grades.csv and the answer pages are rebuilt: fix the file, then run --rescore)"
+        ))
+    })?;
     Ok((manual, grades))
 }
 
@@ -721,18 +727,21 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
     let mut results = results.into_inner().expect("no panics while held");
     results.sort_by_key(|(i, _)| *i);
     let lock = lock_folder(&args.out)?;
-    let (manual_path, grades) = write_shared(&source, &args.out)?;
+    let shared = write_shared(&source, &args.out);
     drop(lock);
-    let failed: Vec<String> = results
+    let mut failed: Vec<String> = results
         .into_iter()
         .filter_map(|(_, r)| r.err().map(|e| e.to_string()))
         .collect();
-    if failed.is_empty() {
-        println!("{}", json!({"grades": grades, "manual": manual_path}));
-        Ok(ExitCode::SUCCESS)
-    } else {
-        Err(CliError::Usage(failed.join("; ")))
+    match shared {
+        Ok((manual_path, grades)) if failed.is_empty() => {
+            println!("{}", json!({"grades": grades, "manual": manual_path}));
+            return Ok(ExitCode::SUCCESS);
+        }
+        Ok(_) => {}
+        Err(e) => failed.push(e.to_string()),
     }
+    Err(CliError::Usage(failed.join("; ")))
 }
 
 #[cfg(test)]
