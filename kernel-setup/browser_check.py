@@ -563,9 +563,10 @@ def drive_lab(page, server, name, cells, target, names, first_cell_timeout, cell
 VALIDATE_CALL = "sgm_homework::validate()"
 
 
-def run_cell(page, index, limit):
+def run_cell(page, index, limit, until=None):
     """Selects cell `index` (command mode), runs it with Shift+Enter and waits for a new
-    execution count; returns the text of its outputs."""
+    execution count, then (outputs and the reply travel apart) up to 10 s more until its
+    outputs' text satisfies `until`; returns that text."""
     before = cell_prompt(page, index)
     page.evaluate(f"(i) => ({CELLS_JS})()[i].scrollIntoView()", index)
     page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").nth(index).locator(".jp-InputPrompt").click()
@@ -580,17 +581,23 @@ def run_cell(page, index, limit):
             raise CheckFailed(f"cell {index + 1} still shows {prompt!r} after {limit}s")
         page.wait_for_timeout(250)
     log(f"    cell {index + 1} {prompt} ran in {time.monotonic() - started:.1f}s")
-    return page.evaluate(
-        f"(i) => [...({CELLS_JS})()[i].querySelectorAll('.jp-OutputArea-output')].map(o => o.innerText).join('\\n')",
-        index,
-    )
+    settled = time.monotonic() + 10
+    while True:
+        text = page.evaluate(
+            f"(i) => [...({CELLS_JS})()[i].querySelectorAll('.jp-OutputArea-output')].map(o => o.innerText).join('\\n')",
+            index,
+        )
+        if until is None or until(text) or time.monotonic() > settled:
+            return text
+        page.wait_for_timeout(250)
 
 
 def drive_validate(page, server, name, index, answers, changed, limit):
     """The release's last cell, `sgm_homework::validate()`, run twice: on the notebook as
     served (every answer cell unanswered, and the cells the copy `changed` edited), then after
     a cell is added and the notebook saved."""
-    text = run_cell(page, index, limit)
+    done = lambda text: "Ready" in text or "Not ready:" in text  # noqa: E731
+    text = run_cell(page, index, limit, done)
     log(f"    validate cell output: {text.strip()[:600]!r}")
     unanswered = text.count("not answered yet")
     if name not in text:
@@ -615,7 +622,7 @@ def drive_validate(page, server, name, index, answers, changed, limit):
         if time.monotonic() > deadline:
             raise CheckFailed("the notebook was not saved 30 s after Ctrl+S")
         page.wait_for_timeout(250)
-    text = run_cell(page, index, limit)
+    text = run_cell(page, index, limit, done)
     log(f"    validate cell output after adding a cell and saving: {text.strip()[:600]!r}")
     if "is not in the assignment and is left out" not in text or f"Not ready: {problems + 1} problem(s)" not in text:
         raise CheckFailed(f"after a cell was added and saved, the validate cell does not name it: {text[:600]!r}")
