@@ -174,8 +174,10 @@ fn validate_checks_a_students_copy_of_the_release() {
 /// Submissions collected one folder per student (`subs/<student>/hw5.ipynb`) share a file
 /// name: `sgm grade` refuses them before grading anything, and names their reports after their
 /// folders with `--names folder`; a submission named like a file `sgm grade` writes itself
-/// (`manual`, the answers pages' folder) is refused. Unreadable notebooks are graded without a
-/// kernel (every task 0 with the reason), so this runs in seconds.
+/// (`manual`, the answers pages' folder; names compared without case), the same file twice,
+/// and a submission inside the `--out` folder (which grading clears) are refused; a link is
+/// named by its own folder. Unreadable notebooks are graded without a kernel (every task 0
+/// with the reason), so this runs in seconds.
 #[test]
 fn grade_names_reports_by_file_or_by_folder() {
     let dir = tmpdir("grade-names");
@@ -203,6 +205,30 @@ fn grade_names_reports_by_file_or_by_folder() {
     );
     assert!(!out.exists(), "nothing is written before grading starts");
 
+    // Alice twice, and Alice beside alice: one folder on a case-insensitive file system.
+    let twice = [subs[0].clone(), subs[0].clone()];
+    assert_one_line_error(
+        &grade(&["--names", "folder"], &twice),
+        "would both be named alice (the same file given twice)",
+    );
+    std::fs::create_dir_all(dir.join("Alice")).unwrap();
+    std::fs::write(dir.join("Alice/hw5.ipynb"), "{").unwrap();
+    let cased = [
+        subs[0].clone(),
+        dir.join("Alice/hw5.ipynb").display().to_string(),
+    ];
+    assert_one_line_error(
+        &grade(&["--names", "folder"], &cased),
+        "would both be named Alice (one folder per submission, or --names file)",
+    );
+    // A link is named by the folder it is in, not by its target's.
+    std::fs::create_dir_all(dir.join("store")).unwrap();
+    std::fs::write(dir.join("store/8f3a.ipynb"), "[]").unwrap();
+    std::fs::create_dir_all(dir.join("carol")).unwrap();
+    std::os::unix::fs::symlink(dir.join("store/8f3a.ipynb"), dir.join("carol/hw5.ipynb")).unwrap();
+    subs.push(dir.join("carol/hw5.ipynb").display().to_string());
+    assert!(!out.exists(), "nothing is written before grading starts");
+
     let graded = grade(&["--names", "folder"], &subs);
     let text = String::from_utf8_lossy(&graded.stdout);
     assert!(
@@ -210,7 +236,7 @@ fn grade_names_reports_by_file_or_by_folder() {
         "{text}{}",
         String::from_utf8_lossy(&graded.stderr)
     );
-    for name in ["alice", "bob.smith"] {
+    for name in ["alice", "bob.smith", "carol"] {
         let report: Value = serde_json::from_str(
             &std::fs::read_to_string(out.join(name).join("report.json")).unwrap(),
         )
@@ -233,7 +259,7 @@ fn grade_names_reports_by_file_or_by_folder() {
         .skip(1)
         .map(|l| l.split(',').next().unwrap())
         .collect();
-    assert_eq!(rows, ["alice", "bob.smith"], "{csv}");
+    assert_eq!(rows, ["alice", "bob.smith", "carol"], "{csv}");
 
     let page = out.join("manual/task1.problem1.derivation.html");
     let answers = std::fs::read_to_string(&page).unwrap();
@@ -246,6 +272,17 @@ fn grade_names_reports_by_file_or_by_folder() {
         "a submission named manual would take the place of",
     );
     assert_eq!(std::fs::read_to_string(&page).unwrap(), answers);
+
+    // A submission kept in the --out folder (here alice's report folder, which grading clears
+    // first) is refused, as given or through a link, and stays where it is.
+    let kept = out.join("alice/hw5.ipynb");
+    std::fs::write(&kept, "{").unwrap();
+    std::os::unix::fs::symlink(out.join("alice"), dir.join("via")).unwrap();
+    for given in [kept.clone(), dir.join("via/hw5.ipynb")] {
+        let refused = grade(&["--names", "folder"], &[given.display().to_string()]);
+        assert_one_line_error(&refused, "a submission inside the --out folder");
+        assert!(kept.exists());
+    }
 }
 
 #[test]

@@ -362,7 +362,10 @@ fn grade_derivations_by_hand(out: &Path, faults_a: &Report) -> String {
         waiting.try_wait().unwrap().is_none(),
         "the rescore ran while the folder was locked"
     );
-    assert!(written() == before, "the rescore wrote while the folder was locked");
+    assert!(
+        written() == before,
+        "the rescore wrote while the folder was locked"
+    );
     drop(lock);
     let output = waiting.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

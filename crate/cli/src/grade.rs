@@ -147,20 +147,35 @@ pub fn release(args: &ReleaseArgs) -> CliResult<ExitCode> {
 }
 
 /// A folder name for a submission: its file stem or its folder's name ([`NameBy`]), made a
-/// [`safe_name`].
+/// [`safe_name`]. The folder is the one the path names (a link is named by the folder it is
+/// in, not by its target's); `..` at its end is resolved.
 fn submission_name(path: &Path, by: NameBy) -> String {
     let name = match by {
         NameBy::File => path.file_stem().map(|s| s.to_string_lossy().into_owned()),
-        NameBy::Folder => path
-            .canonicalize()
-            .or_else(|_| std::path::absolute(path))
-            .ok()
-            .and_then(|p| {
-                let folder = p.parent()?.file_name()?;
-                Some(folder.to_string_lossy().into_owned())
-            }),
+        NameBy::Folder => std::path::absolute(path).ok().and_then(|p| {
+            let parent = p.parent()?;
+            let folder = match parent.file_name() {
+                Some(name) => name.to_owned(),
+                None => parent.canonicalize().ok()?.file_name()?.to_owned(),
+            };
+            Some(folder.to_string_lossy().into_owned())
+        }),
     };
     safe_name(&name.unwrap_or_else(|| "submission".into()))
+}
+
+/// Whether `path` lies in the folder `out` (as given or with links resolved): grading a
+/// submission clears `out/<name>/`, which could hold it.
+fn inside(path: &Path, out: &Path) -> bool {
+    let lexical = match (std::path::absolute(path), std::path::absolute(out)) {
+        (Ok(p), Ok(o)) => p.starts_with(o),
+        _ => false,
+    };
+    let resolved = match (path.canonicalize(), out.canonicalize()) {
+        (Ok(p), Ok(o)) => p.starts_with(o),
+        _ => false,
+    };
+    lexical || resolved
 }
 
 /// `text` as a file name: anything but [A-Za-z0-9._-] replaced, no leading dot.
@@ -485,7 +500,7 @@ fn write_shared(source: &Assignment, out: &Path) -> CliResult<(Option<PathBuf>, 
     let grades = write_grades(source, out, &reports)?;
     let manual = manual.map_err(|e| {
         CliError::Usage(format!(
-            "{e} (manual.csv is left as it is, without the new rows; grades.csv and the answer pages are rebuilt: fix the file, then run --rescore)"
+            "{e} (manual.csv is left as it is, without the new rows; grades.csv and the answer pages are rebuilt: once it reads, run --rescore)"
         ))
     })?;
     Ok((manual, grades))
@@ -652,18 +667,29 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
     }
     byte_size("--memory", &args.memory)?;
     byte_size("--disk", &args.disk)?;
-    let mut names = std::collections::HashMap::new();
+    // Names compared without case: a folder `Manual` or two reports `Bob` and `bob` would be
+    // one folder on a case-insensitive file system.
+    let mut names: std::collections::HashMap<String, &PathBuf> = std::collections::HashMap::new();
     for s in &args.submissions {
+        if inside(s, &args.out) {
+            return Err(CliError::Usage(format!(
+                "{}: a submission inside the --out folder {} (grading clears the folders there): keep submissions elsewhere",
+                s.display(),
+                args.out.display()
+            )));
+        }
         let name = submission_name(s, args.names);
-        if RESERVED.contains(&name.as_str()) {
+        if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
             return Err(CliError::Usage(format!(
                 "{}: a submission named {name} would take the place of {}, which sgm grade writes itself (rename it)",
                 s.display(),
                 args.out.join(&name).display()
             )));
         }
-        if let Some(other) = names.insert(name.clone(), s) {
+        if let Some(other) = names.insert(name.to_ascii_lowercase(), s) {
+            let same = matches!((other.canonicalize(), s.canonicalize()), (Ok(a), Ok(b)) if a == b);
             let hint = match args.names {
+                _ if same => "the same file given twice",
                 NameBy::File => {
                     "rename one, or --names folder where each is in a folder of its own"
                 }

@@ -184,12 +184,12 @@ pub mod submission {
     /// cells added and ids two cells share. The assignment's source gives a [`Validation`]
     /// with `source` set and no findings.
     pub fn validate_file(path: &Path) -> sgm::Result<Validation> {
-        if !path.exists() {
+        if !path.is_file() {
             return Err(sgm::Error::Notebook {
                 path: path.display().to_string(),
                 cell: "file".into(),
-                why: "no such file: a notebook renamed or moved after its kernel started is checked under its old name; \
-                      restart the kernel, or run `sgm validate NOTEBOOK` in a terminal"
+                why: "not a file here: the notebook this kernel was started for keeps that name until the kernel restarts \
+                      (after a rename or a move: restart the kernel), or run `sgm validate NOTEBOOK` in a terminal"
                     .into(),
             });
         }
