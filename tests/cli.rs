@@ -2,7 +2,7 @@
 //! runs, one-line errors with a non-zero exit on bad input, Ctrl-C saving a checkpoint, and
 //! the benchmark's JSON lines (with the PyTorch comparison).
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use sgm::experiment::{Dataset, Experiment, Method};
 use sgm_tests::{sgm_bin, tmpdir};
 use std::io::{BufRead, BufReader};
@@ -235,6 +235,26 @@ fn grade_names_reports_by_file_or_by_folder() {
         graded.status.success(),
         "{text}{}",
         String::from_utf8_lossy(&graded.stderr)
+    );
+    // The last line sums each task up: three submissions, none with a point; the derivations
+    // wait for their points by hand.
+    let tasks = json_line(&graded)["tasks"].clone();
+    let task = |id: &str| {
+        tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        task("task2.matcher"),
+        json!({"id": "task2.matcher", "max": 2, "graded": 3, "pending": 0, "full": 0, "mean": 0.0})
+    );
+    assert_eq!(
+        task("task1.problem1.derivation"),
+        json!({"id": "task1.problem1.derivation", "max": 2, "graded": 0, "pending": 3, "full": 0, "mean": null})
     );
     for name in ["alice", "bob.smith", "carol"] {
         let report: Value = serde_json::from_str(

@@ -257,6 +257,36 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
         message(&b, "task2.matcher")
     );
 
+    // The last line sums each task up over the four (their points as the tables above give).
+    let last: Value = serde_json::from_str(stdout.trim_end().lines().last().unwrap()).unwrap();
+    let summary = |id: &str| {
+        let t = last["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .unwrap();
+        (
+            t["graded"].clone(),
+            t["pending"].clone(),
+            t["full"].clone(),
+            t["mean"].clone(),
+        )
+    };
+    // task2.langevin (1 point): source 1, the others 0; task3.resnet (2): 2, 0, 1, 2.
+    assert_eq!(
+        summary("task2.langevin"),
+        (4.into(), 0.into(), 1.into(), 0.25.into())
+    );
+    assert_eq!(
+        summary("task3.resnet"),
+        (4.into(), 0.into(), 2.into(), 1.25.into())
+    );
+    assert_eq!(
+        summary("task1.problem1.derivation"),
+        (0.into(), 4.into(), 0.into(), Value::Null)
+    );
+
     // grades.csv: one row per submission, one column per task.
     let csv = std::fs::read_to_string(out.join("grades.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().collect();

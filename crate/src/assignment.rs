@@ -1783,3 +1783,51 @@ pub fn grades_csv(tasks: &[TaskMax], reports: &[Report]) -> Result<String> {
     });
     csv_text("grades.csv", std::iter::once(header).chain(rows), false)
 }
+
+/// One task across the graded submissions ([`task_summaries`]): what `sgm grade` ends by
+/// printing, so that a check nobody passes (a broken hidden check, a file missing at grading)
+/// stands out before the grades go out.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TaskSummary {
+    /// Task id.
+    pub id: String,
+    /// Its most points.
+    pub max: u32,
+    /// Submissions with points for it (not pending).
+    pub graded: usize,
+    /// Submissions whose points for it are still to be given by hand.
+    pub pending: usize,
+    /// Of those graded, the ones with all its points.
+    pub full: usize,
+    /// Their mean points, to a hundredth; none where none is graded.
+    pub mean: Option<f64>,
+}
+
+/// Each of `tasks` summed up over `reports` ([`TaskSummary`]); a task missing from a report
+/// counts 0 points, as in [`grades_csv`].
+pub fn task_summaries(tasks: &[TaskMax], reports: &[Report]) -> Vec<TaskSummary> {
+    tasks
+        .iter()
+        .map(|t| {
+            let found: Vec<Option<&TaskResult>> = reports
+                .iter()
+                .map(|r| r.tasks.iter().find(|x| x.id == t.id))
+                .collect();
+            let points: Vec<u32> = found
+                .iter()
+                .filter(|x| !x.is_some_and(|x| x.pending))
+                .map(|x| x.map_or(0, |x| x.points))
+                .collect();
+            let sum: u32 = points.iter().sum();
+            TaskSummary {
+                id: t.id.clone(),
+                max: t.max,
+                graded: points.len(),
+                pending: found.len() - points.len(),
+                full: points.iter().filter(|&&p| p == t.max).count(),
+                mean: (!points.is_empty())
+                    .then(|| (f64::from(sum) / points.len() as f64 * 100.0).round() / 100.0),
+            }
+        })
+        .collect()
+}

@@ -444,8 +444,8 @@ fn rescore(source: &Assignment, out: &Path) -> CliResult<ExitCode> {
             json!({"submission": report.submission, "total": report.total, "max": report.max})
         );
     }
-    let (manual_path, grades) = write_shared(source, out)?;
-    println!("{}", json!({"grades": grades, "manual": manual_path}));
+    let shared = write_shared(source, out)?;
+    println!("{}", json!(shared));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -493,7 +493,7 @@ fn lock_folder(out: &Path) -> CliResult<std::fs::File> {
 /// What every report in `out` feeds, rebuilt from them (under [`lock_folder`]): manual.csv's
 /// rows, the answer pages and grades.csv. A manual.csv that does not read (an instructor
 /// saving it half-way) is left as it is, the rest is rebuilt, and the error says so.
-fn write_shared(source: &Assignment, out: &Path) -> CliResult<(Option<PathBuf>, PathBuf)> {
+fn write_shared(source: &Assignment, out: &Path) -> CliResult<Shared> {
     let reports = read_reports(source, out)?;
     let manual = update_manual_rows(source, out, &reports);
     write_answer_pages(source, out, &reports)?;
@@ -503,7 +503,21 @@ fn write_shared(source: &Assignment, out: &Path) -> CliResult<(Option<PathBuf>, 
             "{e} (manual.csv is left as it is, without the new rows; grades.csv and the answer pages are rebuilt: once it reads, run --rescore)"
         ))
     })?;
-    Ok((manual, grades))
+    let all: Vec<Report> = reports.into_iter().map(|(_, r)| r).collect();
+    Ok(Shared {
+        grades,
+        manual,
+        tasks: assignment::task_summaries(&source.tasks(), &all),
+    })
+}
+
+/// What [`write_shared`] wrote, and each task over every report: the last line `sgm grade`
+/// prints.
+#[derive(serde::Serialize)]
+struct Shared {
+    grades: PathBuf,
+    manual: Option<PathBuf>,
+    tasks: Vec<assignment::TaskSummary>,
 }
 
 fn write_report(dir: &Path, report: &Report) -> CliResult<()> {
@@ -760,8 +774,8 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
         .filter_map(|(_, r)| r.err().map(|e| e.to_string()))
         .collect();
     match shared {
-        Ok((manual_path, grades)) if failed.is_empty() => {
-            println!("{}", json!({"grades": grades, "manual": manual_path}));
+        Ok(shared) if failed.is_empty() => {
+            println!("{}", json!(shared));
             return Ok(ExitCode::SUCCESS);
         }
         Ok(_) => {}
