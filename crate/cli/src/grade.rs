@@ -445,7 +445,10 @@ fn rescore(source: &Assignment, out: &Path) -> CliResult<ExitCode> {
         );
     }
     let shared = write_shared(source, out)?;
-    println!("{}", json!(shared));
+    println!(
+        "{}",
+        serde_json::to_string(&shared).map_err(sgm::Error::from)?
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -775,7 +778,10 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
         .collect();
     match shared {
         Ok(shared) if failed.is_empty() => {
-            println!("{}", json!(shared));
+            println!(
+                "{}",
+                serde_json::to_string(&shared).map_err(sgm::Error::from)?
+            );
             return Ok(ExitCode::SUCCESS);
         }
         Ok(_) => {}
