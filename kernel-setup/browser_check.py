@@ -523,13 +523,7 @@ def drive_lab(page, server, name, cells, target, names, first_cell_timeout, cell
         limit = first_cell_timeout if first_code else cell_timeout
         first_code = False
         label = (cell.source.strip().splitlines() or [""])[0][:60]
-        while True:
-            prompt = cell_prompt(page, index)
-            if prompt and re.fullmatch(r"\[\d+\]:", prompt):
-                break
-            if time.monotonic() - started > limit:
-                raise CheckFailed(f"cell {index + 1} ({label!r}) still shows {prompt!r} after {limit}s")
-            page.wait_for_timeout(250)
+        prompt = wait_ran(page, index, None, started, limit, f" ({label!r})")
         log(f"    cell {index + 1} {prompt} ran in {time.monotonic() - started:.1f}s: {label!r}")
     outputs = page.evaluate(
         f"""() => ({CELLS_JS})().map(c => ({{
@@ -563,6 +557,18 @@ def drive_lab(page, server, name, cells, target, names, first_cell_timeout, cell
 VALIDATE_CALL = "sgm_homework::validate()"
 
 
+def wait_ran(page, index, before, started, limit, label=""):
+    """Waits until cell `index` shows an execution count (`[N]:`) other than `before`, at most
+    `limit` s after `started`; returns that prompt."""
+    while True:
+        prompt = cell_prompt(page, index)
+        if prompt and prompt != before and re.fullmatch(r"\[\d+\]:", prompt):
+            return prompt
+        if time.monotonic() - started > limit:
+            raise CheckFailed(f"cell {index + 1}{label} still shows {prompt!r} after {limit}s")
+        page.wait_for_timeout(250)
+
+
 def run_cell(page, index, limit, until=None):
     """Selects cell `index` (command mode), runs it with Shift+Enter and waits for a new
     execution count, then (outputs and the reply travel apart) up to 10 s more until its
@@ -573,13 +579,7 @@ def run_cell(page, index, limit, until=None):
     page.keyboard.press("Escape")
     started = time.monotonic()
     page.keyboard.press("Shift+Enter")
-    while True:
-        prompt = cell_prompt(page, index)
-        if prompt and prompt != before and re.fullmatch(r"\[\d+\]:", prompt):
-            break
-        if time.monotonic() - started > limit:
-            raise CheckFailed(f"cell {index + 1} still shows {prompt!r} after {limit}s")
-        page.wait_for_timeout(250)
+    prompt = wait_ran(page, index, before, started, limit)
     log(f"    cell {index + 1} {prompt} ran in {time.monotonic() - started:.1f}s")
     settled = time.monotonic() + 10
     while True:
@@ -605,7 +605,7 @@ def drive_validate(page, server, name, index, answers, changed, limit):
     if unanswered != answers:
         raise CheckFailed(f"the validate cell found {unanswered} unanswered cells, the release lists {answers}: {text[:600]!r}")
     edited = [line for line in text.splitlines() if "a locked cell that differs" in line]
-    if sorted(edited) != sorted(line for line in edited if any(f"(id {i}:" in line for i in changed)) or len(edited) != len(changed):
+    if len(edited) != len(changed) or not all(any(f"(id {i}:" in line for i in changed) for line in edited):
         raise CheckFailed(f"the validate cell names edited cells {edited}, the copy changed {changed}")
     problems = answers + len(changed)
     if f"Not ready: {problems} problem(s)" not in text:

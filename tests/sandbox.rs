@@ -61,6 +61,18 @@ fn grade(dir: &Path, out: &Path, name: &str, cells: Vec<Value>, extra: &[&str]) 
     grade_all(dir, out, name, cells, &submissions, extra).remove(0)
 }
 
+/// `sgm grade --assignment ASSIGNMENT --out OUT` on the CPU; options and submissions follow.
+fn sgm_grade(assignment: &Path, out: &Path) -> Command {
+    let mut command = Command::new(sgm_bin());
+    command
+        .args(["grade", "--assignment"])
+        .arg(assignment)
+        .arg("--out")
+        .arg(out)
+        .env("SGM_DEVICE", "cpu");
+    command
+}
+
 /// Grades `submissions` (name, cells) against the assignment `cells` (written as
 /// `<assignment>_source.ipynb`) in one `sgm grade`; returns their reports in order.
 fn grade_all(
@@ -73,15 +85,8 @@ fn grade_all(
 ) -> Vec<Report> {
     let assignment_path = source_path(dir, assignment);
     assignment::write_notebook(&assignment_path, &notebook(cells)).unwrap();
-    let mut command = Command::new(sgm_bin());
-    command
-        .args(["grade", "--assignment"])
-        .arg(&assignment_path)
-        .arg("--out")
-        .arg(out)
-        .args(["--cell-timeout", "120"])
-        .args(extra)
-        .env("SGM_DEVICE", "cpu");
+    let mut command = sgm_grade(&assignment_path, out);
+    command.args(["--cell-timeout", "120"]).args(extra);
     for (name, cells) in submissions {
         let path = dir.join(format!("{name}.ipynb"));
         assignment::write_notebook(&path, &notebook(cells.clone())).unwrap();
@@ -824,18 +829,8 @@ fn a_manual_csv_saved_half_way_during_grading_loses_nothing() {
     assignment::write_notebook(&source, &notebook(cells.clone())).unwrap();
     let submission = dir.join("half.ipynb");
     assignment::write_notebook(&submission, &notebook(cells)).unwrap();
-    let sgm = |extra: &[&str]| {
-        let mut command = Command::new(sgm_bin());
-        command
-            .args(["grade", "--assignment"])
-            .arg(&source)
-            .arg("--out")
-            .arg(&out)
-            .args(extra)
-            .env("SGM_DEVICE", "cpu");
-        command
-    };
-    let grading = sgm(&["--cell-timeout", "120"])
+    let grading = sgm_grade(&source, &out)
+        .args(["--cell-timeout", "120"])
         .arg(&submission)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -884,7 +879,7 @@ fn a_manual_csv_saved_half_way_during_grading_loses_nothing() {
 
     // Saved in full: the rescore applies it.
     std::fs::write(&manual, format!("{header}half,proof,1,Clear.,\n")).unwrap();
-    let output = sgm(&["--rescore"]).output().unwrap();
+    let output = sgm_grade(&source, &out).arg("--rescore").output().unwrap();
     assert!(
         output.status.success(),
         "{}",

@@ -500,13 +500,13 @@ fn write_shared(source: &Assignment, out: &Path) -> CliResult<Shared> {
     let reports = read_reports(source, out)?;
     let manual = update_manual_rows(source, out, &reports);
     write_answer_pages(source, out, &reports)?;
-    let grades = write_grades(source, out, &reports)?;
+    let all: Vec<Report> = reports.into_iter().map(|(_, r)| r).collect();
+    let grades = write_grades(source, out, &all)?;
     let manual = manual.map_err(|e| {
         CliError::Usage(format!(
             "{e} (manual.csv is left as it is, without the new rows; grades.csv and the answer pages are rebuilt: once it reads, run --rescore)"
         ))
     })?;
-    let all: Vec<Report> = reports.into_iter().map(|(_, r)| r).collect();
     Ok(Shared {
         grades,
         manual,
@@ -534,13 +534,8 @@ fn write_report(dir: &Path, report: &Report) -> CliResult<()> {
 
 /// `DIR/grades.csv` from `reports` (every `DIR/*/report.json`, [`read_reports`]), so that
 /// submissions graded by separate invocations (a job array) end in one table.
-fn write_grades(
-    source: &Assignment,
-    out: &Path,
-    reports: &[(PathBuf, Report)],
-) -> CliResult<PathBuf> {
-    let reports: Vec<Report> = reports.iter().map(|(_, r)| r.clone()).collect();
-    let csv = assignment::grades_csv(&source.tasks(), &reports)?;
+fn write_grades(source: &Assignment, out: &Path, reports: &[Report]) -> CliResult<PathBuf> {
+    let csv = assignment::grades_csv(&source.tasks(), reports)?;
     let path = out.join("grades.csv");
     sgm::checkpoint::write_atomically(&path, |tmp| std::fs::write(tmp, &csv).map_err(io_err(tmp)))?;
     Ok(path)
