@@ -663,43 +663,74 @@ fn homework_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("notebooks/homework")
 }
 
-/// The committed release is what `sgm release` writes from the committed source, and holds no
-/// line of a solution or a hidden check.
+/// Each committed release is what `sgm release` writes from its committed source, and holds no
+/// line of a solution or a hidden check; every source has one.
 #[test]
-fn committed_release_is_current_and_leaks_nothing() {
-    let source = Assignment::read(homework_dir().join("source/hw5_score_matching.ipynb")).unwrap();
-    let released =
-        assignment::read_notebook(&homework_dir().join("release/hw5_score_matching.ipynb"))
-            .unwrap();
-    assert_eq!(
-        source.check_release(&released).unwrap(),
-        Vec::<String>::new()
-    );
-    // Graded as they are, neither leaves anything out.
-    for nb in [&released, &source.notebook] {
-        let notes = source.grading_notebook(nb).unwrap().notes;
-        assert!(notes.is_empty(), "{notes:?}");
-    }
-    assert!(
-        source.secret_lines().len() > 20,
-        "the source has solutions and hidden checks"
-    );
-    let hidden = source
-        .cells
+fn committed_releases_are_current_and_leak_nothing() {
+    // (source, points in all, tasks graded by hand)
+    let assignments = [
+        // Task 1: 4 points by checks and 4 by hand, Task 2: 4, Task 3: 6.
+        (
+            "hw5_score_matching",
+            18,
+            vec!["task1.problem1.derivation", "task1.problem2.derivation"],
+        ),
+        // Tasks 1 to 4: 2 points by checks each, one more by hand in Task 1; Tasks 5 and 6: 1.
+        ("a8_score_models", 11, vec!["task1.batch_norm"]),
+    ];
+    let names = |dir: &str| {
+        let mut found: Vec<String> = std::fs::read_dir(homework_dir().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".ipynb"))
+            .collect();
+        found.sort();
+        found
+    };
+    let mut listed: Vec<String> = assignments
         .iter()
-        .filter(|c| matches!(c.role, Role::Graded { hidden: true, .. }))
-        .count();
-    assert!(hidden >= 3, "hidden checks: {hidden}");
-    let max: u32 = source.tasks().iter().map(|t| t.max).sum();
-    assert_eq!(
-        max, 18,
-        "Task 1: 4 points by checks and 4 by hand, Task 2: 4, Task 3: 6"
-    );
-    let by_hand: Vec<String> = source.tasks_by_hand().into_iter().map(|t| t.id).collect();
-    assert_eq!(
-        by_hand,
-        ["task1.problem1.derivation", "task1.problem2.derivation"]
-    );
+        .map(|a| format!("{}.ipynb", a.0))
+        .collect();
+    listed.sort();
+    assert_eq!(names("source"), listed);
+    assert_eq!(names("release"), listed);
+    for (name, points, by_hand_tasks) in assignments {
+        let file = format!("{name}.ipynb");
+        let source = Assignment::read(homework_dir().join("source").join(&file)).unwrap();
+        let released =
+            assignment::read_notebook(&homework_dir().join("release").join(&file)).unwrap();
+        assert_eq!(
+            source.check_release(&released).unwrap(),
+            Vec::<String>::new(),
+            "{name}"
+        );
+        // Graded as they are, neither leaves anything out.
+        for nb in [&released, &source.notebook] {
+            let notes = source.grading_notebook(nb).unwrap().notes;
+            assert!(notes.is_empty(), "{name}: {notes:?}");
+        }
+        assert!(
+            source.secret_lines().len() > 20,
+            "{name}: the source has solutions and hidden checks"
+        );
+        let hidden = source
+            .cells
+            .iter()
+            .filter(|c| matches!(c.role, Role::Graded { hidden: true, .. }))
+            .count();
+        assert!(hidden >= 3, "{name}: hidden checks: {hidden}");
+        let max: u32 = source.tasks().iter().map(|t| t.max).sum();
+        assert_eq!(max, points, "{name}");
+        let by_hand: Vec<String> = source.tasks_by_hand().into_iter().map(|t| t.id).collect();
+        assert_eq!(by_hand, by_hand_tasks, "{name}");
+        // The release ends with the cell that checks it as saved.
+        let last = released["cells"].as_array().unwrap().last().unwrap();
+        assert_eq!(
+            source_of(last).trim(),
+            "sgm_homework::validate()?;",
+            "{name}"
+        );
+    }
 }
 
 /// The small source with a derivation graded by hand (task `t3`, 2 points) after the checks.

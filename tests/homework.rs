@@ -11,6 +11,9 @@
 
 use serde_json::Value;
 use sgm::assignment::{self, Report};
+use sgm_tests::fixtures::{
+    assert_graded, edit, expect, grade, message, points, report, summary, write,
+};
 use sgm_tests::{sgm_bin, tmpdir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,41 +24,6 @@ fn root() -> PathBuf {
 
 fn source_path() -> PathBuf {
     root().join("notebooks/homework/source/hw5_score_matching.ipynb")
-}
-
-/// `nb` with `from` replaced by `to` in the cell `id` (which must hold `from`).
-fn edit(nb: &mut Value, id: &str, from: &str, to: &str) {
-    let cell = nb["cells"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no cell {id}"));
-    let text = assignment::source_of(cell);
-    assert!(text.contains(from), "cell {id} does not hold {from:?}");
-    cell["source"] = Value::String(text.replacen(from, to, 1));
-}
-
-fn write(dir: &Path, name: &str, nb: &Value) -> PathBuf {
-    let path = dir.join(format!("{name}.ipynb"));
-    assignment::write_notebook(&path, nb).unwrap();
-    path
-}
-
-fn points(report: &Report) -> Vec<(String, u32)> {
-    report
-        .tasks
-        .iter()
-        .map(|t| (t.id.clone(), t.points))
-        .collect()
-}
-
-fn expect(pairs: &[(&str, u32)]) -> Vec<(String, u32)> {
-    pairs.iter().map(|(id, p)| (id.to_string(), *p)).collect()
-}
-
-fn message<'a>(report: &'a Report, task: &str) -> &'a str {
-    &report.tasks.iter().find(|t| t.id == task).unwrap().message
 }
 
 #[test]
@@ -131,29 +99,14 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
         write(&dir, "faults_b", &faults_b),
     ];
     let out = dir.join("graded");
-    let output = Command::new(sgm_bin())
-        .args(["grade", "--assignment"])
-        .arg(source_path())
-        .arg("--out")
-        .arg(&out)
-        .args(["--jobs", "2", "--cell-timeout", "150"])
-        .args(&submissions)
-        .env("SGM_DEVICE", "cpu")
-        .output()
-        .expect("sgm runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}{stderr}");
-    assert!(output.status.success(), "sgm grade failed: {stderr}");
+    let stdout = grade(&source_path(), &out, &submissions);
 
-    let report = |name: &str| -> Report {
-        let text = std::fs::read_to_string(out.join(name).join("report.json")).unwrap();
-        serde_json::from_str(&text).unwrap()
-    };
+    let report = |name: &str| report(&out, name);
     let source_report = report("source");
-    assert_eq!(
-        points(&source_report),
-        expect(&[
+    // The derivations are graded by hand: pending until manual.csv gives their points.
+    assert_graded(
+        &source_report,
+        &[
             ("task1.problem1.derivation", 0),
             ("task1.problem1", 2),
             ("task1.problem2.derivation", 0),
@@ -165,15 +118,10 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
             ("task3.loss", 2),
             ("task3.annealed", 1),
             ("task3.training", 1),
-        ]),
-        "{source_report:#?}"
+        ],
+        (14, 18),
+        &["task1.problem1.derivation", "task1.problem2.derivation"],
     );
-    // The derivations are graded by hand: pending until manual.csv gives their points.
-    assert_eq!((source_report.total, source_report.max), (14, 18));
-    assert!(source_report
-        .tasks
-        .iter()
-        .all(|t| t.pending == t.id.ends_with(".derivation")));
 
     let release_report = report("release");
     assert_eq!(release_report.total, 0, "{release_report:#?}");
@@ -258,32 +206,17 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
     );
 
     // The last line sums each task up over the four (their points as the tables above give).
-    let last: Value = serde_json::from_str(stdout.trim_end().lines().last().unwrap()).unwrap();
-    let summary = |id: &str| {
-        let t = last["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["id"] == id)
-            .unwrap();
-        (
-            t["graded"].clone(),
-            t["pending"].clone(),
-            t["full"].clone(),
-            t["mean"].clone(),
-        )
-    };
     // task2.langevin (1 point): source 1, the others 0; task3.resnet (2): 2, 0, 1, 2.
     assert_eq!(
-        summary("task2.langevin"),
+        summary(&stdout, "task2.langevin"),
         (4.into(), 0.into(), 1.into(), 0.25.into())
     );
     assert_eq!(
-        summary("task3.resnet"),
+        summary(&stdout, "task3.resnet"),
         (4.into(), 0.into(), 2.into(), 1.25.into())
     );
     assert_eq!(
-        summary("task1.problem1.derivation"),
+        summary(&stdout, "task1.problem1.derivation"),
         (0.into(), 4.into(), 0.into(), Value::Null)
     );
 
@@ -404,10 +337,7 @@ fn grade_derivations_by_hand(out: &Path, faults_a: &Report) -> String {
         stderr.contains("manual.csv has rows for ghost, which has no report"),
         "{stderr}"
     );
-    let report = |name: &str| -> Report {
-        let text = std::fs::read_to_string(out.join(name).join("report.json")).unwrap();
-        serde_json::from_str(&text).unwrap()
-    };
+    let report = |name: &str| report(out, name);
     assert_eq!((report("source").total, report("source").max), (18, 18));
     let a = report("faults_a");
     assert_eq!(a.total, faults_a.total + 1);

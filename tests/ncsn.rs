@@ -72,6 +72,27 @@ fn schedules_are_geometric_and_descending() {
     assert_eq!(cloned, s);
 }
 
+/// Φ, which technique 2's criterion needs (and the homework kit passes on, as Rust's standard
+/// library has no `erf`), against the normal table: Φ(0) = ½, the two-sided 95% point
+/// 1.959963984540054, the three-sigma mass 0.9973002039367398, and Φ(-x) = 1 - Φ(x).
+#[test]
+fn normal_cdf_matches_the_normal_table() {
+    assert_eq!(noise::normal_cdf(0.0), 0.5);
+    assert!((noise::normal_cdf(1.959963984540054) - 0.975).abs() < 1e-12);
+    assert!((noise::normal_cdf(3.0) - noise::normal_cdf(-3.0) - 0.9973002039367398).abs() < 1e-12);
+    for x in [0.1, 0.7, 1.5, 2.5, 6.0] {
+        assert!(
+            (noise::normal_cdf(-x) - (1.0 - noise::normal_cdf(x))).abs() < 1e-15,
+            "x = {x}"
+        );
+    }
+    assert_eq!(
+        sgm_homework::stats::normal_cdf(1.0),
+        noise::normal_cdf(1.0),
+        "the kit's Φ is the toolkit's"
+    );
+}
+
 #[test]
 fn ncsnv2_techniques_give_the_worked_values() {
     let _rng = rng_lock();

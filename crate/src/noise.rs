@@ -175,8 +175,8 @@ impl Sigmas {
     }
 }
 
-/// Standard normal CDF Φ.
-fn phi(x: f64) -> f64 {
+/// The standard normal CDF, `Φ(x) = ½(1 + erf(x/√2))` (technique 2's overlap criterion).
+pub fn normal_cdf(x: f64) -> f64 {
     0.5 * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
 }
 
@@ -227,7 +227,8 @@ pub fn technique2_gamma(dim: usize) -> Result<f64> {
                   levels another way (for 2D data, Experiment::fit_2d does)",
         });
     }
-    let f = |g: f64| phi(d * (g - 1.0) + 3.0 * g) - phi(d * (g - 1.0) - 3.0 * g) - 0.5;
+    let f =
+        |g: f64| normal_cdf(d * (g - 1.0) + 3.0 * g) - normal_cdf(d * (g - 1.0) - 3.0 * g) - 0.5;
     // f(1) = Φ(3) - Φ(-3) - 1/2 > 0 and, for √(2D) > 3, f decreases to -1/2; bracket and
     // bisect.
     let (mut lo, mut hi) = (1.0, 2.0);

@@ -195,3 +195,115 @@ pub fn max_abs_diff(a: &[(String, sgm::tch::Tensor)], b: &[(String, sgm::tch::Te
         })
         .fold(0.0, f64::max)
 }
+
+/// Fixture submissions built from a homework's source by one edit per fault, and what their
+/// reports say.
+pub mod fixtures {
+    use serde_json::Value;
+    use sgm::assignment::{self, Report};
+    use std::path::{Path, PathBuf};
+
+    /// `nb` with `from` replaced by `to` in the cell `id` (which must hold `from`).
+    pub fn edit(nb: &mut Value, id: &str, from: &str, to: &str) {
+        let cell = nb["cells"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("no cell {id}"));
+        let text = assignment::source_of(cell);
+        assert!(text.contains(from), "cell {id} does not hold {from:?}");
+        cell["source"] = Value::String(text.replacen(from, to, 1));
+    }
+
+    /// Writes `nb` as `dir/NAME.ipynb`; returns the path.
+    pub fn write(dir: &Path, name: &str, nb: &Value) -> PathBuf {
+        let path = dir.join(format!("{name}.ipynb"));
+        assignment::write_notebook(&path, nb).unwrap();
+        path
+    }
+
+    /// The report's points per task, in the assignment's order.
+    pub fn points(report: &Report) -> Vec<(String, u32)> {
+        report
+            .tasks
+            .iter()
+            .map(|t| (t.id.clone(), t.points))
+            .collect()
+    }
+
+    /// `pairs` in the form [`points`] returns.
+    pub fn expect(pairs: &[(&str, u32)]) -> Vec<(String, u32)> {
+        pairs.iter().map(|(id, p)| (id.to_string(), *p)).collect()
+    }
+
+    /// The report's message for `task`.
+    pub fn message<'a>(report: &'a Report, task: &str) -> &'a str {
+        &report.tasks.iter().find(|t| t.id == task).unwrap().message
+    }
+
+    /// `sgm grade` of `submissions` against the source `assignment` into `out`, two at a time, on
+    /// the CPU, at most 150 s a cell; asserts that it succeeded and returns its standard output.
+    pub fn grade(assignment: &Path, out: &Path, submissions: &[PathBuf]) -> String {
+        let output = std::process::Command::new(crate::sgm_bin())
+            .args(["grade", "--assignment"])
+            .arg(assignment)
+            .arg("--out")
+            .arg(out)
+            .args(["--jobs", "2", "--cell-timeout", "150"])
+            .args(submissions)
+            .env("SGM_DEVICE", "cpu")
+            .output()
+            .expect("sgm runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        println!("{stdout}{stderr}");
+        assert!(output.status.success(), "sgm grade failed: {stderr}");
+        stdout
+    }
+
+    /// Asserts a report's points per task (`expected`, in the assignment's order), its total and
+    /// maximum, and that exactly the tasks in `pending` await grading by hand.
+    pub fn assert_graded(
+        report: &Report,
+        expected: &[(&str, u32)],
+        total: (u32, u32),
+        pending: &[&str],
+    ) {
+        assert_eq!(points(report), expect(expected), "{report:#?}");
+        assert_eq!((report.total, report.max), total, "{}", report.submission);
+        for t in &report.tasks {
+            assert_eq!(
+                t.pending,
+                pending.contains(&t.id.as_str()),
+                "{}: {}",
+                report.submission,
+                t.id
+            );
+        }
+    }
+
+    /// Task `id`'s summary on the last line `sgm grade` printed (`stdout`): submissions graded,
+    /// pending, with full marks, and the mean points.
+    pub fn summary(stdout: &str, id: &str) -> (Value, Value, Value, Value) {
+        let last: Value = serde_json::from_str(stdout.trim_end().lines().last().unwrap()).unwrap();
+        let t = &last["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .unwrap();
+        (
+            t["graded"].clone(),
+            t["pending"].clone(),
+            t["full"].clone(),
+            t["mean"].clone(),
+        )
+    }
+
+    /// The report `sgm grade --out OUT` wrote for the submission `name`.
+    pub fn report(out: &Path, name: &str) -> Report {
+        let text = std::fs::read_to_string(out.join(name).join("report.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+}

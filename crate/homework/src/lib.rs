@@ -1,7 +1,7 @@
-//! # sgm_homework — the student's side of homework 5
+//! # sgm_homework — the student's side of the homework notebooks
 //!
-//! A homework notebook depends on this crate only (`:dep sgm_homework = { path = ... }`). It
-//! gives what the original homework took from PyTorch and its `dgm_utils` helper package:
+//! Homework 5 and assignment 8 (`notebooks/homework/`) depend on this crate only
+//! (`:dep sgm_homework = { path = ... }`). It gives what the original homework took from PyTorch and its `dgm_utils` helper package:
 //! `tch`, the data sets, a training loop that records train and test losses, figures, and the
 //! runner of the homework's check cells. It deliberately does **not** re-export the toolkit's
 //! own solutions (`sgm::losses`, `sgm::langevin`, `sgm::nets`, …): the toolkit is not a direct
@@ -39,6 +39,11 @@ pub mod plots {
 /// StepLR, the mean train and test loss per epoch.
 pub mod training {
     pub use sgm::training::{print_progress, train, Event, History, LrDecay, TrainConfig};
+}
+
+/// Special functions the homework's formulas need (Rust's standard library has no `erf`).
+pub mod stats {
+    pub use sgm::noise::normal_cdf;
 }
 
 /// Measures of sample quality the checks use (the toolkit's, tested against closed forms).
@@ -272,5 +277,7 @@ pub mod prelude {
     pub use crate::plots::{self, Curves, ImageGrid, Panel, Scatter};
     pub use crate::training::{self, train, TrainConfig};
     pub use crate::{device, Budget};
-    pub use sgm::tch::{self, nn, nn::Module, nn::OptimizerConfig, Device, Kind, Tensor};
+    pub use sgm::tch::{
+        self, nn, nn::Module, nn::ModuleT, nn::OptimizerConfig, Device, Kind, Tensor,
+    };
 }

@@ -1,0 +1,138 @@
+//! `sgm grade` end to end on assignment 8 (`a8_score_models`, seed 000): the source, the
+//! untouched release, and a submission with one plausible fault per task, each of which its
+//! visible check lets through and its hidden check catches. Graded in the bubblewrap sandbox
+//! through the registered evcxr kernel at the grading budget; every task's points are asserted.
+//! (Its own test binary: cargo runs test binaries one after another, so this grading run does
+//! not compete for the two cores with homework 5's.)
+
+use sgm::assignment;
+use sgm_tests::fixtures::{assert_graded, edit, grade, message, report, summary, write};
+use sgm_tests::tmpdir;
+use std::path::PathBuf;
+
+fn homework() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("notebooks/homework")
+}
+
+#[test]
+fn assignment_8_fixtures_get_the_points_their_faults_allow() {
+    let dir = tmpdir("assignment8-grade");
+    let source_path = homework().join("source/a8_score_models.ipynb");
+    let source = assignment::read_notebook(&source_path).unwrap();
+    let release =
+        assignment::read_notebook(&homework().join("release/a8_score_models.ipynb")).unwrap();
+
+    let mut faults = source.clone();
+    // Every sample divided by the first sample's σ: right in training (one σ per batch) and for
+    // the visible check (all σ's doubled), wrong for a batch of mixed σ's.
+    edit(
+        &mut faults,
+        "t1-net",
+        "/ sigma.view([-1, 1, 1, 1])",
+        "/ sigma.get(0)",
+    );
+    // ‖σ s + z‖² without the ½ of the improved paper's equation 2: still a scalar with gradients.
+    edit(
+        &mut faults,
+        "t2-loss",
+        "sum_dim_intlist(1, false, x.kind()) * 0.5)",
+        "sum_dim_intlist(1, false, x.kind()) * 1.0)",
+    );
+    // ⌊·⌋ where technique 2 rounds up: one scale short of σ_L.
+    edit(
+        &mut faults,
+        "t3-fns",
+        "/ gamma.ln()).ceil()",
+        "/ gamma.ln()).floor()",
+    );
+    // The original paper's step (α/2, √α) with the improved paper's ε: half the step.
+    edit(
+        &mut faults,
+        "t4-langevin",
+        "score(&x, &level) * alpha + x.randn_like() * (2.0 * alpha).sqrt()",
+        "score(&x, &level) * (alpha / 2.0) + x.randn_like() * alpha.sqrt()",
+    );
+    // Perturbed with σ² instead of σ.
+    edit(
+        &mut faults,
+        "t6-fn",
+        "images.randn_like() * sigmas[start]",
+        "images.randn_like() * (sigmas[start] * sigmas[start])",
+    );
+
+    let submissions = [
+        write(&dir, "source", &source),
+        write(&dir, "release", &release),
+        write(&dir, "faults", &faults),
+    ];
+    let out = dir.join("graded");
+    let stdout = grade(&source_path, &out, &submissions);
+
+    let source_report = report(&out, "source");
+    // The batch-norm question is graded by hand: pending until manual.csv gives its point.
+    assert_graded(
+        &source_report,
+        &[
+            ("task1.score_net", 2),
+            ("task1.batch_norm", 0),
+            ("task2.loss", 2),
+            ("task3.noise_scales", 2),
+            ("task4.annealed", 2),
+            ("task5.training", 1),
+            ("task6.variations", 1),
+        ],
+        (10, 11),
+        &["task1.batch_norm"],
+    );
+
+    let release_report = report(&out, "release");
+    assert_eq!(release_report.total, 0, "{release_report:#?}");
+
+    let f = report(&out, "faults");
+    assert_graded(
+        &f,
+        &[
+            ("task1.score_net", 1),
+            ("task1.batch_norm", 0),
+            ("task2.loss", 1),
+            ("task3.noise_scales", 1),
+            ("task4.annealed", 1),
+            ("task5.training", 1),
+            ("task6.variations", 0),
+        ],
+        (5, 11),
+        &["task1.batch_norm"],
+    );
+    // Each hidden check names what it found.
+    for (task, says) in [
+        ("task1.score_net", "differs by"),
+        ("task2.loss", "expected E ½‖z‖² = d/2 = 1.5"),
+        ("task3.noise_scales", "technique2_num_scales"),
+        ("task4.annealed", "is the step x + α s + √(2α) z?"),
+        ("task6.variations", "perturb the images at sigmas[start]"),
+    ] {
+        assert!(
+            message(&f, task).contains(says),
+            "{task}: {}",
+            message(&f, task)
+        );
+    }
+
+    // The last line sums each task up over the three: task6.variations (1 point) is full in the
+    // source only, the batch-norm question pending everywhere.
+    assert_eq!(
+        summary(&stdout, "task6.variations"),
+        (3.into(), 0.into(), 1.into(), 0.33.into())
+    );
+    assert_eq!(
+        summary(&stdout, "task1.batch_norm"),
+        (0.into(), 3.into(), 0.into(), serde_json::Value::Null)
+    );
+
+    for r in [&source_report, &release_report, &f] {
+        println!(
+            "{}: {} / {} in {:.0} s",
+            r.submission, r.total, r.max, r.seconds
+        );
+    }
+}
