@@ -483,15 +483,49 @@ fn validate_tells_a_student_what_grading_will_leave_out() {
 #[test]
 fn the_release_checks_itself_as_saved() {
     use sgm_homework::submission::{session_notebook, validate_file};
-    let source = Assignment::read(homework_dir().join("source/hw5_score_matching.ipynb")).unwrap();
-    let release_path = homework_dir().join("release/hw5_score_matching.ipynb");
+    for (name, min_answers) in [("hw5_score_matching", 10), ("a8_score_models", 7)] {
+        a_release_checks_itself_as_saved(name, min_answers);
+    }
+
+    // A session path from the server's root names the notebook in the kernel's folder (this
+    // test's is the project's); one that names nothing here stays as given.
+    assert_eq!(
+        session_notebook(Path::new("elsewhere/Cargo.toml")),
+        PathBuf::from("Cargo.toml")
+    );
+    assert_eq!(
+        session_notebook(Path::new(
+            "notebooks/homework/release/hw5_score_matching.ipynb"
+        )),
+        PathBuf::from("notebooks/homework/release/hw5_score_matching.ipynb")
+    );
+    assert_eq!(
+        session_notebook(Path::new("gone/renamed.ipynb")),
+        PathBuf::from("gone/renamed.ipynb")
+    );
+    let err = validate_file(Path::new("gone/renamed.ipynb"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("gone/renamed.ipynb") && err.contains("restart the kernel"),
+        "{err}"
+    );
+}
+
+/// [`the_release_checks_itself_as_saved`] for the assignment `name` (at least `min_answers`
+/// answer cells).
+fn a_release_checks_itself_as_saved(name: &str, min_answers: usize) {
+    use sgm_homework::submission::validate_file;
+    let source =
+        Assignment::read(homework_dir().join("source").join(format!("{name}.ipynb"))).unwrap();
+    let release_path = homework_dir().join("release").join(format!("{name}.ipynb"));
     let release = assignment::read_notebook(&release_path).unwrap();
     let last = release["cells"].as_array().unwrap().last().unwrap();
     assert_eq!(source_of(last).trim(), "sgm_homework::validate()?;");
     let answers = source.cells.iter().filter(|c| c.role.is_answer()).count();
-    assert!(answers >= 10, "{answers} answer cells");
+    assert!(answers >= min_answers, "{name}: {answers} answer cells");
 
-    let dir = sgm_tests::tmpdir("validate-cell");
+    let dir = sgm_tests::tmpdir(&format!("validate-cell-{name}"));
     let copy = dir.join("mine.ipynb");
     std::fs::copy(&release_path, &copy).unwrap();
     let checked = validate_file(&copy).unwrap();
@@ -535,33 +569,10 @@ fn the_release_checks_itself_as_saved() {
         .to_string()
         .ends_with("Ready: every answer cell is answered, and grading leaves nothing out."));
 
-    let checked = validate_file(&homework_dir().join("source/hw5_score_matching.ipynb")).unwrap();
+    let checked =
+        validate_file(&homework_dir().join("source").join(format!("{name}.ipynb"))).unwrap();
     assert!(checked.source && checked.ready(), "{checked:?}");
     assert!(checked.to_string().contains("is the assignment's source"));
-
-    // A session path from the server's root names the notebook in the kernel's folder (this
-    // test's is the project's); one that names nothing here stays as given.
-    assert_eq!(
-        session_notebook(Path::new("elsewhere/Cargo.toml")),
-        PathBuf::from("Cargo.toml")
-    );
-    assert_eq!(
-        session_notebook(Path::new(
-            "notebooks/homework/release/hw5_score_matching.ipynb"
-        )),
-        PathBuf::from("notebooks/homework/release/hw5_score_matching.ipynb")
-    );
-    assert_eq!(
-        session_notebook(Path::new("gone/renamed.ipynb")),
-        PathBuf::from("gone/renamed.ipynb")
-    );
-    let err = validate_file(Path::new("gone/renamed.ipynb"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("gone/renamed.ipynb") && err.contains("restart the kernel"),
-        "{err}"
-    );
 }
 
 /// The executed grading notebook as the kernel would return it: `reports` maps a graded cell
