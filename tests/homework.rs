@@ -12,11 +12,10 @@
 use serde_json::Value;
 use sgm::assignment::{self, Report};
 use sgm_tests::fixtures::{
-    assert_graded, edit, expect, grade, message, points, report, summary, write,
+    assert_graded, edit, expect, grade, message, points, report, sgm_grade, summary, write,
 };
-use sgm_tests::{sgm_bin, tmpdir};
+use sgm_tests::tmpdir;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -286,13 +285,8 @@ fn grade_derivations_by_hand(out: &Path, faults_a: &Report) -> String {
         ) + "ghost,task1.problem1.derivation,2,\n";
     std::fs::write(&manual, &filled).unwrap();
     let rescore_command = || {
-        let mut command = Command::new(sgm_bin());
-        command
-            .args(["grade", "--assignment"])
-            .arg(source_path())
-            .arg("--out")
-            .arg(out)
-            .arg("--rescore");
+        let mut command = sgm_grade(&source_path(), out);
+        command.arg("--rescore");
         command
     };
     let rescore = || rescore_command().output().expect("sgm runs");
@@ -436,14 +430,9 @@ fn regrade_a_resubmission(dir: &Path, out: &Path, release: &Value, filled: &str)
     );
     let dir = dir.join("resubmitted");
     std::fs::create_dir_all(&dir).unwrap();
-    let output = Command::new(sgm_bin())
-        .args(["grade", "--assignment"])
-        .arg(source_path())
-        .arg("--out")
-        .arg(out)
+    let output = sgm_grade(&source_path(), out)
         .args(["--cell-timeout", "150"])
         .arg(write(&dir, "release", &resubmitted))
-        .env("SGM_DEVICE", "cpu")
         .output()
         .expect("sgm runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -452,8 +441,7 @@ fn regrade_a_resubmission(dir: &Path, out: &Path, release: &Value, filled: &str)
         stderr.contains("release, task1.problem1.derivation: the answer changed after it was given 1 point; pending again"),
         "{stderr}"
     );
-    let text = std::fs::read_to_string(out.join("release/report.json")).unwrap();
-    let report: Report = serde_json::from_str(&text).unwrap();
+    let report = report(out, "release");
     let task = |id: &str| report.tasks.iter().find(|t| t.id == id).unwrap();
     let p1 = task("task1.problem1.derivation");
     assert!(

@@ -10,10 +10,10 @@
 
 use serde_json::{json, Value};
 use sgm::assignment::{self, Report, FIRST_CELL};
-use sgm_tests::{sgm_bin, tmpdir};
+use sgm_tests::fixtures::{report, sgm_grade};
+use sgm_tests::tmpdir;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::RwLock;
 
 /// The CPU-share test measures a share of the cores: it runs alone, the others side by side.
@@ -61,18 +61,6 @@ fn grade(dir: &Path, out: &Path, name: &str, cells: Vec<Value>, extra: &[&str]) 
     grade_all(dir, out, name, cells, &submissions, extra).remove(0)
 }
 
-/// `sgm grade --assignment ASSIGNMENT --out OUT` on the CPU; options and submissions follow.
-fn sgm_grade(assignment: &Path, out: &Path) -> Command {
-    let mut command = Command::new(sgm_bin());
-    command
-        .args(["grade", "--assignment"])
-        .arg(assignment)
-        .arg("--out")
-        .arg(out)
-        .env("SGM_DEVICE", "cpu");
-    command
-}
-
 /// Grades `submissions` (name, cells) against the assignment `cells` (written as
 /// `<assignment>_source.ipynb`) in one `sgm grade`; returns their reports in order.
 fn grade_all(
@@ -95,11 +83,10 @@ fn grade_all(
     let output = command.output().expect("sgm runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "sgm grade failed: {stderr}");
-    let report = |name: &str| {
-        let text = std::fs::read_to_string(out.join(name).join("report.json")).unwrap();
-        serde_json::from_str(&text).unwrap()
-    };
-    submissions.iter().map(|(name, _)| report(name)).collect()
+    submissions
+        .iter()
+        .map(|(name, _)| report(out, name))
+        .collect()
 }
 
 /// A submission cannot read the assignment, the hidden checks or the grader's files, write
@@ -866,10 +853,7 @@ fn a_manual_csv_saved_half_way_during_grading_loses_nothing() {
         "{stderr}"
     );
     assert_eq!(std::fs::read_to_string(&manual).unwrap(), half);
-    let report = |out: &Path| -> Report {
-        let text = std::fs::read_to_string(out.join("half/report.json")).unwrap();
-        serde_json::from_str(&text).unwrap()
-    };
+    let report = |out: &Path| report(out, "half");
     let task = |r: &Report, id: &str| r.tasks.iter().find(|t| t.id == id).unwrap().clone();
     let graded = report(&out);
     assert!(task(&graded, "proof").pending, "{:#?}", graded.tasks);

@@ -202,6 +202,7 @@ pub mod fixtures {
     use serde_json::Value;
     use sgm::assignment::{self, Report};
     use std::path::{Path, PathBuf};
+    use std::process::Command;
 
     /// `nb` with `from` replaced by `to` in the cell `id` (which must hold `from`).
     pub fn edit(nb: &mut Value, id: &str, from: &str, to: &str) {
@@ -242,17 +243,24 @@ pub mod fixtures {
         &report.tasks.iter().find(|t| t.id == task).unwrap().message
     }
 
-    /// `sgm grade` of `submissions` against the source `assignment` into `out`, two at a time, on
-    /// the CPU, at most 150 s a cell; asserts that it succeeded and returns its standard output.
-    pub fn grade(assignment: &Path, out: &Path, submissions: &[PathBuf]) -> String {
-        let output = std::process::Command::new(crate::sgm_bin())
+    /// `sgm grade --assignment ASSIGNMENT --out OUT` on the CPU; options and submissions follow.
+    pub fn sgm_grade(assignment: &Path, out: &Path) -> Command {
+        let mut command = Command::new(crate::sgm_bin());
+        command
             .args(["grade", "--assignment"])
             .arg(assignment)
             .arg("--out")
             .arg(out)
+            .env("SGM_DEVICE", "cpu");
+        command
+    }
+
+    /// `sgm grade` of `submissions` against the source `assignment` into `out`, two at a time, on
+    /// the CPU, at most 150 s a cell; asserts that it succeeded and returns its standard output.
+    pub fn grade(assignment: &Path, out: &Path, submissions: &[PathBuf]) -> String {
+        let output = sgm_grade(assignment, out)
             .args(["--jobs", "2", "--cell-timeout", "150"])
             .args(submissions)
-            .env("SGM_DEVICE", "cpu")
             .output()
             .expect("sgm runs");
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();

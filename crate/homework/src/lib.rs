@@ -1,12 +1,13 @@
 //! # sgm_homework — the student's side of the homework notebooks
 //!
 //! Homework 5 and assignment 8 (`notebooks/homework/`) depend on this crate only
-//! (`:dep sgm_homework = { path = ... }`). It gives what the original homework took from PyTorch and its `dgm_utils` helper package:
-//! `tch`, the data sets, a training loop that records train and test losses, figures, and the
-//! runner of the homework's check cells. It deliberately does **not** re-export the toolkit's
-//! own solutions (`sgm::losses`, `sgm::langevin`, `sgm::nets`, …): the toolkit is not a direct
-//! dependency of the notebook, so `sgm::losses::dsm_loss` does not resolve in a student's cell,
-//! and the grader rejects solution cells that add dependencies of their own.
+//! (`:dep sgm_homework = { path = ... }`). It gives what the original homework took from
+//! PyTorch and its `dgm_utils` helper package: `tch`, the data sets, a training loop that
+//! records train and test losses, figures, and the runner of the homework's check cells. It
+//! deliberately does **not** re-export the toolkit's own solutions (`sgm::losses`,
+//! `sgm::langevin`, `sgm::nets`, …): the toolkit is not a direct dependency of the notebook, so
+//! `sgm::losses::dsm_loss` does not resolve in a student's cell, and the grader rejects solution
+//! cells that add dependencies of their own.
 
 pub use sgm::budget::Budget;
 pub use sgm::device::{describe as describe_device, device};
