@@ -483,7 +483,7 @@ fn validate_tells_a_student_what_grading_will_leave_out() {
 #[test]
 fn the_release_checks_itself_as_saved() {
     use sgm_homework::submission::{session_notebook, validate_file};
-    for (name, min_answers) in [("hw5_score_matching", 10), ("a8_score_models", 7)] {
+    for (name, min_answers) in [("hw5_score_matching", 10), ("a8_score_models", 8)] {
         a_release_checks_itself_as_saved(name, min_answers);
     }
 
@@ -686,8 +686,9 @@ fn committed_releases_are_current_and_leak_nothing() {
             18,
             vec!["task1.problem1.derivation", "task1.problem2.derivation"],
         ),
-        // Tasks 1 to 4: 2 points by checks each, one more by hand in Task 1; Tasks 5 and 6: 1.
-        ("a8_score_models", 11, vec!["task1.batch_norm"]),
+        // Tasks 1 to 4 and 7: 2 points by checks each, one more by hand in Task 1; Tasks 5 and
+        // 6: 1.
+        ("a8_score_models", 13, vec!["task1.batch_norm"]),
     ];
     let names = |dir: &str| {
         let mut found: Vec<String> = std::fs::read_dir(homework_dir().join(dir))
@@ -885,7 +886,8 @@ fn answers_graded_by_hand_are_pending_until_manual_csv_gives_their_points() {
 }
 
 /// Points given by hand stand for the answer they were given for: a resubmission graded
-/// again with the same answer (saved on another system: CRLF, trailing blanks) keeps them;
+/// again with the same answer (saved on another system: CRLF, trailing blanks; re-wrapped or
+/// re-indented) keeps them, while a changed character between words reopens them;
 /// one with another answer is pending again, and [`assignment::manual_rows_for`] empties its
 /// row, keeping the earlier points in the comment and saying so once. A row typed without a
 /// digest, or a report from before digests were kept, is taken as given.
@@ -914,7 +916,19 @@ fn a_changed_answer_reopens_the_points_given_by_hand() {
         t3(&first).answer,
         "the same answer resaved"
     );
-    for mut r in [first.clone(), resaved.clone()] {
+    let rewrapped = graded("  Prove it. By parts:\n\n    the boundary\tterm vanishes.");
+    assert_eq!(
+        t3(&rewrapped).answer,
+        t3(&first).answer,
+        "the same words re-wrapped and re-indented"
+    );
+    for other in [
+        "Prove it.\nBy parts: the boundary term vanishes!",
+        "Prove it.\nBy parts: the boundaryterm vanishes.",
+    ] {
+        assert_ne!(t3(&graded(other)).answer, t3(&first).answer, "{other:?}");
+    }
+    for mut r in [first.clone(), resaved.clone(), rewrapped.clone()] {
         assignment::apply_manual_scores(&a, &mut r, &rows);
         assert!(!t3(&r).pending && t3(&r).points == 2, "{:?}", t3(&r));
         let same = assignment::manual_rows_for(&a, std::slice::from_ref(&r), &rows);

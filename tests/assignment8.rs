@@ -60,6 +60,15 @@ fn assignment_8_fixtures_get_the_points_their_faults_allow() {
         "images.randn_like() * (sigmas[start] * sigmas[start])",
     );
 
+    // The known pixels put back once per scale, after its steps, instead of after every step:
+    // they end where they should, but the missing ones were drawn beside a wandering known part.
+    edit(
+        &mut faults,
+        "t7-fn",
+        "                x = &x * &missing + &known * mask;\n            }",
+        "            }\n            x = &x * &missing + &known * mask;",
+    );
+
     let submissions = [
         write(&dir, "source", &source),
         write(&dir, "release", &release),
@@ -80,8 +89,9 @@ fn assignment_8_fixtures_get_the_points_their_faults_allow() {
             ("task4.annealed", 2),
             ("task5.training", 1),
             ("task6.variations", 1),
+            ("task7.inpainting", 2),
         ],
-        (10, 11),
+        (12, 13),
         &["task1.batch_norm"],
     );
 
@@ -99,8 +109,9 @@ fn assignment_8_fixtures_get_the_points_their_faults_allow() {
             ("task4.annealed", 1),
             ("task5.training", 1),
             ("task6.variations", 0),
+            ("task7.inpainting", 1),
         ],
-        (5, 11),
+        (6, 13),
         &["task1.batch_norm"],
     );
     // Each hidden check names what it found.
@@ -110,6 +121,7 @@ fn assignment_8_fixtures_get_the_points_their_faults_allow() {
         ("task3.noise_scales", "technique2_num_scales"),
         ("task4.annealed", "is the step x + α s + √(2α) z?"),
         ("task6.variations", "perturb the images at sigmas[start]"),
+        ("task7.inpainting", "put back after every Langevin step?"),
     ] {
         assert!(
             message(&f, task).contains(says),
