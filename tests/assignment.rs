@@ -908,7 +908,8 @@ fn a_changed_answer_reopens_the_points_given_by_hand() {
     let first = graded("Prove it.\nBy parts: the boundary term vanishes.");
     let mut rows = assignment::manual_rows_for(&a, std::slice::from_ref(&first), &[]).rows;
     rows[0].points = Some(2);
-    rows[0].comment = "Good.".into();
+    // As typed in a spreadsheet, blanks around it: the file keeps them, the feedback does not.
+    rows[0].comment = " Good. ".into();
 
     let resaved = graded("Prove it.  \r\nBy parts: the boundary term vanishes.\t\r\n\r\n");
     assert_eq!(
@@ -931,6 +932,7 @@ fn a_changed_answer_reopens_the_points_given_by_hand() {
     for mut r in [first.clone(), resaved.clone(), rewrapped.clone()] {
         assignment::apply_manual_scores(&a, &mut r, &rows);
         assert!(!t3(&r).pending && t3(&r).points == 2, "{:?}", t3(&r));
+        assert_eq!(t3(&r).message, "Good.");
         let same = assignment::manual_rows_for(&a, std::slice::from_ref(&r), &rows);
         assert!(!same.changed && same.reopened.is_empty());
     }
@@ -1165,7 +1167,7 @@ fn malformed_manual_scores_are_errors_naming_the_row() {
 
 /// Rewritten (a row added or reopened), manual.csv keeps the style of the spreadsheet that
 /// wrote it: Excel's byte-order mark and CRLF line ends stay, a plain file stays plain, and
-/// either reads back as the same rows.
+/// either reads back as the same rows, the comment's own blanks included.
 #[test]
 fn manual_csv_is_rewritten_in_its_own_style() {
     let a = with_proof();
@@ -1173,7 +1175,7 @@ fn manual_csv_is_rewritten_in_its_own_style() {
         submission: "s".into(),
         task: "t3".into(),
         points: Some(1),
-        comment: "line one, with a comma".into(),
+        comment: "  indented, with a comma and a trailing blank ".into(),
         answer: "sha256:0123456789abcdef".into(),
     }];
     let dir = sgm_tests::tmpdir("manual-style");

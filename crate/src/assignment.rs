@@ -1230,8 +1230,10 @@ pub fn parse_manual_scores(
         row,
         why,
     };
+    // Every field but the comment is read trimmed; the comment stays as typed, so that
+    // rewriting the file keeps it.
     let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
+        .trim(csv::Trim::Headers)
         .flexible(true)
         .from_reader(text.as_bytes());
     let header: Vec<String> = reader
@@ -1264,12 +1266,12 @@ pub fn parse_manual_scores(
         let start =
             start + text[start..].len() - text[start..].trim_start_matches(['\r', '\n']).len();
         let line = 1 + text[..start].matches('\n').count() as u64;
-        if record.iter().all(str::is_empty) {
+        if record.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
-        let field = |i: usize| record.get(i).unwrap_or("").to_string();
-        let (submission, task, points, comment, answer) =
-            (field(0), field(1), field(2), field(3), field(4));
+        let field = |i: usize| record.get(i).unwrap_or("").trim().to_string();
+        let comment = record.get(3).unwrap_or("").to_string();
+        let (submission, task, points, answer) = (field(0), field(1), field(2), field(4));
         let row = format!("line {line} ({submission}, {task})");
         if record.len() > header.len() {
             return Err(bad(
@@ -1461,10 +1463,10 @@ pub fn manual_rows_for(
                 Some(row) => {
                     if let Some(points) = row.points.take() {
                         let earlier = format!("earlier answer: {}", points_text(points));
-                        row.comment = if row.comment.is_empty() {
+                        row.comment = if row.comment.trim().is_empty() {
                             earlier
                         } else {
-                            format!("{earlier}; {}", row.comment)
+                            format!("{earlier}; {}", row.comment.trim())
                         };
                         reopened.push(format!(
                             "{}, {}: the answer changed after it was given {}; pending again",
@@ -1514,7 +1516,8 @@ pub fn apply_manual_scores(assignment: &Assignment, report: &mut Report, scores:
         let stale = row.is_some_and(|s| {
             !s.answer.is_empty() && !result.answer.is_empty() && s.answer != result.answer
         });
-        let comment = row.map_or("", |s| s.comment.as_str());
+        // (The file keeps the comment as typed; the feedback shows it without its outer blanks.)
+        let comment = row.map_or("", |s| s.comment.trim());
         match row.and_then(|s| s.points) {
             Some(points) if stale => {
                 result.points = 0;
