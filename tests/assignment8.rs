@@ -69,6 +69,15 @@ fn assignment_8_fixtures_get_the_points_their_faults_allow() {
         "            }\n            x = &x * &missing + &known * mask;",
     );
 
+    // The angles θ_j = j π/(2k) instead of (j/(k − 1)) π/2: every chain's noise is still
+    // standard normal, but the last chain stops short of z_q and the neighbours share too much.
+    edit(
+        &mut faults,
+        "t8-fn",
+        "Tensor::linspace(0.0, std::f64::consts::FRAC_PI_2, k, (x.kind(), x.device()))",
+        "(Tensor::arange(k, (x.kind(), x.device())) * (std::f64::consts::FRAC_PI_2 / k as f64))",
+    );
+
     let submissions = [
         write(&dir, "source", &source),
         write(&dir, "release", &release),
@@ -90,8 +99,9 @@ fn assignment_8_fixtures_get_the_points_their_faults_allow() {
             ("task5.training", 1),
             ("task6.variations", 1),
             ("task7.inpainting", 2),
+            ("task8.interpolation", 2),
         ],
-        (12, 13),
+        (14, 15),
         &["task1.batch_norm"],
     );
 
@@ -110,8 +120,9 @@ fn assignment_8_fixtures_get_the_points_their_faults_allow() {
             ("task5.training", 1),
             ("task6.variations", 0),
             ("task7.inpainting", 1),
+            ("task8.interpolation", 1),
         ],
-        (6, 13),
+        (7, 15),
         &["task1.batch_norm"],
     );
     // Each hidden check names what it found.
@@ -122,6 +133,7 @@ fn assignment_8_fixtures_get_the_points_their_faults_allow() {
         ("task4.annealed", "is the step x + α s + √(2α) z?"),
         ("task6.variations", "perturb the images at sigmas[start]"),
         ("task7.inpainting", "put back after every Langevin step?"),
+        ("task8.interpolation", "same z_p and z_q for every chain"),
     ] {
         assert!(
             message(&f, task).contains(says),
