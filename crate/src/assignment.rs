@@ -778,7 +778,7 @@ pub struct Finding {
 /// cell with its position): answer cells missing, of another type, holding an evcxr command or
 /// as released; locked cells edited (a missing one is simply put back); non-blank cells not in
 /// the assignment; cells whose id a later cell repeats (the last of them is graded). Texts are
-/// compared after [`normalized`].
+/// compared with `\n` line ends, without trailing blanks on a line or blank lines around them.
 pub fn check_submission(expected: &[(usize, ReleasedCell)], submission: &Value) -> Vec<Finding> {
     let cells: &[Value] = submission["cells"].as_array().map_or(&[], Vec::as_slice);
     let id_of = |c: &Value| c["id"].as_str().unwrap_or("").to_string();
@@ -1182,7 +1182,8 @@ pub fn answer_digest(assignment: &Assignment, task: &str, notebook: &Value) -> S
     digest_text(hash)
 }
 
-/// The [`answer_digest`]-style digest of one text after [`normalized`].
+/// The [`answer_digest`]-style digest of one text, taken with `\n` line ends, without trailing
+/// blanks on a line or blank lines around it (what re-saving a notebook elsewhere may change).
 pub fn text_digest(text: &str) -> String {
     use sha2::{Digest, Sha256};
     digest_text(Sha256::new_with_prefix(normalized(text)))

@@ -7,7 +7,7 @@
 //! * IDX files (`.gz` or raw), the format of the MNIST and Fashion-MNIST distributions; set-up
 //!   places Debian's `dataset-fashion-mnist` files in `data/fashion-mnist/`.
 //!
-//! * the full MNIST, from the cache folder `data/mnist/` ([`mnist`]), which [`download_mnist`]
+//! * the full MNIST, from the cache folder `data/mnist/` ([`mnist`]), which `download_mnist`
 //!   (feature `download`) fills from the canonical mirrors with checksum verification.
 //!
 //! The data folder is `$SGM_DATA` when set, else `data/` at the repository's root.
@@ -202,7 +202,7 @@ pub const MNIST_FILES: [(&str, &str); 4] = [
     ),
 ];
 
-/// Mirrors of the MNIST files, tried in order by [`download_mnist`].
+/// Mirrors of the MNIST files, tried in order by `download_mnist` (feature `download`).
 pub const MNIST_MIRRORS: [&str; 2] = [
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "http://yann.lecun.com/exdb/mnist/",
@@ -234,8 +234,8 @@ pub fn verify_md5(path: impl AsRef<Path>, expected: &str) -> Result<()> {
 }
 
 /// The full MNIST (60,000 training or 10,000 test digits) from the cache folder
-/// `data_dir()/mnist/` (fill it with [`download_mnist`] on a machine with internet, or copy
-/// the four `.gz` files there). Each file's checksum is verified first.
+/// `data_dir()/mnist/` (fill it with `download_mnist`, feature `download`, on a machine with
+/// internet, or copy the four `.gz` files there). Each file's checksum is verified first.
 pub fn mnist(split: Split) -> Result<ImageSet> {
     mnist_from(data_dir().join("mnist"), split)
 }

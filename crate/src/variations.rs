@@ -10,10 +10,12 @@
 //!   follows the score, so it is drawn from (an approximation of) `p(x_unknown | y)`. With
 //!   `denoise`, the last step sets the known pixels to `y` itself.
 //! * **Interpolation** (`ncsnv2`'s `anneal_Langevin_dynamics_interpolation`): `k` chains between
-//!   two chains p and q share their randomness: the start and every step's noise of chain j are
+//!   two chains p and q share their randomness: every step's noise of chain j is
 //!   `cos θ_j z_p + sin θ_j z_q`, θ_j evenly spaced in [0, π/2]. Every chain is still an
 //!   ordinary annealed Langevin chain (the noise keeps unit variance), and neighbours are close,
-//!   so the row of samples moves smoothly from p's sample to q's.
+//!   so the row of samples moves smoothly from p's sample to q's. `ncsnv2` starts every chain
+//!   of a row from one shared sample; [`Interpolation::start`] mixes two Gaussian starts the
+//!   same way instead, so that a row's two ends are independent chains from the first step.
 //! * **Variations**: start from a real sample perturbed to an intermediate level,
 //!   `x = y + σ_k z`, and run annealed Langevin from σ_k down ([`variation_sampler`]); the
 //!   larger σ_k, the further the result strays from `y`.
