@@ -86,6 +86,85 @@ fn ema_warms_up() {
     assert!(Ema::new(&vs, 1.0).is_err());
 }
 
+#[test]
+fn after_step_runs_once_after_every_step() {
+    // Bugs caught: the hook called before Adam's step (its average lags one step behind the
+    // built-in EMA's), skipped on an epoch's last batch, or called again for the held-out
+    // evaluation. A hand-kept average updated from the hook must equal the built-in one.
+    let _rng = rng_lock();
+    data::seed(0);
+    let x = Tensor::randn([300, 2], (Kind::Float, test_device())); // 5 batches, the last of 44
+    let cfg = TrainConfig {
+        ema_decay: None,
+        ..config()
+    };
+    let (vs_own, mlp_own) = net(3);
+    let mut ema = Ema::new(&vs_own, 0.9).unwrap();
+    let mut calls = 0usize;
+    let mut after = || {
+        calls += 1;
+        ema.update()
+    };
+    let own = training::run(
+        &vs_own,
+        &x,
+        &cfg,
+        |b| dsm_loss(&mlp_own, b, 0.5),
+        training::Options {
+            test_data: Some(&x),
+            after_step: Some(&mut after),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(calls, own.steps);
+    assert_eq!(ema.updates() as usize, own.steps);
+    ema.swap();
+
+    let (vs_built_in, mlp_built_in) = net(3);
+    let built_in = training::run(
+        &vs_built_in,
+        &x,
+        &TrainConfig {
+            ema_decay: Some(0.9),
+            ..cfg.clone()
+        },
+        |b| dsm_loss(&mlp_built_in, b, 0.5),
+        training::Options {
+            test_data: Some(&x),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(built_in.train_loss, own.train_loss);
+    let diff = max_abs_diff(&params(&vs_own), &params(&vs_built_in));
+    assert!(diff < 1e-6, "hook-kept average vs the built-in EMA: {diff}");
+
+    // An error from the hook ends the run with it.
+    let (vs, mlp) = net(3);
+    let mut n = 0;
+    let mut failing = || {
+        n += 1;
+        match n {
+            5 => Err(Error::Plot("hook failed".into())),
+            _ => Ok(()),
+        }
+    };
+    let err = training::run(
+        &vs,
+        &x,
+        &cfg,
+        |b| dsm_loss(&mlp, b, 0.5),
+        training::Options {
+            after_step: Some(&mut failing),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("hook failed"), "{err}");
+    assert_eq!(n, 5);
+}
+
 fn tch_no_grad<T>(f: impl FnOnce() -> T) -> T {
     sgm::tch::no_grad(f)
 }

@@ -983,6 +983,7 @@ impl Model {
                 hook,
                 stop,
                 checkpoint,
+                after_step: None,
             },
         )
     }

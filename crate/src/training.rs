@@ -537,6 +537,7 @@ pub fn train_until(
             hook,
             stop,
             checkpoint: None,
+            after_step: None,
         },
     )
 }
@@ -556,6 +557,11 @@ pub struct Options<'a> {
     pub stop: &'a dyn Fn() -> bool,
     /// Save a resumable checkpoint here (see [`Checkpointing`]).
     pub checkpoint: Option<Checkpointing<'a>>,
+    /// Called once after every optimiser step, in order (after Adam and the EMA, and outside
+    /// a captured CUDA graph): the caller's own per-step work, such as a hand-written average
+    /// of the weights. An error ends the run with it. What it keeps is the caller's: a
+    /// checkpoint does not save it.
+    pub after_step: Option<&'a mut dyn FnMut() -> Result<()>>,
 }
 
 impl Default for Options<'_> {
@@ -565,6 +571,7 @@ impl Default for Options<'_> {
             hook: Box::leak(Box::new(|_: &Event| {})),
             stop: &no_stop,
             checkpoint: None,
+            after_step: None,
         }
     }
 }
@@ -823,6 +830,7 @@ pub fn run(
         hook,
         stop,
         checkpoint,
+        mut after_step,
     } = opts;
     check_nonempty(train_data, "training set")?;
     if let Some(test) = test_data {
@@ -959,6 +967,12 @@ pub fn run(
             state.batch += 1;
             state.history.steps = state.step;
             pending.push(&loss, epoch, state.step, len);
+            if let Some(after_step) = after_step.as_deref_mut() {
+                if let Err(e) = after_step() {
+                    pending.read(&mut state, hook, start)?;
+                    return Err(e);
+                }
+            }
             if stop() {
                 stopped = true;
             }

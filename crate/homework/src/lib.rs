@@ -37,9 +37,13 @@ pub mod plots {
 }
 
 /// The training loop of `dgm_utils.train_model`: Adam over shuffled mini-batches, an optional
-/// StepLR, the mean train and test loss per epoch.
+/// StepLR, the mean train and test loss per epoch. [`training::run`] takes
+/// [`training::Options`], whose `after_step` runs the student's own code after every optimiser
+/// step (assignment 8's moving average of the weights).
 pub mod training {
-    pub use sgm::training::{print_progress, train, Event, History, LrDecay, TrainConfig};
+    pub use sgm::training::{
+        print_progress, run, train, Event, History, LrDecay, Options, TrainConfig,
+    };
 }
 
 /// Special functions the homework's formulas need (Rust's standard library has no `erf`).
