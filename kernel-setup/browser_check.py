@@ -447,7 +447,7 @@ def check_lab(notebook, out, first_cell_timeout, cell_timeout):
             f"({sum(c.cell_type == 'code' for c in cells)} code cells); check: cell {target + 1}, "
             f"grade {grade.get('grade')!r}, {grade.get('points')} points, names in its source: {names or 'none'}"
         )
-        server = LabServer(served, tmp, out / "jupyter-lab.log")
+        server = LabServer(served, tmp, out / f"jupyter-lab-{notebook.stem}.log")
         refused = []
         try:
             start = time.monotonic()
@@ -475,7 +475,7 @@ def check_lab(notebook, out, first_cell_timeout, cell_timeout):
                             result += "; " + drive_validate(page, server, copy.name, validate, answers, changed, cell_timeout)
                     finally:
                         server.remember_children()
-                        screenshot(page, out / "lab.png")
+                        screenshot(page, out / f"lab-{notebook.stem}.png")
                 finally:
                     browser.close()
         finally:

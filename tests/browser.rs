@@ -1,15 +1,14 @@
 //! Checks in a real browser: Debian's chromium (installed by `kernel-setup/setup.sh`) driven by
 //! playwright from `kernel-setup/browser_check.py`, which prints what it saw and ends with one
 //! line `browser check NAME: ok (...)` or `... FAILED: why`. Screenshots and the JupyterLab
-//! server's log land in `target/browser-tests/`.
+//! server's log land in `target/browser-tests/` (`lab-NOTEBOOK.png`, `jupyter-lab-NOTEBOOK.log`).
 //!
 //! * The HTML pages the project writes (`kernel-setup/html_pages.py`) typeset their formulas
 //!   with the MathJax copy beside them, with every network request refused.
-//! * JupyterLab runs the homework release notebook through its UI, cell by cell, down to the
-//!   first graded check after its first figure, and shows the figure and the check's name in
-//!   its output; then its last cell, `sgm_homework::validate()`, checks the notebook as saved
-//!   (before and after a cell is added through the UI and saved). Until the release notebook exists, a stand-in of the same shape is generated
-//!   and used (the test says which).
+//! * JupyterLab runs each homework release notebook (homework 5, assignment 8) through its UI,
+//!   cell by cell, down to the first graded check after its first figure, and shows the figure
+//!   and the check's name in its output; then its last cell, `sgm_homework::validate()`, checks
+//!   the notebook as saved (before and after a cell is added through the UI and saved).
 //!
 //! `SGM_BROWSER_TESTS=skip` skips both (for machines without chromium); they fail otherwise.
 
@@ -17,10 +16,12 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Command;
 
-use sgm_tests::tmpdir;
-
-/// The homework release notebook the JupyterLab check runs when it exists.
-const RELEASE: &str = "notebooks/homework/release/hw5_score_matching.ipynb";
+/// The homework release notebooks the JupyterLab check runs (committed, and kept current by
+/// `tests/assignment.rs`).
+const RELEASES: [&str; 2] = [
+    "notebooks/homework/release/hw5_score_matching.ipynb",
+    "notebooks/homework/release/a8_score_models.ipynb",
+];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -75,96 +76,28 @@ fn formulas_render_offline_from_the_local_mathjax() {
     assert!(log.contains("1 inline and 1 display formulas"), "{log}");
 }
 
-/// A notebook with the release's shape: the set-up cell, a graded check, a figure cell (tag
-/// `figure`), then a graded check cell (`metadata.sgm.grade`) whose output names its test; the
-/// cells after it are not run. The folder lives as long as the returned guard.
-fn stand_in() -> (sgm_tests::TmpDir, PathBuf) {
-    let dir = tmpdir("browser-standin");
-    let first = format!(
-        ":dep sgm = {{ path = {:?} }}\nsgm::notebook::report_failed_cells()?;",
-        root().join("crate").display().to_string()
-    );
-    let code = |id: &str, src: &str, metadata: serde_json::Value| {
-        serde_json::json!({
-            "cell_type": "code", "id": id, "execution_count": null, "outputs": [],
-            "metadata": metadata, "source": src,
-        })
-    };
-    let cells = vec![
-        serde_json::json!({
-            "cell_type": "markdown", "id": "title", "metadata": {},
-            "source": "# Stand-in for hw5_score_matching\n\nThe score $\\nabla_x \\log p(x)$.",
-        }),
-        code("setup", &first, serde_json::json!({})),
-        code("prelude", "use sgm::prelude::*;", serde_json::json!({})),
-        // As in the release: a graded theory check before the first figure.
-        code(
-            "check-0",
-            "println!(\"problem 1: passed\");",
-            serde_json::json!({"sgm": {"grade": "task1.problem1", "points": 2}}),
-        ),
-        code(
-            "figure",
-            "Scatter::new(\"x\", [-1.0, 1.0, -1.0, 1.0])?\n    .points(\"p\", &Tensor::randn([10, 2], (Kind::Float, Device::Cpu)))?\n    .figure()?",
-            serde_json::json!({"tags": ["figure"]}),
-        ),
-        code(
-            "check-1",
-            "println!(\"test_denoiser_score_matcher: passed\");",
-            serde_json::json!({"sgm": {"grade": "task2.matcher", "points": 1}}),
-        ),
-        code(
-            "check-2",
-            "println!(\"test_later: not run by the check\");",
-            serde_json::json!({"sgm": {"grade": "task2", "points": 2}}),
-        ),
-    ];
-    let nb = serde_json::json!({
-        "cells": cells, "nbformat": 4, "nbformat_minor": 5,
-        "metadata": {"kernelspec": {"name": "sgm", "display_name": "Rust (sgm)", "language": "rust"}},
-    });
-    let path = dir.join("hw5_score_matching.ipynb");
-    std::fs::write(&path, serde_json::to_string_pretty(&nb).unwrap()).unwrap();
-    (dir, path)
-}
-
 #[test]
-fn jupyterlab_runs_the_homework_down_to_its_first_check_after_a_figure() {
+fn jupyterlab_runs_each_homework_down_to_its_first_check_after_a_figure() {
     if skipped() {
         return;
     }
-    let release = root().join(RELEASE);
-    // `_folder` keeps a stand-in's folder until the test ends.
-    let (_folder, notebook, which) = if release.exists() {
-        (None, release, "the release notebook")
-    } else {
-        let (folder, path) = stand_in();
-        (
-            Some(folder),
-            path,
-            "a stand-in (the release notebook does not exist yet)",
-        )
-    };
-    println!("JupyterLab check on {which}: {}", notebook.display());
-    let (ok, log) = browser_check(&["lab".into(), notebook.clone().into()]);
-    assert!(ok, "the JupyterLab check on {which} failed:\n{log}");
-    assert!(log.contains("browser check lab: ok"), "{log}");
-    let figures = log
-        .lines()
-        .find(|l| l.contains("figures on the page (cell, size):"))
-        .unwrap_or_else(|| panic!("no figure line in:\n{log}"));
-    assert!(figures.contains("x"), "no figure: {figures}");
-    if which.starts_with("a stand-in") {
-        assert!(
-            log.contains("check test_denoiser_score_matcher shown"),
-            "{log}"
-        );
-    } else {
+    // One after the other: each starts its own server, kernel and browser.
+    for release in RELEASES {
+        let notebook = root().join(release);
+        println!("JupyterLab check on {}", notebook.display());
+        let (ok, log) = browser_check(&["lab".into(), notebook.clone().into()]);
+        assert!(ok, "the JupyterLab check on {release} failed:\n{log}");
+        assert!(log.contains("browser check lab: ok"), "{release}: {log}");
+        let figures = log
+            .lines()
+            .find(|l| l.contains("figures on the page (cell, size):"))
+            .unwrap_or_else(|| panic!("{release}: no figure line in:\n{log}"));
+        assert!(figures.contains("x"), "{release}: no figure: {figures}");
         // The release's last cell checks the notebook as saved, through the path the Jupyter
         // server gives the kernel: the served copy, then the same after a cell added and saved.
         assert!(
             log.contains("unanswered cells, then the added cell, from the saved file"),
-            "{log}"
+            "{release}: {log}"
         );
     }
 }
