@@ -686,8 +686,8 @@ fn committed_releases_are_current_and_leak_nothing() {
             18,
             vec!["task1.problem1.derivation", "task1.problem2.derivation"],
         ),
-        // Tasks 1 to 4, 7 and 8: 2 points by checks each, one more by hand in Task 1; Tasks 5
-        // and 6: 1.
+        // Tasks 1 to 4, 7 and 8: 2 points by checks each, one more by hand in Task 1; Task 5:
+        // 3 (2 for the moving average, 1 for training); Task 6: 1.
         ("a8_score_models", 17, vec!["task1.batch_norm"]),
     ];
     let names = |dir: &str| {

@@ -559,8 +559,11 @@ pub struct Options<'a> {
     pub checkpoint: Option<Checkpointing<'a>>,
     /// Called once after every optimiser step, in order (after Adam and the EMA, and outside
     /// a captured CUDA graph): the caller's own per-step work, such as a hand-written average
-    /// of the weights. An error ends the run with it. What it keeps is the caller's: a
-    /// checkpoint does not save it.
+    /// of the weights. An error from it ends the run with that error, unless a loss not yet
+    /// read turns out not finite: losses are read every few dozen steps, so the hook may run
+    /// that many steps after a non-finite loss, which is then the error reported. What it
+    /// keeps is the caller's: a checkpoint does not save it, and a resumed run calls it only
+    /// for the steps after [`History::resumed_at`].
     pub after_step: Option<&'a mut dyn FnMut() -> Result<()>>,
 }
 
