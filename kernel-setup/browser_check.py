@@ -626,8 +626,41 @@ def drive_validate(page, server, name, index, answers, changed, limit):
     log(f"    validate cell output after adding a cell and saving: {text.strip()[:600]!r}")
     if "is not in the assignment and is left out" not in text or f"Not ready: {problems + 1} problem(s)" not in text:
         raise CheckFailed(f"after a cell was added and saved, the validate cell does not name it: {text[:600]!r}")
-    return f"validate cell: {answers} unanswered cells, then the added cell, from the saved file"
-
+    # Rename through the UI (File > Rename Notebook…): the server moves the kernel's session to
+    # the new name and the kernel keeps running, so the check must follow the session, not the
+    # name the kernel was started with (the old file is gone). (Save As, in JupyterLab 4, opens
+    # the copy with a kernel of its own, which is told the new name.)
+    renamed = "renamed-" + name
+    kernel_before = [s["kernel"]["id"] for s in server.api("GET", "/api/sessions") if s.get("path", "").endswith(name)]
+    page.keyboard.press("Escape")
+    page.locator(".lm-MenuBar-itemLabel", has_text="File").click()
+    page.locator(".lm-Menu-itemLabel", has_text="Rename Notebook").click()
+    field = page.locator(".jp-Dialog input")
+    field.wait_for(timeout=30_000)
+    field.fill(renamed)
+    page.keyboard.press("Enter")
+    deadline = time.monotonic() + 30
+    while True:
+        sessions = server.api("GET", "/api/sessions")
+        kernel_after = [s["kernel"]["id"] for s in sessions if s.get("path", "").endswith(renamed)]
+        if kernel_after:
+            break
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"no session for {renamed} 30 s after the rename: {sessions}")
+        page.wait_for_timeout(250)
+    if kernel_after != kernel_before:
+        raise CheckFailed(f"the rename changed the kernel ({kernel_before} to {kernel_after}): nothing to follow")
+    text = run_cell(page, index, limit, done)
+    log(f"    validate cell output after the rename to {renamed}: {text.strip()[:600]!r}")
+    checked = re.search(r"Checked (\S+) as saved", text)
+    if not checked or pathlib.Path(checked.group(1)).name != renamed:
+        raise CheckFailed(f"after the rename to {renamed}, the validate cell checked {checked and checked.group(1)}: {text[:600]!r}")
+    if f"Not ready: {problems + 1} problem(s)" not in text:
+        raise CheckFailed(f"after the rename, the validate cell does not find the same problems: {text[:600]!r}")
+    return (
+        f"validate cell: {answers} unanswered cells, then the added cell, from the saved file, "
+        f"then the same from the file renamed {renamed} under the same kernel"
+    )
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

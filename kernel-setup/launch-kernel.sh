@@ -6,6 +6,16 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILDS="$ROOT/.tools/evcxr-build"
 mkdir -p "$BUILDS"
+# The connection file Jupyter starts the kernel with (`--control_file RUNTIME_DIR/kernel-ID.json`)
+# names the kernel: the homework's validate cell (sgm_homework::submission::server_notebook)
+# asks the server which notebook that kernel's session holds now, a rename or Save As later.
+previous=""
+for arg in "$@"; do
+  if [[ $previous == --control_file ]]; then
+    export SGM_KERNEL_CONNECTION_FILE="$arg"
+  fi
+  previous="$arg"
+done
 for slot in 0 1 2 3 4 5 6 7; do
   exec 9>"$BUILDS/slot-$slot.lock"
   if flock -n 9; then

@@ -503,6 +503,20 @@ fn the_release_checks_itself_as_saved() {
         session_notebook(Path::new("gone/renamed.ipynb")),
         PathBuf::from("gone/renamed.ipynb")
     );
+    // The session the Jupyter server holds for this kernel (GET /api/sessions): its path, which
+    // follows a rename or Save As, from the server's root; another kernel's session is not it.
+    use sgm_homework::submission::session_path;
+    let sessions = r#"[
+        {"id": "s1", "path": "hw/a8.ipynb", "kernel": {"id": "k-other", "name": "sgm"}},
+        {"id": "s2", "path": "hw/saved-as-a8.ipynb", "kernel": {"id": "k-this", "name": "sgm"}}
+    ]"#;
+    let root = Path::new("/srv/notebooks");
+    assert_eq!(
+        session_path(sessions, "k-this", root),
+        Some(PathBuf::from("/srv/notebooks/hw/saved-as-a8.ipynb"))
+    );
+    assert_eq!(session_path(sessions, "k-gone", root), None);
+    assert_eq!(session_path("<html>login</html>", "k-this", root), None);
     let err = validate_file(Path::new("gone/renamed.ipynb"))
         .unwrap_err()
         .to_string();

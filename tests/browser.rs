@@ -8,7 +8,8 @@
 //! * JupyterLab runs each homework release notebook (homework 5, assignment 8) through its UI,
 //!   cell by cell, down to the first graded check after its first figure, and shows the figure
 //!   and the check's name in its output; then its last cell, `sgm_homework::validate()`, checks
-//!   the notebook as saved (before and after a cell is added through the UI and saved).
+//!   the notebook as saved (before and after a cell is added through the UI and saved, and
+//!   after a rename, when the same kernel must check the file under its new name).
 //!
 //! `SGM_BROWSER_TESTS=skip` skips both (for machines without chromium); they fail otherwise.
 
@@ -94,9 +95,14 @@ fn jupyterlab_runs_each_homework_down_to_its_first_check_after_a_figure() {
             .unwrap_or_else(|| panic!("{release}: no figure line in:\n{log}"));
         assert!(figures.contains("x"), "{release}: no figure: {figures}");
         // The release's last cell checks the notebook as saved, through the path the Jupyter
-        // server gives the kernel: the served copy, then the same after a cell added and saved.
+        // server holds for the kernel's session: the served copy, then the same after a cell
+        // added and saved.
+        // Then a rename through the UI: the same kernel checks the file under its new name.
         assert!(
-            log.contains("unanswered cells, then the added cell, from the saved file"),
+            log.contains(
+                "unanswered cells, then the added cell, from the saved file, then the same from \
+                 the file renamed renamed-"
+            ),
             "{release}: {log}"
         );
     }

@@ -198,8 +198,9 @@ pub mod submission {
             return Err(sgm::Error::Notebook {
                 path: path.display().to_string(),
                 cell: "file".into(),
-                why: "not a file here: the notebook this kernel was started for keeps that name until the kernel restarts \
-                      (after a rename or a move: restart the kernel), or run `sgm validate NOTEBOOK` in a terminal"
+                why: "not a file here: where the Jupyter server cannot be asked, the notebook this kernel was started for \
+                      keeps that name until the kernel restarts (after a rename or a move: restart the kernel), or run \
+                      `sgm validate NOTEBOOK` in a terminal"
                     .into(),
             });
         }
@@ -225,10 +226,97 @@ pub mod submission {
         })
     }
 
-    /// The notebook this kernel was started for, from [`SESSION_ENV`] ([`session_notebook`]).
+    /// Set by `kernel-setup/launch-kernel.sh` in the kernel's environment: the connection file
+    /// Jupyter started the kernel with, `RUNTIME_DIR/kernel-ID.json`, which names the kernel.
+    pub const CONNECTION_FILE_ENV: &str = "SGM_KERNEL_CONNECTION_FILE";
+
+    /// Set by `jupyter_client` in a kernel's environment: the process id of the server that
+    /// started it, which names its `jpserver-PID.json` in the runtime folder.
+    pub const SERVER_PID_ENV: &str = "JPY_PARENT_PID";
+
+    /// The notebook this kernel runs now: the path the Jupyter server's session for this kernel
+    /// holds ([`server_notebook`]), which follows a rename (the kernel keeps running; *Save As*,
+    /// in JupyterLab 4, starts a kernel of its own for the copy); where the server cannot be
+    /// asked, the path it gave the kernel at start ([`SESSION_ENV`], [`session_notebook`]).
     pub fn this_notebook() -> Option<PathBuf> {
+        if let Some(path) = server_notebook() {
+            return Some(path);
+        }
         let given = std::env::var_os(SESSION_ENV).filter(|v| !v.is_empty())?;
         Some(session_notebook(Path::new(&given)))
+    }
+
+    /// The notebook of this kernel's session as the Jupyter server that started it holds it
+    /// now (`GET /api/sessions`, the session whose kernel has this kernel's id), absolute.
+    /// `None` when the kernel was not started by a local Jupyter server through
+    /// `launch-kernel.sh` ([`CONNECTION_FILE_ENV`], [`SERVER_PID_ENV`]), the server listens on
+    /// HTTPS or a Unix socket, or it does not answer within two seconds.
+    pub fn server_notebook() -> Option<PathBuf> {
+        let connection = PathBuf::from(std::env::var_os(CONNECTION_FILE_ENV)?);
+        let kernel_id = connection
+            .file_stem()?
+            .to_str()?
+            .strip_prefix("kernel-")?
+            .to_owned();
+        let pid = std::env::var(SERVER_PID_ENV).ok()?;
+        let info = std::fs::read(
+            connection
+                .parent()?
+                .join(format!("jpserver-{}.json", pid.trim())),
+        )
+        .ok()?;
+        let info: sgm::serde_json::Value = sgm::serde_json::from_slice(&info).ok()?;
+        if info["secure"].as_bool() != Some(false)
+            || info["sock"].as_str().is_some_and(|s| !s.is_empty())
+        {
+            return None;
+        }
+        let base = info["base_url"].as_str().unwrap_or("/");
+        let sessions = local_get(
+            info["hostname"].as_str()?,
+            u16::try_from(info["port"].as_u64()?).ok()?,
+            &format!("{}/api/sessions", base.trim_end_matches('/')),
+            info["token"].as_str().unwrap_or(""),
+        )?;
+        session_path(&sessions, &kernel_id, Path::new(info["root_dir"].as_str()?))
+    }
+
+    /// The absolute path of the notebook whose session runs kernel `kernel_id`, from the JSON
+    /// list `GET /api/sessions` returns (each session's `path` is relative to the server's
+    /// `root_dir`).
+    pub fn session_path(sessions: &str, kernel_id: &str, root_dir: &Path) -> Option<PathBuf> {
+        let sessions: sgm::serde_json::Value = sgm::serde_json::from_str(sessions).ok()?;
+        let path = sessions
+            .as_array()?
+            .iter()
+            .find(|s| s["kernel"]["id"].as_str() == Some(kernel_id))?["path"]
+            .as_str()?;
+        Some(root_dir.join(path))
+    }
+
+    /// The body of a plain HTTP/1.0 GET of `path` from the server at `host:port` (local: the
+    /// Jupyter server that started this kernel), with its token; `None` unless it answers
+    /// 200 within two seconds. HTTP/1.0, so the server closes the connection after a body
+    /// sent whole (no chunks to decode).
+    fn local_get(host: &str, port: u16, path: &str, token: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        use std::net::{TcpStream, ToSocketAddrs};
+        let timeout = Duration::from_secs(2);
+        let addr = (host, port).to_socket_addrs().ok()?.next()?;
+        let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+        stream.set_read_timeout(Some(timeout)).ok()?;
+        stream.set_write_timeout(Some(timeout)).ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nAuthorization: token {token}\r\nAccept: application/json\r\n\r\n"
+        )
+        .ok()?;
+        let mut response = Vec::new();
+        stream.take(16 << 20).read_to_end(&mut response).ok()?;
+        let response = String::from_utf8(response).ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        let status = head.lines().next()?.split_whitespace().nth(1)?;
+        (status == "200").then(|| body.to_owned())
     }
 
     /// The notebook a Jupyter session path `given` names, seen from this process's folder: as
