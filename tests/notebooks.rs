@@ -477,6 +477,96 @@ fn every_failing_cell_is_caught_every_time() {
     println!("caught: {caught:#?}");
 }
 
+#[path = "../crate/notebook-programs/kernel_limits.rs"]
+mod kernel_limits;
+
+/// A cell's top-level closure: the real kernel fails that cell and loses all its variables, so
+/// the notebook-to-program build (which would run it) refuses it (`kernel_limits`). The kernel
+/// half shows the premise still holds for the evcxr that set-up installs.
+#[test]
+fn a_closure_kept_between_cells_fails_in_the_kernel_and_in_the_program_build() {
+    let parse = |code: &str| -> Vec<(String, usize)> {
+        let block: syn::Block = syn::parse_str(&format!("{{\n{code}\n}}")).unwrap();
+        kernel_limits::closure_variables(&block)
+    };
+    // (cell, the closures it keeps at the top level, with their block lines)
+    let cases: [(&str, &[(&str, usize)]); 8] = [
+        ("let a = 1;\nlet f = |x: i32| x + a;", &[("f", 3)]),
+        ("let g = move |x: i32| x;", &[("g", 2)]),
+        (
+            "let h = &|x: i32| x;\nlet p = (|x: i32| x);",
+            &[("h", 2), ("p", 3)],
+        ),
+        ("let mut m = || 1;", &[("m", 2)]),
+        ("let b: Box<dyn Fn(i32) -> i32> = Box::new(|x| x);", &[]),
+        ("let c = { let f = |x: i32| x; f(1) };", &[]),
+        ("fn k() -> i32 { let f = |x: i32| x; f(1) }", &[]),
+        ("let v: Vec<i32> = (0..3).map(|x| x * 2).collect();", &[]),
+    ];
+    for (code, want) in cases {
+        let got = parse(code);
+        let want: Vec<(String, usize)> = want.iter().map(|(n, l)| (n.to_string(), *l)).collect();
+        assert_eq!(got, want, "{code}");
+    }
+
+    let _kernel = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
+    let out = root().join("target/notebook-tests/probes-closure");
+    let probe = Probe::new(
+        "closure",
+        FIRST_CELL,
+        &[
+            (
+                "let before = 1;\nlet f = |x: i32| x + 1;\nlet after = 2;",
+                false,
+            ),
+            ("println!(\"{}\", after);", false),
+            (
+                "let boxed: Box<dyn Fn(i32) -> i32> = Box::new(|x| x + 1);",
+                false,
+            ),
+            ("assert_eq!(boxed(1), 2);", false),
+        ],
+    );
+    let output = Command::new(python())
+        .arg(root().join("kernel-setup/notebook_runner.py"))
+        .arg("--keep-going")
+        .arg("--out")
+        .arg(&out)
+        .arg(&probe.0)
+        .output()
+        .expect("start the notebook runner");
+    assert!(!output.status.success());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let name = probe.0.file_name().unwrap().to_string_lossy().to_string();
+    let failures = report[&name]["failures"].as_array().unwrap().clone();
+    let failed: Vec<(i64, String)> = failures
+        .iter()
+        .map(|f| {
+            (
+                f["cell"].as_i64().unwrap(),
+                f["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    // Cells: 0 first cell, 1 prelude, 2 the closure, 3 its `after`, 4 and 5 the boxed one.
+    assert_eq!(
+        failed.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+        [2, 3],
+        "{failed:#?}"
+    );
+    assert!(
+        failed[0]
+            .1
+            .contains("is a closure, which cannot be persisted"),
+        "{failed:#?}"
+    );
+    assert!(
+        failed[1].1.contains("cannot find value `after`"),
+        "{failed:#?}"
+    );
+}
+
 /// evcxr forwards a cell's stderr from a thread of its own; under load (seen with both cores
 /// busy) a panic's last backtrace lines reached Jupyter after the cell had ended, as the next
 /// cell's output, and the strict runner failed that good cell for them. The runner moves such

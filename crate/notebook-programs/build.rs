@@ -19,6 +19,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+#[path = "kernel_limits.rs"]
+mod kernel_limits;
+
 /// The notebooks turned into programs: the numbered ones and the homework's source (the
 /// instructor's solution, which needs no student code).
 fn notebooks(root: &Path) -> Vec<PathBuf> {
@@ -67,11 +70,27 @@ fn code_of(cell: &serde_json::Value) -> String {
         .join("\n")
 }
 
-/// The byte offset in `code` where its trailing expression starts, if the cell ends with one.
-fn trailing_expression(code: &str, what: &str) -> Option<usize> {
+/// A cell's code parsed as a function body's statements; a closure kept at the top level,
+/// which the kernel cannot run ([`kernel_limits`]), fails the build.
+fn parse_cell(code: &str, what: &str) -> syn::Block {
     // One line of its own before the code, so that line numbers are the code's plus one.
     let block: syn::Block = syn::parse_str(&format!("{{\n{code}\n}}"))
         .unwrap_or_else(|e| panic!("{what}: not Rust that a function body can hold: {e}"));
+    if let Some((name, line)) = kernel_limits::closure_variables(&block).first() {
+        panic!(
+            "{what}, line {}: `let {name} = |…| …` at the top level of a cell: the evcxr kernel \
+             cannot keep a closure between cells, so that cell fails there and keeps none of its \
+             variables; put the closure and its uses in a block {{ … }} (or box it under a named \
+             type)",
+            line - 1
+        );
+    }
+    block
+}
+
+/// The byte offset in `code` where its trailing expression starts, if the cell (parsed as
+/// `block`) ends with one.
+fn trailing_expression(code: &str, block: &syn::Block) -> Option<usize> {
     let syn::Stmt::Expr(expr, None) = block.stmts.last()? else {
         return None;
     };
@@ -89,6 +108,7 @@ fn trailing_expression(code: &str, what: &str) -> Option<usize> {
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.join("../..").canonicalize().unwrap();
+    println!("cargo:rerun-if-changed=kernel_limits.rs");
     let mut out = String::new();
     let mut table = String::from(
         "/// Every notebook turned into a program.\npub const NOTEBOOKS: &[Program] = &[\n",
@@ -116,7 +136,8 @@ fn main() {
             let code = code_of(cell);
             let what = format!("{relative}, cell {index}");
             writeln!(out, "cell({index});").unwrap();
-            match trailing_expression(&code, &what) {
+            let block = parse_cell(&code, &what);
+            match trailing_expression(&code, &block) {
                 Some(start) => writeln!(
                     out,
                     "{}crate::show!({}\n);",
