@@ -8,7 +8,7 @@ BUILDS="$ROOT/.tools/evcxr-build"
 mkdir -p "$BUILDS"
 # The connection file Jupyter starts the kernel with (`--control_file RUNTIME_DIR/kernel-ID.json`)
 # names the kernel: the homework's validate cell (sgm_homework::submission::server_notebook)
-# asks the server which notebook that kernel's session holds now, a rename or Save As later.
+# asks the server which notebook that kernel's session holds now, after a rename too.
 previous=""
 for arg in "$@"; do
   if [[ $previous == --control_file ]]; then

@@ -504,18 +504,35 @@ fn the_release_checks_itself_as_saved() {
         PathBuf::from("gone/renamed.ipynb")
     );
     // The session the Jupyter server holds for this kernel (GET /api/sessions): its path, which
-    // follows a rename or Save As, from the server's root; another kernel's session is not it.
+    // follows a rename, from the server's root; another kernel's session, a console's, and
+    // paths that leave the root are not it, nor are two notebooks that share the kernel.
     use sgm_homework::submission::session_path;
-    let sessions = r#"[
-        {"id": "s1", "path": "hw/a8.ipynb", "kernel": {"id": "k-other", "name": "sgm"}},
-        {"id": "s2", "path": "hw/saved-as-a8.ipynb", "kernel": {"id": "k-this", "name": "sgm"}}
-    ]"#;
     let root = Path::new("/srv/notebooks");
+    let sessions = |list: &str| {
+        format!("[{{\"path\": \"hw/a8.ipynb\", \"type\": \"notebook\", \"kernel\": {{\"id\": \"k-other\"}}}}, {list}]")
+    };
+    let this = |path: &str, kind: &str| {
+        format!(
+            "{{\"path\": \"{path}\", \"type\": \"{kind}\", \"kernel\": {{\"id\": \"k-this\"}}}}"
+        )
+    };
+    let renamed = this("hw/renamed-a8.ipynb", "notebook");
     assert_eq!(
-        session_path(sessions, "k-this", root),
-        Some(PathBuf::from("/srv/notebooks/hw/saved-as-a8.ipynb"))
+        session_path(&sessions(&renamed), "k-this", root),
+        Some(PathBuf::from("/srv/notebooks/hw/renamed-a8.ipynb"))
     );
-    assert_eq!(session_path(sessions, "k-gone", root), None);
+    let with_console = format!("{}, {renamed}", this("console-1", "console"));
+    assert_eq!(
+        session_path(&sessions(&with_console), "k-this", root),
+        Some(PathBuf::from("/srv/notebooks/hw/renamed-a8.ipynb"))
+    );
+    assert_eq!(session_path(&sessions(&renamed), "k-gone", root), None);
+    let two = format!("{renamed}, {}", this("other.ipynb", "notebook"));
+    assert_eq!(session_path(&sessions(&two), "k-this", root), None);
+    for outside in ["/etc/passwd", "../elsewhere.ipynb", "hw/../../x.ipynb"] {
+        let list = sessions(&this(outside, "notebook"));
+        assert_eq!(session_path(&list, "k-this", root), None, "{outside}");
+    }
     assert_eq!(session_path("<html>login</html>", "k-this", root), None);
     let err = validate_file(Path::new("gone/renamed.ipynb"))
         .unwrap_err()
@@ -523,6 +540,97 @@ fn the_release_checks_itself_as_saved() {
     assert!(
         err.contains("gone/renamed.ipynb") && err.contains("restart the kernel"),
         "{err}"
+    );
+}
+
+/// The validate cell's question to the Jupyter server that started its kernel, against a
+/// stand-in server on a local port: the request (path under `base_url`, token), the answer
+/// taken only when it is 200 and names a file, and no question at all to a server that is not
+/// an ancestor of this process (its info file may be a dead server's).
+#[test]
+fn validate_asks_the_server_that_started_the_kernel() {
+    use sgm_homework::submission::server_notebook_of;
+    use std::io::{Read, Write};
+    let dir = sgm_tests::tmpdir("validate-server");
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("hw")).unwrap();
+    std::fs::write(root.join("hw/renamed.ipynb"), "{}").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let info = |pid: u32| {
+        let info = json!({"hostname": "127.0.0.1", "port": port, "token": "t0k", "base_url": "/base/",
+                          "root_dir": root, "secure": false, "sock": "", "pid": pid});
+        std::fs::write(dir.join(format!("jpserver-{pid}.json")), info.to_string()).unwrap();
+    };
+    let server = std::os::unix::process::parent_id(); // an ancestor, as the server is
+    info(server);
+    let connection = dir.join("kernel-abc.json");
+    let session = |path: &str| {
+        format!(
+            "[{{\"path\": \"{path}\", \"type\": \"notebook\", \"kernel\": {{\"id\": \"abc\"}}}}]"
+        )
+    };
+    let answers = [
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{}",
+            session("hw/renamed.ipynb")
+        ),
+        "HTTP/1.1 403 Forbidden\r\n\r\n{\"message\": \"Forbidden\"}".to_string(),
+        format!("HTTP/1.1 200 OK\r\n\r\n{}", session("hw/missing.ipynb")),
+        format!("HTTP/1.0 200 OK\r\n\r\n{}", session("hw/renamed.ipynb")),
+    ];
+    let stand_in = std::thread::spawn(move || {
+        let mut requests = Vec::new();
+        for answer in answers {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+                request.push(byte[0]);
+            }
+            requests.push(String::from_utf8(request).unwrap());
+            stream.write_all(answer.as_bytes()).unwrap();
+        }
+        requests
+    });
+    assert_eq!(
+        server_notebook_of(&connection, &server.to_string()),
+        Some(root.join("hw/renamed.ipynb"))
+    );
+    assert_eq!(server_notebook_of(&connection, &server.to_string()), None); // 403
+    assert_eq!(server_notebook_of(&connection, &server.to_string()), None); // no such file
+                                                                            // A process that is not an ancestor (a child of this one), whose info file names the same
+                                                                            // port: not asked (the stand-in's last answer is still there for the next question).
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    info(child.id());
+    assert_eq!(
+        server_notebook_of(&connection, &child.id().to_string()),
+        None
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(server_notebook_of(&connection, "not a pid"), None);
+    assert_eq!(
+        server_notebook_of(&dir.join("other.json"), &server.to_string()),
+        None
+    );
+    assert_eq!(
+        server_notebook_of(&connection, &server.to_string()),
+        Some(root.join("hw/renamed.ipynb"))
+    );
+    let requests = stand_in.join().unwrap();
+    assert!(
+        requests[0].starts_with("GET /base/api/sessions HTTP/1.0\r\n"),
+        "{}",
+        requests[0]
+    );
+    assert!(
+        requests[0].contains("\r\nAuthorization: token t0k\r\n"),
+        "{}",
+        requests[0]
     );
 }
 

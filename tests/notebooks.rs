@@ -490,7 +490,7 @@ fn a_closure_kept_between_cells_fails_in_the_kernel_and_in_the_program_build() {
         kernel_limits::closure_variables(&block)
     };
     // (cell, the closures it keeps at the top level, with their block lines)
-    let cases: [(&str, &[(&str, usize)]); 8] = [
+    let cases: [(&str, &[(&str, usize)]); 16] = [
         ("let a = 1;\nlet f = |x: i32| x + a;", &[("f", 3)]),
         ("let g = move |x: i32| x;", &[("g", 2)]),
         (
@@ -498,10 +498,19 @@ fn a_closure_kept_between_cells_fails_in_the_kernel_and_in_the_program_build() {
             &[("h", 2), ("p", 3)],
         ),
         ("let mut m = || 1;", &[("m", 2)]),
+        ("let f: _ = |x: i32| x;", &[("f", 2)]),
+        ("let (a, f) = (1, |x: i32| x);", &[("f", 2)]),
+        ("let f = { let k = 2; move |x: i32| x * k };", &[("f", 2)]),
         ("let b: Box<dyn Fn(i32) -> i32> = Box::new(|x| x);", &[]),
         ("let c = { let f = |x: i32| x; f(1) };", &[]),
         ("fn k() -> i32 { let f = |x: i32| x; f(1) }", &[]),
         ("let v: Vec<i32> = (0..3).map(|x| x * 2).collect();", &[]),
+        // evcxr keeps nothing for `_`, and only the last binding of a name.
+        ("let _ = |x: i32| x;", &[]),
+        ("let f = |x: i32| x;\nlet f = f(1);", &[]),
+        ("let f = 1;\nlet f = |x: i32| x;", &[("f", 3)]),
+        ("let f: fn(i32) -> i32 = |x| x;", &[]),
+        ("let (a, b): (i32, _) = (1, |x: i32| x);", &[("b", 2)]),
     ];
     for (code, want) in cases {
         let got = parse(code);

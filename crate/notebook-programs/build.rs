@@ -134,7 +134,7 @@ fn main() {
                 continue;
             }
             let code = code_of(cell);
-            let what = format!("{relative}, cell {index}");
+            let what = format!("{relative}, cell {index} (from 0)");
             writeln!(out, "cell({index});").unwrap();
             let block = parse_cell(&code, &what);
             match trailing_expression(&code, &block) {

@@ -198,8 +198,8 @@ pub mod submission {
             return Err(sgm::Error::Notebook {
                 path: path.display().to_string(),
                 cell: "file".into(),
-                why: "not a file here: where the Jupyter server cannot be asked, the notebook this kernel was started for \
-                      keeps that name until the kernel restarts (after a rename or a move: restart the kernel), or run \
+                why: "not a file here: the Jupyter server could not be asked for the notebook's name now, and the name this \
+                      kernel was started with is gone (after a rename or a move: restart the kernel), or run \
                       `sgm validate NOTEBOOK` in a terminal"
                     .into(),
             });
@@ -237,7 +237,8 @@ pub mod submission {
     /// The notebook this kernel runs now: the path the Jupyter server's session for this kernel
     /// holds ([`server_notebook`]), which follows a rename (the kernel keeps running; *Save As*,
     /// in JupyterLab 4, starts a kernel of its own for the copy); where the server cannot be
-    /// asked, the path it gave the kernel at start ([`SESSION_ENV`], [`session_notebook`]).
+    /// asked or names no file here, the path it gave the kernel at start ([`SESSION_ENV`],
+    /// [`session_notebook`]).
     pub fn this_notebook() -> Option<PathBuf> {
         if let Some(path) = server_notebook() {
             return Some(path);
@@ -246,25 +247,33 @@ pub mod submission {
         Some(session_notebook(Path::new(&given)))
     }
 
-    /// The notebook of this kernel's session as the Jupyter server that started it holds it
-    /// now (`GET /api/sessions`, the session whose kernel has this kernel's id), absolute.
-    /// `None` when the kernel was not started by a local Jupyter server through
-    /// `launch-kernel.sh` ([`CONNECTION_FILE_ENV`], [`SERVER_PID_ENV`]), the server listens on
-    /// HTTPS or a Unix socket, or it does not answer within two seconds.
+    /// [`server_notebook_of`] for this kernel, from [`CONNECTION_FILE_ENV`] and
+    /// [`SERVER_PID_ENV`]; `None` where either is missing.
     pub fn server_notebook() -> Option<PathBuf> {
         let connection = PathBuf::from(std::env::var_os(CONNECTION_FILE_ENV)?);
+        let pid = std::env::var(SERVER_PID_ENV).ok()?;
+        server_notebook_of(&connection, &pid)
+    }
+
+    /// The notebook file of the kernel named by its `connection` file (`kernel-ID.json`) as the
+    /// Jupyter server with process id `server_pid` holds it now: that server's info file
+    /// (`jpserver-PID.json` beside the connection file: address, token, root folder), then
+    /// `GET /api/sessions` and the notebook session of that kernel ([`session_path`]). `None`
+    /// (the caller falls back) unless the server is an ancestor of this process (a file left by
+    /// a server that died names a port another program may hold now), listens on plain local
+    /// HTTP (not HTTPS or a Unix socket), answers 200 within two seconds in all, and names a
+    /// file that exists.
+    pub fn server_notebook_of(connection: &Path, server_pid: &str) -> Option<PathBuf> {
         let kernel_id = connection
             .file_stem()?
             .to_str()?
             .strip_prefix("kernel-")?
             .to_owned();
-        let pid = std::env::var(SERVER_PID_ENV).ok()?;
-        let info = std::fs::read(
-            connection
-                .parent()?
-                .join(format!("jpserver-{}.json", pid.trim())),
-        )
-        .ok()?;
+        let pid: u32 = server_pid.trim().parse().ok()?;
+        if !is_ancestor(pid) {
+            return None;
+        }
+        let info = std::fs::read(connection.parent()?.join(format!("jpserver-{pid}.json"))).ok()?;
         let info: sgm::serde_json::Value = sgm::serde_json::from_slice(&info).ok()?;
         if info["secure"].as_bool() != Some(false)
             || info["sock"].as_str().is_some_and(|s| !s.is_empty())
@@ -278,41 +287,116 @@ pub mod submission {
             &format!("{}/api/sessions", base.trim_end_matches('/')),
             info["token"].as_str().unwrap_or(""),
         )?;
-        session_path(&sessions, &kernel_id, Path::new(info["root_dir"].as_str()?))
+        let path = session_path(&sessions, &kernel_id, Path::new(info["root_dir"].as_str()?))?;
+        path.is_file().then_some(path)
+    }
+
+    /// Whether process `pid` is this process's parent or one above it (Linux's `/proc`;
+    /// elsewhere never). The kernel's code runs in evcxr's child process, whose parent is the
+    /// kernel, whose parent is the server.
+    fn is_ancestor(pid: u32) -> bool {
+        let parent_of = |p: u32| -> Option<u32> {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            // `pid (comm) state ppid …`: the command may hold spaces and parentheses.
+            stat.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        let mut current = std::os::unix::process::parent_id();
+        for _ in 0..64 {
+            if current == pid {
+                return true;
+            }
+            match parent_of(current) {
+                Some(p) if p != 0 && p != current => current = p,
+                _ => return false,
+            }
+        }
+        false
     }
 
     /// The absolute path of the notebook whose session runs kernel `kernel_id`, from the JSON
     /// list `GET /api/sessions` returns (each session's `path` is relative to the server's
-    /// `root_dir`).
+    /// `root_dir`). `None` when no notebook session runs it, when notebook sessions that share
+    /// it (JupyterLab can attach a second notebook to a kernel) name different files, or when
+    /// the path is absolute or climbs out of `root_dir` (`..`).
     pub fn session_path(sessions: &str, kernel_id: &str, root_dir: &Path) -> Option<PathBuf> {
         let sessions: sgm::serde_json::Value = sgm::serde_json::from_str(sessions).ok()?;
-        let path = sessions
+        let mut paths = sessions
             .as_array()?
             .iter()
-            .find(|s| s["kernel"]["id"].as_str() == Some(kernel_id))?["path"]
-            .as_str()?;
-        Some(root_dir.join(path))
+            .filter(|s| s["kernel"]["id"].as_str() == Some(kernel_id))
+            .filter(|s| s["type"].as_str().is_none_or(|t| t == "notebook"))
+            .filter_map(|s| s["path"].as_str());
+        let path = paths.next()?;
+        if paths.any(|other| other != path) {
+            return None;
+        }
+        let relative = Path::new(path);
+        let inside = relative.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
+        inside.then(|| root_dir.join(relative))
     }
 
-    /// The body of a plain HTTP/1.0 GET of `path` from the server at `host:port` (local: the
-    /// Jupyter server that started this kernel), with its token; `None` unless it answers
-    /// 200 within two seconds. HTTP/1.0, so the server closes the connection after a body
-    /// sent whole (no chunks to decode).
+    /// The body of a plain HTTP/1.0 GET of `path` from the server at `host:port` (the Jupyter
+    /// server that started this kernel, on this machine), with its token; `None` unless it
+    /// answers 200 within two seconds in all. HTTP/1.0, so the server closes the connection
+    /// after a body sent whole (no chunks to decode). A server bound to every address
+    /// (`0.0.0.0`, `::`) or to `localhost` is reached on the loopback addresses, without a
+    /// name lookup; every address is tried.
     fn local_get(host: &str, port: u16, path: &str, token: &str) -> Option<String> {
         use std::io::{Read, Write};
-        use std::net::{TcpStream, ToSocketAddrs};
-        let timeout = Duration::from_secs(2);
-        let addr = (host, port).to_socket_addrs().ok()?.next()?;
-        let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
-        stream.set_read_timeout(Some(timeout)).ok()?;
-        stream.set_write_timeout(Some(timeout)).ok()?;
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
+        use std::time::Instant;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let left = || {
+            deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+        };
+        let addrs: Vec<SocketAddr> = match host {
+            "localhost" | "0.0.0.0" | "::" | "" => [
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ]
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect(),
+            _ => match host.parse::<IpAddr>() {
+                Ok(ip) => vec![SocketAddr::new(ip, port)],
+                Err(_) => (host, port).to_socket_addrs().ok()?.collect(),
+            },
+        };
+        let mut stream = addrs
+            .iter()
+            .find_map(|addr| TcpStream::connect_timeout(addr, left()?).ok())?;
+        let authority = match host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(_)) => format!("[{host}]:{port}"),
+            _ => format!("{host}:{port}"),
+        };
+        stream.set_write_timeout(Some(left()?)).ok()?;
         write!(
             stream,
-            "GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nAuthorization: token {token}\r\nAccept: application/json\r\n\r\n"
+            "GET {path} HTTP/1.0\r\nHost: {authority}\r\nAuthorization: token {token}\r\nAccept: application/json\r\n\r\n"
         )
         .ok()?;
         let mut response = Vec::new();
-        stream.take(16 << 20).read_to_end(&mut response).ok()?;
+        let mut chunk = [0u8; 64 << 10];
+        loop {
+            stream.set_read_timeout(Some(left()?)).ok()?;
+            match stream.read(&mut chunk).ok()? {
+                0 => break,
+                n if response.len() + n <= 16 << 20 => response.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
         let response = String::from_utf8(response).ok()?;
         let (head, body) = response.split_once("\r\n\r\n")?;
         let status = head.lines().next()?.split_whitespace().nth(1)?;
