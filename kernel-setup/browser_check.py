@@ -662,6 +662,7 @@ def drive_validate(page, server, name, index, answers, changed, limit):
         f"then the same from the file renamed {renamed} under the same kernel"
     )
 
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("check", choices=["mathjax", "lab"])

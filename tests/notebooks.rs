@@ -387,6 +387,27 @@ impl Probe {
     }
 }
 
+impl Probe {
+    /// Runs the probe through the notebook runner with `--keep-going` (every cell, failed or
+    /// not), writing to `out`; the run must fail. Returns the failures its report lists.
+    fn failures(&self, out: &Path) -> Vec<serde_json::Value> {
+        let output = Command::new(python())
+            .arg(root().join("kernel-setup/notebook_runner.py"))
+            .arg("--keep-going")
+            .arg("--out")
+            .arg(out)
+            .arg(&self.0)
+            .output()
+            .expect("start the notebook runner");
+        assert!(!output.status.success());
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+                .unwrap();
+        let name = self.0.file_name().unwrap().to_string_lossy().to_string();
+        report[&name]["failures"].as_array().unwrap().clone()
+    }
+}
+
 impl Drop for Probe {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
@@ -438,19 +459,7 @@ fn every_failing_cell_is_caught_every_time() {
     }
     let refs: Vec<(&str, bool)> = cells.iter().map(|(c, f)| (c.as_str(), *f)).collect();
     let probe = Probe::new("failures", FIRST_CELL, &refs);
-    let output = Command::new(python())
-        .arg(root().join("kernel-setup/notebook_runner.py"))
-        .arg("--keep-going")
-        .arg("--out")
-        .arg(&out)
-        .arg(&probe.0)
-        .output()
-        .expect("start the notebook runner");
-    assert!(!output.status.success());
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    let name = probe.0.file_name().unwrap().to_string_lossy().to_string();
-    let failures = report[&name]["failures"].as_array().unwrap().clone();
+    let failures = probe.failures(&out);
     // Cell indices: 0 first cell, 1 prelude, 2 `kept`, then the probes from 3.
     let mut index = 3;
     let mut caught = Vec::new();
@@ -536,19 +545,7 @@ fn a_closure_kept_between_cells_fails_in_the_kernel_and_in_the_program_build() {
             ("assert_eq!(boxed(1), 2);", false),
         ],
     );
-    let output = Command::new(python())
-        .arg(root().join("kernel-setup/notebook_runner.py"))
-        .arg("--keep-going")
-        .arg("--out")
-        .arg(&out)
-        .arg(&probe.0)
-        .output()
-        .expect("start the notebook runner");
-    assert!(!output.status.success());
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    let name = probe.0.file_name().unwrap().to_string_lossy().to_string();
-    let failures = report[&name]["failures"].as_array().unwrap().clone();
+    let failures = probe.failures(&out);
     let failed: Vec<(i64, String)> = failures
         .iter()
         .map(|f| {
