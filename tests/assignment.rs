@@ -543,46 +543,16 @@ fn the_release_checks_itself_as_saved() {
     );
 }
 
-/// The validate cell's question to the Jupyter server that started its kernel, against a
-/// stand-in server on a local port: the request (path under `base_url`, token), the answer
-/// taken only when it is 200 and names a file, and no question at all to a server that is not
-/// an ancestor of this process (its info file may be a dead server's).
-#[test]
-fn validate_asks_the_server_that_started_the_kernel() {
-    use sgm_homework::submission::server_notebook_of;
-    use std::io::{Read, Write};
-    let dir = sgm_tests::tmpdir("validate-server");
-    let root = dir.join("root");
-    std::fs::create_dir_all(root.join("hw")).unwrap();
-    std::fs::write(root.join("hw/renamed.ipynb"), "{}").unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let info = |pid: u32| {
-        let info = json!({"hostname": "127.0.0.1", "port": port, "token": "t0k", "base_url": "/base/",
-                          "root_dir": root, "secure": false, "sock": "", "pid": pid});
-        std::fs::write(dir.join(format!("jpserver-{pid}.json")), info.to_string()).unwrap();
-    };
-    let server = std::os::unix::process::parent_id(); // an ancestor, as the server is
-    info(server);
-    let connection = dir.join("kernel-abc.json");
-    let session = |path: &str| {
-        format!(
-            "[{{\"path\": \"{path}\", \"type\": \"notebook\", \"kernel\": {{\"id\": \"abc\"}}}}]"
-        )
-    };
-    let answers = [
-        format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{}",
-            session("hw/renamed.ipynb")
-        ),
-        "HTTP/1.1 403 Forbidden\r\n\r\n{\"message\": \"Forbidden\"}".to_string(),
-        format!("HTTP/1.1 200 OK\r\n\r\n{}", session("hw/missing.ipynb")),
-        format!("HTTP/1.0 200 OK\r\n\r\n{}", session("hw/renamed.ipynb")),
-    ];
-    let stand_in = std::thread::spawn(move || {
+/// A stand-in Jupyter server: answers each of the connections `accept` gives with what
+/// `answer` makes of its request, once per item of `answers`; returns the requests.
+fn stand_in_server<S: std::io::Read + std::io::Write>(
+    mut accept: impl FnMut() -> S + Send + 'static,
+    answers: Vec<String>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
         let mut requests = Vec::new();
         for answer in answers {
-            let (mut stream, _) = listener.accept().unwrap();
+            let mut stream = accept();
             let mut request = Vec::new();
             let mut byte = [0u8; 1];
             while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
@@ -592,38 +562,88 @@ fn validate_asks_the_server_that_started_the_kernel() {
             stream.write_all(answer.as_bytes()).unwrap();
         }
         requests
-    });
+    })
+}
+
+/// `GET /api/sessions`'s answer: one notebook session, of kernel `abc`, at `path`.
+fn one_session(path: &str) -> String {
+    format!("[{{\"path\": \"{path}\", \"type\": \"notebook\", \"kernel\": {{\"id\": \"abc\"}}}}]")
+}
+
+/// A root folder with `hw/renamed.ipynb` in `dir`, and a function that writes the info file
+/// `dir/jpserver-PID.json` of a server with that root and `fields` (its address, token, …).
+fn server_root(dir: &Path) -> (PathBuf, impl Fn(u32, Value)) {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("hw")).unwrap();
+    std::fs::write(root.join("hw/renamed.ipynb"), "{}").unwrap();
+    let (dir, root_dir) = (dir.to_owned(), root.clone());
+    let info = move |pid: u32, mut fields: Value| {
+        let all = fields.as_object_mut().unwrap();
+        all.insert("root_dir".into(), json!(root_dir));
+        all.insert("pid".into(), json!(pid));
+        std::fs::write(dir.join(format!("jpserver-{pid}.json")), fields.to_string()).unwrap();
+    };
+    (root, info)
+}
+
+/// The validate cell's question to the Jupyter server that started its kernel, against a
+/// stand-in server on a local port: the request (path under `base_url`, token), the answer
+/// taken only when it is 200 and names a file, and no question at all to a server that is not
+/// an ancestor of this process (its info file may be a dead server's).
+#[test]
+fn validate_asks_the_server_that_started_the_kernel() {
+    use sgm_homework::submission::server_notebook_of;
+    let dir = sgm_tests::tmpdir("validate-server");
+    let (root, info) = server_root(&dir);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fields = json!({"hostname": "127.0.0.1", "port": port, "token": "t0k", "base_url": "/base/",
+                        "secure": false, "sock": ""});
+    let server = std::os::unix::process::parent_id(); // an ancestor, as the server is
+    info(server, fields.clone());
+    let connection = dir.join("kernel-abc.json");
+    let answers = vec![
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{}",
+            one_session("hw/renamed.ipynb")
+        ),
+        "HTTP/1.1 403 Forbidden\r\n\r\n{\"message\": \"Forbidden\"}".to_string(),
+        format!("HTTP/1.1 200 OK\r\n\r\n{}", one_session("hw/missing.ipynb")),
+        format!("HTTP/1.0 200 OK\r\n\r\n{}", one_session("hw/renamed.ipynb")),
+    ];
+    let stand_in = stand_in_server(move || listener.accept().unwrap().0, answers);
+    let ask = |pid: &str| server_notebook_of(&connection, pid, None);
     assert_eq!(
-        server_notebook_of(&connection, &server.to_string()),
+        ask(&server.to_string()),
         Some(root.join("hw/renamed.ipynb"))
     );
-    assert_eq!(server_notebook_of(&connection, &server.to_string()), None); // 403
-    assert_eq!(server_notebook_of(&connection, &server.to_string()), None); // no such file
-                                                                            // A process that is not an ancestor (a child of this one), whose info file names the same
-                                                                            // port: not asked (the stand-in's last answer is still there for the next question).
+    assert_eq!(ask(&server.to_string()), None); // 403
+    assert_eq!(ask(&server.to_string()), None); // no such file
+
+    // A process that is not an ancestor (a child of this one), whose info file names the same
+    // port: not asked (the stand-in's last answer is still there for the next question).
     let mut child = std::process::Command::new("sleep")
         .arg("30")
         .spawn()
         .unwrap();
-    info(child.id());
-    assert_eq!(
-        server_notebook_of(&connection, &child.id().to_string()),
-        None
-    );
+    info(child.id(), fields);
+    assert_eq!(ask(&child.id().to_string()), None);
     child.kill().unwrap();
     let _ = child.wait();
-    assert_eq!(server_notebook_of(&connection, "not a pid"), None);
+    assert_eq!(ask("not a pid"), None);
     assert_eq!(
-        server_notebook_of(&dir.join("other.json"), &server.to_string()),
+        server_notebook_of(&dir.join("other.json"), &server.to_string(), None),
         None
     );
     assert_eq!(
-        server_notebook_of(&connection, &server.to_string()),
+        ask(&server.to_string()),
         Some(root.join("hw/renamed.ipynb"))
     );
     let requests = stand_in.join().unwrap();
+    assert_eq!(requests.len(), 4);
     assert!(
-        requests[0].starts_with("GET /base/api/sessions HTTP/1.0\r\n"),
+        requests[0].starts_with("GET /base/api/sessions HTTP/1.0\r\n")
+            && requests[0].contains(&format!("\r\nHost: 127.0.0.1:{port}\r\n")),
         "{}",
         requests[0]
     );
@@ -631,6 +651,95 @@ fn validate_asks_the_server_that_started_the_kernel() {
         requests[0].contains("\r\nAuthorization: token t0k\r\n"),
         "{}",
         requests[0]
+    );
+}
+
+/// The same question to a server that listens on a Unix socket (`jupyter server --sock`: its
+/// info file has `"port": 0` and the socket's path, as jupyter_server 2.21 writes it), and to one
+/// under JupyterHub, whose own token is empty or refused: the kernel's `JUPYTERHUB_API_TOKEN` is
+/// asked with next, and no request goes out without a token.
+#[test]
+fn validate_asks_a_server_on_a_unix_socket_or_under_jupyterhub() {
+    use sgm_homework::submission::server_notebook_of;
+    let dir = sgm_tests::tmpdir("validate-socket");
+    let (root, info) = server_root(&dir);
+    let server = std::os::unix::process::parent_id();
+    let connection = dir.join("kernel-abc.json");
+    let renamed = Some(root.join("hw/renamed.ipynb"));
+    let ok = || format!("HTTP/1.1 200 OK\r\n\r\n{}", one_session("hw/renamed.ipynb"));
+    let forbidden = || "HTTP/1.1 403 Forbidden\r\n\r\n{}".to_string();
+
+    let socket = dir.join("server.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    info(
+        server,
+        json!({"hostname": "localhost", "port": 0, "sock": socket, "token": "t0k",
+               "base_url": "/", "secure": false}),
+    );
+    let stand_in = stand_in_server(move || listener.accept().unwrap().0, vec![ok()]);
+    assert_eq!(
+        server_notebook_of(&connection, &server.to_string(), None),
+        renamed
+    );
+    let requests = stand_in.join().unwrap();
+    assert!(
+        requests[0].starts_with("GET /api/sessions HTTP/1.0\r\nHost: localhost\r\n")
+            && requests[0].contains("\r\nAuthorization: token t0k\r\n"),
+        "{}",
+        requests[0]
+    );
+
+    // Under JupyterHub: the server at /user/NAME/, its info file without a token that works.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hub = |token: &str| {
+        json!({"hostname": "0.0.0.0", "port": port, "sock": "", "token": token,
+               "base_url": "/user/ada/", "secure": false})
+    };
+    let stand_in = stand_in_server(
+        move || listener.accept().unwrap().0,
+        vec![ok(), forbidden(), ok(), forbidden(), forbidden()],
+    );
+    let ask = |token: Option<&str>| server_notebook_of(&connection, &server.to_string(), token);
+    info(server, hub(""));
+    assert_eq!(ask(None), None); // no token at all: nothing asked
+    assert_eq!(ask(Some("hub-t0k")), renamed); // ok
+    info(server, hub("stale"));
+    assert_eq!(ask(Some("hub-t0k")), renamed); // forbidden, then ok
+    assert_eq!(ask(Some("hub-t0k")), None); // forbidden twice
+    let requests = stand_in.join().unwrap();
+    let tokens: Vec<&str> = requests
+        .iter()
+        .map(|r| {
+            assert!(
+                r.starts_with("GET /user/ada/api/sessions HTTP/1.0\r\n"),
+                "{r}"
+            );
+            r.split("\r\nAuthorization: token ")
+                .nth(1)
+                .unwrap()
+                .split("\r\n")
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(tokens, ["hub-t0k", "stale", "hub-t0k", "stale", "hub-t0k"]);
+
+    // HTTPS is not spoken: a server that says it is secure is not asked.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    info(
+        server,
+        json!({"hostname": "127.0.0.1", "port": port, "sock": "", "token": "t0k", "base_url": "/",
+               "secure": true}),
+    );
+    assert_eq!(ask(Some("hub-t0k")), None);
+    let asked = listener.accept();
+    assert_eq!(
+        asked.as_ref().map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::WouldBlock),
+        "{asked:?}"
     );
 }
 

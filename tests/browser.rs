@@ -11,7 +11,12 @@
 //!   the notebook as saved (before and after a cell is added through the UI and saved, and
 //!   after a rename, when the same kernel must check the file under its new name).
 //!
-//! `SGM_BROWSER_TESTS=skip` skips both (for machines without chromium); they fail otherwise.
+//! * Without a browser, the same validate cell under a Jupyter server that listens on a Unix
+//!   socket (`kernel-setup/server_check.py`): the kernel must reach the server through the socket
+//!   to follow a rename.
+//!
+//! `SGM_BROWSER_TESTS=skip` skips the two browser checks (for machines without chromium); they
+//! fail otherwise.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -38,6 +43,12 @@ fn skipped() -> bool {
 
 /// Runs `browser_check.py` with `args`; returns (success, stdout + stderr), printed as well.
 fn browser_check(args: &[OsString]) -> (bool, String) {
+    python_check("browser_check.py", args)
+}
+
+/// Runs `kernel-setup/SCRIPT` with `args` and `--out target/browser-tests`; returns (success,
+/// stdout + stderr), printed as well.
+fn python_check(script: &str, args: &[OsString]) -> (bool, String) {
     let python = root().join(".venv/bin/python");
     assert!(
         python.exists(),
@@ -45,7 +56,7 @@ fn browser_check(args: &[OsString]) -> (bool, String) {
         python.display()
     );
     let output = Command::new(python)
-        .arg(root().join("kernel-setup/browser_check.py"))
+        .arg(root().join("kernel-setup").join(script))
         .args(args)
         .arg("--out")
         .arg(root().join("target/browser-tests"))
@@ -55,7 +66,7 @@ fn browser_check(args: &[OsString]) -> (bool, String) {
             std::env::var("SGM_BUDGET").unwrap_or_else(|_| "ci".into()),
         )
         .output()
-        .expect("start kernel-setup/browser_check.py");
+        .unwrap_or_else(|e| panic!("start kernel-setup/{script}: {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -106,4 +117,19 @@ fn jupyterlab_runs_each_homework_down_to_its_first_check_after_a_figure() {
             "{release}: {log}"
         );
     }
+}
+
+/// A server on a Unix socket writes `"port": 0` and the socket's path in its info file; the
+/// validate cell must ask it through the socket, or it cannot follow a rename (the kernel's
+/// start-up name is gone then). Real server, real kernel, rename through the REST API.
+#[test]
+fn validate_follows_a_rename_under_a_server_on_a_unix_socket() {
+    let release = root().join(RELEASES[0]);
+    let (ok, log) = python_check("server_check.py", &["socket".into(), release.into()]);
+    assert!(ok, "the server check failed:\n{log}");
+    let line = log.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with("server check socket: ok (the served copy, then the file renamed"),
+        "{log}"
+    );
 }

@@ -234,6 +234,12 @@ pub mod submission {
     /// started it, which names its `jpserver-PID.json` in the runtime folder.
     pub const SERVER_PID_ENV: &str = "JPY_PARENT_PID";
 
+    /// Set by JupyterHub in a single-user server's environment, and so in its kernels': the
+    /// server's own API token, whose default role (`server`: `access:servers!user`) lets it
+    /// use the REST API of its user's server. The info file of a server under JupyterHub holds
+    /// no token of its own that the server accepts.
+    pub const HUB_TOKEN_ENV: &str = "JUPYTERHUB_API_TOKEN";
+
     /// The notebook this kernel runs now: the path the Jupyter server's session for this kernel
     /// holds ([`server_notebook`]), which follows a rename (the kernel keeps running; *Save As*,
     /// in JupyterLab 4, starts a kernel of its own for the copy); where the server cannot be
@@ -247,23 +253,30 @@ pub mod submission {
         Some(session_notebook(Path::new(&given)))
     }
 
-    /// [`server_notebook_of`] for this kernel, from [`CONNECTION_FILE_ENV`] and
-    /// [`SERVER_PID_ENV`]; `None` where either is missing.
+    /// [`server_notebook_of`] for this kernel, from [`CONNECTION_FILE_ENV`],
+    /// [`SERVER_PID_ENV`] and [`HUB_TOKEN_ENV`]; `None` where either of the first two is
+    /// missing.
     pub fn server_notebook() -> Option<PathBuf> {
         let connection = PathBuf::from(std::env::var_os(CONNECTION_FILE_ENV)?);
         let pid = std::env::var(SERVER_PID_ENV).ok()?;
-        server_notebook_of(&connection, &pid)
+        let hub_token = std::env::var(HUB_TOKEN_ENV).ok();
+        server_notebook_of(&connection, &pid, hub_token.as_deref())
     }
 
     /// The notebook file of the kernel named by its `connection` file (`kernel-ID.json`) as the
     /// Jupyter server with process id `server_pid` holds it now: that server's info file
-    /// (`jpserver-PID.json` beside the connection file: address, token, root folder), then
-    /// `GET /api/sessions` and the notebook session of that kernel ([`session_path`]). `None`
-    /// (the caller falls back) unless the server is an ancestor of this process (a file left by
-    /// a server that died names a port another program may hold now), listens on plain local
-    /// HTTP (not HTTPS or a Unix socket), answers 200 within two seconds in all, and names a
-    /// file that exists.
-    pub fn server_notebook_of(connection: &Path, server_pid: &str) -> Option<PathBuf> {
+    /// (`jpserver-PID.json` beside the connection file: address or Unix socket, token, base
+    /// URL, root folder), then `GET /api/sessions` and the notebook session of that kernel
+    /// ([`session_path`]), with the server's token or else `hub_token` (a server under
+    /// JupyterHub: [`HUB_TOKEN_ENV`]). `None` (the caller falls back) unless the server is an
+    /// ancestor of this process (a file left by a server that died names a port another program
+    /// may hold now), speaks plain HTTP (not HTTPS) on this machine, answers 200 to one of the
+    /// tokens within two seconds in all, and names a file that exists.
+    pub fn server_notebook_of(
+        connection: &Path,
+        server_pid: &str,
+        hub_token: Option<&str>,
+    ) -> Option<PathBuf> {
         let kernel_id = connection
             .file_stem()?
             .to_str()?
@@ -275,17 +288,25 @@ pub mod submission {
         }
         let info = std::fs::read(connection.parent()?.join(format!("jpserver-{pid}.json"))).ok()?;
         let info: sgm::serde_json::Value = sgm::serde_json::from_slice(&info).ok()?;
-        if info["secure"].as_bool() != Some(false)
-            || info["sock"].as_str().is_some_and(|s| !s.is_empty())
-        {
+        if info["secure"].as_bool() != Some(false) {
             return None;
         }
+        let server = match info["sock"].as_str().filter(|s| !s.is_empty()) {
+            Some(socket) => Server::Socket(PathBuf::from(socket)),
+            None => Server::Tcp(
+                info["hostname"].as_str()?.to_owned(),
+                u16::try_from(info["port"].as_u64()?).ok()?,
+            ),
+        };
         let base = info["base_url"].as_str().unwrap_or("/");
-        let sessions = local_get(
-            info["hostname"].as_str()?,
-            u16::try_from(info["port"].as_u64()?).ok()?,
+        let tokens: Vec<&str> = [info["token"].as_str(), hub_token]
+            .into_iter()
+            .flatten()
+            .filter(|t| !t.is_empty())
+            .collect();
+        let sessions = server.get(
             &format!("{}/api/sessions", base.trim_end_matches('/')),
-            info["token"].as_str().unwrap_or(""),
+            &tokens,
         )?;
         let path = session_path(&sessions, &kernel_id, Path::new(info["root_dir"].as_str()?))?;
         path.is_file().then_some(path)
@@ -345,53 +366,105 @@ pub mod submission {
         inside.then(|| root_dir.join(relative))
     }
 
-    /// The body of a plain HTTP/1.0 GET of `path` from the server at `host:port` (the Jupyter
-    /// server that started this kernel, on this machine), with its token; `None` unless it
-    /// answers 200 within two seconds in all. HTTP/1.0, so the server closes the connection
-    /// after a body sent whole (no chunks to decode). A server bound to every address
-    /// (`0.0.0.0`, `::`) or to `localhost` is reached on the loopback addresses, without a
-    /// name lookup; every address is tried.
-    fn local_get(host: &str, port: u16, path: &str, token: &str) -> Option<String> {
-        use std::io::{Read, Write};
-        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
-        use std::time::Instant;
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let left = || {
-            deadline
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-        };
-        let addrs: Vec<SocketAddr> = match host {
-            "localhost" | "0.0.0.0" | "::" | "" => [
-                IpAddr::V4(Ipv4Addr::LOCALHOST),
-                IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ]
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, port))
-            .collect(),
-            _ => match host.parse::<IpAddr>() {
-                Ok(ip) => vec![SocketAddr::new(ip, port)],
-                Err(_) => (host, port).to_socket_addrs().ok()?.collect(),
-            },
-        };
-        let mut stream = addrs
-            .iter()
-            .find_map(|addr| TcpStream::connect_timeout(addr, left()?).ok())?;
-        let authority = match host.parse::<IpAddr>() {
-            Ok(IpAddr::V6(_)) => format!("[{host}]:{port}"),
-            _ => format!("{host}:{port}"),
-        };
-        stream.set_write_timeout(Some(left()?)).ok()?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.0\r\nHost: {authority}\r\nAuthorization: token {token}\r\nAccept: application/json\r\n\r\n"
-        )
-        .ok()?;
+    /// Where a local Jupyter server listens, as its info file says.
+    enum Server {
+        /// `hostname` and `port`.
+        Tcp(String, u16),
+        /// `sock` (`jupyter server --sock PATH`).
+        Socket(PathBuf),
+    }
+
+    /// A connection to a [`Server`] whose reads and writes stop at a deadline.
+    trait Connection: std::io::Read + std::io::Write {
+        fn time_out_after(&self, left: Duration) -> std::io::Result<()>;
+    }
+
+    impl Connection for std::net::TcpStream {
+        fn time_out_after(&self, left: Duration) -> std::io::Result<()> {
+            self.set_read_timeout(Some(left))?;
+            self.set_write_timeout(Some(left))
+        }
+    }
+
+    impl Connection for std::os::unix::net::UnixStream {
+        fn time_out_after(&self, left: Duration) -> std::io::Result<()> {
+            self.set_read_timeout(Some(left))?;
+            self.set_write_timeout(Some(left))
+        }
+    }
+
+    impl Server {
+        /// The body of a plain HTTP/1.0 GET of `path` (the server that started this kernel, on
+        /// this machine), asked with each of `tokens` in turn until one is answered 200; `None`
+        /// unless that happens within two seconds in all. HTTP/1.0, so the server closes the
+        /// connection after a body sent whole (no chunks to decode).
+        fn get(&self, path: &str, tokens: &[&str]) -> Option<String> {
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            let left = || {
+                deadline
+                    .checked_duration_since(std::time::Instant::now())
+                    .filter(|d| !d.is_zero())
+            };
+            tokens.iter().find_map(|token| {
+                let (mut connection, authority) = self.connect(left()?)?;
+                let request = format!(
+                    "GET {path} HTTP/1.0\r\nHost: {authority}\r\nAuthorization: token {token}\r\nAccept: application/json\r\n\r\n"
+                );
+                exchange(connection.as_mut(), &request, left)
+            })
+        }
+
+        /// A connection and the `Host` header for it. A server bound to every address
+        /// (`0.0.0.0`, `::`) or to `localhost` is reached on the loopback addresses, without a
+        /// name lookup; every address is tried.
+        fn connect(&self, left: Duration) -> Option<(Box<dyn Connection>, String)> {
+            use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
+            let (host, port) = match self {
+                Server::Socket(socket) => {
+                    let stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+                    return Some((Box::new(stream), "localhost".into()));
+                }
+                Server::Tcp(host, port) => (host.as_str(), *port),
+            };
+            let addrs: Vec<SocketAddr> = match host {
+                "localhost" | "0.0.0.0" | "::" | "" => [
+                    IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ]
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect(),
+                _ => match host.parse::<IpAddr>() {
+                    Ok(ip) => vec![SocketAddr::new(ip, port)],
+                    Err(_) => (host, port).to_socket_addrs().ok()?.collect(),
+                },
+            };
+            let stream = addrs
+                .iter()
+                .find_map(|addr| TcpStream::connect_timeout(addr, left).ok())?;
+            let authority = match host.parse::<IpAddr>() {
+                Ok(IpAddr::V6(_)) => format!("[{host}]:{port}"),
+                _ => format!("{host}:{port}"),
+            };
+            Some((Box::new(stream), authority))
+        }
+    }
+
+    /// Sends `request` and reads the answer until the server closes the connection, each read
+    /// and write bounded by what `left` says is left of the deadline; the body when the status
+    /// is 200 (at most 16 MiB).
+    fn exchange(
+        connection: &mut dyn Connection,
+        request: &str,
+        left: impl Fn() -> Option<Duration>,
+    ) -> Option<String> {
+        connection.time_out_after(left()?).ok()?;
+        connection.write_all(request.as_bytes()).ok()?;
         let mut response = Vec::new();
         let mut chunk = [0u8; 64 << 10];
         loop {
-            stream.set_read_timeout(Some(left()?)).ok()?;
-            match stream.read(&mut chunk).ok()? {
+            connection.time_out_after(left()?).ok()?;
+            match connection.read(&mut chunk).ok()? {
                 0 => break,
                 n if response.len() + n <= 16 << 20 => response.extend_from_slice(&chunk[..n]),
                 _ => return None,
