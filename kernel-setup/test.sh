@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set-up (idempotent), then every check: formatting, clippy, the library crates' docs, and the
+# Set-up (idempotent), then every check: formatting, clippy, the docs (crates and binaries), and the
 # test suite (library tests and every notebook executed through the kernel with the CI budget).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,7 +10,7 @@ echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --quiet --workspace --all-targets -- -D warnings
-echo "==> cargo doc of the library crates (broken links and private links are errors)"
-RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps -p sgm -p sgm_homework
+echo "==> cargo doc of the crates and the two binaries (broken links and private links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps -p sgm -p sgm_homework -p sgm-cli -p sgm-notebook-programs
 echo "==> cargo test (notebooks with SGM_BUDGET=$SGM_BUDGET)"
 cargo test --workspace
