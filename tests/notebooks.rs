@@ -573,6 +573,96 @@ fn a_closure_kept_between_cells_fails_in_the_kernel_and_in_the_program_build() {
     );
 }
 
+/// Each case as (its code as the kernel gets it, whether the program's check
+/// `sgm::notebook::keepable` refuses the variable it names): the code runs here, and the check
+/// looks at the value.
+macro_rules! keepable_cases {
+    ($($name:ident: { $($code:tt)* }),* $(,)?) => {
+        vec![$(
+            (stringify!($($code)*).to_string(), {
+                $($code)*
+                sgm::notebook::keepable(&$name, stringify!($name), 1).is_err()
+            }),
+        )*]
+    };
+}
+
+/// A value that merely holds a closure (a lazy iterator, `Some(closure)`, a future, …) fails a
+/// cell in the kernel as a closure does; the program build cannot see it in the code, so the
+/// program checks each kept variable's type when it runs (`sgm::notebook::keepable`, inserted
+/// after each `let` by `kernel_limits::keepable_checks`). Its verdicts must be the real
+/// kernel's, case by case, refusals and acceptances alike.
+#[test]
+fn a_value_that_holds_a_closure_fails_in_the_kernel_and_in_the_program() {
+    // Where the checks go: after the statement (also one over several lines), for the last
+    // binding of a name, never for `_` or a `let` without a value (it cannot be looked at yet).
+    let code = "let a = 1;\nlet it = [1, 2]\n    .iter()\n    .map(|x| x * a);\nlet (b, _) = (2, 3);\nlet a = 4;\nlet z;\nz = 5;\nit.count()";
+    let block: syn::Block = syn::parse_str(&format!("{{\n{code}\n}}")).unwrap();
+    let checks = kernel_limits::keepable_checks(code, &block);
+    let at: Vec<(&str, &str)> = checks
+        .iter()
+        .map(|(at, text)| (&code[..*at], text.as_str()))
+        .map(|(before, text)| (before.rsplit('\n').next().unwrap(), text))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            (
+                "    .map(|x| x * a);",
+                " ::sgm::notebook::keepable(&it, \"it\", 2)?;"
+            ),
+            (
+                "let (b, _) = (2, 3);",
+                " ::sgm::notebook::keepable(&b, \"b\", 5)?;"
+            ),
+            ("let a = 4;", " ::sgm::notebook::keepable(&a, \"a\", 6)?;"),
+        ]
+    );
+
+    let cases: Vec<(String, bool)> = keepable_cases![
+        it: { let it = [1, 2, 3].iter().map(|x| x * 2); },
+        o: { let o = Some(|x: i32| x + 1); },
+        b: { let b = Box::new(|x: i32| x + 1); },
+        fut: { let fut = async { 1 }; },
+        fs: { let fs = vec![|x: i32| x + 1]; },
+        g: { let g = std::iter::repeat_with(|| 1).take(2); },
+        f: { fn make() -> impl Fn(i32) -> i32 { |x| x + 1 } let f = make(); },
+        w: { #[allow(dead_code)] struct W<F> { f: F } let w = W { f: |x: i32| x }; },
+        v: { let v: Vec<i32> = [1, 2, 3].iter().map(|x| x * 2).collect(); },
+        n: { let n = [1.0f64, 2.0].iter().map(|x| x * 2.0).sum::<f64>(); },
+        d: { let d: Box<dyn Fn(i32) -> i32> = Box::new(|x| x + 1); },
+        p: { let p: Option<fn(i32) -> i32> = Some(|x| x + 1); },
+        r: { let r = (0..3).step_by(1); },
+        s: { let s = String::from("{{closure}}"); },
+    ];
+    assert_eq!(cases.iter().filter(|(_, refused)| *refused).count(), 8);
+
+    let _kernel = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
+    let out = root().join("target/notebook-tests/probes-keepable");
+    let cells: Vec<(&str, bool)> = cases
+        .iter()
+        .map(|(code, _)| (code.as_str(), false))
+        .collect();
+    let probe = Probe::new("keepable", FIRST_CELL, &cells);
+    let failures = probe.failures(&out);
+    // Cells: 0 first cell, 1 prelude, then the cases from 2.
+    for (k, (code, refused)) in cases.iter().enumerate() {
+        let failure = failures.iter().find(|f| f["cell"] == k as i64 + 2);
+        let kernel_refused = failure.is_some_and(|f| {
+            f["message"]
+                .as_str()
+                .unwrap()
+                .contains("which cannot be persisted")
+        });
+        assert_eq!(
+            (kernel_refused, failure.is_some()),
+            (*refused, *refused),
+            "{code}: the program's check says {}, the kernel {failure:?}",
+            if *refused { "refused" } else { "kept" }
+        );
+    }
+}
+
 /// evcxr forwards a cell's stderr from a thread of its own; under load (seen with both cores
 /// busy) a panic's last backtrace lines reached Jupyter after the cell had ended, as the next
 /// cell's output, and the strict runner failed that good cell for them. The runner moves such

@@ -8,7 +8,10 @@
 //! with, per code cell:
 //!
 //! - a call of the callback with the cell's index in the notebook (the driver's cell marker);
-//! - the cell's code, its evcxr commands (lines starting with `:`, such as `:dep`) blanked;
+//! - the cell's code, its evcxr commands (lines starting with `:`, such as `:dep`) blanked,
+//!   with a check after the `let` of each variable the kernel would keep between cells that
+//!   fails the cell where the kernel could not keep it (a closure in its type:
+//!   `kernel_limits.rs`);
 //! - its trailing expression, if any, wrapped in `show!(…)` (found by parsing the cell with
 //!   `syn`, so strings, comments and nested blocks cannot mislead it);
 //! - a `;`, so that a trailing macro call without one still ends its statement.
@@ -94,15 +97,10 @@ fn trailing_expression(code: &str, block: &syn::Block) -> Option<usize> {
     let syn::Stmt::Expr(expr, None) = block.stmts.last()? else {
         return None;
     };
-    let start = syn::spanned::Spanned::span(expr).start();
-    let line_start: usize = code
-        .split_inclusive('\n')
-        .take(start.line - 2)
-        .map(str::len)
-        .sum();
-    let line = &code[line_start..];
-    let column: usize = line.chars().take(start.column).map(char::len_utf8).sum();
-    Some(line_start + column)
+    Some(kernel_limits::offset(
+        code,
+        syn::spanned::Spanned::span(expr).start(),
+    ))
 }
 
 fn main() {
@@ -137,14 +135,22 @@ fn main() {
             let what = format!("{relative}, cell {index} (from 0)");
             writeln!(out, "cell({index});").unwrap();
             let block = parse_cell(&code, &what);
-            match trailing_expression(&code, &block) {
+            // The checks go after `let` statements, so before a trailing expression.
+            let trailing = trailing_expression(&code, &block);
+            let mut done = 0;
+            for (at, check) in kernel_limits::keepable_checks(&code, &block) {
+                out.push_str(&code[done..at]);
+                out.push_str(&check);
+                done = at;
+            }
+            match trailing {
                 Some(start) => writeln!(
                     out,
                     "{}crate::show!({}\n);",
-                    &code[..start],
+                    &code[done..start],
                     code[start..].trim_end()
                 ),
-                None => writeln!(out, "{code}\n;"),
+                None => writeln!(out, "{}\n;", &code[done..]),
             }
             .unwrap();
         }

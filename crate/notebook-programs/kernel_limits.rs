@@ -9,34 +9,110 @@
 //! under a named type (`let f: Box<dyn Fn(f64) -> f64> = Box::new(|x| x)`), is kept; so is a
 //! name the cell binds again later (evcxr keeps the last binding), and `let _ = …` keeps nothing.
 //!
-//! Only a closure written as the value is caught (also in parentheses, behind `&`, as a block's
-//! last expression, or in a tuple bound to a tuple pattern). evcxr decides from the inferred
-//! type, so values that merely hold a closure fail there too and are not caught here: a lazy
-//! iterator (`v.iter().map(|x| x * 2)`), `Some(|x| x)`, an unannotated `Box::new(|x| x)`, a
-//! function's `impl Fn`. The kernel's own message names those.
+//! Two checks. When the program is built, a closure written as the value (also in
+//! parentheses, behind `&`, as a block's last expression, or in a tuple bound to a tuple
+//! pattern): [`closure_variables`]. evcxr decides from the inferred type, so values that merely
+//! hold a closure fail there too: a lazy iterator (`v.iter().map(|x| x * 2)`), `Some(|x| x)`,
+//! an unannotated `Box::new(|x| x)`, a function's `impl Fn`, an `async` block, a struct with a
+//! closure field. Those the program itself catches when it runs: after the `let` of each name
+//! the kernel would keep ([`kept_variables`]), the build inserts a look at the value's type
+//! (`std::any::type_name_of_val`), and a type that holds a closure (`{{closure}}`, which is
+//! also how an `async` block or function's future is named) fails the cell as the kernel
+//! would. Not caught: an opaque type without a closure inside (`fn f() -> impl Iterator` over
+//! a plain range), whose concrete name the program sees and evcxr does not.
 
-/// The names bound at the top level of `block` (a cell's statements) to a closure that evcxr
-/// would try to keep, with the line of each (from 1, counting the block's own first line).
-pub fn closure_variables(block: &syn::Block) -> Vec<(String, usize)> {
-    // Every top-level binding in order: (name, line, bound to a closure).
-    let mut bindings: Vec<(String, usize, bool)> = Vec::new();
-    for stmt in &block.stmts {
-        if let syn::Stmt::Local(local) = stmt {
+/// A name a cell binds at its top level, which evcxr keeps for the cells after it.
+pub struct Kept {
+    /// The variable.
+    pub name: String,
+    /// Its line, from 1, counting the block's own first line.
+    pub line: usize,
+    /// The index of its `let` among the block's statements.
+    pub stmt: usize,
+    /// Whether that `let` gives it a value (`let x;` does not), so that it can be looked at
+    /// right after.
+    pub initialized: bool,
+    /// Whether its value is written as a closure.
+    pub closure: bool,
+}
+
+/// Every name bound at the top level of `block` (a cell's statements) that evcxr would try to
+/// keep: the last binding of each name, `_` aside.
+pub fn kept_variables(block: &syn::Block) -> Vec<Kept> {
+    let mut bindings: Vec<Kept> = Vec::new();
+    for (stmt, statement) in block.stmts.iter().enumerate() {
+        if let syn::Stmt::Local(local) = statement {
+            let mut names = Vec::new();
             bind(
                 &local.pat,
                 local.init.as_ref().map(|i| &*i.expr),
-                &mut bindings,
+                &mut names,
             );
+            bindings.extend(names.into_iter().map(|(name, line, closure)| Kept {
+                name,
+                line,
+                stmt,
+                initialized: local.init.is_some(),
+                closure,
+            }));
         }
     }
-    bindings
-        .iter()
-        .enumerate()
-        .filter(|(k, (name, _, closure))| {
-            *closure && !bindings[k + 1..].iter().any(|(later, _, _)| later == name)
+    let last: Vec<bool> = (0..bindings.len())
+        .map(|k| {
+            !bindings[k + 1..]
+                .iter()
+                .any(|later| later.name == bindings[k].name)
         })
-        .map(|(_, (name, line, _))| (name.clone(), *line))
+        .collect();
+    bindings
+        .into_iter()
+        .zip(last)
+        .filter_map(|(kept, last)| last.then_some(kept))
         .collect()
+}
+
+/// The names bound at the top level of `block` to a closure written as their value, which
+/// evcxr would try to keep, with the line of each (from 1, counting the block's own first
+/// line): caught when the program is built.
+pub fn closure_variables(block: &syn::Block) -> Vec<(String, usize)> {
+    kept_variables(block)
+        .into_iter()
+        .filter(|kept| kept.closure)
+        .map(|kept| (kept.name, kept.line))
+        .collect()
+}
+
+/// The checks inserted into a cell's code: after the `let` of each name the kernel would keep
+/// (and that the `let` gives a value), `::sgm::notebook::keepable(&NAME, "NAME", LINE)?;`, which fails
+/// the cell where the value's type holds a closure (`::sgm::notebook::keepable`). As (byte offset in
+/// `code`, text), in order.
+pub fn keepable_checks(code: &str, block: &syn::Block) -> Vec<(usize, String)> {
+    kept_variables(block)
+        .into_iter()
+        .filter(|kept| kept.initialized)
+        .map(|kept| {
+            let end = syn::spanned::Spanned::span(&block.stmts[kept.stmt]).end();
+            let text = format!(
+                " ::sgm::notebook::keepable(&{name}, {name:?}, {line})?;",
+                name = kept.name,
+                line = kept.line - 1
+            );
+            (offset(code, end), text)
+        })
+        .collect()
+}
+
+/// The byte offset in `code` of a position in the block parsed from it (one line of its own
+/// before the code, so that the code's lines are the block's from 2).
+pub fn offset(code: &str, at: proc_macro2::LineColumn) -> usize {
+    let line_start: usize = code
+        .split_inclusive('\n')
+        .take(at.line - 2)
+        .map(str::len)
+        .sum();
+    let line = &code[line_start..];
+    let column: usize = line.chars().take(at.column).map(char::len_utf8).sum();
+    line_start + column
 }
 
 /// Records the names `pat` binds, each with whether its part of `value` is a closure.
@@ -45,11 +121,16 @@ fn bind(pat: &syn::Pat, value: Option<&syn::Expr>, out: &mut Vec<(String, usize,
         // A named type is what evcxr stores; `_` in it leaves the closure's type to inference.
         syn::Pat::Type(typed) if has_placeholder(&typed.ty) => bind(&typed.pat, value, out),
         syn::Pat::Type(typed) => bind(&typed.pat, None, out),
-        syn::Pat::Ident(ident) => out.push((
-            ident.ident.to_string(),
-            syn::spanned::Spanned::span(ident).start().line,
-            value.is_some_and(is_closure),
-        )),
+        syn::Pat::Ident(ident) => {
+            out.push((
+                ident.ident.to_string(),
+                syn::spanned::Spanned::span(ident).start().line,
+                value.is_some_and(is_closure),
+            ));
+            if let Some((_, inner)) = &ident.subpat {
+                bind(inner, None, out);
+            }
+        }
         syn::Pat::Tuple(tuple) => {
             let values: Option<Vec<&syn::Expr>> = match value.map(unwrap_parens) {
                 Some(syn::Expr::Tuple(t)) if t.elems.len() == tuple.elems.len() => {
@@ -62,6 +143,17 @@ fn bind(pat: &syn::Pat, value: Option<&syn::Expr>, out: &mut Vec<(String, usize,
             }
         }
         syn::Pat::Paren(inner) => bind(&inner.pat, value, out),
+        // Names inside other patterns: kept too, their values not looked into.
+        syn::Pat::Struct(st) => st.fields.iter().for_each(|f| bind(&f.pat, None, out)),
+        syn::Pat::TupleStruct(ts) => ts.elems.iter().for_each(|p| bind(p, None, out)),
+        syn::Pat::Slice(slice) => slice.elems.iter().for_each(|p| bind(p, None, out)),
+        syn::Pat::Reference(r) => bind(&r.pat, None, out),
+        // Every alternative binds the same names.
+        syn::Pat::Or(or) => {
+            if let Some(first) = or.cases.first() {
+                bind(first, None, out);
+            }
+        }
         _ => {}
     }
 }

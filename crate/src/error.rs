@@ -140,6 +140,16 @@ pub enum Error {
     #[error("{path}: not ready to submit: {problems} problem(s), listed above; fix them, save the notebook and check again")]
     NotReady { path: String, problems: usize },
 
+    /// A notebook cell's top-level variable whose type holds a closure, which the evcxr kernel
+    /// cannot keep between cells ([`crate::notebook::keepable`]): `line` is its line in the
+    /// cell (from 1), `ty` the type's name.
+    #[error("line {line}: the variable `{name}` has type `{ty}`, which holds a closure: the evcxr kernel cannot keep it between cells, so there the cell fails and keeps none of its variables; collect it (`.collect::<Vec<_>>()`), box it under a named type (`Box<dyn Fn(…) -> …>`), or put it and its uses in a block {{ … }}")]
+    NotKeepable {
+        name: String,
+        line: usize,
+        ty: String,
+    },
+
     /// A device name other than `cpu`, `cuda` or `cuda:N` (case-insensitive), as read from
     /// `SGM_DEVICE` by [`crate::device::parse_device_request`].
     #[error("device {value:?} (SGM_DEVICE): expected cpu, cuda or cuda:N (case-insensitive)")]

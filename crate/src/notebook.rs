@@ -77,6 +77,30 @@ fn dup(fd: RawFd) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
+/// Whether the evcxr kernel can keep `value`, a cell's top-level variable `name` (at `line` of
+/// the cell, from 1), for the cells after it: [`Error::NotKeepable`] where its type holds a
+/// closure. evcxr stores each such variable under its type's name, and a closure's type has
+/// none, so a value that holds one (a lazy iterator `v.iter().map(|x| x * 2)`, `Some(|x| x)`,
+/// `Box::new(|x| x)` without a named type, an `async` block's future, which Rust also names
+/// `{{closure}}`) fails the cell in the kernel, which then keeps none of its variables
+/// ("The variable `it` has type `Map<Iter<'_, i32>, impl FnMut(&i32) -> i32>` which cannot be
+/// persisted"). The notebook programs (`crate/notebook-programs`) call it after every `let` the
+/// kernel would keep, so that they fail where the kernel would; the type is read with
+/// [`std::any::type_name_of_val`], which spells a closure `{{closure}}`. An opaque type
+/// without a closure inside (`impl Iterator` over a plain range) passes here and fails in the
+/// kernel.
+pub fn keepable<T: ?Sized>(value: &T, name: &str, line: usize) -> Result<()> {
+    let ty = std::any::type_name_of_val(value);
+    if ty.contains("{{closure}}") {
+        return Err(Error::NotKeepable {
+            name: name.into(),
+            line,
+            ty: ty.into(),
+        });
+    }
+    Ok(())
+}
+
 /// Installs the relay described in the [module docs](self), once per process. Outside an evcxr
 /// kernel it is harmless (stdout and stderr keep their destinations and contents).
 pub fn report_failed_cells() -> Result<()> {
