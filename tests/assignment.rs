@@ -543,6 +543,64 @@ fn the_release_checks_itself_as_saved() {
     );
 }
 
+/// A submission is untrusted: it is read only as a regular file of at most the limit (a FIFO
+/// would never end, nor would a link to `/dev/zero`; a huge file would take the grader's
+/// memory), and the error says which rule it broke.
+#[test]
+fn a_submission_is_read_only_as_a_regular_file_within_the_limit() {
+    use assignment::read_submission;
+    let dir = sgm_tests::tmpdir("read-submission");
+    let nb = serde_json::to_string(&notebook(vec![markdown("m", "# hi")])).unwrap();
+    let limit = nb.len() as u64;
+    let exact = dir.join("exact.ipynb");
+    std::fs::write(&exact, &nb).unwrap();
+    assert_eq!(
+        read_submission(&exact, limit).unwrap()["cells"][0]["id"],
+        "m"
+    );
+    let refused = |path: &Path, limit: u64| read_submission(path, limit).unwrap_err().to_string();
+
+    let err = refused(&exact, limit - 1);
+    let sizes = format!(
+        "{limit} bytes, past the grader's limit of {} bytes",
+        limit - 1
+    );
+    assert!(
+        err.contains(&sizes) && err.contains("clear the outputs"),
+        "{err}"
+    );
+    let large = dir.join("large.ipynb");
+    std::fs::write(&large, format!("{nb}{}", " ".repeat(3 << 20))).unwrap();
+    let err = refused(&large, 2 << 20);
+    assert!(
+        err.contains("3.0 MiB, past the grader's limit of 2.0 MiB"),
+        "{err}"
+    );
+
+    // A FIFO nobody writes to: refused at once, not waited on.
+    let fifo = dir.join("fifo.ipynb");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let start = std::time::Instant::now();
+    let err = refused(&fifo, limit);
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(start.elapsed().as_secs() < 5);
+    let zero = dir.join("zero.ipynb");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    assert!(refused(&zero, limit).contains("not a regular file"));
+    assert!(refused(&dir, limit).contains("not a regular file"));
+
+    let latin1 = dir.join("latin1.ipynb");
+    std::fs::write(&latin1, b"{\"cells\": [], \"x\": \"\xe9\"}").unwrap();
+    let err = refused(&latin1, limit);
+    assert!(err.contains("not UTF-8 text (at byte offset 20)"), "{err}");
+    let err = refused(&dir.join("missing.ipynb"), limit);
+    assert!(err.contains("missing.ipynb"), "{err}");
+}
+
 /// A stand-in Jupyter server: answers each of the connections `accept` gives with what
 /// `answer` makes of its request, once per item of `answers`; returns the requests.
 fn stand_in_server<S: std::io::Read + std::io::Write>(

@@ -305,6 +305,93 @@ fn grade_names_reports_by_file_or_by_folder() {
     }
 }
 
+/// What a submission may be: a student whose file is a link into the folder of the
+/// assignment's source (kept as such by a git repository the submissions were cloned from)
+/// gets 0 points, not the instructor's answers; a FIFO (never read to its end), a link to a
+/// device and a file past `--max-notebook` get 0 points with the reason, all without a kernel
+/// and without stopping the others; a bad `--max-notebook` stops `sgm grade` with one line.
+#[test]
+fn grade_takes_only_a_students_own_regular_file_within_the_limit() {
+    let dir = tmpdir("grade-untrusted");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("notebooks/homework/source/hw5_score_matching.ipynb");
+    let student = |name: &str| {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        dir.join(name).join("hw5.ipynb")
+    };
+    std::os::unix::fs::symlink(&source, student("dave")).unwrap();
+    let made = Command::new("mkfifo")
+        .arg(student("erin"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::os::unix::fs::symlink("/dev/zero", student("frank")).unwrap();
+    let release = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("notebooks/homework/release/hw5_score_matching.ipynb"),
+    )
+    .unwrap();
+    std::fs::write(student("gina"), format!("{release}{}", " ".repeat(1 << 20))).unwrap();
+    let out = dir.join("graded");
+    let subs: Vec<String> = ["dave", "erin", "frank", "gina"]
+        .iter()
+        .map(|s| dir.join(s).join("hw5.ipynb").display().to_string())
+        .collect();
+    let grade = |limit: &str| {
+        let mut args = vec!["grade", "--assignment", source.to_str().unwrap()];
+        args.extend(["--out", out.to_str().unwrap(), "--no-sandbox"]);
+        args.extend(["--names", "folder", "--max-notebook", limit]);
+        args.extend(subs.iter().map(String::as_str));
+        let mut child = Command::new(sgm_bin())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A grader that waited on the FIFO would never end: fail instead of hanging.
+        let start = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed().as_secs() > 120 {
+                child.kill().unwrap();
+                panic!("sgm grade still runs after 120 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        child.wait_with_output().unwrap()
+    };
+    assert_one_line_error(
+        &grade("lots"),
+        "--max-notebook \"lots\": expected a size such as 8G or 512M",
+    );
+    let graded = grade("1M");
+    assert!(
+        graded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&graded.stderr)
+    );
+    let expected = [
+        ("dave", "a link into the folder of the assignment's source"),
+        ("erin", "not a regular file"),
+        ("frank", "not a regular file"),
+        (
+            "gina",
+            "MiB, past the grader's limit of 1.0 MiB on a submitted notebook",
+        ),
+    ];
+    for (name, why) in expected {
+        let report: Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(name).join("report.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(report["total"], 0, "{name}: {report}");
+        let notes = report["notes"].as_array().unwrap();
+        assert!(
+            notes.len() == 1 && notes[0].as_str().unwrap().contains(why),
+            "{name}: {report}"
+        );
+    }
+}
+
 #[test]
 fn train_sample_eval_on_moons() {
     let dir = tmpdir("cli-moons");

@@ -175,7 +175,77 @@ pub fn read_notebook(path: &Path) -> Result<Value> {
         path: path.display().to_string(),
         source,
     })?;
-    let nb: Value = serde_json::from_str(&text).map_err(|e| Error::Notebook {
+    parse_notebook(path, &text)
+}
+
+/// The largest submitted notebook [`read_submission`] reads unless told otherwise: 64 MiB,
+/// outputs included (the executed notebooks of this project are 0.5 to 5 MB).
+pub const SUBMISSION_LIMIT: u64 = 64 << 20;
+
+/// Reads a submitted notebook, an untrusted file, as [`read_notebook`] does, but only a
+/// regular file (through a link too) of at most `limit` bytes: a FIFO or a device (a link to
+/// `/dev/zero`) would never end, and a file of gigabytes would take the grader's memory. A
+/// FIFO is opened without waiting for a writer, and the size is that of the file opened, read
+/// no further than `limit`.
+pub fn read_submission(path: &Path, limit: u64) -> Result<Value> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let refuse = |why: String| Error::Notebook {
+        path: path.display().to_string(),
+        cell: "(file)".into(),
+        why,
+    };
+    let io = |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(refuse(
+            "not a regular file (a folder, a FIFO or a device): only a notebook file is graded"
+                .into(),
+        ));
+    }
+    let size = |bytes: u64| match bytes {
+        0..=1023 => format!("{bytes} bytes"),
+        1024..=1048575 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MiB", bytes as f64 / 1048576.0),
+    };
+    let too_large = |bytes: u64| {
+        refuse(format!(
+            "{}, past the grader's limit of {} on a submitted notebook (outputs included): clear \
+             the outputs (Edit > Clear Outputs of All Cells), save and submit again",
+            size(bytes),
+            size(limit)
+        ))
+    };
+    if meta.len() > limit {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        refuse(format!(
+            "not a notebook: not UTF-8 text (at byte offset {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    parse_notebook(path, &text)
+}
+
+/// A notebook's JSON from its text (`path` names it in errors).
+fn parse_notebook(path: &Path, text: &str) -> Result<Value> {
+    let nb: Value = serde_json::from_str(text).map_err(|e| Error::Notebook {
         path: path.display().to_string(),
         cell: "(file)".into(),
         why: format!("not a notebook: {e}"),

@@ -67,6 +67,11 @@ pub struct GradeArgs {
     /// the kernel is stopped and the files removed.
     #[arg(long, default_value = "2G")]
     disk: String,
+    /// The largest submitted notebook file read, e.g. 64M (outputs included: this project's
+    /// executed notebooks are 0.5 to 5 MB); a larger one, or one that is not a regular file (a
+    /// FIFO, a device), gets 0 points with the reason, without a kernel.
+    #[arg(long, default_value = "64M")]
+    max_notebook: String,
     /// Run without the bubblewrap sandbox (trusted notebooks only, e.g. the source itself).
     #[arg(long)]
     no_sandbox: bool,
@@ -164,6 +169,48 @@ fn submission_name(path: &Path, by: NameBy) -> String {
     safe_name(&name.unwrap_or_else(|| "submission".into()))
 }
 
+/// A submission as [`assignment::read_submission`] reads it (a regular file within
+/// `--max-notebook`), unless a link leads it into the folder of the assignment's `source` (the
+/// solutions): a student whose submission is a link (collected from a git repository, which
+/// keeps links) would otherwise be graded on the instructor's answers. A path that names that
+/// folder itself (the instructor grading the source, a check of the hidden checks) is read.
+fn read_submission(path: &Path, source: &Path, limit: u64) -> sgm::Result<serde_json::Value> {
+    let folder = |p: &Path| p.parent().map(Path::to_owned);
+    let resolved_in = path
+        .canonicalize()
+        .ok()
+        .zip(source.canonicalize().ok().and_then(|s| folder(&s)))
+        .is_some_and(|(p, solutions)| p.starts_with(solutions));
+    let named_in = lexical(path)
+        .zip(lexical(source).and_then(|s| folder(&s)))
+        .is_some_and(|(p, solutions)| p.starts_with(solutions));
+    if resolved_in && !named_in {
+        return Err(sgm::Error::Notebook {
+            path: path.display().to_string(),
+            cell: "(file)".into(),
+            why: "a link into the folder of the assignment's source: only the student's own \
+                  file is graded (submit the notebook itself, not a link)"
+                .into(),
+        });
+    }
+    assignment::read_submission(path, limit)
+}
+
+/// `path` made absolute with `.` and `..` taken away by name, without following links.
+fn lexical(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for part in std::path::absolute(path).ok()?.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    Some(out)
+}
+
 /// Whether `path` lies in the folder `out` (as given or with links resolved): grading a
 /// submission clears `out/<name>/`, which could hold it.
 fn inside(path: &Path, out: &Path) -> bool {
@@ -226,7 +273,8 @@ fn grade_one(source: &Assignment, path: &Path, out: &Path, args: &GradeArgs) -> 
             sgm::checkpoint::create_dir(d)?;
         }
     }
-    let submission = match assignment::read_notebook(path) {
+    let limit = byte_size("--max-notebook", &args.max_notebook)?;
+    let submission = match read_submission(path, &args.assignment, limit) {
         Ok(nb) => nb,
         Err(e) => {
             // Not a notebook: every task fails, with the reason.
@@ -679,6 +727,7 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
     }
     byte_size("--memory", &args.memory)?;
     byte_size("--disk", &args.disk)?;
+    byte_size("--max-notebook", &args.max_notebook)?;
     // Names compared without case: a folder `Manual` or two reports `Bob` and `bob` would be
     // one folder on a case-insensitive file system.
     let mut names: std::collections::HashMap<String, &PathBuf> = std::collections::HashMap::new();
