@@ -287,6 +287,9 @@ fn grading_takes_answers_from_the_submission_and_everything_else_from_the_source
     // answer, adds a helper in a cell of their own and a dependency in an answer cell.
     submission["cells"][1]["source"] =
         json!("fn double(x: f64) -> f64 { x + x }\nlet SIGMA: f64 = 0.5;");
+    let given = submission["cells"][1]["metadata"].clone();
+    submission["cells"][1]["metadata"] = json!({"sgm": {"grade": "mine", "points": 9},
+        "tags": ["figure"], "jupyter": {"source_hidden": true}});
     submission["cells"][3]["source"] = json!("println!(\"double passed\");");
     submission["cells"].as_array_mut().unwrap().remove(2);
     submission["cells"].as_array_mut().unwrap().insert(
@@ -321,6 +324,8 @@ fn grading_takes_answers_from_the_submission_and_everything_else_from_the_source
         source_of(cell(nb, "answer")),
         "fn double(x: f64) -> f64 { x + x }\nlet SIGMA: f64 = 0.5;"
     );
+    // The answer is theirs; its metadata is the one they were given.
+    assert_eq!(cell(nb, "answer")["metadata"], given);
     let visible = source_of(cell(nb, "visible"));
     assert!(
         visible.starts_with("check(\"double\""),

@@ -760,7 +760,14 @@ impl Assignment {
             });
             let mut cell = match theirs.get(info.id.as_str()) {
                 _ if !info.role.is_answer() => self.raw_cell(info.index).clone(),
-                Some(c) if !stub => (*c).clone(),
+                // The student's answer, under the metadata they were given: nothing they add
+                // there (tags, an `sgm` grade of their own, hidden inputs) reaches grading or
+                // the feedback.
+                Some(c) if !stub => {
+                    let mut mine = (*c).clone();
+                    mine["metadata"] = self.released_cell(info)["metadata"].clone();
+                    mine
+                }
                 _ => self.released_cell(info),
             };
             clear_outputs(&mut cell);
