@@ -219,6 +219,8 @@ ERROR_FLOOR = 1 << 10
 # and not counted (sgm::notebook's failure records are at most about 16 kB, a grade record a few
 # dozen characters); a larger grade record cannot be genuine.
 RECORD_LIMIT = 64 << 10
+# What one rich output counts besides its data (its JSON and the objects that hold it).
+OUTPUT_COST = 1 << 10
 
 
 def entry_size(value):
@@ -238,6 +240,7 @@ class OutputBudget:
         self.errors = {}  # execution -> characters of error outputs kept
         self.errors_total = 0
         self.errors_dropped = set()  # executions whose later errors were dropped (noted once)
+        self.outputs_dropped = set()  # executions whose later rich outputs were dropped (noted once)
 
 
 class BoundedClient(NotebookClient):
@@ -282,11 +285,31 @@ class BoundedClient(NotebookClient):
         if msg["msg_type"] == "error":
             return self.error_output(outs, msg, display_id, cell_index)
         out = super().output(outs, msg, display_id, cell_index)
-        if out is None or "data" not in out:
+        if out is None:
             return out
+        # Output metadata is the kernel's to send and nobody's to trust (a submission's code can
+        # send any message the kernel can): nbconvert writes an image's width and height into
+        # the page unquoted. evcxr sends none.
+        if "metadata" in out:
+            out["metadata"] = nbformat.NotebookNode()
+        if "data" not in out:
+            return out
+        # Each output costs OUTPUT_COST besides its data, and each entry its MIME type's name:
+        # a flood of outputs with empty data, or of entries with made-up names, counts too.
         kept = b.shown.get(parent, 0)
+        if kept + OUTPUT_COST > RICH_LIMIT or b.shown_total + OUTPUT_COST > RICH_TOTAL:
+            if outs and outs[-1] is out:
+                outs.pop()
+            if parent not in b.outputs_dropped:
+                b.outputs_dropped.add(parent)
+                outs.append(nbformat.v4.new_output("stream", name="stderr", text=(
+                    f"[sgm grade: further outputs past the grader's limit ({RICH_LIMIT:,} characters a cell, "
+                    f"{RICH_TOTAL:,} a submission) were dropped]\n")))
+            return None
+        kept += OUTPUT_COST
+        b.shown_total += OUTPUT_COST
         for mime in list(out["data"]):
-            size = entry_size(out["data"][mime])
+            size = len(mime) + entry_size(out["data"][mime])
             if mime in (ERROR_MIME, GRADE_MIME):
                 if size <= RECORD_LIMIT:
                     continue
@@ -302,6 +325,13 @@ class BoundedClient(NotebookClient):
                 out["data"][ERROR_MIME] = {"kind": "error", "message": "the cell's failure output was too large: " + note}
         b.shown[parent] = kept
         return out
+
+    def _update_display_id(self, display_id, msg):
+        """Ignored: evcxr never updates a display, and an update would replace an output's
+        data past every limit above."""
+
+    def handle_comm_msg(self, outs, msg, cell_index):
+        """Ignored: evcxr opens no widgets' comms, and their state would be kept unbounded."""
 
     def error_output(self, outs, msg, display_id, cell_index):
         """An error output within ERROR_LIMIT and ERROR_TOTAL; the cell's first always, cut to

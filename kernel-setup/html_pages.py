@@ -19,6 +19,7 @@ import hashlib
 import importlib.util
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 
@@ -173,6 +174,42 @@ def clean_html(html):
                         protocols=["http", "https", "mailto", "data"])
 
 
+# An attachment link in markdown, `attachment:NAME`, as far as a URL in markdown goes.
+ATTACHMENT_LINK = re.compile(r"attachment:([^\s)\]\"'<>]+)")
+
+
+def keep_valid_attachments(nb):
+    """Markdown cells keep only the attachments nbconvert can embed (a name mapped to a
+    non-empty {mime type: base64 text}; a student's notebook may hold anything there), and a
+    link to one they do not have (a cell pasted from another notebook) becomes plain text:
+    nbconvert would stop the whole page at it."""
+    for cell in nb.cells:
+        attachments = cell.get("attachments")
+        valid = {}
+        if isinstance(attachments, dict):
+            for name, data in attachments.items():
+                if isinstance(data, dict) and data and all(isinstance(k, str) and isinstance(v, str)
+                                                           for k, v in data.items()):
+                    valid[name] = data
+        if attachments is not None:
+            cell["attachments"] = valid
+        if cell.cell_type == "markdown" and "attachment:" in cell.source:
+            cell.source = ATTACHMENT_LINK.sub(
+                lambda m: m.group(0) if m.group(1) in valid else f"missing-attachment:{m.group(1)}",
+                cell.source)
+
+
+def drop_attachment_links(nb):
+    """Turns every `attachment:` link of the markdown cells into plain text; whether there was
+    one (the last resort where nbconvert still fails on one)."""
+    found = False
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and "attachment:" in cell.source:
+            cell.source = cell.source.replace("attachment:", "missing-attachment:")
+            found = True
+    return found
+
+
 def write_html(nb, target_path, sanitize=False):
     """Writes notebook `nb` (an nbformat node) as an HTML page at `target_path`, with MathJax
     loaded from `mathjax/` beside it (copied there when missing). With `sanitize` the HTML in
@@ -191,7 +228,16 @@ def write_html(nb, target_path, sanitize=False):
         sanitize_html=sanitize,
     )
     exporter.register_filter("clean_html", clean_html)
-    body, _ = exporter.from_notebook_node(nb)
+    keep_valid_attachments(nb)
+    try:
+        body, _ = exporter.from_notebook_node(nb)
+    except Exception as first:  # nbconvert's InvalidNotebook, among others: a missing attachment
+        if not drop_attachment_links(nb):
+            raise
+        try:
+            body, _ = exporter.from_notebook_node(nb)
+        except Exception:
+            raise first from None
     staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     staging.write_text(body, encoding="utf-8")
     os.replace(staging, target)

@@ -290,6 +290,7 @@ fn grading_takes_answers_from_the_submission_and_everything_else_from_the_source
     let given = submission["cells"][1]["metadata"].clone();
     submission["cells"][1]["metadata"] = json!({"sgm": {"grade": "mine", "points": 9},
         "tags": ["figure"], "jupyter": {"source_hidden": true}});
+    submission["cells"][1]["extra"] = json!("a field nbformat does not know");
     submission["cells"][3]["source"] = json!("println!(\"double passed\");");
     submission["cells"].as_array_mut().unwrap().remove(2);
     submission["cells"].as_array_mut().unwrap().insert(
@@ -326,6 +327,7 @@ fn grading_takes_answers_from_the_submission_and_everything_else_from_the_source
     );
     // The answer is theirs; its metadata is the one they were given.
     assert_eq!(cell(nb, "answer")["metadata"], given);
+    assert!(cell(nb, "answer").get("extra").is_none());
     let visible = source_of(cell(nb, "visible"));
     assert!(
         visible.starts_with("check(\"double\""),
@@ -367,6 +369,40 @@ fn grading_takes_answers_from_the_submission_and_everything_else_from_the_source
         "{:?}",
         grading.notes
     );
+}
+
+/// What grading takes of an answer cell is its text, read as text whatever the file holds
+/// (a source list with a number in it made the runner's nbformat fail, and the submission went
+/// without a report), and in markdown the pasted images that are well formed.
+#[test]
+fn grading_reads_an_answer_cells_text_and_well_formed_attachments_only() {
+    let a = assignment();
+    let mut submission = a.release();
+    let theory = submission["cells"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c["id"] == "theory")
+        .unwrap();
+    theory["source"] = json!(["By parts, ", 3, "as in ![scan](attachment:scan.png)"]);
+    theory["attachments"] = json!({"scan.png": {"image/png": "iVBORw0KGgo="}, "bad": 3,
+                                   "empty": {}, "odd": {"image/png": 7}});
+    let grading = a.grading_notebook(&submission).unwrap();
+    let graded = cell(&grading.notebook, "theory");
+    assert_eq!(
+        graded["source"],
+        json!(["By parts, as in ![scan](attachment:scan.png)"])
+    );
+    assert_eq!(
+        graded["attachments"],
+        json!({"scan.png": {"image/png": "iVBORw0KGgo="}})
+    );
+    let mut code_cell = a.release();
+    code_cell["cells"][1]["attachments"] = json!({"x.png": {"image/png": "AA=="}});
+    let grading = a.grading_notebook(&code_cell).unwrap();
+    assert!(cell(&grading.notebook, "answer")
+        .get("attachments")
+        .is_none());
 }
 
 /// A student's copy of the release says what grading will make of it, from the list of cells

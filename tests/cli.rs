@@ -392,6 +392,46 @@ fn grade_takes_only_a_students_own_regular_file_within_the_limit() {
     }
 }
 
+/// The grader's pages show what students wrote, which may be anything nbformat allows and more:
+/// a markdown answer that links an image its cell does not have (a cell pasted from another
+/// notebook) made nbconvert stop the page, and with it grades.csv and the answer pages of the
+/// whole class. Now that link shows as text, the image the cell has is inlined, and malformed
+/// attachments are left out.
+#[test]
+fn a_page_shows_a_markdown_answer_whose_image_is_missing() {
+    let dir = tmpdir("page-attachments");
+    let nb = json!({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+        {"cell_type": "markdown", "id": "a", "metadata": {}, "source": "# Derivation\n![scan](attachment:scan.png)"},
+        {"cell_type": "markdown", "id": "b", "metadata": {}, "source": "![mine](attachment:mine.png)",
+         "attachments": {"mine.png": {"image/png": "iVBORw0KGgo="}, "empty": {}}},
+        {"cell_type": "markdown", "id": "c", "metadata": {}, "source": "![odd](attachment:odd.png)",
+         "attachments": {"odd.png": {"image/png": 7}}},
+    ]});
+    let input = dir.join("answers.ipynb");
+    std::fs::write(&input, nb.to_string()).unwrap();
+    let page = dir.join("answers.html");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("kernel-setup/grade_runner.py"))
+        .arg("html")
+        .arg(&input)
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("Derivation"));
+    assert!(html.contains("data:image/png;base64,iVBORw0KGgo="));
+    assert!(
+        !html.contains("src=\"attachment:"),
+        "a link left for the browser to fetch"
+    );
+}
+
 #[test]
 fn train_sample_eval_on_moons() {
     let dir = tmpdir("cli-moons");

@@ -232,6 +232,9 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
             )), Some("flood.shows")),
             code("huge", &check("a long reason", &format!("ensure(false, \"z\".repeat({big}))?;")), Some("flood.huge")),
             code("forged", &check("a forged failure record", &forged), Some("flood.forged")),
+            // 40,000 made-up MIME types with nothing in them: 40 MB of names, which were not
+            // counted (only the data was).
+            code("names", "for i in 0..40_000 { println!(\"EVCXR_BEGIN_CONTENT x-{i:0>998}\\n\\nEVCXR_END_CONTENT\"); }", None),
     ];
     // 1 MiB printed by each of 15 more cells: the submission's 16 MiB are spent in the 14th.
     let total_cells: Vec<String> = (0..15).map(|i| format!("total-{i}")).collect();
@@ -274,10 +277,11 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
 
     let executed = out.join(".grading/flood/executed.ipynb");
     let bytes = std::fs::metadata(&executed).unwrap().len();
-    // 5 MB of errors, 3 MB printed, 17 MiB shown, 17 MiB twice printed, 17 MiB forged and 15
-    // times 1.1 MB printed: 1 MiB of errors and the submission's 16 MiB of printed text are kept.
+    // 5 MB of errors, 3 MB printed, 17 MiB shown, 17 MiB twice printed, 17 MiB forged, 40 MB
+    // of MIME types' names and 15 times 1.1 MB printed: 1 MiB of errors, the submission's 16 MiB
+    // of printed text and a cell's 16 MiB of names are kept.
     assert!(
-        bytes < 20 << 20,
+        bytes < 36 << 20,
         "the executed notebook holds {bytes} bytes"
     );
     let nb = graded_json(&out, "flood", "executed.ipynb");
@@ -299,6 +303,12 @@ fn a_submissions_floods_of_output_are_cut_and_its_scores_stand() {
         shown.len() < 4096 && shown.contains("was dropped"),
         "{}",
         head(&shown)
+    );
+    let names = cell("names")["outputs"].to_string();
+    assert!(
+        names.len() < (16 << 20) + (4 << 20) && names.contains("was dropped"),
+        "{} characters of outputs kept",
+        names.len()
     );
 
     // The errors: the cell fails with its first error, 1 MiB of them is kept, and a line says so.

@@ -151,6 +151,33 @@ impl ReportToken {
     }
 }
 
+/// The answer cell graded: the cell as released with the student's text (`theirs`, which
+/// has the released cell's type) and, in markdown, their attachments (pasted images) where they
+/// are well formed. Nothing else of theirs (metadata such as tags, an `sgm` grade of their own
+/// or hidden inputs; outputs; fields nbformat does not know) reaches grading or the feedback,
+/// and a source that is not text (a list holding numbers) is read as the text it holds.
+fn answer_of(released: Value, theirs: &Value) -> Value {
+    let mut cell = released;
+    set_source(&mut cell, &source_of(theirs));
+    let well_formed = |data: &Value| {
+        data.as_object()
+            .is_some_and(|d| !d.is_empty() && d.values().all(Value::is_string))
+    };
+    if cell["cell_type"] == "markdown" {
+        if let Some(attachments) = theirs["attachments"].as_object() {
+            let kept: Map<String, Value> = attachments
+                .iter()
+                .filter(|(_, data)| well_formed(data))
+                .map(|(name, data)| (name.clone(), data.clone()))
+                .collect();
+            if !kept.is_empty() {
+                cell["attachments"] = Value::Object(kept);
+            }
+        }
+    }
+    cell
+}
+
 /// A cell's source as one string (nbformat stores a string or a list of lines).
 pub fn source_of(cell: &Value) -> String {
     match cell.get("source") {
@@ -760,14 +787,7 @@ impl Assignment {
             });
             let mut cell = match theirs.get(info.id.as_str()) {
                 _ if !info.role.is_answer() => self.raw_cell(info.index).clone(),
-                // The student's answer, under the metadata they were given: nothing they add
-                // there (tags, an `sgm` grade of their own, hidden inputs) reaches grading or
-                // the feedback.
-                Some(c) if !stub => {
-                    let mut mine = (*c).clone();
-                    mine["metadata"] = self.released_cell(info)["metadata"].clone();
-                    mine
-                }
+                Some(c) if !stub => answer_of(self.released_cell(info), c),
                 _ => self.released_cell(info),
             };
             clear_outputs(&mut cell);

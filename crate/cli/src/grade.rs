@@ -474,6 +474,9 @@ fn rescore(source: &Assignment, out: &Path) -> CliResult<ExitCode> {
             out.display()
         );
     }
+    // A page that cannot be written is said at the end: the other submissions still get
+    // their points and pages, and grades.csv is rebuilt.
+    let mut page_errors = Vec::new();
     for (dir, mut report) in reports {
         assignment::apply_manual_scores(source, &mut report, &manual);
         write_report(&dir, &report)?;
@@ -485,7 +488,10 @@ fn rescore(source: &Assignment, out: &Path) -> CliResult<ExitCode> {
             let feedback = assignment::read_notebook(&feedback_path)?;
             let feedback = assignment::refresh_feedback(source, &feedback, &report);
             assignment::write_notebook(&feedback_path, &feedback)?;
-            write_feedback_html(&report.submission, &feedback_path, &dir)?;
+            if let Err(e) = write_feedback_html(&report.submission, &feedback_path, &dir) {
+                eprintln!("sgm grade: {e}");
+                page_errors.push(e);
+            }
         }
         println!(
             "{}",
@@ -493,6 +499,9 @@ fn rescore(source: &Assignment, out: &Path) -> CliResult<ExitCode> {
         );
     }
     let shared = write_shared(source, out)?;
+    if let Some(first) = page_errors.into_iter().next() {
+        return Err(first);
+    }
     println!(
         "{}",
         serde_json::to_string(&shared).map_err(sgm::Error::from)?
@@ -547,9 +556,11 @@ fn lock_folder(out: &Path) -> CliResult<std::fs::File> {
 fn write_shared(source: &Assignment, out: &Path) -> CliResult<Shared> {
     let reports = read_reports(source, out)?;
     let manual = update_manual_rows(source, out, &reports);
-    write_answer_pages(source, out, &reports)?;
+    // grades.csv even where an answer page cannot be written (the error is returned after).
+    let pages = write_answer_pages(source, out, &reports);
     let all: Vec<Report> = reports.into_iter().map(|(_, r)| r).collect();
     let grades = write_grades(source, out, &all)?;
+    pages?;
     let manual = manual.map_err(|e| {
         CliError::Usage(format!(
             "{e} (manual.csv is left as it is, without the new rows; grades.csv and the answer pages are rebuilt: once it reads, run --rescore)"
