@@ -1532,3 +1532,121 @@ fn manual_csv_is_rewritten_in_its_own_style() {
         assert_eq!(assignment::read_manual_scores(&path, &a).unwrap(), rows);
     }
 }
+
+/// An answer cell may not define what the assignment's own cells use: an answer that defined
+/// `mod sgm_homework` (whose `checks::check` returns `Ok` untried), `fn check`, `fn ensure` or
+/// `macro_rules! assert` would make every later check pass (a review forged full marks on a
+/// made-up assignment with the first). Such a cell is not graded, its stub runs, and the
+/// student's own check says so first; names the released cell defines, helpers of their own,
+/// a library's item imported under its own name and a check's local names stay free. The real
+/// assignments' solutions trip none of it.
+#[test]
+fn an_answer_may_not_replace_what_the_checks_call() {
+    let a = assignment();
+    // The answer cell's list: what the checks after it read (the hidden one not in the release).
+    let release = a.release();
+    let listed = &release["metadata"]["sgm"]["cells"];
+    let answer = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "answer")
+        .unwrap();
+    let names = |key: &str| -> Vec<&str> {
+        answer[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(names("defines"), ["double", "SIGMA"]);
+    let reserved = names("reserved");
+    for name in ["check", "ensure", "double", "SIGMA", "sgm_homework", "std"] {
+        assert!(reserved.contains(&name), "{name}: {reserved:?}");
+    }
+    let answered = |text: &str| {
+        let mut nb = a.release();
+        nb["cells"][1]["source"] = json!(text);
+        nb
+    };
+    let fine = "fn double(x: f64) -> f64 { helper(x) }\nfn helper(x: f64) -> f64 { 2.0 * x }\nuse std::f64::consts::PI;\nuse sgm_homework::prelude::*;\nlet SIGMA: f64 = PI / 10.0;\nlet x = 3;";
+    let cases: [(&str, &str); 8] = [
+        (fine, ""),
+        ("mod sgm_homework { pub mod checks { pub fn check() {} } }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "`sgm_homework`"),
+        ("fn check<E>(_: &str, _: impl FnOnce() -> Result<(), E>) -> Result<(), String> { Ok(()) }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "`check`"),
+        ("macro_rules! ensure { ($($t:tt)*) => { Ok::<(), String>(()) } }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "`ensure`"),
+        ("fn double(x: f64) -> f64 { x }\nuse std::convert::identity as ensure;\nlet SIGMA: f64 = 0.5;", "`ensure`"),
+        ("mod m { pub fn Ok<T>(t: T) -> Option<T> { Some(t) } }\nuse m::*;\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "imports everything of `m`"),
+        ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nlet ensure = |_c: bool, _m: &str| Ok::<(), String>(());", "`ensure`"),
+        ("extern crate sgm;\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "evcxr commands"),
+    ];
+    for (text, why) in cases {
+        let grading = a.grading_notebook(&answered(text)).unwrap();
+        let note = grading.notes.iter().find(|n| n.contains("id answer"));
+        let graded = source_of(cell(&grading.notebook, "answer"));
+        if why.is_empty() {
+            assert!(note.is_none(), "{text}: {note:?}");
+            assert!(graded.starts_with(text), "{graded}");
+        } else {
+            let note = note.unwrap_or_else(|| panic!("{text}: no note"));
+            assert!(note.contains(why), "{text}: {note}");
+            assert!(graded.contains("todo!(\"your code here\")"), "{graded}");
+            // The student's own check (the release's list) says the same before submission.
+            let path = Path::new("mine.ipynb");
+            let findings = assignment::validate(path, &answered(text)).unwrap();
+            assert!(
+                findings.iter().any(|f| f.text.contains(why)),
+                "{text}: {findings:?}"
+            );
+        }
+    }
+
+    // Only what a later cell reads before a locked cell binds it again: `data` is made afresh
+    // after the answer, `seen` only before it.
+    let ordered = Assignment::from_notebook(
+        Path::new("ordered.ipynb"),
+        notebook(vec![
+            code("setup", FIRST_CELL, json!({})),
+            code("seen", "let seen = 1;\nprintln!(\"{seen}\");", json!({})),
+            code(
+                "answer",
+                "fn f(x: f64) -> f64 {\n    // BEGIN SOLUTION\n    2.0 * x\n    // END SOLUTION\n}",
+                json!({}),
+            ),
+            code("given", "let data = vec![1.0];", json!({})),
+            code(
+                "check",
+                "check(\"f\", || ensure(f(data[0]) == 2.0, \"f\"))?;",
+                json!({"sgm": {"grade": "t", "points": 1}}),
+            ),
+        ]),
+    )
+    .unwrap();
+    let release = ordered.release();
+    let listed = release["metadata"]["sgm"]["cells"].as_array().unwrap();
+    let reserved = listed.iter().find(|c| c["id"] == "answer").unwrap()["reserved"].to_string();
+    assert!(
+        reserved.contains("\"ensure\"") && reserved.contains("\"f\""),
+        "{reserved}"
+    );
+    assert!(
+        !reserved.contains("\"data\"") && !reserved.contains("\"seen\""),
+        "{reserved}"
+    );
+
+    for name in ["hw5_score_matching", "a8_score_models"] {
+        let path = homework_dir().join("source").join(format!("{name}.ipynb"));
+        let source = Assignment::read(&path).unwrap();
+        let nb = assignment::read_notebook(&path).unwrap();
+        let grading = source.grading_notebook(&nb).unwrap();
+        assert!(
+            grading
+                .notes
+                .iter()
+                .all(|n| !n.contains("replace the assignment's own")),
+            "{name}: {:?}",
+            grading.notes
+        );
+    }
+}

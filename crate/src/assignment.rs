@@ -25,6 +25,8 @@
 //!   starting with `:`), so an answer cannot add dependencies (such as the toolkit itself,
 //!   whose `losses` would be the solution).
 
+mod names;
+
 use crate::error::{Error, Result};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -433,7 +435,11 @@ fn solution_lines(text: &str, markdown: bool) -> Vec<String> {
 }
 
 fn has_evcxr_command(text: &str) -> bool {
-    text.lines().any(|l| l.trim_start().starts_with(':'))
+    text.lines().any(|l| {
+        let l = l.trim_start();
+        // `extern crate x;` makes evcxr add the dependency `x`, as `:dep` would.
+        l.starts_with(':') || l.starts_with("extern crate ")
+    })
 }
 
 fn sgm_meta(cell: &Value) -> Option<&Map<String, Value>> {
@@ -687,18 +693,42 @@ impl Assignment {
     /// Each cell as released ([`ReleasedCell`]) with its position: in the source (hidden
     /// checks included, as locked cells) when `hidden`, else in the release.
     fn released_cells(&self, hidden: bool) -> Vec<(usize, ReleasedCell)> {
-        self.cells
+        let cells: Vec<(&CellInfo, String)> = self
+            .cells
             .iter()
             .filter(|c| hidden || !matches!(c.role, Role::Graded { hidden: true, .. }))
+            .map(|info| (info, source_of(&self.released_cell(info))))
+            .collect();
+        // What each locked code cell reads from earlier cells, and binds for later ones.
+        let locked: Vec<Option<(HashSet<String>, Vec<String>)>> = cells
+            .iter()
+            .map(|(info, text)| {
+                (info.cell_type == "code" && !info.role.is_answer()).then(|| {
+                    let binds = names::defined(text).map(|d| d.names).unwrap_or_default();
+                    (names::used(text), binds)
+                })
+            })
+            .collect();
+        cells
+            .iter()
             .enumerate()
-            .map(|(k, info)| {
-                let cell = self.released_cell(info);
+            .map(|(k, (info, text))| {
+                let code_answer = info.role.is_answer() && info.cell_type == "code";
+                let (defines, reserved) = match code_answer {
+                    true => (
+                        names::defined(text).map(|d| d.names).unwrap_or_default(),
+                        reserved_after(&locked[k + 1..]),
+                    ),
+                    false => (Vec::new(), Vec::new()),
+                };
                 let released = ReleasedCell {
                     id: info.id.clone(),
                     cell_type: info.cell_type.clone(),
                     answer: info.role.is_answer(),
-                    digest: text_digest(&source_of(&cell)),
-                    first: first_line(&source_of(&cell)),
+                    digest: text_digest(text),
+                    first: first_line(text),
+                    defines,
+                    reserved,
                 };
                 (if hidden { info.index } else { k }, released)
             })
@@ -783,7 +813,11 @@ impl Assignment {
         let mut graded = Vec::new();
         for info in &self.cells {
             let stub = findings.iter().any(|f| {
-                f.id == info.id && matches!(f.kind, FindingKind::Missing | FindingKind::Command)
+                f.id == info.id
+                    && matches!(
+                        f.kind,
+                        FindingKind::Missing | FindingKind::Command | FindingKind::Reserved
+                    )
             });
             let mut cell = match theirs.get(info.id.as_str()) {
                 _ if !info.role.is_answer() => self.raw_cell(info.index).clone(),
@@ -841,6 +875,16 @@ pub struct ReleasedCell {
     /// JupyterLab showing neither cell numbers nor ids.
     #[serde(default)]
     pub first: String,
+    /// For an answer code cell, the names its released text defines (functions, types,
+    /// variables): the student's to write, though the assignment's cells use them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub defines: Vec<String>,
+    /// For an answer code cell, the names it may not define beyond [`defines`](Self::defines):
+    /// what the locked code cells after it read from earlier cells (a later check's `check`,
+    /// `ensure`, `Tensor`, a variable a given cell made), and the crates a cell can name. An
+    /// answer that defined one would replace it for them ([`FindingKind::Reserved`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reserved: Vec<String>,
 }
 
 /// What grading leaves out of a submission, or takes as it was released.
@@ -850,6 +894,10 @@ pub enum FindingKind {
     Missing,
     /// An answer cell with an evcxr command: its stub runs.
     Command,
+    /// An answer cell that defines a name the assignment's own cells use (and its released
+    /// text does not define), or imports everything of a module of its own: it would replace
+    /// what the checks after it call. Its stub runs.
+    Reserved,
     /// An answer cell as released (not answered yet).
     Unanswered,
     /// A locked cell edited: the assignment's own copy is used.
@@ -871,11 +919,64 @@ pub struct Finding {
     pub text: String,
 }
 
+/// The names an answer cell may not define, from the locked code cells after it (each as
+/// what it reads from earlier cells and what it binds at its top level): every name one of them
+/// reads before a locked cell binds it again (what the answer defined would be what it reads),
+/// and the crates a cell can name. Sorted.
+fn reserved_after(later: &[Option<(HashSet<String>, Vec<String>)>]) -> Vec<String> {
+    let mut reserved: HashSet<String> =
+        names::EXTERN_CRATES.iter().map(|c| c.to_string()).collect();
+    let mut rebound: HashSet<&str> = HashSet::new();
+    for (reads, binds) in later.iter().flatten() {
+        reserved.extend(
+            reads
+                .iter()
+                .filter(|n| !rebound.contains(n.as_str()))
+                .cloned(),
+        );
+        rebound.extend(binds.iter().map(String::as_str));
+    }
+    let mut reserved: Vec<String> = reserved.into_iter().collect();
+    reserved.sort();
+    reserved
+}
+
+/// Why an answer's `text` may not be graded as it is: the `reserved` names it defines that its
+/// released text does not (`allowed`), or the modules of its own it imports whole; `None` when
+/// there are none (or it does not parse: the kernel reports that).
+fn replaces_reserved(text: &str, allowed: &[String], reserved: &[String]) -> Option<String> {
+    let defined = names::defined(text)?;
+    let mut taken: Vec<&str> = defined
+        .names
+        .iter()
+        .filter(|n| reserved.contains(*n) && !allowed.contains(n))
+        .map(String::as_str)
+        .collect();
+    taken.sort_unstable();
+    taken.dedup();
+    let mut why = Vec::new();
+    if !taken.is_empty() {
+        let list: Vec<String> = taken.iter().map(|n| format!("`{n}`")).collect();
+        why.push(format!(
+            "defines {}, a name the assignment's own cells use",
+            list.join(", ")
+        ));
+    }
+    for module in &defined.local_globs {
+        why.push(format!(
+            "imports everything of `{module}` (`use {module}::*`), which could bring names the assignment's own cells use"
+        ));
+    }
+    (!why.is_empty()).then(|| why.join("; "))
+}
+
 /// What grading will make of `submission`, cell by cell, against `expected` (each released
-/// cell with its position): answer cells missing, of another type, holding an evcxr command or
-/// as released; locked cells edited (a missing one is simply put back); non-blank cells not in
-/// the assignment; cells whose id a later cell repeats (the last of them is graded). Texts are
-/// compared with `\n` line ends, without trailing blanks on a line or blank lines around them.
+/// cell with its position): answer cells missing, of another type, holding an evcxr command,
+/// defining a name the cells after them read ([`ReleasedCell::reserved`]) that their released
+/// text does not define, or as released; locked cells edited (a missing one is simply put
+/// back); non-blank cells not in the assignment; cells whose id a later cell repeats (the last
+/// of them is graded). Texts are compared with `\n` line ends, without trailing blanks on a
+/// line or blank lines around them.
 pub fn check_submission(expected: &[(usize, ReleasedCell)], submission: &Value) -> Vec<Finding> {
     let cells: &[Value] = submission["cells"].as_array().map_or(&[], Vec::as_slice);
     let id_of = |c: &Value| c["id"].as_str().unwrap_or("").to_string();
@@ -920,8 +1021,15 @@ pub fn check_submission(expected: &[(usize, ReleasedCell)], submission: &Value) 
                 "{name}: missing from the submission; the released stub runs instead"
             )),
             (true, _) if e.cell_type == "code" && has_evcxr_command(&text) => found(e, FindingKind::Command, format!(
-                "{name}: evcxr commands (lines starting with ':') are not allowed in answers; the released stub runs instead"
+                "{name}: evcxr commands (lines starting with ':', and `extern crate`) are not allowed in answers; the released stub runs instead"
             )),
+            (true, _) if e.cell_type == "code" && !as_released => {
+                if let Some(why) = replaces_reserved(&text, &e.defines, &e.reserved) {
+                    found(e, FindingKind::Reserved, format!(
+                        "{name}: {why}, which would replace the assignment's own in every later cell; the released stub runs instead (rename yours)"
+                    ));
+                }
+            }
             (true, _) if as_released => found(e, FindingKind::Unanswered, format!(
                 "{name}: not answered yet (as released)"
             )),
