@@ -51,6 +51,7 @@ import pathlib
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,34 @@ CRASH = re.compile(r"Subprocess terminated|Child process terminated|kernel died"
 OOM_SCORE_ADJ = 1000
 
 
+def private_entries(roots):
+    """(path, is a folder) of every file and folder below `roots` that others may not read (no
+    o+r), links aside; a private folder is one entry. /etc/shadow, /etc/ssl/private and the
+    like, and a cargo registry token (credentials.toml) where it is kept private."""
+    found = []
+    for root in roots:
+        for top, dirs, files in os.walk(root):
+            for name in list(dirs) + files:
+                path = os.path.join(top, name)
+                try:
+                    mode = os.lstat(path).st_mode
+                except OSError:
+                    continue
+                if stat.S_ISLNK(mode) or mode & stat.S_IROTH:
+                    continue
+                found.append((pathlib.Path(path), stat.S_ISDIR(mode)))
+                if name in dirs:
+                    dirs.remove(name)
+            if pathlib.Path(top) == pathlib.Path(root) and root.name == ".cargo":
+                # Below ~/.cargo only its top level and its config: the registry is large.
+                dirs[:] = []
+    # Always, whatever its mode: what cargo keeps a registry token in.
+    for token in (pathlib.Path.home() / ".cargo/credentials.toml", pathlib.Path.home() / ".cargo/credentials"):
+        if token.exists() and (token, False) not in found:
+            found.append((token, False))
+    return found
+
+
 def sandbox_argv(work, build, runtime_dir, memory, disk):
     """bwrap's command line around evcxr_jupyter (see the module's documentation): the kernel
     starts behind sandbox_bridge.py, which reads the client's connection file `{connection_file}`;
@@ -109,6 +138,14 @@ def sandbox_argv(work, build, runtime_dir, memory, disk):
     argv = ["bwrap", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net", "--unshare-cgroup-try"]
     argv += ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+    # The kernel runs as root (without capabilities): what only root may read in the trees it
+    # sees (/etc/shadow, private keys, a cargo registry token) is covered, so that no cell can
+    # print it into its feedback.
+    for private, is_dir in private_entries([pathlib.Path("/etc"), home / ".cargo"]):
+        if is_dir:
+            argv += ["--size", "4096", "--tmpfs", str(private), "--remount-ro", str(private)]
+        else:
+            argv += ["--ro-bind", "/dev/null", str(private)]
     for top in ("/bin", "/lib", "/lib64", "/sbin"):
         p = pathlib.Path(top)
         if p.is_symlink():

@@ -176,8 +176,18 @@ fn a_submission_cannot_reach_what_the_sandbox_hides() {
              ensure(adj.trim() == \"1000\", format!(\"oom_score_adj {{}}\", adj.trim()))?;\n{lowered}"
         ),
     );
+    // The kernel runs as root without capabilities, which still reads root's own files: those
+    // only root may read are covered (an empty file, an empty folder).
+    let private = check(
+        "what only root may read is covered: /etc/shadow, /etc/ssl/private",
+        "let shadow = std::fs::read_to_string(\"/etc/shadow\").unwrap_or_default();\n\
+         ensure(shadow.is_empty(), format!(\"/etc/shadow holds {} bytes\", shadow.len()))?;\n\
+         let keys = std::fs::read_dir(\"/etc/ssl/private\").map(|d| d.count()).unwrap_or(0);\n\
+         ensure(keys == 0, format!(\"/etc/ssl/private lists {keys} files\"))?;",
+    );
     let cells = vec![
         code("first", FIRST_CELL, None),
+        code("private", &private, Some("sandbox.private")),
         code("oom", &oom, Some("sandbox.oom")),
         code("memory", &memory_folders, Some("sandbox.memory")),
         code("reads", &reads, Some("sandbox.reads")),
@@ -195,7 +205,7 @@ fn a_submission_cannot_reach_what_the_sandbox_hides() {
         .map(|t| format!("{}: {}", t.id, t.message))
         .collect();
     assert!(failed.is_empty(), "the sandbox let through: {failed:#?}");
-    assert_eq!((report.total, report.max), (6, 6));
+    assert_eq!((report.total, report.max), (7, 7));
     assert!(!toolkit_file.exists() && !data_file.exists());
     assert!(out.join("probe/work/own-file.txt").exists());
     println!("sandbox probe graded in {:.0} s", report.seconds);
