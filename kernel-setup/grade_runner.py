@@ -280,6 +280,41 @@ class OutputBudget:
         self.outputs_dropped = set()  # executions whose later rich outputs were dropped (noted once)
 
 
+# What the runner's log keeps of one kernel's own output (evcxr's messages), the rest read and
+# dropped so that the kernel never waits on a full pipe.
+KERNEL_LOG_LIMIT = 1 << 20
+
+
+def relay_kernel_log(fd):
+    """Copies what a kernel writes to its stdout and stderr (the pipe `fd`) to the runner's
+    stderr, each line marked `kernel:`, until the kernel and its processes are gone; past
+    KERNEL_LOG_LIMIT characters written one line says the rest was dropped."""
+    written, pending, full = 0, b"", False
+
+    def emit(lines):
+        nonlocal written, full
+        for line in lines:
+            text = "kernel: " + line.decode(errors="replace") + "\n"
+            if written + len(text) > KERNEL_LOG_LIMIT:
+                full = True
+                sys.stderr.write(f"[grade_runner: the kernel's output past {KERNEL_LOG_LIMIT:,} characters was dropped]\n")
+                break
+            sys.stderr.write(text)
+            written += len(text)
+        sys.stderr.flush()
+
+    with os.fdopen(fd, "rb", buffering=0) as pipe:
+        while chunk := pipe.read(64 << 10):
+            if full:
+                continue
+            # A line without an end is kept no longer than the limit.
+            pending = (pending + chunk)[:KERNEL_LOG_LIMIT + (64 << 10)]
+            *lines, pending = pending.split(b"\n")
+            emit(lines)
+    if pending and not full:
+        emit([pending])
+
+
 class BoundedClient(NotebookClient):
     """nbclient's client that keeps within `budget` (an OutputBudget): of one execution of a
     cell at most STREAM_LIMIT characters of printed text, then one line saying the rest was
@@ -362,6 +397,24 @@ class BoundedClient(NotebookClient):
                 out["data"][ERROR_MIME] = {"kind": "error", "message": "the cell's failure output was too large: " + note}
         b.shown[parent] = kept
         return out
+
+    async def async_start_new_kernel(self, **kwargs):
+        """The kernel's own stdout and stderr (evcxr's messages, a crash's last words) reach the
+        runner's log through a pipe (relay_kernel_log): were they the log file itself, the
+        sandbox could open it through /proc/PID/fd and write the grader's log past every limit."""
+        read_end, write_end = os.pipe()
+        kwargs.setdefault("stdout", write_end)
+        kwargs.setdefault("stderr", write_end)
+        try:
+            await super().async_start_new_kernel(**kwargs)
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        threading.Thread(target=relay_kernel_log, args=(read_end,), daemon=True).start()
+
+    start_new_kernel = run_sync(async_start_new_kernel)
 
     def _update_display_id(self, display_id, msg):
         """Ignored: evcxr never updates a display, and an update would replace an output's

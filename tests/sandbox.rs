@@ -185,8 +185,15 @@ fn a_submission_cannot_reach_what_the_sandbox_hides() {
          let keys = std::fs::read_dir(\"/etc/ssl/private\").map(|d| d.count()).unwrap_or(0);\n\
          ensure(keys == 0, format!(\"/etc/ssl/private lists {keys} files\"))?;",
     );
+    // The kernel's own output reaches the grader's log through a pipe, which the sandbox can
+    // open too (/proc/1/fd/2 is bubblewrap's stderr): what comes through it is bounded.
+    let log = "use std::io::Write;\n\
+               let mut log = std::fs::OpenOptions::new().append(true).open(\"/proc/1/fd/2\").unwrap();\n\
+               let line = \"forged\\n\".repeat(1 << 20);\n\
+               for _ in 0..2 { log.write_all(line.as_bytes()).unwrap(); }";
     let cells = vec![
         code("first", FIRST_CELL, None),
+        code("log", log, None),
         code("private", &private, Some("sandbox.private")),
         code("oom", &oom, Some("sandbox.oom")),
         code("memory", &memory_folders, Some("sandbox.memory")),
@@ -206,6 +213,10 @@ fn a_submission_cannot_reach_what_the_sandbox_hides() {
         .collect();
     assert!(failed.is_empty(), "the sandbox let through: {failed:#?}");
     assert_eq!((report.total, report.max), (7, 7));
+    let runner_log = std::fs::metadata(out.join(".grading/probe/runner.log"))
+        .unwrap()
+        .len();
+    assert!(runner_log < 2 << 20, "runner.log holds {runner_log} bytes");
     assert!(!toolkit_file.exists() && !data_file.exists());
     assert!(out.join("probe/work/own-file.txt").exists());
     println!("sandbox probe graded in {:.0} s", report.seconds);
