@@ -491,6 +491,55 @@ def disk_usage(folders):
     return total
 
 
+def descendants(pid):
+    """`pid` and every process below it (Linux's /proc), as far as they can be read."""
+    children = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat_line = f.read()
+            # `pid (comm) state ppid …`: the command may hold spaces and parentheses.
+            parent = int(stat_line.rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        p = stack.pop()
+        found.append(p)
+        stack.extend(children.get(p, []))
+    return found
+
+
+def deleted_but_held(pids, devices):
+    """Bytes of the files on `devices` (st_dev) that `pids` hold open or mapped after they were
+    removed: a removed file keeps its blocks until the last process lets go, and the folders
+    no longer show it. Each file once."""
+    seen, total = set(), 0
+    for pid in pids:
+        for kind in ("fd", "map_files"):
+            folder = f"/proc/{pid}/{kind}"
+            try:
+                entries = os.listdir(folder)
+            except OSError:
+                continue
+            for name in entries:
+                path = f"{folder}/{name}"
+                try:
+                    if not os.readlink(path).endswith(" (deleted)"):
+                        continue
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if stat.S_ISREG(st.st_mode) and st.st_dev in devices and key not in seen:
+                    seen.add(key)
+                    total += st.st_blocks * 512
+    return total
+
+
 def remove_tree(path):
     """Removes `path` whatever its permissions say (the submission may have changed them), a
     few times over should the dying sandbox still add to it. Returns whether it is gone."""
@@ -518,11 +567,14 @@ class DiskWatch:
     (disk_usage). A thread polls them every `interval` seconds and kills the kernel's process
     group (bubblewrap, whose sandbox dies with it) when they pass it; the grader then removes
     what the submission wrote (run_cells' `reset`) before it restarts the kernel. What is
-    written between two polls may go over the limit; a single file cannot (prlimit --fsize)."""
+    written between two polls may go over the limit; a single file cannot (prlimit --fsize).
+    Files removed but still held open or mapped by the kernel's processes count too, as long as
+    they hold their blocks on one of these folders' file systems (deleted_but_held)."""
 
     def __init__(self, folders, limit, interval=1.0):
         self.folders, self.limit, self.interval = folders, limit, interval
         self.base = disk_usage(folders)
+        self.devices = {os.stat(f).st_dev for f in folders if os.path.exists(f)}
         self.tripped = None  # bytes written when the kernel was stopped
         self._stop = threading.Event()
         self._thread = None
@@ -541,6 +593,7 @@ class DiskWatch:
         def poll():
             while not self._stop.wait(self.interval):
                 written = disk_usage(self.folders) - self.base
+                written += deleted_but_held(descendants(pid), self.devices)
                 if written > self.limit:
                     self.breach(written)
                     for kill in (os.killpg, os.kill):

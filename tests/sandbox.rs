@@ -495,8 +495,9 @@ fn outcomes_of(out: &Path, name: &str, index: usize) -> Value {
 }
 
 /// A submission's folder and its copy of the build folder are on the machine's disk: writing
-/// past the disk limit (here 256 MiB, in many files or in one) stops its kernel and removes what
-/// it wrote, and its later, independent tasks are still graded.
+/// past the disk limit (here 256 MiB, in many files, in one, or in files removed but held open,
+/// which no folder shows) stops its kernel and removes what it wrote, and its later,
+/// independent tasks are still graded.
 #[test]
 fn a_submission_that_fills_the_disk_is_stopped_and_cleaned_up() {
     let _side_by_side = CORES.read().unwrap_or_else(|e| e.into_inner());
@@ -510,6 +511,18 @@ fn a_submission_that_fills_the_disk_is_stopped_and_cleaned_up() {
                let mut f = std::fs::File::create(\"one.bin\").unwrap();\n\
                let chunk = vec![1u8; 8 << 20];\n\
                for _ in 0..64 { f.write_all(&chunk).unwrap(); }";
+    // Removed files still held open keep their blocks, which no folder shows any more.
+    let hidden = "use std::io::Write;\n\
+                  let chunk = vec![5u8; 8 << 20];\n\
+                  let held: Vec<std::fs::File> = (0..4).map(|i| {\n\
+                  let name = format!(\"hidden-{i}.bin\");\n\
+                  let mut f = std::fs::File::create(&name).unwrap();\n\
+                  for _ in 0..12 { f.write_all(&chunk).unwrap(); }\n\
+                  f.sync_all().unwrap();\n\
+                  std::fs::remove_file(&name).unwrap();\n\
+                  f\n}).collect();\n\
+                  std::thread::sleep(std::time::Duration::from_secs(10));\n\
+                  drop(held);";
     let clean = check(
         "what the stopped cells wrote is gone",
         "let left: Vec<String> = std::fs::read_dir(\".\").map_err(|e| e.to_string())?\n\
@@ -521,11 +534,12 @@ fn a_submission_that_fills_the_disk_is_stopped_and_cleaned_up() {
         code("first", FIRST_CELL, None),
         code("many", many, None),
         code("one", one, None),
+        code("hidden", hidden, None),
         code("after", &clean, Some("disk.after")),
     ];
     let report = grade(&dir, &out, "disk", cells, &["--disk", "256M"]);
 
-    for cell in [1, 2] {
+    for cell in [1, 2, 3] {
         let o = outcomes_of(&out, "disk", cell);
         let message = o["message"].as_str().unwrap_or_default();
         assert!(
