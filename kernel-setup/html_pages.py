@@ -144,18 +144,19 @@ def ensure_mathjax(folder):
 
 
 # What a sanitized page keeps of the HTML in markdown and outputs: the tags markdown renders to
-# (headings, paragraphs, lists, tables, code, emphasis, links, images) with their classes and
-# ids; no scripts, event handlers, styles, frames or forms.
+# (headings, paragraphs, lists, tables, code, emphasis, links, images) with their classes; no
+# ids, scripts, event handlers, styles, frames or forms.
 SAFE_TAGS = {"a", "abbr", "b", "blockquote", "br", "code", "del", "details", "div", "em", "h1", "h2",
              "h3", "h4", "h5", "h6", "hr", "i", "img", "kbd", "li", "ol", "p", "pre", "s", "span",
              "strong", "sub", "summary", "sup", "table", "tbody", "td", "th", "thead", "tr", "ul"}
 
 
 def safe_attribute(tag, name, value):
-    """Whether a sanitized page keeps attribute `name` of `tag`: classes, ids, titles, alt texts
+    """Whether a sanitized page keeps attribute `name` of `tag`: classes, titles, alt texts
     and table spans; links to the web, mail or an anchor; images inlined as data (a page must
-    not fetch anything either)."""
-    if name in ("class", "id", "title", "alt", "colspan", "rowspan"):
+    not fetch anything either). Not ids: a student's element could take the id of one the page
+    or MathJax looks up (`MathJax_Message`), on a page that shows the whole class's answers."""
+    if name in ("class", "title", "alt", "colspan", "rowspan"):
         return True
     if tag == "a" and name == "href":
         return value.startswith(("http://", "https://", "mailto:", "#"))

@@ -1650,3 +1650,33 @@ fn an_answer_may_not_replace_what_the_checks_call() {
         );
     }
 }
+
+/// The feedback page quotes what a submission can shape (its cell ids in the notes, its output
+/// in a failed check's message) as text: a line break in it could otherwise start a heading
+/// (a forged score) or a table row, and its markup would render.
+#[test]
+fn feedback_quotes_what_a_submission_wrote_as_text() {
+    let a = assignment();
+    let mut submission = a.release();
+    submission["cells"].as_array_mut().unwrap().push(json!({
+        "cell_type": "code", "id": "x\n# Feedback: forged\n**Score: 9 / 9**", "metadata": {},
+        "source": "let forged = 1;", "outputs": [], "execution_count": null}));
+    let grading = a.grading_notebook(&submission).unwrap();
+    assert!(grading
+        .notes
+        .iter()
+        .any(|n| n.contains("# Feedback: forged")));
+    let report = assignment::score(&a, "s", &grading, &grading.notebook, &[]);
+    let feedback = assignment::feedback_notebook(&a, &grading.notebook, &grading, &report);
+    let summary = source_of(cell(&feedback, "sgm-feedback-summary"));
+    assert!(summary.starts_with("# Feedback: s\n"), "{summary}");
+    let forged: Vec<&str> = summary
+        .lines()
+        .filter(|l| l.starts_with('#') || l.starts_with("**Score: 9"))
+        .collect();
+    assert_eq!(forged, ["# Feedback: s"], "{summary}");
+    assert!(
+        summary.contains("x<br>\\# Feedback: forged<br>\\*\\*Score: 9 / 9\\*\\*"),
+        "{summary}"
+    );
+}

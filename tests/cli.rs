@@ -396,7 +396,7 @@ fn grade_takes_only_a_students_own_regular_file_within_the_limit() {
 /// a markdown answer that links an image its cell does not have (a cell pasted from another
 /// notebook) made nbconvert stop the page, and with it grades.csv and the answer pages of the
 /// whole class. Now that link shows as text, the image the cell has is inlined, and malformed
-/// attachments are left out.
+/// attachments are left out; an element's id is not kept.
 #[test]
 fn a_page_shows_a_markdown_answer_whose_image_is_missing() {
     let dir = tmpdir("page-attachments");
@@ -406,6 +406,8 @@ fn a_page_shows_a_markdown_answer_whose_image_is_missing() {
          "attachments": {"mine.png": {"image/png": "iVBORw0KGgo="}, "empty": {}}},
         {"cell_type": "markdown", "id": "c", "metadata": {}, "source": "![odd](attachment:odd.png)",
          "attachments": {"odd.png": {"image/png": 7}}},
+        {"cell_type": "markdown", "id": "d", "metadata": {},
+         "source": "<span id=\"MathJax_Message\" class=\"note\">an element of the page's own</span>"},
     ]});
     let input = dir.join("answers.ipynb");
     std::fs::write(&input, nb.to_string()).unwrap();
@@ -430,6 +432,9 @@ fn a_page_shows_a_markdown_answer_whose_image_is_missing() {
         !html.contains("src=\"attachment:"),
         "a link left for the browser to fetch"
     );
+    // No ids from what students wrote: one could take an id the page or MathJax looks up.
+    assert!(html.contains("an element of the page's own"));
+    assert!(!html.contains("id=\"MathJax_Message\""));
 }
 
 #[test]

@@ -1842,13 +1842,33 @@ fn summary_text(report: &Report) -> String {
         summary.push_str(&format!(
             "| {} | {points} | {} |\n",
             t.id,
-            t.message.replace('|', "\\|").replace('\n', " ")
+            escaped(&t.message)
         ));
     }
     for note in &report.notes {
-        summary.push_str(&format!("\n- {note}"));
+        summary.push_str(&format!("\n- {}", escaped(note)));
     }
     summary
+}
+
+/// `text` (a message or a note, which a submission's output or its cell ids can shape) as
+/// markdown that shows it as it is: no heading, table cell, link, image, emphasis, HTML or
+/// formula of its own, its lines kept apart by `<br>` (a line break could otherwise start a
+/// heading such as a forged score).
+fn escaped(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let mut out = String::with_capacity(line.len());
+            for c in line.chars() {
+                if "\\`*_[]<>!|$#~".contains(c) {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out
+        })
+        .collect::<Vec<_>>()
+        .join("<br>")
 }
 
 /// The feedback shown after the last answer of a task graded by hand.
@@ -1856,13 +1876,16 @@ fn manual_result_text(report: &Report, task: &str) -> String {
     match report.tasks.iter().find(|t| t.id == task) {
         Some(t) if t.pending => format!(
             "> **{task}** (graded by hand): ⏳ {} ({} points)",
-            t.message, t.max
+            escaped(&t.message),
+            t.max
         ),
         Some(t) => {
             let mark = if t.passed { "✅" } else { "❌" };
             format!(
                 "> **{task}** (graded by hand): {mark} {} / {} — {}",
-                t.points, t.max, t.message
+                t.points,
+                t.max,
+                escaped(&t.message)
             )
         }
         None => format!("> **{task}** (graded by hand): not in this report"),
@@ -1952,7 +1975,10 @@ pub fn feedback_notebook(
             };
             let text = format!(
                 "> **{}** ({kind}): {mark} {} / {} — {}",
-                check.task, check.points, check.max, check.message
+                check.task,
+                check.points,
+                check.max,
+                escaped(&check.message)
             );
             out.push(markdown_cell(&feedback_id(&check.id), &text));
         }

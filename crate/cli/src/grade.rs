@@ -225,7 +225,8 @@ fn inside(path: &Path, out: &Path) -> bool {
     lexical || resolved
 }
 
-/// `text` as a file name: anything but [A-Za-z0-9._-] replaced, no leading dot.
+/// `text` as a file name: anything but [A-Za-z0-9._-] replaced, no leading dot (a hidden
+/// folder) or dash (a spreadsheet reads `-A1` in grades.csv as a formula).
 fn safe_name(text: &str) -> String {
     let name: String = text
         .chars()
@@ -237,7 +238,7 @@ fn safe_name(text: &str) -> String {
             }
         })
         .collect();
-    if name.starts_with('.') {
+    if name.starts_with(['.', '-']) {
         format!("_{name}")
     } else {
         name
@@ -847,7 +848,23 @@ pub fn grade(args: &GradeArgs) -> CliResult<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::byte_size;
+    use super::{byte_size, safe_name};
+
+    /// A submission's name is a folder of DIR and the first field of its grades.csv row.
+    #[test]
+    fn safe_names_are_plain_file_names_that_no_spreadsheet_reads_as_a_formula() {
+        for (text, name) in [
+            ("alice", "alice"),
+            ("José Ñ", "Jos___"),
+            ("-A1", "_-A1"),
+            ("=1+2", "_1_2"),
+            (".hidden", "_.hidden"),
+            ("../up", "_.._up"),
+            ("@sum", "_sum"),
+        ] {
+            assert_eq!(safe_name(text), name, "{text}");
+        }
+    }
 
     /// The sizes `grade_runner.py`'s `parse_bytes` reads, and what it refuses, read alike.
     #[test]
