@@ -1680,3 +1680,43 @@ fn feedback_quotes_what_a_submission_wrote_as_text() {
         "{summary}"
     );
 }
+
+/// Points given by hand stand for the answer they were given for: its words, and, where the
+/// answer is a pasted image (a scanned derivation), its attachments too. Re-wrapping changes
+/// nothing; a new scan reopens the grade as new words do; an answer without attachments keeps
+/// the digest it had.
+#[test]
+fn an_answers_digest_covers_its_pasted_images() {
+    let a = with_proof();
+    let with = |text: &str, attachments: Option<Value>| {
+        let mut nb = a.release();
+        let proof = nb["cells"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|c| c["id"] == "proof")
+            .unwrap();
+        proof["source"] = json!(text);
+        if let Some(att) = attachments {
+            proof["attachments"] = att;
+        }
+        assignment::answer_digest(&a, "t3", &nb)
+    };
+    let scan = |b64: &str| Some(json!({"scan.png": {"image/png": b64}}));
+    let words = with("See ![scan](attachment:scan.png)", None);
+    assert_eq!(with("See\n![scan](attachment:scan.png)  ", None), words);
+    assert_eq!(
+        with("See ![scan](attachment:scan.png)", Some(json!({}))),
+        words
+    );
+    let first = with("See ![scan](attachment:scan.png)", scan("AAAA"));
+    assert_ne!(first, words);
+    assert_eq!(
+        with("See\n  ![scan](attachment:scan.png)", scan("AAAA")),
+        first
+    );
+    assert_ne!(
+        with("See ![scan](attachment:scan.png)", scan("BBBB")),
+        first
+    );
+}

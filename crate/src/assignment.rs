@@ -1372,17 +1372,26 @@ pub struct ManualScore {
 /// answer cells' sources in the source's order, each taken as its words (every run of blanks
 /// and line ends is one space: re-saving a notebook on another system, re-wrapping a paragraph
 /// or re-indenting code changes nothing; a changed word, sign or symbol does), a missing cell
-/// counting as empty. Written `sha256:` and 16 hex digits.
+/// counting as empty. A cell's attachments (a scanned derivation pasted as an image) count
+/// too, where it has any, so that a new scan reopens the grade as new words do. Written
+/// `sha256:` and 16 hex digits.
 pub fn answer_digest(assignment: &Assignment, task: &str, notebook: &Value) -> String {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
     for info in assignment.manual_cells(task) {
-        let text = cell_with_id(notebook, &info.id)
-            .map(source_of)
-            .unwrap_or_default();
+        let cell = cell_with_id(notebook, &info.id);
+        let text = cell.map(source_of).unwrap_or_default();
         let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
         // Each cell as its id, its length and its text: no two splits of one text agree.
         hash.update(format!("{}\n{}\n{}", info.id, text.len(), text));
+        // serde_json's maps are sorted: one attachment set has one spelling.
+        if let Some(attachments) = cell
+            .and_then(|c| c["attachments"].as_object())
+            .filter(|a| !a.is_empty())
+        {
+            let spelled = Value::Object(attachments.clone()).to_string();
+            hash.update(format!("\nattachments {}\n{spelled}", spelled.len()));
+        }
     }
     digest_text(hash)
 }
