@@ -437,6 +437,53 @@ fn a_page_shows_a_markdown_answer_whose_image_is_missing() {
     assert!(!html.contains("id=\"MathJax_Message\""));
 }
 
+/// Separate invocations (a job array over the class) share `--out`: a submission whose name
+/// becomes the folder name another invocation's submission took (`José` and `Jos_`) is refused
+/// with one line, the other's report kept; the same student graded again takes their folder.
+#[test]
+fn grade_refuses_a_report_folder_another_invocation_took() {
+    let dir = tmpdir("grade-shared-out");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("notebooks/homework/source/hw5_score_matching.ipynb");
+    let out = dir.join("graded");
+    let submit = |student: &str| {
+        std::fs::create_dir_all(dir.join(student)).unwrap();
+        let path = dir.join(student).join("hw5.ipynb");
+        std::fs::write(&path, "not a notebook").unwrap();
+        path.display().to_string()
+    };
+    let grade = |path: &str| {
+        sgm(&[
+            "grade",
+            "--assignment",
+            source.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-sandbox",
+            "--names",
+            "folder",
+            path,
+        ])
+    };
+    let jose = submit("José");
+    let first = grade(&jose);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let report = out.join("Jos_/report.json");
+    let before = std::fs::read_to_string(&report).unwrap();
+    assert_one_line_error(&grade(&submit("Jos_")), "its report would go to");
+    assert_eq!(std::fs::read_to_string(&report).unwrap(), before);
+    let again = grade(&jose);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
+
 #[test]
 fn train_sample_eval_on_moons() {
     let dir = tmpdir("cli-moons");

@@ -155,6 +155,11 @@ pub fn release(args: &ReleaseArgs) -> CliResult<ExitCode> {
 /// [`safe_name`]. The folder is the one the path names (a link is named by the folder it is
 /// in, not by its target's); `..` at its end is resolved.
 fn submission_name(path: &Path, by: NameBy) -> String {
+    safe_name(&given_name(path, by))
+}
+
+/// What names a submission before [`safe_name`]: its file stem or its folder's name.
+fn given_name(path: &Path, by: NameBy) -> String {
     let name = match by {
         NameBy::File => path.file_stem().map(|s| s.to_string_lossy().into_owned()),
         NameBy::Folder => std::path::absolute(path).ok().and_then(|p| {
@@ -166,8 +171,15 @@ fn submission_name(path: &Path, by: NameBy) -> String {
             Some(folder.to_string_lossy().into_owned())
         }),
     };
-    safe_name(&name.unwrap_or_else(|| "submission".into()))
+    name.unwrap_or_else(|| "submission".into())
 }
+
+/// The file in a submission's report folder that holds the name it was given before
+/// [`safe_name`]: two submissions of separate invocations (a job array) whose names become one
+/// (`José` and `Jos_`, or `Bob` and `bob` on a case-insensitive file system) would otherwise
+/// share a report folder, the later silently replacing the earlier's report and taking its
+/// rows in manual.csv.
+const GIVEN_NAME_FILE: &str = ".given-name";
 
 /// A submission as [`assignment::read_submission`] reads it (a regular file within
 /// `--max-notebook`), unless a link leads it into the folder of the assignment's `source` (the
@@ -262,17 +274,30 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> sgm::Error + '_ {
 fn grade_one(source: &Assignment, path: &Path, out: &Path, args: &GradeArgs) -> CliResult<Report> {
     let start = Instant::now();
     let name = submission_name(path, args.names);
+    let given = given_name(path, args.names);
     let dir = out.join(&name);
     let grading_dir = out.join(".grading").join(&name);
     {
-        // Under the lock: a --rescore beside it reads either the old report or none.
+        // Under the lock: a --rescore beside it reads either the old report or none, and
+        // another invocation's submission of the same folder name is seen.
         let _lock = lock_folder(out)?;
+        let claim = dir.join(GIVEN_NAME_FILE);
+        if let Ok(other) = std::fs::read_to_string(&claim) {
+            if other != given {
+                return Err(CliError::Usage(format!(
+                    "{}: named {given:?}, its report would go to {}, which holds the report of {other:?} (graded by another sgm grade): names that become one folder name must differ; rename one",
+                    path.display(),
+                    dir.display()
+                )));
+            }
+        }
         for d in [&dir, &grading_dir] {
             if d.exists() {
                 std::fs::remove_dir_all(d).map_err(io_err(d))?;
             }
             sgm::checkpoint::create_dir(d)?;
         }
+        std::fs::write(&claim, &given).map_err(io_err(&claim))?;
     }
     let limit = byte_size("--max-notebook", &args.max_notebook)?;
     let submission = match read_submission(path, &args.assignment, limit) {
