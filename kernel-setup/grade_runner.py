@@ -138,14 +138,6 @@ def sandbox_argv(work, build, runtime_dir, memory, disk):
     argv = ["bwrap", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net", "--unshare-cgroup-try"]
     argv += ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
-    # The kernel runs as root (without capabilities): what only root may read in the trees it
-    # sees (/etc/shadow, private keys, a cargo registry token) is covered, so that no cell can
-    # print it into its feedback.
-    for private, is_dir in private_entries([pathlib.Path("/etc"), home / ".cargo"]):
-        if is_dir:
-            argv += ["--size", "4096", "--tmpfs", str(private), "--remount-ro", str(private)]
-        else:
-            argv += ["--ro-bind", "/dev/null", str(private)]
     for top in ("/bin", "/lib", "/lib64", "/sbin"):
         p = pathlib.Path(top)
         if p.is_symlink():
@@ -170,6 +162,15 @@ def sandbox_argv(work, build, runtime_dir, memory, disk):
     ):
         if ro.exists():
             argv += ["--ro-bind", str(ro), str(ro)]
+    # The kernel runs as root (without capabilities): what only root may read in the trees it
+    # sees (/etc/shadow, private keys, a cargo registry token) is covered, so that no cell can
+    # print it into its feedback. After the binds above, which would otherwise mount the real
+    # files back over the covers.
+    for private, is_dir in private_entries([pathlib.Path("/etc"), home / ".cargo"]):
+        if is_dir:
+            argv += ["--size", "4096", "--tmpfs", str(private), "--remount-ro", str(private)]
+        else:
+            argv += ["--ro-bind", "/dev/null", str(private)]
     # The crate's build output and caches are not the sandbox's business.
     argv += ["--size", str(1 << 20), "--tmpfs", str(ROOT / "crate/target")] if (ROOT / "crate/target").exists() else []
     argv += ["--bind", str(build), str(TEMPLATE), "--bind", str(work), str(NOTEBOOK_DIR)]
@@ -281,38 +282,45 @@ class OutputBudget:
 
 
 # What the runner's log keeps of one kernel's own output (evcxr's messages), the rest read and
-# dropped so that the kernel never waits on a full pipe.
+# dropped so that the kernel never waits on a full pipe; and of one line of it.
 KERNEL_LOG_LIMIT = 1 << 20
+LINE_LIMIT = 4 << 10
 
 
 def relay_kernel_log(fd):
     """Copies what a kernel writes to its stdout and stderr (the pipe `fd`) to the runner's
-    stderr, each line marked `kernel:`, until the kernel and its processes are gone; past
-    KERNEL_LOG_LIMIT characters written one line says the rest was dropped."""
-    written, pending, full = 0, b"", False
+    stderr, each line marked `kernel:` and cut to LINE_LIMIT characters, until the kernel and
+    its processes are gone; past KERNEL_LOG_LIMIT characters written one line says the rest was
+    dropped."""
+    written, full = 0, False
+    line, cut = b"", False  # the line being read; whether it is past LINE_LIMIT
 
-    def emit(lines):
+    def emit(text):
         nonlocal written, full
-        for line in lines:
-            text = "kernel: " + line.decode(errors="replace") + "\n"
-            if written + len(text) > KERNEL_LOG_LIMIT:
-                full = True
-                sys.stderr.write(f"[grade_runner: the kernel's output past {KERNEL_LOG_LIMIT:,} characters was dropped]\n")
-                break
+        text = "kernel: " + text.decode(errors="replace") + (" [cut]" if cut else "") + "\n"
+        if written + len(text) > KERNEL_LOG_LIMIT:
+            full = True
+            sys.stderr.write(f"[grade_runner: the kernel's output past {KERNEL_LOG_LIMIT:,} characters was dropped]\n")
+        else:
             sys.stderr.write(text)
             written += len(text)
-        sys.stderr.flush()
 
     with os.fdopen(fd, "rb", buffering=0) as pipe:
         while chunk := pipe.read(64 << 10):
             if full:
                 continue
-            # A line without an end is kept no longer than the limit.
-            pending = (pending + chunk)[:KERNEL_LOG_LIMIT + (64 << 10)]
-            *lines, pending = pending.split(b"\n")
-            emit(lines)
-    if pending and not full:
-        emit([pending])
+            *ended, rest = chunk.split(b"\n")
+            for part in ended:
+                if not full:
+                    emit((line + part)[:LINE_LIMIT])
+                line, cut = b"", False
+            if len(line) + len(rest) > LINE_LIMIT:
+                cut = True
+            line = (line + rest)[:LINE_LIMIT]
+            sys.stderr.flush()
+    if line and not full:
+        emit(line)
+        sys.stderr.flush()
 
 
 class BoundedClient(NotebookClient):

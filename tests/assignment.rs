@@ -1560,9 +1560,16 @@ fn an_answer_may_not_replace_what_the_checks_call() {
             .map(|v| v.as_str().unwrap())
             .collect()
     };
-    assert_eq!(names("defines"), ["double", "SIGMA"]);
+    assert_eq!(names("defines"), ["value:SIGMA", "value:double"]);
     let reserved = names("reserved");
-    for name in ["check", "ensure", "double", "SIGMA", "sgm_homework", "std"] {
+    for name in [
+        "value:check",
+        "value:ensure",
+        "value:double",
+        "value:SIGMA",
+        "type:sgm_homework",
+        "type:std",
+    ] {
         assert!(reserved.contains(&name), "{name}: {reserved:?}");
     }
     let answered = |text: &str| {
@@ -1571,13 +1578,22 @@ fn an_answer_may_not_replace_what_the_checks_call() {
         nb
     };
     let fine = "fn double(x: f64) -> f64 { helper(x) }\nfn helper(x: f64) -> f64 { 2.0 * x }\nuse std::f64::consts::PI;\nuse sgm_homework::prelude::*;\nlet SIGMA: f64 = PI / 10.0;\nlet x = 3;";
-    let cases: [(&str, &str); 8] = [
+    // A module named like a variable, a variable named like a module: other namespaces.
+    let namespaces = "#![allow(non_snake_case)]\nfn double(x: f64) -> f64 { x * 2.0 }\nlet SIGMA: f64 = 0.5;\nmod check_helpers {}\nlet sgm_homework = 3;";
+    let cases: [(&str, &str); 14] = [
         (fine, ""),
+        (namespaces, ""),
+        ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nfn r#check() {}", "`check`"),
+        ("#![allow(unused)]\nmod sgm_homework { pub mod checks {} }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "`sgm_homework`"),
+        ("!true\nmod sgm_homework { pub mod checks {} }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "`sgm_homework`"),
+        ("#[macro_use] mod m { macro_rules! ensure { ($($t:tt)*) => { Ok::<(), String>(()) } } }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "exports macros"),
+        ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nfn broken( {", "not Rust that the grader can read"),
         ("mod sgm_homework { pub mod checks { pub fn check() {} } }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "`sgm_homework`"),
         ("fn check<E>(_: &str, _: impl FnOnce() -> Result<(), E>) -> Result<(), String> { Ok(()) }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "`check`"),
-        ("macro_rules! ensure { ($($t:tt)*) => { Ok::<(), String>(()) } }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "`ensure`"),
+        // A macro `ensure!` is not the function `ensure` the checks call.
+        ("macro_rules! ensure { ($($t:tt)*) => { Ok::<(), String>(()) } }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", ""),
         ("fn double(x: f64) -> f64 { x }\nuse std::convert::identity as ensure;\nlet SIGMA: f64 = 0.5;", "`ensure`"),
-        ("mod m { pub fn Ok<T>(t: T) -> Option<T> { Some(t) } }\nuse m::*;\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "imports everything of `m`"),
+        ("mod m { pub fn Ok<T>(t: T) -> Option<T> { Some(t) } }\nuse m::*;\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "a glob import of a module of its own"),
         ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nlet ensure = |_c: bool, _m: &str| Ok::<(), String>(());", "`ensure`"),
         ("extern crate sgm;\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "evcxr commands"),
     ];
@@ -1617,7 +1633,7 @@ fn an_answer_may_not_replace_what_the_checks_call() {
             code("given", "let data = vec![1.0];", json!({})),
             code(
                 "check",
-                "check(\"f\", || ensure(f(data[0]) == 2.0, \"f\"))?;",
+                "check(\"f\", || ensure(f(data[0]).abs() == 2.0, format!(\"f\")))?;",
                 json!({"sgm": {"grade": "t", "points": 1}}),
             ),
         ]),
@@ -1627,14 +1643,51 @@ fn an_answer_may_not_replace_what_the_checks_call() {
     let listed = release["metadata"]["sgm"]["cells"].as_array().unwrap();
     let reserved = listed.iter().find(|c| c["id"] == "answer").unwrap()["reserved"].to_string();
     assert!(
-        reserved.contains("\"ensure\"") && reserved.contains("\"f\""),
+        reserved.contains("\"value:ensure\"") && reserved.contains("\"value:f\""),
         "{reserved}"
     );
     assert!(
-        !reserved.contains("\"data\"") && !reserved.contains("\"seen\""),
+        reserved.contains("\"method:abs\"") && !reserved.contains("value:data"),
         "{reserved}"
     );
+    assert!(!reserved.contains("value:seen"), "{reserved}");
+    // A trait whose method a later check calls on a number, a macro it invokes: refused.
+    for (text, why) in [
+        ("trait Big { fn abs(self) -> f64; }\nimpl Big for f64 { fn abs(self) -> f64 { 2.0 } }\nfn f(x: f64) -> f64 { x }", "the method `.abs()`"),
+        ("macro_rules! format { ($($t:tt)*) => { String::new() } }\nfn f(x: f64) -> f64 { x }", "the macro `format!`"),
+    ] {
+        let mut nb = release.clone();
+        let answer = nb["cells"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|c| c["id"] == "answer")
+            .unwrap();
+        answer["source"] = json!(text);
+        let grading = ordered.grading_notebook(&nb).unwrap();
+        assert!(
+            grading.notes.iter().any(|n| n.contains(why)),
+            "{text}: {:?}",
+            grading.notes
+        );
+    }
 
+    // Names honest answers use: a variable `data` (the checks use the module `data::`), a helper
+    // `normal_cdf` (a8's checks import their own).
+    for name in ["hw5_score_matching", "a8_score_models"] {
+        let release = assignment::read_notebook(
+            &homework_dir().join("release").join(format!("{name}.ipynb")),
+        )
+        .unwrap();
+        for c in release["metadata"]["sgm"]["cells"].as_array().unwrap() {
+            let reserved = c["reserved"].to_string();
+            assert!(
+                !reserved.contains("\"value:data\"") && !reserved.contains("\"value:normal_cdf\""),
+                "{name} {}: {reserved}",
+                c["id"]
+            );
+        }
+    }
     for name in ["hw5_score_matching", "a8_score_models"] {
         let path = homework_dir().join("source").join(format!("{name}.ipynb"));
         let source = Assignment::read(&path).unwrap();

@@ -924,8 +924,10 @@ pub struct Finding {
 /// reads before a locked cell binds it again (what the answer defined would be what it reads),
 /// and the crates a cell can name. Sorted.
 fn reserved_after(later: &[Option<(HashSet<String>, Vec<String>)>]) -> Vec<String> {
-    let mut reserved: HashSet<String> =
-        names::EXTERN_CRATES.iter().map(|c| c.to_string()).collect();
+    let mut reserved: HashSet<String> = names::EXTERN_CRATES
+        .iter()
+        .map(|c| format!("type:{c}"))
+        .collect();
     let mut rebound: HashSet<&str> = HashSet::new();
     for (reads, binds) in later.iter().flatten() {
         reserved.extend(
@@ -942,29 +944,39 @@ fn reserved_after(later: &[Option<(HashSet<String>, Vec<String>)>]) -> Vec<Strin
 }
 
 /// Why an answer's `text` may not be graded as it is: the `reserved` names it defines that its
-/// released text does not (`allowed`), or the modules of its own it imports whole; `None` when
-/// there are none (or it does not parse: the kernel reports that).
+/// released text does not (`allowed`), what makes it unfit whatever its names (a glob import of
+/// a module of its own, a module that exports macros), or that it does not parse (the grader
+/// could not tell what it defines); `None` when there is nothing.
 fn replaces_reserved(text: &str, allowed: &[String], reserved: &[String]) -> Option<String> {
-    let defined = names::defined(text)?;
-    let mut taken: Vec<&str> = defined
+    let Some(defined) = names::defined(text) else {
+        return Some(
+            "is not Rust that the grader can read (a syntax error: try it in the kernel), so it cannot \
+             tell whether it replaces a name the assignment's own cells use"
+                .into(),
+        );
+    };
+    let taken: Vec<String> = defined
         .names
         .iter()
         .filter(|n| reserved.contains(*n) && !allowed.contains(n))
-        .map(String::as_str)
+        .map(|n| match n.split_once(':') {
+            Some(("value", name)) => format!("`{name}`"),
+            Some(("type", name)) => format!("the type or module `{name}`"),
+            Some(("macro", name)) => format!("the macro `{name}!`"),
+            Some(("method", name)) => format!("the method `.{name}()`"),
+            _ => format!("`{n}`"),
+        })
         .collect();
-    taken.sort_unstable();
-    taken.dedup();
     let mut why = Vec::new();
     if !taken.is_empty() {
-        let list: Vec<String> = taken.iter().map(|n| format!("`{n}`")).collect();
         why.push(format!(
-            "defines {}, a name the assignment's own cells use",
-            list.join(", ")
+            "defines {}, which the assignment's own cells after it use",
+            taken.join(", ")
         ));
     }
-    for module in &defined.local_globs {
+    for unfit in &defined.unfit {
         why.push(format!(
-            "imports everything of `{module}` (`use {module}::*`), which could bring names the assignment's own cells use"
+            "holds {unfit}, which could replace names the assignment's own cells use"
         ));
     }
     (!why.is_empty()).then(|| why.join("; "))
@@ -1026,7 +1038,7 @@ pub fn check_submission(expected: &[(usize, ReleasedCell)], submission: &Value) 
             (true, _) if e.cell_type == "code" && !as_released => {
                 if let Some(why) = replaces_reserved(&text, &e.defines, &e.reserved) {
                     found(e, FindingKind::Reserved, format!(
-                        "{name}: {why}, which would replace the assignment's own in every later cell; the released stub runs instead (rename yours)"
+                        "{name}: {why}; it would change what they run, so the released stub runs instead (rename yours)"
                     ));
                 }
             }
@@ -1863,9 +1875,11 @@ fn summary_text(report: &Report) -> String {
 /// `text` (a message or a note, which a submission's output or its cell ids can shape) as
 /// markdown that shows it as it is: no heading, table cell, link, image, emphasis, HTML or
 /// formula of its own, its lines kept apart by `<br>` (a line break could otherwise start a
-/// heading such as a forged score).
+/// heading such as a forged score), in a span MathJax leaves alone (`\$` renders as a `$` that
+/// it would read as math).
 fn escaped(text: &str) -> String {
-    text.lines()
+    let lines = text
+        .lines()
         .map(|line| {
             let mut out = String::with_capacity(line.len());
             for c in line.chars() {
@@ -1877,7 +1891,8 @@ fn escaped(text: &str) -> String {
             out
         })
         .collect::<Vec<_>>()
-        .join("<br>")
+        .join("<br>");
+    format!("<span class=\"tex2jax_ignore\">{lines}</span>")
 }
 
 /// The feedback shown after the last answer of a task graded by hand.
