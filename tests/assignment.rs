@@ -1626,6 +1626,11 @@ fn an_answer_may_not_replace_what_the_checks_call() {
             code("setup", FIRST_CELL, json!({})),
             code("seen", "let seen = 1;\nprintln!(\"{seen}\");", json!({})),
             code(
+                "helpers",
+                "fn near(a: f64, b: f64) -> bool {\n    close(a, b)\n}\nfn close(a: f64, b: f64) -> bool {\n    (a - b).abs() < 1e-9\n}",
+                json!({}),
+            ),
+            code(
                 "answer",
                 "fn f(x: f64) -> f64 {\n    // BEGIN SOLUTION\n    2.0 * x\n    // END SOLUTION\n}",
                 json!({}),
@@ -1655,6 +1660,8 @@ fn an_answer_may_not_replace_what_the_checks_call() {
     for (text, why) in [
         ("trait Big { fn abs(self) -> f64; }\nimpl Big for f64 { fn abs(self) -> f64 { 2.0 } }\nfn f(x: f64) -> f64 { x }", "the method `.abs()`"),
         ("macro_rules! format { ($($t:tt)*) => { String::new() } }\nfn f(x: f64) -> f64 { x }", "the macro `format!`"),
+        // An item of an earlier cell is built again with every cell: it would call this `close`.
+        ("fn close(_: f64, _: f64) -> bool { true }\nfn f(x: f64) -> f64 { x }", "`close`"),
     ] {
         let mut nb = release.clone();
         let answer = nb["cells"]

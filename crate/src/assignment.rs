@@ -709,6 +709,16 @@ impl Assignment {
                 })
             })
             .collect();
+        // What the items of the locked code cells before each cell use (evcxr builds them
+        // again with every cell).
+        let mut before: Vec<HashSet<String>> = Vec::with_capacity(cells.len());
+        let mut seen = HashSet::new();
+        for (info, text) in &cells {
+            before.push(seen.clone());
+            if info.cell_type == "code" && !info.role.is_answer() {
+                seen.extend(names::used_in_items(text));
+            }
+        }
         cells
             .iter()
             .enumerate()
@@ -717,7 +727,7 @@ impl Assignment {
                 let (defines, reserved) = match code_answer {
                     true => (
                         names::defined(text).map(|d| d.names).unwrap_or_default(),
-                        reserved_after(&locked[k + 1..]),
+                        reserved_after(&before[k], &locked[k + 1..]),
                     ),
                     false => (Vec::new(), Vec::new()),
                 };
@@ -921,12 +931,16 @@ pub struct Finding {
 
 /// The names an answer cell may not define, from the locked code cells after it (each as
 /// what it reads from earlier cells and what it binds at its top level): every name one of them
-/// reads before a locked cell binds it again (what the answer defined would be what it reads),
-/// and the crates a cell can name. Sorted.
-fn reserved_after(later: &[Option<(HashSet<String>, Vec<String>)>]) -> Vec<String> {
+/// reads before a locked cell binds it again (what the answer defined would be what it reads);
+/// what the items of the locked cells `before` it use; and the crates a cell can name. Sorted.
+fn reserved_after(
+    before: &HashSet<String>,
+    later: &[Option<(HashSet<String>, Vec<String>)>],
+) -> Vec<String> {
     let mut reserved: HashSet<String> = names::EXTERN_CRATES
         .iter()
         .map(|c| format!("type:{c}"))
+        .chain(before.iter().cloned())
         .collect();
     let mut rebound: HashSet<&str> = HashSet::new();
     for (reads, binds) in later.iter().flatten() {

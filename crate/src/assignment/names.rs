@@ -235,6 +235,25 @@ pub(super) fn used(code: &str) -> HashSet<String> {
     uses.used
 }
 
+/// The names the items of `code` (its functions, `impl` blocks, types, …, not its statements)
+/// use from outside themselves: evcxr builds a cell's items again with every later cell, so an
+/// item of an earlier cell sees what a later answer defines.
+pub(super) fn used_in_items(code: &str) -> HashSet<String> {
+    let Some(block) = parse(code) else {
+        return HashSet::new();
+    };
+    let mut uses = Uses::default();
+    for stmt in &block.stmts {
+        if let syn::Stmt::Item(item) = stmt {
+            if !matches!(item, syn::Item::Use(_)) {
+                uses.visit_item(item);
+            }
+        }
+    }
+    uses.used.retain(|name| !uses.bound.contains(name));
+    uses.used
+}
+
 #[derive(Default)]
 struct Uses {
     used: HashSet<String>,
