@@ -1587,7 +1587,8 @@ fn an_answer_may_not_replace_what_the_checks_call() {
         ("#![allow(unused)]\nmod sgm_homework { pub mod checks {} }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "`sgm_homework`"),
         ("!true\nmod sgm_homework { pub mod checks {} }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "`sgm_homework`"),
         ("#[macro_use] mod m { macro_rules! ensure { ($($t:tt)*) => { Ok::<(), String>(()) } } }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "exports macros"),
-        ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nfn broken( {", "not Rust that the grader can read"),
+        // A syntax error: it runs, and the compiler says so (it can define nothing).
+        ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nfn broken( {", ""),
         ("mod sgm_homework { pub mod checks { pub fn check() {} } }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "`sgm_homework`"),
         ("fn check<E>(_: &str, _: impl FnOnce() -> Result<(), E>) -> Result<(), String> { Ok(()) }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "`check`"),
         // A macro `ensure!` is not the function `ensure` the checks call.

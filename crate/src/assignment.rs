@@ -958,17 +958,13 @@ fn reserved_after(
 }
 
 /// Why an answer's `text` may not be graded as it is: the `reserved` names it defines that its
-/// released text does not (`allowed`), what makes it unfit whatever its names (a glob import of
-/// a module of its own, a module that exports macros), or that it does not parse (the grader
-/// could not tell what it defines); `None` when there is nothing.
+/// released text does not (`allowed`), or what makes it unfit whatever its names (a glob import
+/// of a module of its own, a module that exports macros); `None` when there is nothing. An
+/// answer that does not parse (evcxr's own lines, `:` commands, `!` shell lines and `#![…]`,
+/// blanked first) runs as it is: it defines nothing, since the kernel cannot compile it either,
+/// and the student sees the compiler's error.
 fn replaces_reserved(text: &str, allowed: &[String], reserved: &[String]) -> Option<String> {
-    let Some(defined) = names::defined(text) else {
-        return Some(
-            "is not Rust that the grader can read (a syntax error: try it in the kernel), so it cannot \
-             tell whether it replaces a name the assignment's own cells use"
-                .into(),
-        );
-    };
+    let defined = names::defined(text)?;
     let taken: Vec<String> = defined
         .names
         .iter()
