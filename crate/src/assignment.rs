@@ -725,10 +725,20 @@ impl Assignment {
             .map(|(k, (info, text))| {
                 let code_answer = info.role.is_answer() && info.cell_type == "code";
                 let (defines, reserved) = match code_answer {
-                    true => (
-                        names::defined(text).map(|d| d.names).unwrap_or_default(),
-                        reserved_after(&before[k], &locked[k + 1..]),
-                    ),
+                    true => {
+                        // What the released stub defines and what the solution does: the
+                        // names the checks expect of this cell, even where the stub leaves
+                        // them to the student (`// BEGIN SOLUTION` around a whole `let`).
+                        let solution = source_of(self.raw_cell(info.index));
+                        let mut defines: Vec<String> = [text.as_str(), solution.as_str()]
+                            .iter()
+                            .filter_map(|t| names::defined(t))
+                            .flat_map(|d| d.names)
+                            .collect();
+                        defines.sort();
+                        defines.dedup();
+                        (defines, reserved_after(&before[k], &locked[k + 1..]))
+                    }
                     false => (Vec::new(), Vec::new()),
                 };
                 let released = ReleasedCell {
