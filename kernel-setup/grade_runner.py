@@ -323,6 +323,17 @@ def relay_kernel_log(fd):
         sys.stderr.flush()
 
 
+def note_once(outs, noted, parent, what, per_cell, per_submission):
+    """Adds to `outs`, once per execution `parent` (recorded in the set `noted`), the line saying
+    that further `what` past the grader's limits were dropped."""
+    if parent in noted:
+        return
+    noted.add(parent)
+    outs.append(nbformat.v4.new_output("stream", name="stderr", text=(
+        f"[sgm grade: further {what} past the grader's limit ({per_cell:,} characters a cell, "
+        f"{per_submission:,} a submission) were dropped]\n")))
+
+
 class BoundedClient(NotebookClient):
     """nbclient's client that keeps within `budget` (an OutputBudget): of one execution of a
     cell at most STREAM_LIMIT characters of printed text, then one line saying the rest was
@@ -380,11 +391,7 @@ class BoundedClient(NotebookClient):
         if kept + OUTPUT_COST > RICH_LIMIT or b.shown_total + OUTPUT_COST > RICH_TOTAL:
             if outs and outs[-1] is out:
                 outs.pop()
-            if parent not in b.outputs_dropped:
-                b.outputs_dropped.add(parent)
-                outs.append(nbformat.v4.new_output("stream", name="stderr", text=(
-                    f"[sgm grade: further outputs past the grader's limit ({RICH_LIMIT:,} characters a cell, "
-                    f"{RICH_TOTAL:,} a submission) were dropped]\n")))
+            note_once(outs, b.outputs_dropped, parent, "outputs", RICH_LIMIT, RICH_TOTAL)
             return None
         kept += OUTPUT_COST
         b.shown_total += OUTPUT_COST
@@ -457,11 +464,7 @@ class BoundedClient(NotebookClient):
             b.errors_total += size
             bounded = {**msg, "content": {**content, "evalue": evalue, "traceback": traceback}}
             return super().output(outs, bounded, display_id, cell_index)
-        if parent not in b.errors_dropped:
-            b.errors_dropped.add(parent)
-            outs.append(nbformat.v4.new_output("stream", name="stderr", text=(
-                f"[sgm grade: further errors past the grader's limit ({ERROR_LIMIT:,} characters a cell, "
-                f"{ERROR_TOTAL:,} a submission) were dropped]\n")))
+        note_once(outs, b.errors_dropped, parent, "errors", ERROR_LIMIT, ERROR_TOTAL)
         return None
 
 

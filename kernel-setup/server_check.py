@@ -32,20 +32,7 @@ import sys
 import tempfile
 import time
 
-HERE = pathlib.Path(__file__).resolve().parent
-ROOT = HERE.parent
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def log(message):
-    print(message, flush=True)
-
-
-def _terminate(signum, frame):
-    raise SystemExit(128 + signum)
+from browser_check import ROOT, CheckFailed, _terminate, log
 
 
 class SocketHTTP(http.client.HTTPConnection):
