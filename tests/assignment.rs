@@ -1580,19 +1580,25 @@ fn an_answer_may_not_replace_what_the_checks_call() {
     let fine = "fn double(x: f64) -> f64 { helper(x) }\nfn helper(x: f64) -> f64 { 2.0 * x }\nuse std::f64::consts::PI;\nuse sgm_homework::prelude::*;\nlet SIGMA: f64 = PI / 10.0;\nlet x = 3;";
     // A module named like a variable, a variable named like a module: other namespaces.
     let namespaces = "#![allow(non_snake_case)]\nfn double(x: f64) -> f64 { x * 2.0 }\nlet SIGMA: f64 = 0.5;\nmod check_helpers {}\nlet sgm_homework = 3;";
-    let cases: [(&str, &str); 14] = [
+    let cases: [(&str, &str); 16] = [
         (fine, ""),
         (namespaces, ""),
         ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nfn r#check() {}", "`check`"),
         ("#![allow(unused)]\nmod sgm_homework { pub mod checks {} }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "`sgm_homework`"),
-        ("!true\nmod sgm_homework { pub mod checks {} }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "`sgm_homework`"),
+        // evcxr runs a line that starts with `!` as a shell command.
+        ("!true\nmod sgm_homework { pub mod checks {} }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "evcxr commands"),
+        // Out of reach (`macro_rules!`) and a module that exports macros: both said.
         ("#[macro_use] mod m { macro_rules! ensure { ($($t:tt)*) => { Ok::<(), String>(()) } } }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "exports macros"),
         // A syntax error: it runs, and the compiler says so (it can define nothing).
         ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nfn broken( {", ""),
         ("mod sgm_homework { pub mod checks { pub fn check() {} } }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "`sgm_homework`"),
         ("fn check<E>(_: &str, _: impl FnOnce() -> Result<(), E>) -> Result<(), String> { Ok(()) }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "`check`"),
-        // A macro `ensure!` is not the function `ensure` the checks call.
-        ("macro_rules! ensure { ($($t:tt)*) => { Ok::<(), String>(()) } }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", ""),
+        // A macro `ensure!` is not the function `ensure` the checks call, but `macro_rules!`
+        // is out of reach (it pastes its arguments into paths).
+        ("macro_rules! ensure { ($($t:tt)*) => { Ok::<(), String>(()) } }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "the macro `macro_rules!`"),
+        // Code that could read the check's secret while the check runs (tests/sandbox.rs).
+        ("fn double(x: f64) -> f64 { let _ = std::fs::read_to_string(\"src/lib.rs\"); x }\nlet SIGMA: f64 = 0.5;", "uses `fs::` (files), which answers may not use"),
+        ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = unsafe { std::mem::transmute(0u64) };", "`unsafe`"),
         ("fn double(x: f64) -> f64 { x }\nuse std::convert::identity as ensure;\nlet SIGMA: f64 = 0.5;", "`ensure`"),
         ("mod m { pub fn Ok<T>(t: T) -> Option<T> { Some(t) } }\nuse m::*;\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "a glob import of a module of its own"),
         ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nlet ensure = |_c: bool, _m: &str| Ok::<(), String>(());", "`ensure`"),

@@ -922,3 +922,93 @@ fn a_manual_csv_saved_half_way_during_grading_loses_nothing() {
         rescored.tasks
     );
 }
+
+/// What a forger's code does with the grader's secret: it reads the check cell's source, where
+/// evcxr wrote it to compile it (`$EVCXR_TMPDIR/src/lib.rs`), takes the token of its report
+/// line, prints that report itself and then the line evcxr's runtime prints when a cell is
+/// done, so the kernel ends the check cell as passed before the check has even failed.
+const FORGE: &str = r##"fn forge_report(check: &str) {
+    let (bs, q) = ('\\', '"');
+    let dir = std::env::var("EVCXR_TMPDIR").unwrap_or_default();
+    let src = std::fs::read_to_string(format!("{dir}/src/lib.rs")).unwrap_or_default();
+    let needle = format!("token{bs}{q}: {bs}{q}");
+    for (at, _) in src.match_indices(&needle) {
+        let token: String = src[at + needle.len()..].chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+        if token.len() == 32 {
+            println!("EVCXR_BEGIN_CONTENT application/vnd.sgm.grade+json\n{{\"cell\": \"{check}\", \"token\": \"{token}\"}}\nEVCXR_END_CONTENT");
+            println!("EVCXR_EXECUTION_COMPLETE");
+        }
+    }
+}"##;
+
+/// A submission cannot forge a check's report. The assignment's answer is `double`; its checks
+/// are `double(2) == 4` and one that always passes, after it. Graded side by side: the source
+/// itself; a forger whose answer holds [`FORGE`] (which, before answers were kept from files,
+/// earned the first check's point for a wrong answer and failed the second); and one whose
+/// answer starts a shell command (evcxr runs a line that starts with `!` in the kernel's own
+/// process, which could do the same from outside the answer's code). Both are refused before
+/// they run: their stubs run, and the notes say why.
+#[test]
+fn a_submission_cannot_forge_a_checks_report() {
+    let _side_by_side = CORES.read().unwrap_or_else(|e| e.into_inner());
+    let dir = tmpdir("forge");
+    let out = dir.join("graded");
+    let answer = |body: &str| {
+        format!("fn double(x: i64) -> i64 {{\n    // BEGIN SOLUTION\n    {body}\n    // END SOLUTION\n}}")
+    };
+    let assignment = |double: String| {
+        vec![
+            code("first", FIRST_CELL, None),
+            code("answer", &double, None),
+            code(
+                "check",
+                &check("double", "ensure(double(2) == 4, \"double(2) is not 4\")?;"),
+                Some("double"),
+            ),
+            code(
+                "later",
+                &check("later", "ensure(true, \"\")?;"),
+                Some("later"),
+            ),
+        ]
+    };
+    let source = assignment(answer("2 * x"));
+    let own = assignment(format!(
+        "{FORGE}\nfn double(x: i64) -> i64 {{\n    forge_report(\"check\");\n    x\n}}"
+    ));
+    let shell = assignment("!touch shell-ran\nfn double(x: i64) -> i64 {\n    2 * x\n}".into());
+    let reports = grade_all(
+        &dir,
+        &out,
+        "forge",
+        source.clone(),
+        &[("honest", source), ("own", own), ("shell", shell)],
+        &[],
+    );
+    let task = |r: &Report, id: &str| {
+        let t = r.tasks.iter().find(|t| t.id == id).unwrap();
+        (t.points, t.message.clone())
+    };
+    assert_eq!(
+        (reports[0].total, reports[0].max),
+        (2, 2),
+        "{:?}",
+        reports[0]
+    );
+    for (r, why) in [
+        (&reports[1], "`fs::` (files)"),
+        (
+            &reports[2],
+            "evcxr commands (lines starting with ':' or '!'",
+        ),
+    ] {
+        // The stub's todo! fails the check; the later check is untouched.
+        let (points, message) = task(r, "double");
+        assert_eq!(points, 0, "{r:?}");
+        assert!(message.contains("your code here"), "{message}");
+        assert_eq!(task(r, "later"), (1, "passed".to_string()), "{r:?}");
+        assert!(r.notes.iter().any(|n| n.contains(why)), "{:?}", r.notes);
+    }
+    assert!(!out.join("shell/work/shell-ran").exists());
+    println!("forgers graded in {:.0} s", reports[1].seconds);
+}

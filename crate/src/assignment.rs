@@ -22,10 +22,14 @@
 //!   ([`ManualScore`]) gives them. A task is graded by checks or by hand, not both.
 //! - Cells are matched between source, release and submission by their nbformat `id`.
 //! - The first code cell is [`FIRST_CELL`]; no other cell may hold an evcxr command (a line
-//!   starting with `:`), so an answer cannot add dependencies (such as the toolkit itself,
-//!   whose `losses` would be the solution).
+//!   starting with `:`, or with `!`, which evcxr runs as a shell command), so an answer cannot add
+//!   dependencies (such as the toolkit itself, whose `losses` would be the solution).
+//! - An answer cell may not reach files, the environment, processes or raw memory
+//!   ([`FindingKind::OutOfReach`], the rule of `assignment/reach.rs`): a check's secret is in
+//!   its code, which evcxr writes to a file and runs in the process that runs the answers.
 
 mod names;
+mod reach;
 
 use crate::error::{Error, Result};
 use serde_json::{json, Map, Value};
@@ -39,6 +43,10 @@ pub const GRADE_MIME: &str = "application/vnd.sgm.grade+json";
 pub const FIRST_CELL: &str = ":dep sgm_homework = { path = \"../../../crate/homework\" }\nsgm_homework::report_failed_cells()?;";
 /// What a markdown solution region becomes in the release.
 pub const ANSWER_PLACEHOLDER: &str = "*Your answer here.*";
+
+/// Why answers may not use what [`reach`] refuses, in the words a student reads.
+const REACH: &str = "an answer computes: files, the environment, processes, raw memory and \
+                     `unsafe` are the grader's, since code that reaches them could report a check's pass itself";
 
 const CODE_BEGIN: &str = "// BEGIN SOLUTION";
 const CODE_END: &str = "// END SOLUTION";
@@ -437,9 +445,10 @@ fn solution_lines(text: &str, markdown: bool) -> Vec<String> {
 fn has_evcxr_command(text: &str) -> bool {
     text.lines().any(|l| {
         let l = l.trim_start();
-        // `extern crate x;` makes evcxr add the dependency `x`, as `:dep` would.
+        // `extern crate x;` makes evcxr add the dependency `x`, as `:dep` would; evcxr runs a
+        // line that starts with `!` (not after blanks) as a shell command.
         l.starts_with(':') || l.starts_with("extern crate ")
-    })
+    }) || text.lines().any(|l| l.starts_with('!'))
 }
 
 fn sgm_meta(cell: &Value) -> Option<&Map<String, Value>> {
@@ -507,9 +516,21 @@ impl Assignment {
                 } else if has_evcxr_command(&text) {
                     return Err(bad(
                         name,
-                        "only the first cell may hold evcxr commands (lines starting with ':')"
+                        "only the first cell may hold evcxr commands (lines starting with ':' or '!')"
                             .into(),
                     ));
+                } else if !found.is_empty() {
+                    let out = reach::out_of_reach(&text);
+                    if !out.is_empty() {
+                        return Err(bad(
+                            name,
+                            format!(
+                                "an answer cell uses {}, which answers may not use ({}), so students could not write it either",
+                                out.join(", "),
+                                REACH
+                            ),
+                        ));
+                    }
                 }
             }
             let role = match sgm_meta(cell).and_then(|m| m.get("grade")) {
@@ -836,7 +857,10 @@ impl Assignment {
                 f.id == info.id
                     && matches!(
                         f.kind,
-                        FindingKind::Missing | FindingKind::Command | FindingKind::Reserved
+                        FindingKind::Missing
+                            | FindingKind::Command
+                            | FindingKind::Reserved
+                            | FindingKind::OutOfReach
                     )
             });
             let mut cell = match theirs.get(info.id.as_str()) {
@@ -918,6 +942,10 @@ pub enum FindingKind {
     /// text does not define), or imports everything of a module of its own: it would replace
     /// what the checks after it call. Its stub runs.
     Reserved,
+    /// An answer cell that uses what answers may not: files, the environment, processes, raw
+    /// memory, `unsafe`, macros that read files (the rule of `assignment/reach.rs`). Such code could read a
+    /// check's secret while the check runs and report the check's pass itself. Its stub runs.
+    OutOfReach,
     /// An answer cell as released (not answered yet).
     Unanswered,
     /// A locked cell edited: the assignment's own copy is used.
@@ -1053,12 +1081,30 @@ pub fn check_submission(expected: &[(usize, ReleasedCell)], submission: &Value) 
                 "{name}: missing from the submission; the released stub runs instead"
             )),
             (true, _) if e.cell_type == "code" && has_evcxr_command(&text) => found(e, FindingKind::Command, format!(
-                "{name}: evcxr commands (lines starting with ':', and `extern crate`) are not allowed in answers; the released stub runs instead"
+                "{name}: evcxr commands (lines starting with ':' or '!', and `extern crate`) are not allowed in answers; the released stub runs instead"
             )),
             (true, _) if e.cell_type == "code" && !as_released => {
-                if let Some(why) = replaces_reserved(&text, &e.defines, &e.reserved) {
-                    found(e, FindingKind::Reserved, format!(
-                        "{name}: {why}; it would change what they run, so the released stub runs instead (rename yours)"
+                let out = reach::out_of_reach(&text);
+                let names = replaces_reserved(&text, &e.defines, &e.reserved);
+                let mut why = Vec::new();
+                if !out.is_empty() {
+                    why.push(format!(
+                        "uses {}, which answers may not use ({REACH})",
+                        out.join(", ")
+                    ));
+                }
+                if let Some(names) = &names {
+                    why.push(format!("{names}; it would change what they run"));
+                }
+                if !why.is_empty() {
+                    let (kind, rename) = if out.is_empty() {
+                        (FindingKind::Reserved, " (rename yours)")
+                    } else {
+                        (FindingKind::OutOfReach, "")
+                    };
+                    found(e, kind, format!(
+                        "{name}: {}; so the released stub runs instead{rename}",
+                        why.join("; and it ")
                     ));
                 }
             }

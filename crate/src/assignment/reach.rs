@@ -1,0 +1,360 @@
+//! What an answer cell may reach: the rule that keeps a submission from reading the grader's
+//! secret and reporting a check's pass itself.
+//!
+//! A graded cell passes when it prints the token drawn for that grading run
+//! ([`super::ReportToken`]), which only its appended report line knows. But that line is code:
+//! evcxr writes the cell to `$EVCXR_TMPDIR/src/lib.rs` to compile it and runs it in the process
+//! that also runs the answers. An answer that a check calls can read that file (or the
+//! process's memory), print the check's report with its token, then print the line evcxr's
+//! runtime prints when a cell is done (`EVCXR_EXECUTION_COMPLETE`): the kernel ends the cell as
+//! passed before the check has failed. Eight lines of plain `std` did it, through `sgm grade` in
+//! the sandbox (`tests/sandbox.rs`), which cannot help: the answer runs as the kernel runs. So
+//! no answer may reach files, the environment, processes or raw memory at all. What the
+//! answers of a homework on score models need is computation (tensors, networks, numbers,
+//! text and `println!`), and none of the real solutions uses any of the following:
+//! - the keywords `unsafe` and `extern` (raw memory, foreign functions, other crates);
+//! - a path through the standard library's modules for files, the environment, processes and
+//!   the system (`fs`, `env`, `process`, `os`, `net`, `thread`, `io`, `ffi`, `ptr`, `arch`,
+//!   `intrinsics`, `alloc`), through `libc`, or through tch's `jit` and `vision` or the kit's
+//!   `submission` (which read files); `std` or `core` under another name;
+//! - the macros that read files or the build's environment or emit machine code
+//!   (`include!`, `include_str!`, `include_bytes!`, `env!`, `option_env!`, `asm!`,
+//!   `global_asm!`), and `macro_rules!` (a macro pastes its arguments into paths, past this
+//!   rule);
+//! - a function named like one of tch's or the toolkit's that read or write files
+//!   (`Tensor::from_file`, `load`, `save`, `read_npy`, `CModule`, …), called, named as a path
+//!   or as a method;
+//! - the attributes that export or place symbols (`#[no_mangle]`, `#[export_name]`,
+//!   `#[link_section]`, `#[link]`, `#[used]`).
+//!
+//! Lines evcxr runs as commands (`:` commands and `!` shell lines) are refused before this rule
+//! (`has_evcxr_command`). The rule reads the code's tokens (`proc_macro2`), before anything is
+//! parsed or resolved, so an answer that does not parse is read too; string literals and
+//! comments are not code and are not read. A text whose brackets do not balance is not Rust
+//! tokens as a whole, and rustc compiles none of it (the student sees its error); it is read
+//! all the same, with its brackets blanked (line by line where even that does not lex), so that
+//! what it names is refused should rustc ever read more than `proc_macro2` does.
+
+use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
+
+/// Modules an answer may not name as a path segment, with what they reach.
+const MODULES: [(&str, &str); 16] = [
+    ("fs", "files"),
+    ("env", "the environment"),
+    ("process", "processes"),
+    ("os", "the operating system"),
+    ("net", "the network"),
+    ("thread", "threads"),
+    ("io", "standard input and output"),
+    ("ffi", "foreign functions"),
+    ("ptr", "raw pointers"),
+    ("arch", "machine instructions"),
+    ("intrinsics", "compiler intrinsics"),
+    ("alloc", "raw allocation"),
+    ("libc", "the C library"),
+    ("jit", "TorchScript files"),
+    ("vision", "image and dataset files"),
+    ("submission", "the notebook's files"),
+];
+
+/// Macros an answer may not invoke.
+const MACROS: [&str; 11] = [
+    "include",
+    "include_str",
+    "include_bytes",
+    "env",
+    "option_env",
+    "asm",
+    "global_asm",
+    "naked_asm",
+    "llvm_asm",
+    "concat_idents",
+    "macro_rules",
+];
+
+/// Functions and types of tch and the toolkit that read or write files.
+const FILE_FUNCTIONS: [&str; 41] = [
+    "from_file",
+    "f_from_file",
+    "from_file_out",
+    "f_from_file_out",
+    "from_blob",
+    "f_from_blob",
+    "load",
+    "load_and_resize",
+    "load_data",
+    "load_data_on_device",
+    "load_dir",
+    "load_from_dir",
+    "load_from_stream",
+    "load_hwc",
+    "load_image",
+    "load_image_and_resize",
+    "load_image_and_resize224",
+    "load_multi",
+    "load_multi_from_stream",
+    "load_multi_from_stream_with_device",
+    "load_multi_with_device",
+    "load_on_device",
+    "load_partial",
+    "loadz_multi",
+    "loadz_multi_with_device",
+    "read_npy",
+    "read_npz",
+    "read_safetensors",
+    "fill_safetensors",
+    "save",
+    "save_hwc",
+    "save_image",
+    "save_multi",
+    "save_multi_to_stream",
+    "save_to_stream",
+    "write_npy",
+    "write_npz",
+    "write_safetensors",
+    "TextData",
+    "CModule",
+    "TrainableCModule",
+];
+
+/// Attributes an answer may not use.
+const ATTRIBUTES: [&str; 7] = [
+    "no_mangle",
+    "export_name",
+    "link",
+    "link_name",
+    "link_section",
+    "used",
+    "naked",
+];
+
+/// What `code` (an answer cell's text) uses that an answer may not, each in words, in the
+/// order found and without repeats; empty when nothing.
+pub(super) fn out_of_reach(code: &str) -> Vec<String> {
+    // evcxr reads `:` commands and `!` shell lines itself (refused apart); the rest is Rust.
+    let code: Vec<&str> = code
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with(':') || l.starts_with('!') {
+                ""
+            } else {
+                l
+            }
+        })
+        .collect();
+    let code = code.join("\n");
+    let mut found = Vec::new();
+    let flat = |text: &str| text.replace(['(', ')', '[', ']', '{', '}'], " ");
+    if let Ok(tokens) = code.parse::<TokenStream>() {
+        scan(tokens, false, &mut found);
+    } else if let Ok(tokens) = flat(&code).parse::<TokenStream>() {
+        scan(tokens, false, &mut found);
+    } else {
+        for line in code.lines() {
+            if let Ok(tokens) = flat(line).parse::<TokenStream>() {
+                scan(tokens, false, &mut found);
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    found.retain(|f| seen.insert(f.clone()));
+    found
+}
+
+/// The identifier as rustc reads it: without `r#`, in NFC (where the Kelvin sign is a `K`).
+fn name_of(ident: &proc_macro2::Ident) -> String {
+    let text = ident.to_string();
+    text.strip_prefix("r#")
+        .unwrap_or(&text)
+        .replace('\u{212A}', "K")
+}
+
+fn punct(token: Option<&TokenTree>, ch: char) -> bool {
+    matches!(token, Some(TokenTree::Punct(p)) if p.as_char() == ch)
+}
+
+/// Whether `tokens[at]` and `tokens[at + 1]` are `::`.
+fn path_separator(tokens: &[TokenTree], at: usize) -> bool {
+    matches!(tokens.get(at), Some(TokenTree::Punct(p)) if p.as_char() == ':' && p.spacing() == Spacing::Joint)
+        && punct(tokens.get(at + 1), ':')
+}
+
+/// Scans one level of tokens; `segments`: every identifier at this level is a path segment (a
+/// `use` tree's braces after `::`).
+fn scan(stream: TokenStream, segments: bool, found: &mut Vec<String>) {
+    let tokens: Vec<TokenTree> = stream.into_iter().collect();
+    for (k, token) in tokens.iter().enumerate() {
+        let after_separator = k >= 2 && path_separator(&tokens, k - 2);
+        match token {
+            TokenTree::Group(group) => {
+                let attribute = group.delimiter() == Delimiter::Bracket
+                    && k >= 1
+                    && (punct(tokens.get(k - 1), '#')
+                        || (punct(tokens.get(k - 1), '!')
+                            && k >= 2
+                            && punct(tokens.get(k - 2), '#')));
+                if attribute {
+                    scan_attribute(group.stream(), found);
+                }
+                let use_tree = group.delimiter() == Delimiter::Brace && after_separator;
+                scan(group.stream(), use_tree, found);
+            }
+            TokenTree::Ident(ident) => {
+                let raw = ident.to_string().starts_with("r#");
+                let name = name_of(ident);
+                let next = tokens.get(k + 1);
+                if !raw && (name == "unsafe" || name == "extern") {
+                    found.push(format!("`{name}`"));
+                }
+                // `name!(…)`, `macro_rules! name`; not `name != …`.
+                let invoked = punct(next, '!') && !punct(tokens.get(k + 2), '=');
+                if invoked && MACROS.contains(&name.as_str()) {
+                    found.push(format!("the macro `{name}!`"));
+                }
+                let in_path = segments || after_separator || path_separator(&tokens, k + 1);
+                if let Some((_, what)) = MODULES.iter().find(|(m, _)| *m == name) {
+                    if in_path {
+                        found.push(format!("`{name}::` ({what})"));
+                    }
+                }
+                let called = matches!(next, Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Parenthesis);
+                let method = k >= 1 && punct(tokens.get(k - 1), '.');
+                let file = FILE_FUNCTIONS.contains(&name.as_str());
+                if file && (called || method || in_path) {
+                    found.push(format!("`{name}` (it reads or writes files)"));
+                }
+                // An attribute's name, where its brackets were blanked (`# no_mangle`).
+                let attribute = k >= 1
+                    && (punct(tokens.get(k - 1), '#')
+                        || (punct(tokens.get(k - 1), '!')
+                            && k >= 2
+                            && punct(tokens.get(k - 2), '#')));
+                if attribute && ATTRIBUTES.contains(&name.as_str()) {
+                    found.push(format!("the attribute `#[{name}]`"));
+                }
+                if (name == "std" || name == "core")
+                    && matches!(next, Some(TokenTree::Ident(a)) if a == "as")
+                {
+                    found.push(format!("`{name}` under another name"));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Scans an attribute's tokens (`#[…]`, `#![…]`), nested ones included.
+fn scan_attribute(stream: TokenStream, found: &mut Vec<String>) {
+    for token in stream {
+        match token {
+            TokenTree::Ident(ident) => {
+                let name = name_of(&ident);
+                if ATTRIBUTES.contains(&name.as_str()) {
+                    found.push(format!("the attribute `#[{name}]`"));
+                }
+            }
+            TokenTree::Group(group) => scan_attribute(group.stream(), found),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::out_of_reach;
+
+    #[test]
+    fn computation_is_free() {
+        for code in [
+            "fn double(x: i64) -> i64 { 2 * x }",
+            "let t = Tensor::randn([3, 2], (Kind::Float, Device::Cpu));\nprintln!(\"{:?}\", t.size());",
+            "use std::collections::HashMap;\nlet mut m: HashMap<&str, f64> = HashMap::new();\nm.insert(\"fs\", 1.0);",
+            "let env = 3; let io = env + 1; let save = io; // std::fs in a comment\nlet s = \"std::fs::read\";",
+            "let x = std::mem::take(&mut vec![1]); let f = std::f64::consts::PI;",
+            "fn r(x: f64) -> f64 { x.max(0.0) }\n#[derive(Debug, Clone)]\nstruct Net { w: f64 }",
+            "if a != b { panic!(\"no\") }",
+        ] {
+            assert_eq!(out_of_reach(code), Vec::<String>::new(), "{code}");
+        }
+    }
+
+    #[test]
+    fn files_processes_memory_and_the_environment_are_out_of_reach() {
+        for (code, expect) in [
+            (
+                "let s = std::fs::read_to_string(\"src/lib.rs\");",
+                "`fs::` (files)",
+            ),
+            (
+                "use std::{fs, io};\nlet s = fs::read(\"x\");",
+                "`fs::` (files)",
+            ),
+            (
+                "use std::{io::{self, Read}};",
+                "`io::` (standard input and output)",
+            ),
+            (
+                "use std as s;\nlet x = s::fs::read(\"x\");",
+                "`std` under another name",
+            ),
+            (
+                "let d = std::env::var(\"EVCXR_TMPDIR\");",
+                "`env::` (the environment)",
+            ),
+            ("let d = env!(\"EVCXR_TMPDIR\");", "the macro `env!`"),
+            (
+                "const S: &str = include_str!(\"/etc/passwd\");",
+                "the macro `include_str!`",
+            ),
+            (
+                "std::process::Command::new(\"sh\");",
+                "`process::` (processes)",
+            ),
+            ("std::thread::spawn(|| ());", "`thread::` (threads)"),
+            (
+                "let p = &1 as *const i32; let v = unsafe { *p };",
+                "`unsafe`",
+            ),
+            (
+                "extern \"C\" { fn system(c: *const u8) -> i32; }",
+                "`extern`",
+            ),
+            (
+                "let t = Tensor::from_file(\"src/lib.rs\", false, None, opts);",
+                "`from_file` (it reads or writes files)",
+            ),
+            (
+                "let f = tch::Tensor::load;",
+                "`load` (it reads or writes files)",
+            ),
+            (
+                "vs.load(\"x\").unwrap();",
+                "`load` (it reads or writes files)",
+            ),
+            (
+                "macro_rules! m { ($x:ident) => { std::$x::read(\"y\") } }",
+                "the macro `macro_rules!`",
+            ),
+            ("#[no_mangle]\nfn f() {}", "the attribute `#[no_mangle]`"),
+            (
+                "#[cfg_attr(all(), export_name = \"malloc\")]\nfn f() {}",
+                "the attribute `#[export_name]`",
+            ),
+            ("let d = r#std::r#fs::read(\"x\");", "`fs::` (files)"),
+            (
+                "let v = sgm_homework::submission::validate_file(p);",
+                "`submission::` (the notebook's files)",
+            ),
+            // Brackets that do not balance: read with them blanked, or line by line.
+            ("fn f( {\nlet s = std::fs::read(\"x\");", "`fs::` (files)"),
+            ("#[no_mangle] fn f( {", "the attribute `#[no_mangle]`"),
+            (
+                "let s = \"unterminated;\nlet e = include_str!(\"y\");",
+                "the macro `include_str!`",
+            ),
+        ] {
+            let found = out_of_reach(code);
+            assert!(found.iter().any(|f| f == expect), "{code}: {found:?}");
+        }
+    }
+}
