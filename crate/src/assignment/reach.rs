@@ -14,16 +14,20 @@
 //! text and `println!`), and none of the real solutions uses any of the following:
 //! - the keywords `unsafe` and `extern` (raw memory, foreign functions, other crates);
 //! - a path through the standard library's modules for files, the environment, processes and
-//!   the system (`fs`, `env`, `process`, `os`, `net`, `thread`, `io`, `ffi`, `ptr`, `arch`,
+//!   the system (`fs`, `env`, `process`, `os`, `net`, `thread`, `ffi`, `ptr`, `arch`,
 //!   `intrinsics`, `alloc`), through `libc`, or through tch's `jit` and `vision` or the kit's
-//!   `submission` (which read files); `std` or `core` under another name;
+//!   `submission` (which read files), anywhere in a path or a `use` item (`use std::{fs as f}`
+//!   too); `std` or `core` under another name (`std::io` is free: without files, writing to the
+//!   standard output is what `println!` does);
 //! - the macros that read files or the build's environment or emit machine code
 //!   (`include!`, `include_str!`, `include_bytes!`, `env!`, `option_env!`, `asm!`,
-//!   `global_asm!`), and `macro_rules!` (a macro pastes its arguments into paths, past this
-//!   rule);
+//!   `global_asm!`), invoked or imported under another name, and `macro_rules!` (a macro pastes
+//!   its arguments into paths, past this rule);
 //! - a function named like one of tch's or the toolkit's that read or write files
-//!   (`Tensor::from_file`, `load`, `save`, `read_npy`, `CModule`, …), called, named as a path
-//!   or as a method;
+//!   (`Tensor::from_file`, `load`, `save`, `read_npy`, `TextData`, `CModule`, …) or that reach
+//!   memory without libtorch's checks (`from_data_size`, which trusts the length it is given;
+//!   sparse tensors, whose invariants libtorch leaves unchecked by default; the `internal_`
+//!   operations; `data_ptr`), called, named as a path or a method, or imported;
 //! - the attributes that export or place symbols (`#[no_mangle]`, `#[export_name]`,
 //!   `#[link_section]`, `#[link]`, `#[used]`).
 //!
@@ -38,14 +42,13 @@
 use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
 
 /// Modules an answer may not name as a path segment, with what they reach.
-const MODULES: [(&str, &str); 16] = [
+const MODULES: [(&str, &str); 15] = [
     ("fs", "files"),
     ("env", "the environment"),
     ("process", "processes"),
     ("os", "the operating system"),
     ("net", "the network"),
     ("thread", "threads"),
-    ("io", "standard input and output"),
     ("ffi", "foreign functions"),
     ("ptr", "raw pointers"),
     ("arch", "machine instructions"),
@@ -117,6 +120,18 @@ const FILE_FUNCTIONS: [&str; 41] = [
     "TrainableCModule",
 ];
 
+/// Functions of tch that reach memory without libtorch's checks (besides every name that holds
+/// `sparse` or starts with `internal_` or `f_internal_`).
+const MEMORY_FUNCTIONS: [&str; 3] = ["from_data_size", "f_from_data_size", "data_ptr"];
+
+/// Whether `name` is a tch function that reaches memory without libtorch's checks.
+fn unchecked_memory(name: &str) -> bool {
+    MEMORY_FUNCTIONS.contains(&name)
+        || name.contains("sparse")
+        || name.starts_with("internal_")
+        || name.starts_with("f_internal_")
+}
+
 /// Attributes an answer may not use.
 const ATTRIBUTES: [&str; 7] = [
     "no_mangle",
@@ -179,11 +194,20 @@ fn path_separator(tokens: &[TokenTree], at: usize) -> bool {
         && punct(tokens.get(at + 1), ':')
 }
 
-/// Scans one level of tokens; `segments`: every identifier at this level is a path segment (a
-/// `use` tree's braces after `::`).
+/// Scans one level of tokens; `segments`: every identifier at this level is a path segment (in
+/// a `use` item's braces).
 fn scan(stream: TokenStream, segments: bool, found: &mut Vec<String>) {
     let tokens: Vec<TokenTree> = stream.into_iter().collect();
+    // Within a `use` item (to its `;`) every identifier is a path segment or a new name for one.
+    let mut in_use = false;
     for (k, token) in tokens.iter().enumerate() {
+        match token {
+            TokenTree::Punct(p) if p.as_char() == ';' => in_use = false,
+            // `use<…>` bounds a type's captures; it imports nothing.
+            TokenTree::Ident(i) if i == "use" && !punct(tokens.get(k + 1), '<') => in_use = true,
+            _ => {}
+        }
+        let segments = segments || in_use;
         let after_separator = k >= 2 && path_separator(&tokens, k - 2);
         match token {
             TokenTree::Group(group) => {
@@ -196,7 +220,8 @@ fn scan(stream: TokenStream, segments: bool, found: &mut Vec<String>) {
                 if attribute {
                     scan_attribute(group.stream(), found);
                 }
-                let use_tree = group.delimiter() == Delimiter::Brace && after_separator;
+                let use_tree =
+                    group.delimiter() == Delimiter::Brace && (after_separator || segments);
                 scan(group.stream(), use_tree, found);
             }
             TokenTree::Ident(ident) => {
@@ -208,7 +233,7 @@ fn scan(stream: TokenStream, segments: bool, found: &mut Vec<String>) {
                 }
                 // `name!(…)`, `macro_rules! name`; not `name != …`.
                 let invoked = punct(next, '!') && !punct(tokens.get(k + 2), '=');
-                if invoked && MACROS.contains(&name.as_str()) {
+                if (invoked || segments) && MACROS.contains(&name.as_str()) {
                     found.push(format!("the macro `{name}!`"));
                 }
                 let in_path = segments || after_separator || path_separator(&tokens, k + 1);
@@ -222,6 +247,9 @@ fn scan(stream: TokenStream, segments: bool, found: &mut Vec<String>) {
                 let file = FILE_FUNCTIONS.contains(&name.as_str());
                 if file && (called || method || in_path) {
                     found.push(format!("`{name}` (it reads or writes files)"));
+                }
+                if unchecked_memory(&name) && (called || method || in_path) {
+                    found.push(format!("`{name}` (it reaches memory unchecked)"));
                 }
                 // An attribute's name, where its brackets were blanked (`# no_mangle`).
                 let attribute = k >= 1
@@ -273,6 +301,9 @@ mod tests {
             "let x = std::mem::take(&mut vec![1]); let f = std::f64::consts::PI;",
             "fn r(x: f64) -> f64 { x.max(0.0) }\n#[derive(Debug, Clone)]\nstruct Net { w: f64 }",
             "if a != b { panic!(\"no\") }",
+            "use std::io::Write;\nstd::io::stdout().flush().unwrap();",
+            "fn f() -> impl Fn() + use<> { || () }\nlet env = 1; let load = env;",
+            "use sgm_homework::prelude::*;\nuse sgm_homework::training::{self, Options};",
         ] {
             assert_eq!(out_of_reach(code), Vec::<String>::new(), "{code}");
         }
@@ -289,10 +320,16 @@ mod tests {
                 "use std::{fs, io};\nlet s = fs::read(\"x\");",
                 "`fs::` (files)",
             ),
-            (
-                "use std::{io::{self, Read}};",
-                "`io::` (standard input and output)",
-            ),
+            // Renamed in a `use` item's braces, or after a glob import (found by a review).
+            ("fn a() { use std::{{fs as f}, {env as e}}; let _ = f::read(e::var(\"X\").unwrap()); }", "`fs::` (files)"),
+            ("use std::*;\nuse fs as f;", "`fs::` (files)"),
+            ("use tch::data::{{TextData as T}};", "`TextData` (it reads or writes files)"),
+            ("use tch::data::*;\nuse TextData as T;", "`TextData` (it reads or writes files)"),
+            ("use std::include_str as inc;\nconst S: &str = inc!(\"lib.rs\");", "the macro `include_str!`"),
+            // libtorch trusts the length, or leaves a sparse tensor's indices unchecked.
+            ("let t = Tensor::from_data_size(&[0u8; 4], &[4096], Kind::Uint8);", "`from_data_size` (it reaches memory unchecked)"),
+            ("let s = Tensor::sparse_coo_tensor_indices_size(&i, &v, [2], o, false);", "`sparse_coo_tensor_indices_size` (it reaches memory unchecked)"),
+            ("let p = t.data_ptr();", "`data_ptr` (it reaches memory unchecked)"),
             (
                 "use std as s;\nlet x = s::fs::read(\"x\");",
                 "`std` under another name",
