@@ -672,7 +672,8 @@ fn a_submissions_processes_are_bounded_together() {
 
 /// Submissions graded side by side share the cores, and the scheduler is fair between threads:
 /// each submission's cgroup has the same CPU weight, so one that spins 32 threads takes no more
-/// than its share from the other. Graded with `--jobs 2`, submission `spin` runs 32 busy
+/// than its share from the other. Graded with `--jobs 2`, submission `spin` (its answer chooses,
+/// the given cell after it runs the work) runs 32 busy
 /// threads for 40 s while submission `share` measures, after 12 s, what one busy thread of its
 /// own gets of a core for 6 s, and how many threads the machine had runnable meanwhile. The
 /// check asks for 0.4 of a core (two cores, and the grader's own processes beside). On this
@@ -684,37 +685,44 @@ fn a_submission_that_spins_many_threads_leaves_the_others_their_share() {
     let _alone = CORES.write().unwrap_or_else(|e| e.into_inner());
     let dir = tmpdir("cpu-share");
     let out = dir.join("graded");
-    let answer = |body: &str| format!("// BEGIN SOLUTION\n{body}\n// END SOLUTION");
-    let measure = "fn on_cpu() -> f64 {\n\
-                   let text = std::fs::read_to_string(\"/proc/thread-self/schedstat\").unwrap();\n\
-                   text.split_whitespace().next().unwrap().parse::<f64>().unwrap() / 1e9\n}\n\
-                   fn runnable() -> usize {\n\
-                   let text = std::fs::read_to_string(\"/proc/loadavg\").unwrap();\n\
-                   text.split_whitespace().nth(3).unwrap().split('/').next().unwrap().parse().unwrap()\n}\n\
-                   std::thread::sleep(std::time::Duration::from_secs(12));\n\
-                   let (cpu0, start) = (on_cpu(), std::time::Instant::now());\n\
-                   let (mut most, mut x) = (0, 0u64);\n\
-                   while start.elapsed().as_secs_f64() < 6.0 {\n\
-                   for i in 0..2_000_000u64 { x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i)); }\n\
-                   most = most.max(runnable());\n}\n\
-                   let share = (on_cpu() - cpu0) / start.elapsed().as_secs_f64();\n\
-                   println!(\"share of a core {share:.2}, at most {most} threads runnable\");";
-    let spin = "let threads: Vec<_> = (0..32).map(|_| std::thread::spawn(|| {\n\
+    // The answer only chooses (answers may not reach threads or files); the given cell that
+    // follows runs the submission's work either way, in its kernel and cgroup.
+    let answer = |spin: bool| format!("// BEGIN SOLUTION\nlet spin = {spin};\n// END SOLUTION");
+    let work = "let (share, most) = if spin {\n\
+                let threads: Vec<_> = (0..32).map(|_| std::thread::spawn(|| {\n\
                 let start = std::time::Instant::now();\n\
                 let mut x = 1u64;\n\
                 while start.elapsed().as_secs() < 40 { x = std::hint::black_box(x.wrapping_mul(3).wrapping_add(1)); }\n\
                 })).collect();\n\
                 for t in threads { t.join().unwrap(); }\n\
-                let (share, most) = (1.0, 32);";
+                (1.0, 32)\n\
+                } else {\n\
+                fn on_cpu() -> f64 {\n\
+                let text = std::fs::read_to_string(\"/proc/thread-self/schedstat\").unwrap();\n\
+                text.split_whitespace().next().unwrap().parse::<f64>().unwrap() / 1e9\n}\n\
+                fn runnable() -> usize {\n\
+                let text = std::fs::read_to_string(\"/proc/loadavg\").unwrap();\n\
+                text.split_whitespace().nth(3).unwrap().split('/').next().unwrap().parse().unwrap()\n}\n\
+                std::thread::sleep(std::time::Duration::from_secs(12));\n\
+                let (cpu0, start) = (on_cpu(), std::time::Instant::now());\n\
+                let (mut most, mut x) = (0, 0u64);\n\
+                while start.elapsed().as_secs_f64() < 6.0 {\n\
+                for i in 0..2_000_000u64 { x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i)); }\n\
+                most = most.max(runnable());\n}\n\
+                let share = (on_cpu() - cpu0) / start.elapsed().as_secs_f64();\n\
+                println!(\"share of a core {share:.2}, at most {most} threads runnable\");\n\
+                (share, most)\n\
+                };";
     let verdict = check(
         "one busy thread keeps its share of a core beside 32 of another submission's",
         "ensure(most >= 20, format!(\"no contention seen: at most {most} threads runnable\"))?;\n\
          ensure(share > 0.4, format!(\"share of a core {share:.2} with {most} threads runnable\"))?;",
     );
-    let with = |body: &str| {
+    let with = |spin: bool| {
         vec![
             code("first", FIRST_CELL, None),
-            code("work", &answer(body), None),
+            code("choice", &answer(spin), None),
+            code("work", work, None),
             code("verdict", &verdict, Some("cpu.share")),
         ]
     };
@@ -722,8 +730,8 @@ fn a_submission_that_spins_many_threads_leaves_the_others_their_share() {
         &dir,
         &out,
         "cpu",
-        with(measure),
-        &[("spin", with(spin)), ("share", with(measure))],
+        with(false),
+        &[("spin", with(true)), ("share", with(false))],
         &["--jobs", "2"],
     );
     let share = &reports[1];
@@ -749,11 +757,9 @@ fn without_the_sandbox_each_kernel_works_in_a_folder_of_its_own() {
     let _side_by_side = CORES.read().unwrap_or_else(|e| e.into_inner());
     let dir = tmpdir("no-sandbox");
     let out = dir.join("graded");
-    let answer = |name: &str| {
-        format!(
-            "// BEGIN SOLUTION\nlet mine = {name:?};\nstd::fs::write(\"mine.txt\", mine).unwrap();\n// END SOLUTION"
-        )
-    };
+    // The answer names the kernel; the given cell after it writes the file (answers may not
+    // reach files).
+    let answer = |name: &str| format!("// BEGIN SOLUTION\nlet mine = {name:?};\n// END SOLUTION");
     let own = check(
         "the working folder holds this kernel's files only",
         "let read = std::fs::read_to_string(\"mine.txt\").map_err(|e| e.to_string())?;\n\
@@ -777,7 +783,12 @@ fn without_the_sandbox_each_kernel_works_in_a_folder_of_its_own() {
     let with = |name: &str| {
         vec![
             code("first", FIRST_CELL, None),
-            code("write", &answer(name), None),
+            code("name", &answer(name), None),
+            code(
+                "write",
+                "std::fs::write(\"mine.txt\", mine).unwrap();",
+                None,
+            ),
             code("own", &own, Some("trusted.own")),
             code("fill", fill, None),
             code("after", &clean, Some("trusted.after")),
@@ -803,7 +814,7 @@ fn without_the_sandbox_each_kernel_works_in_a_folder_of_its_own() {
     );
     for (name, report) in ["a", "b"].iter().zip(&reports) {
         assert_eq!(report.total, 2, "{name}: {:#?}", report.tasks);
-        let o = outcomes_of(&out, name, 3);
+        let o = outcomes_of(&out, name, 4);
         let message = o["message"].as_str().unwrap_or_default();
         assert!(
             o["status"] == "failed" && message.contains("past the disk limit of 64 MiB"),
