@@ -1787,3 +1787,63 @@ fn an_answers_digest_covers_its_pasted_images() {
         first
     );
 }
+
+/// A release lists, of what the solution defines, only the names the cells after the answer
+/// read, and of those only what the visible cells read: a solution's own helper, or a name only
+/// a hidden check reads, would be a hint. Grading still lets an answer define the name the
+/// hidden check reads.
+#[test]
+fn a_release_names_nothing_only_the_solution_or_a_hidden_check_uses() {
+    let a = Assignment::from_notebook(
+        Path::new("hints.ipynb"),
+        notebook(vec![
+            code("setup", FIRST_CELL, json!({})),
+            code(
+                "answer",
+                "fn f(x: f64) -> f64 {\n    // BEGIN SOLUTION\n    2.0 * x\n    // END SOLUTION\n}\n// BEGIN SOLUTION\nfn own_helper() -> f64 { 1.0 }\nfn scale() -> f64 { 2.0 }\n// END SOLUTION",
+                json!({}),
+            ),
+            code(
+                "visible",
+                "check(\"f\", || ensure(f(1.0) == 2.0, \"f\"))?;",
+                json!({"sgm": {"grade": "t", "points": 1}}),
+            ),
+            code(
+                "hidden",
+                "check(\"scale\", || ensure(scale() == 2.0, \"scale\"))?;",
+                json!({"sgm": {"grade": "t", "points": 1, "hidden": true}}),
+            ),
+        ]),
+    )
+    .unwrap();
+    let release = a.release();
+    let listed = release["metadata"]["sgm"]["cells"].as_array().unwrap();
+    let answer = listed.iter().find(|c| c["id"] == "answer").unwrap();
+    assert_eq!(answer["defines"], json!(["value:f"]), "{answer}");
+    let reserved = answer["reserved"].to_string();
+    assert!(
+        !reserved.contains("scale") && !reserved.contains("own_helper"),
+        "{reserved}"
+    );
+    // An answer with the solution's names is graded as it is; one that defines `check` is not.
+    for (text, refused) in [
+        ("fn f(x: f64) -> f64 { 2.0 * x }\nfn own_helper() -> f64 { 1.0 }\nfn scale() -> f64 { 2.0 }", false),
+        ("fn f(x: f64) -> f64 { 2.0 * x }\nfn scale() -> f64 { 2.0 }\nfn check() {}", true),
+    ] {
+        let mut nb = release.clone();
+        let cell = nb["cells"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|c| c["id"] == "answer")
+            .unwrap();
+        cell["source"] = json!(text);
+        let grading = a.grading_notebook(&nb).unwrap();
+        assert_eq!(
+            grading.notes.iter().any(|n| n.contains("id answer")),
+            refused,
+            "{text}: {:?}",
+            grading.notes
+        );
+    }
+}

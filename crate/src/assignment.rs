@@ -747,18 +747,26 @@ impl Assignment {
                 let code_answer = info.role.is_answer() && info.cell_type == "code";
                 let (defines, reserved) = match code_answer {
                     true => {
-                        // What the released stub defines and what the solution does: the
-                        // names the checks expect of this cell, even where the stub leaves
-                        // them to the student (`// BEGIN SOLUTION` around a whole `let`).
+                        // What the released stub defines and what of the solution's names
+                        // the cells after it read: the names the checks expect of this cell,
+                        // even where the stub leaves them to the student (`// BEGIN SOLUTION`
+                        // around a whole `let`). The solution's other names are free anyway,
+                        // and a release that listed them would hint at the solution (or, with
+                        // the hidden checks' reads, at those checks).
+                        let reserved = reserved_after(&before[k], &locked[k + 1..]);
                         let solution = source_of(self.raw_cell(info.index));
-                        let mut defines: Vec<String> = [text.as_str(), solution.as_str()]
-                            .iter()
-                            .filter_map(|t| names::defined(t))
-                            .flat_map(|d| d.names)
-                            .collect();
+                        let mut defines: Vec<String> =
+                            names::defined(text).map(|d| d.names).unwrap_or_default();
+                        defines.extend(
+                            names::defined(&solution)
+                                .map(|d| d.names)
+                                .unwrap_or_default()
+                                .into_iter()
+                                .filter(|n| reserved.contains(n)),
+                        );
                         defines.sort();
                         defines.dedup();
-                        (defines, reserved_after(&before[k], &locked[k + 1..]))
+                        (defines, reserved)
                     }
                     false => (Vec::new(), Vec::new()),
                 };
@@ -920,7 +928,8 @@ pub struct ReleasedCell {
     #[serde(default)]
     pub first: String,
     /// For an answer code cell, the names its released text defines (functions, types,
-    /// variables): the student's to write, though the assignment's cells use them.
+    /// variables) and those of the solution's that the cells after it read: the student's to
+    /// write, though the assignment's cells use them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub defines: Vec<String>,
     /// For an answer code cell, the names it may not define beyond [`defines`](Self::defines):
