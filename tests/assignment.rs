@@ -1587,7 +1587,8 @@ fn an_answer_may_not_replace_what_the_checks_call() {
         ("#![allow(unused)]\nmod sgm_homework { pub mod checks {} }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "`sgm_homework`"),
         // evcxr runs a line that starts with `!` as a shell command.
         ("!true\nmod sgm_homework { pub mod checks {} }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "evcxr commands"),
-        // Out of reach (`macro_rules!`) and a module that exports macros: both said.
+        // Out of reach (`macro_rules!`), and a module that exports macros, which the note says
+        // too.
         ("#[macro_use] mod m { macro_rules! ensure { ($($t:tt)*) => { Ok::<(), String>(()) } } }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "exports macros"),
         // A syntax error: it runs, and the compiler says so (it can define nothing).
         ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nfn broken( {", ""),

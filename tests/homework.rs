@@ -6,7 +6,8 @@
 //! release (nothing), and two with faults in independent tasks — a Langevin step of the wrong
 //! sign, σ where σ² belongs in the NCSN loss's weight, a forged result and a script in a
 //! derivation, which the instructor's pages must not run (fault set A); a
-//! region that exhausts memory (the process aborts: answers cannot reach `std::process`), one
+//! region that asks for more memory than exists (the allocation fails and the process aborts:
+//! answers cannot reach `std::process`), one
 //! that loops forever and one that does not compile (fault set B).
 
 use serde_json::Value;
@@ -76,7 +77,7 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
         &mut faults_b,
         "t1-p1-code",
         "(1.0 - sigma_t * sigma_t).sqrt()",
-        "std::hint::black_box(vec![1u8; 1 << 40]).len() as f64",
+        "std::hint::black_box(vec![1u8; isize::MAX as usize]).len() as f64",
     );
     edit(
         &mut faults_b,

@@ -45,8 +45,8 @@ pub const FIRST_CELL: &str = ":dep sgm_homework = { path = \"../../../crate/home
 pub const ANSWER_PLACEHOLDER: &str = "*Your answer here.*";
 
 /// Why answers may not use what [`reach`] refuses, in the words a student reads.
-const REACH: &str = "an answer computes: files, the environment, processes, raw memory and \
-                     `unsafe` are the grader's, since code that reaches them could report a check's pass itself";
+const REACH: &str = "code that reaches files, the environment, processes or raw memory could \
+                     read a check's secret and report its pass itself";
 
 const CODE_BEGIN: &str = "// BEGIN SOLUTION";
 const CODE_END: &str = "// END SOLUTION";
@@ -1041,8 +1041,9 @@ fn replaces_reserved(text: &str, allowed: &[String], reserved: &[String]) -> Opt
 
 /// What grading will make of `submission`, cell by cell, against `expected` (each released
 /// cell with its position): answer cells missing, of another type, holding an evcxr command,
-/// defining a name the cells after them read ([`ReleasedCell::reserved`]) that their released
-/// text does not define, or as released; locked cells edited (a missing one is simply put
+/// reaching what answers may not ([`FindingKind::OutOfReach`]), defining a name the cells after
+/// them read ([`ReleasedCell::reserved`]) that their released text does not define, or as
+/// released; locked cells edited (a missing one is simply put
 /// back); non-blank cells not in the assignment; cells whose id a later cell repeats (the last
 /// of them is graded). Texts are compared with `\n` line ends, without trailing blanks on a
 /// line or blank lines around them.

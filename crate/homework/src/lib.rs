@@ -190,8 +190,9 @@ pub mod submission {
     }
 
     /// Checks the notebook saved at `path`: [`assignment::validate`], which lists answer cells
-    /// still as released or missing, answers holding evcxr commands, locked cells edited,
-    /// cells added and ids two cells share. The assignment's source gives a [`Validation`]
+    /// still as released or missing, answers holding evcxr commands, reaching files, the
+    /// environment, processes or raw memory, or defining a name the checks use, locked cells
+    /// edited, cells added and ids two cells share. The assignment's source gives a [`Validation`]
     /// with `source` set and no findings.
     pub fn validate_file(path: &Path) -> sgm::Result<Validation> {
         if !path.is_file() {

@@ -37,9 +37,14 @@
 //! (`has_evcxr_command`). The rule reads the code's tokens (`proc_macro2`), before anything is
 //! parsed or resolved, so an answer that does not parse is read too; string literals and
 //! comments are not code and are not read. A text whose brackets do not balance is not Rust
-//! tokens as a whole, and rustc compiles none of it (the student sees its error); it is read
-//! all the same, with its brackets blanked (line by line where even that does not lex), so that
-//! what it names is refused should rustc ever read more than `proc_macro2` does.
+//! tokens as a whole, yet evcxr may compile part of it (it wraps the cell's last statement in a
+//! function of its own, brackets and all), so it is read with its brackets blanked (line by line
+//! where even that does not lex), and there every listed function and attribute name is refused
+//! wherever it stands, since the brackets that would tell a call or an attribute are gone.
+//!
+//! Names are matched as written, not resolved: a student's own function `load` or `save` is
+//! refused (rename it), but a module of the cell's own named like a listed one (`mod net`) may be
+//! named at the head of a path (`net::Mlp`).
 
 use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
 
@@ -78,13 +83,11 @@ const MACROS: [&str; 11] = [
 ];
 
 /// Functions and types of tch and the toolkit that read or write files.
-const FILE_FUNCTIONS: [&str; 41] = [
+const FILE_FUNCTIONS: [&str; 39] = [
     "from_file",
     "f_from_file",
     "from_file_out",
     "f_from_file_out",
-    "from_blob",
-    "f_from_blob",
     "load",
     "load_and_resize",
     "load_data",
@@ -124,7 +127,12 @@ const FILE_FUNCTIONS: [&str; 41] = [
 
 /// Functions of tch that reach memory without libtorch's checks (besides every name that holds
 /// `sparse` or starts with `internal_` or `f_internal_`).
-const MEMORY_FUNCTIONS: [&str; 2] = ["from_data_size", "f_from_data_size"];
+const MEMORY_FUNCTIONS: [&str; 4] = [
+    "from_data_size",
+    "f_from_data_size",
+    "from_blob",
+    "f_from_blob",
+];
 
 /// Whether `name` is a tch function that reaches memory without libtorch's checks.
 fn unchecked_memory(name: &str) -> bool {
@@ -135,7 +143,8 @@ fn unchecked_memory(name: &str) -> bool {
 }
 
 /// Attributes an answer may not use.
-const ATTRIBUTES: [&str; 7] = [
+const ATTRIBUTES: [&str; 8] = [
+    "path",
     "no_mangle",
     "export_name",
     "link",
@@ -163,19 +172,53 @@ pub(super) fn out_of_reach(code: &str) -> Vec<String> {
     let mut found = Vec::new();
     let flat = |text: &str| text.replace(['(', ')', '[', ']', '{', '}'], " ");
     if let Ok(tokens) = code.parse::<TokenStream>() {
-        scan(tokens, false, &mut found);
-    } else if let Ok(tokens) = flat(&code).parse::<TokenStream>() {
-        scan(tokens, false, &mut found);
+        let mut reading = Reading::default();
+        own_modules(tokens.clone(), &mut reading.own_modules);
+        scan(tokens, false, &reading, &mut found);
     } else {
-        for line in code.lines() {
-            if let Ok(tokens) = flat(line).parse::<TokenStream>() {
-                scan(tokens, false, &mut found);
+        let reading = Reading {
+            flat: true,
+            ..Reading::default()
+        };
+        if let Ok(tokens) = flat(&code).parse::<TokenStream>() {
+            scan(tokens, false, &reading, &mut found);
+        } else {
+            for line in code.lines() {
+                if let Ok(tokens) = flat(line).parse::<TokenStream>() {
+                    scan(tokens, false, &reading, &mut found);
+                }
             }
         }
     }
     let mut seen = std::collections::HashSet::new();
     found.retain(|f| seen.insert(f.clone()));
     found
+}
+
+/// How a text is read.
+#[derive(Default)]
+struct Reading {
+    /// Its brackets were blanked (they did not balance): a listed function or attribute name is
+    /// refused wherever it stands.
+    flat: bool,
+    /// The modules the cell declares itself (`mod net { … }`).
+    own_modules: std::collections::HashSet<String>,
+}
+
+/// Collects the names of the modules `stream` declares (`mod x`), at any depth.
+fn own_modules(stream: TokenStream, into: &mut std::collections::HashSet<String>) {
+    let tokens: Vec<TokenTree> = stream.into_iter().collect();
+    for (k, token) in tokens.iter().enumerate() {
+        match token {
+            TokenTree::Ident(i) if i == "mod" => {
+                if let Some(TokenTree::Ident(name)) = tokens.get(k + 1) {
+                    into.insert(name_of(name));
+                }
+            }
+            TokenTree::Group(g) => own_modules(g.stream(), into),
+            _ => {}
+        }
+    }
 }
 
 /// The identifier as rustc reads it: without `r#`, in NFC (where the Kelvin sign is a `K`).
@@ -198,7 +241,7 @@ fn path_separator(tokens: &[TokenTree], at: usize) -> bool {
 
 /// Scans one level of tokens; `segments`: every identifier at this level is a path segment (in
 /// a `use` item's braces).
-fn scan(stream: TokenStream, segments: bool, found: &mut Vec<String>) {
+fn scan(stream: TokenStream, segments: bool, reading: &Reading, found: &mut Vec<String>) {
     let tokens: Vec<TokenTree> = stream.into_iter().collect();
     // Within a `use` item (to its `;`) every identifier is a path segment or a new name for one.
     let mut in_use = false;
@@ -224,7 +267,7 @@ fn scan(stream: TokenStream, segments: bool, found: &mut Vec<String>) {
                 }
                 let use_tree =
                     group.delimiter() == Delimiter::Brace && (after_separator || segments);
-                scan(group.stream(), use_tree, found);
+                scan(group.stream(), use_tree, reading, found);
             }
             TokenTree::Ident(ident) => {
                 let raw = ident.to_string().starts_with("r#");
@@ -235,22 +278,27 @@ fn scan(stream: TokenStream, segments: bool, found: &mut Vec<String>) {
                 }
                 // `name!(…)`, `macro_rules! name`; not `name != …`.
                 let invoked = punct(next, '!') && !punct(tokens.get(k + 2), '=');
-                if (invoked || segments) && MACROS.contains(&name.as_str()) {
+                // Imported under another name too (`use std::include_str as inc;`); `env` in a
+                // `use` item is the module, said below.
+                let module = MODULES.iter().find(|(m, _)| *m == name);
+                if (invoked || (segments && module.is_none())) && MACROS.contains(&name.as_str()) {
                     found.push(format!("the macro `{name}!`"));
                 }
                 let in_path = segments || after_separator || path_separator(&tokens, k + 1);
-                if let Some((_, what)) = MODULES.iter().find(|(m, _)| *m == name) {
-                    if in_path {
+                // The head of a path through a module the cell declares itself is that module.
+                let own = !segments && !after_separator && reading.own_modules.contains(&name);
+                if let Some((_, what)) = module {
+                    if in_path && !own {
                         found.push(format!("`{name}::` ({what})"));
                     }
                 }
                 let called = matches!(next, Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Parenthesis);
                 let method = k >= 1 && punct(tokens.get(k - 1), '.');
-                let file = FILE_FUNCTIONS.contains(&name.as_str());
-                if file && (called || method || in_path) {
+                let used = reading.flat || called || method || in_path;
+                if FILE_FUNCTIONS.contains(&name.as_str()) && used {
                     found.push(format!("`{name}` (it reads or writes files)"));
                 }
-                if unchecked_memory(&name) && (called || method || in_path) {
+                if unchecked_memory(&name) && used {
                     found.push(format!("`{name}` (it reaches memory unchecked)"));
                 }
                 // An attribute's name, where its brackets were blanked (`# no_mangle`).
@@ -259,7 +307,7 @@ fn scan(stream: TokenStream, segments: bool, found: &mut Vec<String>) {
                         || (punct(tokens.get(k - 1), '!')
                             && k >= 2
                             && punct(tokens.get(k - 2), '#')));
-                if attribute && ATTRIBUTES.contains(&name.as_str()) {
+                if (attribute || reading.flat) && ATTRIBUTES.contains(&name.as_str()) {
                     found.push(format!("the attribute `#[{name}]`"));
                 }
                 if (name == "std" || name == "core")
@@ -305,6 +353,7 @@ mod tests {
             "if a != b { panic!(\"no\") }",
             "use std::io::Write;\nstd::io::stdout().flush().unwrap();",
             "assert_ne!(a.data_ptr(), b.data_ptr());",
+            "mod net { pub fn mlp() -> f64 { 1.0 } }\nlet y = net::mlp();",
             "fn f() -> impl Fn() + use<> { || () }\nlet env = 1; let load = env;",
             "use sgm_homework::prelude::*;\nuse sgm_homework::training::{self, Options};",
         ] {
@@ -387,6 +436,12 @@ mod tests {
             // Brackets that do not balance: read with them blanked, or line by line.
             ("fn f( {\nlet s = std::fs::read(\"x\");", "`fs::` (files)"),
             ("#[no_mangle] fn f( {", "the attribute `#[no_mangle]`"),
+            ("g(); } #[cfg_attr(all(), export_name = \"x\")] fn h() {} fn z( {", "the attribute `#[export_name]`"),
+            ("g(); } fn z( { let t = Tensor::load \"x\";", "`load` (it reads or writes files)"),
+            // A module of its own does not hide std's.
+            ("mod fs {}\nlet s = std::fs::read(\"x\");", "`fs::` (files)"),
+            ("mod fs {}\nuse std::{fs as f};", "`fs::` (files)"),
+            ("#[path = \"/etc/passwd\"] mod m;", "the attribute `#[path]`"),
             (
                 "let s = \"unterminated;\nlet e = include_str!(\"y\");",
                 "the macro `include_str!`",
@@ -395,5 +450,7 @@ mod tests {
             let found = out_of_reach(code);
             assert!(found.iter().any(|f| f == expect), "{code}: {found:?}");
         }
+        // Said once: `env` in a `use` item is the module.
+        assert_eq!(out_of_reach("use std::env;"), ["`env::` (the environment)"]);
     }
 }
