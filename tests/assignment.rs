@@ -59,6 +59,15 @@ fn cell<'a>(nb: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no cell {id}"))
 }
 
+fn cell_mut<'a>(nb: &'a mut Value, id: &str) -> &'a mut Value {
+    nb["cells"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no cell {id}"))
+}
+
 #[test]
 fn release_replaces_solutions_drops_hidden_checks_and_outputs() {
     let a = assignment();
@@ -1226,11 +1235,7 @@ fn a_changed_answer_reopens_the_points_given_by_hand() {
     let a = with_proof();
     let graded = |text: &str| {
         let mut nb = a.release();
-        for c in nb["cells"].as_array_mut().unwrap() {
-            if c["id"] == "proof" {
-                c["source"] = json!(text);
-            }
-        }
+        cell_mut(&mut nb, "proof")["source"] = json!(text);
         let grading = a.grading_notebook(&nb).unwrap();
         assignment::score(&a, "s", &grading, &grading.notebook, &[])
     };
@@ -1337,11 +1342,7 @@ fn the_answers_page_shows_every_submissions_answer_with_its_points() {
     let a = with_proof();
     let answered = |text: &str| {
         let mut nb = a.release();
-        for c in nb["cells"].as_array_mut().unwrap() {
-            if c["id"] == "proof" {
-                c["source"] = json!(text);
-            }
-        }
+        cell_mut(&mut nb, "proof")["source"] = json!(text);
         nb
     };
     let report = |name: &str, given: Option<(u32, &str)>| {
@@ -1672,13 +1673,7 @@ fn an_answer_may_not_replace_what_the_checks_call() {
         ("fn close(_: f64, _: f64) -> bool { true }\nfn f(x: f64) -> f64 { x }", "`close`"),
     ] {
         let mut nb = release.clone();
-        let answer = nb["cells"]
-            .as_array_mut()
-            .unwrap()
-            .iter_mut()
-            .find(|c| c["id"] == "answer")
-            .unwrap();
-        answer["source"] = json!(text);
+        cell_mut(&mut nb, "answer")["source"] = json!(text);
         let grading = ordered.grading_notebook(&nb).unwrap();
         assert!(
             grading.notes.iter().any(|n| n.contains(why)),
@@ -1758,12 +1753,7 @@ fn an_answers_digest_covers_its_pasted_images() {
     let a = with_proof();
     let with = |text: &str, attachments: Option<Value>| {
         let mut nb = a.release();
-        let proof = nb["cells"]
-            .as_array_mut()
-            .unwrap()
-            .iter_mut()
-            .find(|c| c["id"] == "proof")
-            .unwrap();
+        let proof = cell_mut(&mut nb, "proof");
         proof["source"] = json!(text);
         if let Some(att) = attachments {
             proof["attachments"] = att;
@@ -1832,13 +1822,7 @@ fn a_release_names_nothing_only_the_solution_or_a_hidden_check_uses() {
         ("fn f(x: f64) -> f64 { 2.0 * x }\nfn scale() -> f64 { 2.0 }\nfn check() {}", true),
     ] {
         let mut nb = release.clone();
-        let cell = nb["cells"]
-            .as_array_mut()
-            .unwrap()
-            .iter_mut()
-            .find(|c| c["id"] == "answer")
-            .unwrap();
-        cell["source"] = json!(text);
+        cell_mut(&mut nb, "answer")["source"] = json!(text);
         let grading = a.grading_notebook(&nb).unwrap();
         assert_eq!(
             grading.notes.iter().any(|n| n.contains("id answer")),

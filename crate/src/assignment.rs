@@ -44,9 +44,15 @@ pub const FIRST_CELL: &str = ":dep sgm_homework = { path = \"../../../crate/home
 /// What a markdown solution region becomes in the release.
 pub const ANSWER_PLACEHOLDER: &str = "*Your answer here.*";
 
-/// Why answers may not use what [`reach`] refuses, in the words a student reads.
-const REACH: &str = "code that reaches files, the environment, processes or raw memory could \
-                     read a check's secret and report its pass itself";
+/// What an answer uses that `reach` refuses (`out`, not empty), and why, in the words a
+/// student reads: "uses …, which answers may not use (…)".
+fn out_of_reach_text(out: &[String]) -> String {
+    format!(
+        "uses {}, which answers may not use (code that reaches files, the environment, \
+         processes or raw memory could read a check's secret and report its pass itself)",
+        out.join(", ")
+    )
+}
 
 const CODE_BEGIN: &str = "// BEGIN SOLUTION";
 const CODE_END: &str = "// END SOLUTION";
@@ -444,11 +450,11 @@ fn solution_lines(text: &str, markdown: bool) -> Vec<String> {
 
 fn has_evcxr_command(text: &str) -> bool {
     text.lines().any(|l| {
-        let l = l.trim_start();
-        // `extern crate x;` makes evcxr add the dependency `x`, as `:dep` would; evcxr runs a
-        // line that starts with `!` (not after blanks) as a shell command.
-        l.starts_with(':') || l.starts_with("extern crate ")
-    }) || text.lines().any(|l| l.starts_with('!'))
+        // evcxr runs a line that starts with `!` (not after blanks) as a shell command;
+        // `extern crate x;` makes it add the dependency `x`, as `:dep` would.
+        let trimmed = l.trim_start();
+        l.starts_with('!') || trimmed.starts_with(':') || trimmed.starts_with("extern crate ")
+    })
 }
 
 fn sgm_meta(cell: &Value) -> Option<&Map<String, Value>> {
@@ -525,9 +531,8 @@ impl Assignment {
                         return Err(bad(
                             name,
                             format!(
-                                "an answer cell uses {}, which answers may not use ({}), so students could not write it either",
-                                out.join(", "),
-                                REACH
+                                "an answer cell {}, so students could not write it either",
+                                out_of_reach_text(&out)
                             ),
                         ));
                     }
@@ -952,8 +957,9 @@ pub enum FindingKind {
     /// what the checks after it call. Its stub runs.
     Reserved,
     /// An answer cell that uses what answers may not: files, the environment, processes, raw
-    /// memory, `unsafe`, macros that read files (the rule of `assignment/reach.rs`). Such code could read a
-    /// check's secret while the check runs and report the check's pass itself. Its stub runs.
+    /// memory, `unsafe`, macros that read files (the rule of `assignment/reach.rs`). Such code
+    /// could read a check's secret while the check runs and report its pass itself. Its stub
+    /// runs.
     OutOfReach,
     /// An answer cell as released (not answered yet).
     Unanswered,
@@ -1043,8 +1049,8 @@ fn replaces_reserved(text: &str, allowed: &[String], reserved: &[String]) -> Opt
 /// cell with its position): answer cells missing, of another type, holding an evcxr command,
 /// reaching what answers may not ([`FindingKind::OutOfReach`]), defining a name the cells after
 /// them read ([`ReleasedCell::reserved`]) that their released text does not define, or as
-/// released; locked cells edited (a missing one is simply put
-/// back); non-blank cells not in the assignment; cells whose id a later cell repeats (the last
+/// released; locked cells edited (a missing one is simply put back); non-blank cells not in the
+/// assignment; cells whose id a later cell repeats (the last
 /// of them is graded). Texts are compared with `\n` line ends, without trailing blanks on a
 /// line or blank lines around them.
 pub fn check_submission(expected: &[(usize, ReleasedCell)], submission: &Value) -> Vec<Finding> {
@@ -1098,10 +1104,7 @@ pub fn check_submission(expected: &[(usize, ReleasedCell)], submission: &Value) 
                 let names = replaces_reserved(&text, &e.defines, &e.reserved);
                 let mut why = Vec::new();
                 if !out.is_empty() {
-                    why.push(format!(
-                        "uses {}, which answers may not use ({REACH})",
-                        out.join(", ")
-                    ));
+                    why.push(out_of_reach_text(&out));
                 }
                 if let Some(names) = &names {
                     why.push(format!("{names}; it would change what they run"));

@@ -233,6 +233,13 @@ fn punct(token: Option<&TokenTree>, ch: char) -> bool {
     matches!(token, Some(TokenTree::Punct(p)) if p.as_char() == ch)
 }
 
+/// Whether `tokens[at]` follows `#` or `#!`: an attribute's brackets, or its name where the
+/// brackets were blanked.
+fn after_hash(tokens: &[TokenTree], at: usize) -> bool {
+    (at >= 1 && punct(tokens.get(at - 1), '#'))
+        || (at >= 2 && punct(tokens.get(at - 1), '!') && punct(tokens.get(at - 2), '#'))
+}
+
 /// Whether `tokens[at]` and `tokens[at + 1]` are `::`.
 fn path_separator(tokens: &[TokenTree], at: usize) -> bool {
     matches!(tokens.get(at), Some(TokenTree::Punct(p)) if p.as_char() == ':' && p.spacing() == Spacing::Joint)
@@ -256,13 +263,7 @@ fn scan(stream: TokenStream, segments: bool, reading: &Reading, found: &mut Vec<
         let after_separator = k >= 2 && path_separator(&tokens, k - 2);
         match token {
             TokenTree::Group(group) => {
-                let attribute = group.delimiter() == Delimiter::Bracket
-                    && k >= 1
-                    && (punct(tokens.get(k - 1), '#')
-                        || (punct(tokens.get(k - 1), '!')
-                            && k >= 2
-                            && punct(tokens.get(k - 2), '#')));
-                if attribute {
+                if group.delimiter() == Delimiter::Bracket && after_hash(&tokens, k) {
                     scan_attribute(group.stream(), found);
                 }
                 let use_tree =
@@ -302,12 +303,7 @@ fn scan(stream: TokenStream, segments: bool, reading: &Reading, found: &mut Vec<
                     found.push(format!("`{name}` (it reaches memory unchecked)"));
                 }
                 // An attribute's name, where its brackets were blanked (`# no_mangle`).
-                let attribute = k >= 1
-                    && (punct(tokens.get(k - 1), '#')
-                        || (punct(tokens.get(k - 1), '!')
-                            && k >= 2
-                            && punct(tokens.get(k - 2), '#')));
-                if (attribute || reading.flat) && ATTRIBUTES.contains(&name.as_str()) {
+                if (after_hash(&tokens, k) || reading.flat) && ATTRIBUTES.contains(&name.as_str()) {
                     found.push(format!("the attribute `#[{name}]`"));
                 }
                 if (name == "std" || name == "core")
