@@ -232,6 +232,37 @@ fn malformed_sources_are_errors_naming_the_cell() {
             && err.contains("task t has both checks and answers graded by hand"),
         "{err}"
     );
+    // What an answer cell declares for the check after it (`assignment/declared.rs`): a type
+    // written for every variable the check reads, a solution that keeps the stub's
+    // declarations, Rust the grader can read.
+    for (answer, why) in [
+        (
+            "let n = 3;\n// BEGIN SOLUTION\nlet m: i64 = n;\n// END SOLUTION",
+            "it binds `n` without a type, which the cells after it read",
+        ),
+        (
+            "fn f() -> i64 {\n    // BEGIN SOLUTION\n    1\n    // END SOLUTION\n}\n// BEGIN SOLUTION\nlet n = 2;\n// END SOLUTION",
+            "it binds `n` without a type",
+        ),
+        (
+            "// BEGIN SOLUTION: let n: i64 = todo!();\nlet n = 3;\n// END SOLUTION",
+            "its solution declares `n: _` where the stub has `n: i64`",
+        ),
+        (
+            "fn f() -> i64 {\n    // BEGIN SOLUTION\n    1\n    // END SOLUTION\n}\nfn g( {",
+            "its solution or its released stub is not Rust the grader can read",
+        ),
+    ] {
+        let nb = notebook(vec![
+            code("setup", FIRST_CELL, json!({})),
+            code("a", answer, json!({})),
+            code("check", "check(\"n\", || ensure(n == 3, \"n\"))?;", json!({"sgm": {"grade": "t", "points": 1}})),
+        ]);
+        let err = Assignment::from_notebook(Path::new("s.ipynb"), nb)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cell 2 (id a)") && err.contains(why), "{answer}: {err}");
+    }
 }
 
 /// A markdown answer graded by hand: `points` for task `task`.
@@ -1581,7 +1612,7 @@ fn an_answer_may_not_replace_what_the_checks_call() {
     let fine = "fn double(x: f64) -> f64 { helper(x) }\nfn helper(x: f64) -> f64 { 2.0 * x }\nuse std::f64::consts::PI;\nuse sgm_homework::prelude::*;\nlet SIGMA: f64 = PI / 10.0;\nlet x = 3;";
     // A module named like a variable, a variable named like a module: other namespaces.
     let namespaces = "#![allow(non_snake_case)]\nfn double(x: f64) -> f64 { x * 2.0 }\nlet SIGMA: f64 = 0.5;\nmod check_helpers {}\nlet sgm_homework = 3;";
-    let cases: [(&str, &str); 16] = [
+    let cases: [(&str, &str); 18] = [
         (fine, ""),
         (namespaces, ""),
         ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nfn r#check() {}", "`check`"),
@@ -1591,8 +1622,12 @@ fn an_answer_may_not_replace_what_the_checks_call() {
         // Out of reach (`macro_rules!`), and a module that exports macros, which the note says
         // too.
         ("#[macro_use] mod m { macro_rules! ensure { ($($t:tt)*) => { Ok::<(), String>(()) } } }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "exports macros"),
-        // A syntax error: it runs, and the compiler says so (it can define nothing).
-        ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nfn broken( {", ""),
+        // A syntax error: what it declares cannot be read (evcxr may compile part of a text
+        // whose brackets do not balance), so its stub runs.
+        ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nfn broken( {", "is not Rust the grader can read"),
+        // A type of its own where the stub declares `f64`, whose `==` says what it likes.
+        ("struct Four;\nimpl PartialEq<f64> for Four { fn eq(&self, _: &f64) -> bool { true } }\nfn double(x: f64) -> Four { Four }\nlet SIGMA: f64 = 0.5;", "declares `fn double(f64) -> Four` where the stub has `fn double(f64) -> f64`"),
+        ("fn double(x: f64) -> f64 { x }\nlet SIGMA = 0.5;", "declares `SIGMA: _` where the stub has `SIGMA: f64`"),
         ("mod sgm_homework { pub mod checks { pub fn check() {} } }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "`sgm_homework`"),
         ("fn check<E>(_: &str, _: impl FnOnce() -> Result<(), E>) -> Result<(), String> { Ok(()) }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "`check`"),
         // A macro `ensure!` is not the function `ensure` the checks call, but `macro_rules!`

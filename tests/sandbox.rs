@@ -952,13 +952,21 @@ const FORGE: &str = r##"fn forge_report(check: &str) {
     }
 }"##;
 
+/// A wrong answer that makes the check's comparison hold: `double` returns a type of its own,
+/// whose `==` with any `i64` is true (Rust lets a cell implement `PartialEq<i64>` for its own
+/// type). Before answers kept their stub's declarations, it earned the check's point.
+const FAKE: &str = "struct Four;\n\
+                    impl PartialEq<i64> for Four {\n    fn eq(&self, _: &i64) -> bool {\n        true\n    }\n}\n\
+                    fn double(x: i64) -> Four {\n    Four\n}";
+
 /// A submission cannot forge a check's report. The assignment's answer is `double`; its checks
 /// are `double(2) == 4` and one that always passes, after it. Graded side by side: the source
 /// itself; a forger whose answer holds [`FORGE`] (which, before answers were kept from files,
 /// earned the first check's point for a wrong answer and failed the second); and one whose
 /// answer starts a shell command (evcxr runs a line that starts with `!` in the kernel's own
-/// process, which could do the same from outside the answer's code). Both are refused before
-/// they run: their stubs run, and the notes say why.
+/// process, which could do the same from outside the answer's code); and one whose `double`
+/// returns [`FAKE`]'s type. All are refused before they run: their stubs run, and the notes say
+/// why.
 #[test]
 fn a_submission_cannot_forge_a_checks_report() {
     let _side_by_side = CORES.read().unwrap_or_else(|e| e.into_inner());
@@ -988,12 +996,18 @@ fn a_submission_cannot_forge_a_checks_report() {
         "{FORGE}\nfn double(x: i64) -> i64 {{\n    forge_report(\"check\");\n    x\n}}"
     ));
     let shell = assignment("!touch shell-ran\nfn double(x: i64) -> i64 {\n    2 * x\n}".into());
+    let fake = assignment(FAKE.into());
     let reports = grade_all(
         &dir,
         &out,
         "forge",
         source.clone(),
-        &[("honest", source), ("own", own), ("shell", shell)],
+        &[
+            ("honest", source),
+            ("own", own),
+            ("shell", shell),
+            ("fake", fake),
+        ],
         &[],
     );
     let task = |r: &Report, id: &str| {
@@ -1011,6 +1025,10 @@ fn a_submission_cannot_forge_a_checks_report() {
         (
             &reports[2],
             "evcxr commands (lines starting with ':' or '!'",
+        ),
+        (
+            &reports[3],
+            "declares `fn double(i64) -> Four` where the stub has `fn double(i64) -> i64`",
         ),
     ] {
         // The stub's todo! fails the check; the later check is untouched.

@@ -28,8 +28,11 @@
 //!   ([`FindingKind::OutOfReach`], the rule of `assignment/reach.rs`): a check's secret is in
 //!   its code, which evcxr writes to a file and runs in the process that runs the answers.
 
+mod declared;
 mod names;
 mod reach;
+
+pub use declared::Declaration;
 
 use crate::error::{Error, Result};
 use serde_json::{json, Map, Value};
@@ -614,11 +617,76 @@ impl Assignment {
                 ));
             }
         }
-        Ok(Assignment {
+        let assignment = Assignment {
             path: path.to_path_buf(),
             notebook,
             cells,
-        })
+        };
+        assignment
+            .check_declarations()
+            .map_err(|(cell, why)| bad(cell, why))?;
+        Ok(assignment)
+    }
+
+    /// The source's side of the rule of `assignment/declared.rs`, for each answer code cell:
+    /// its stub and its solution are Rust the grader reads; every variable the cells after it
+    /// read has a type written where it is bound (by the stub, or by the solution where the
+    /// stub leaves it to the student); the solution keeps what the cell declares
+    /// ([`ReleasedCell::declares`]: students must, so it is an answer they could write). The
+    /// cell's name and why, where one is broken.
+    fn check_declarations(&self) -> std::result::Result<(), (String, String)> {
+        let released = self.released_cells(true);
+        for info in &self.cells {
+            if !(info.role.is_answer() && info.cell_type == "code") {
+                continue;
+            }
+            let name = cell_name(info.index, &info.id);
+            let stub = source_of(&self.released_cell(info));
+            let solution = source_of(self.raw_cell(info.index));
+            if names::parse(&stub).is_none() || names::parse(&solution).is_none() {
+                return Err((
+                    name,
+                    "its solution or its released stub is not Rust the grader can read".into(),
+                ));
+            }
+            let expected = released
+                .iter()
+                .find(|(index, _)| *index == info.index)
+                .map(|(_, c)| c)
+                .expect("every cell is released");
+            let stub_names = names::defined(&stub).map(|d| d.names).unwrap_or_default();
+            let bare = |n: &str| format!("`{}`", n.split_once(':').map_or(n, |(_, b)| b));
+            // A variable the cells after it read, bound without a type: by the stub, or by
+            // the solution where the stub leaves it to the student.
+            let untyped: Vec<String> = declared::untyped_variables(&stub)
+                .into_iter()
+                .filter(|n| expected.reserved.contains(n))
+                .chain(
+                    declared::untyped_variables(&solution)
+                        .into_iter()
+                        .filter(|n| expected.defines.contains(n) && !stub_names.contains(n)),
+                )
+                .map(|n| bare(&n))
+                .collect();
+            if !untyped.is_empty() {
+                return Err((
+                    name,
+                    format!(
+                    "it binds {} without a type, which the cells after it read: write the type \
+                     (`let x: f64 = …`), or an answer could bind a type of its own there",
+                    untyped.join(", ")
+                ),
+                ));
+            }
+            let changed = declared::changed(&solution, &expected.declares);
+            if !changed.is_empty() {
+                return Err((name, format!(
+                    "its solution {}: an answer keeps its stub's declarations, so the solution must too",
+                    changed.join("; ")
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn raw_cell(&self, index: usize) -> &Value {
@@ -775,6 +843,19 @@ impl Assignment {
                     }
                     false => (Vec::new(), Vec::new()),
                 };
+                let declares = match code_answer {
+                    true => {
+                        let stub_names = names::defined(text).map(|d| d.names).unwrap_or_default();
+                        let extra: Vec<String> = defines
+                            .iter()
+                            .filter(|n| !stub_names.contains(n))
+                            .cloned()
+                            .collect();
+                        let solution = source_of(self.raw_cell(info.index));
+                        declared::declarations_for(text, &solution, &extra).unwrap_or_default()
+                    }
+                    false => Vec::new(),
+                };
                 let released = ReleasedCell {
                     id: info.id.clone(),
                     cell_type: info.cell_type.clone(),
@@ -783,6 +864,7 @@ impl Assignment {
                     first: first_line(text),
                     defines,
                     reserved,
+                    declares,
                 };
                 (if hidden { info.index } else { k }, released)
             })
@@ -874,6 +956,7 @@ impl Assignment {
                             | FindingKind::Command
                             | FindingKind::Reserved
                             | FindingKind::OutOfReach
+                            | FindingKind::Declaration
                     )
             });
             let mut cell = match theirs.get(info.id.as_str()) {
@@ -943,6 +1026,11 @@ pub struct ReleasedCell {
     /// answer that defined one would replace it for them ([`FindingKind::Reserved`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reserved: Vec<String>,
+    /// For an answer code cell, what its released stub declares, with the types: an answer
+    /// that declares one of these names otherwise could make a check's comparison hold
+    /// ([`FindingKind::Declaration`], the rule of `assignment/declared.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub declares: Vec<Declaration>,
 }
 
 /// What grading leaves out of a submission, or takes as it was released.
@@ -961,6 +1049,11 @@ pub enum FindingKind {
     /// could read a check's secret while the check runs and report its pass itself. Its stub
     /// runs.
     OutOfReach,
+    /// An answer cell that declares a name of its stub with other types (`fn f(f64) -> Fake`
+    /// where the stub has `-> f64`, `let EPOCHS = …;` where it has `let EPOCHS: usize`), the
+    /// rule of `assignment/declared.rs`: a type of its own could make a check's comparison hold.
+    /// Its stub runs.
+    Declaration,
     /// An answer cell as released (not answered yet).
     Unanswered,
     /// A locked cell edited: the assignment's own copy is used.
@@ -1109,11 +1202,20 @@ pub fn check_submission(expected: &[(usize, ReleasedCell)], submission: &Value) 
                 if let Some(names) = &names {
                     why.push(format!("{names}; it would change what they run"));
                 }
+                let changed = declared::changed(&text, &e.declares);
+                if !changed.is_empty() {
+                    why.push(format!(
+                        "{}, and the checks rely on the stub's types (keep its declarations as released)",
+                        changed.join("; ")
+                    ));
+                }
                 if !why.is_empty() {
-                    let (kind, rename) = if out.is_empty() {
+                    let (kind, rename) = if !out.is_empty() {
+                        (FindingKind::OutOfReach, "")
+                    } else if names.is_some() {
                         (FindingKind::Reserved, " (rename yours)")
                     } else {
-                        (FindingKind::OutOfReach, "")
+                        (FindingKind::Declaration, "")
                     };
                     found(e, kind, format!(
                         "{name}: {}; so the released stub runs instead{rename}",

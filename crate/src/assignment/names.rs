@@ -43,7 +43,7 @@ fn named(namespace: &str, ident: &proc_macro2::Ident) -> String {
 /// Blanks what evcxr reads itself (`:` commands, `!` shell lines) and the crate attributes at
 /// the top (`#![…]`), then parses the code as the body of a function, as evcxr runs it; `None`
 /// where it is not Rust.
-fn parse(code: &str) -> Option<syn::Block> {
+pub(super) fn parse(code: &str) -> Option<syn::Block> {
     let code: Vec<&str> = code
         .lines()
         .map(|l| {
@@ -212,7 +212,7 @@ fn use_names(tree: &syn::UseTree, first: Option<&str>, out: &mut Defined) {
 }
 
 /// The names a pattern binds, in `namespace`.
-fn bound_names(pat: &syn::Pat, namespace: &str, out: &mut Vec<String>) {
+pub(super) fn bound_names(pat: &syn::Pat, namespace: &str, out: &mut Vec<String>) {
     struct Binds<'a>(&'a str, &'a mut Vec<String>);
     impl<'ast> Visit<'ast> for Binds<'_> {
         fn visit_pat_ident(&mut self, p: &'ast syn::PatIdent) {
