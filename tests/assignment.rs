@@ -1612,7 +1612,7 @@ fn an_answer_may_not_replace_what_the_checks_call() {
     let fine = "fn double(x: f64) -> f64 { helper(x) }\nfn helper(x: f64) -> f64 { 2.0 * x }\nuse std::f64::consts::PI;\nuse sgm_homework::prelude::*;\nlet SIGMA: f64 = PI / 10.0;\nlet x = 3;";
     // A module named like a variable, a variable named like a module: other namespaces.
     let namespaces = "#![allow(non_snake_case)]\nfn double(x: f64) -> f64 { x * 2.0 }\nlet SIGMA: f64 = 0.5;\nmod check_helpers {}\nlet sgm_homework = 3;";
-    let cases: [(&str, &str); 18] = [
+    let cases: [(&str, &str); 19] = [
         (fine, ""),
         (namespaces, ""),
         ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nfn r#check() {}", "`check`"),
@@ -1622,9 +1622,11 @@ fn an_answer_may_not_replace_what_the_checks_call() {
         // Out of reach (`macro_rules!`), and a module that exports macros, which the note says
         // too.
         ("#[macro_use] mod m { macro_rules! ensure { ($($t:tt)*) => { Ok::<(), String>(()) } } }\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "exports macros"),
-        // A syntax error: what it declares cannot be read (evcxr may compile part of a text
-        // whose brackets do not balance), so its stub runs.
-        ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nfn broken( {", "is not Rust the grader can read"),
+        // A syntax error: it runs, and the compiler says so (it can define nothing); but where
+        // the brackets do not balance evcxr may compile part of it, so what it declares cannot
+        // be read, and its stub runs.
+        ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nfn broken() { 1 + }", ""),
+        ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nfn broken( {", "is not Rust whose brackets balance"),
         // A type of its own where the stub declares `f64`, whose `==` says what it likes.
         ("struct Four;\nimpl PartialEq<f64> for Four { fn eq(&self, _: &f64) -> bool { true } }\nfn double(x: f64) -> Four { Four }\nlet SIGMA: f64 = 0.5;", "declares `fn double(f64) -> Four` where the stub has `fn double(f64) -> f64`"),
         ("fn double(x: f64) -> f64 { x }\nlet SIGMA = 0.5;", "declares `SIGMA: _` where the stub has `SIGMA: f64`"),

@@ -25,8 +25,9 @@
 //!
 //! A name the answer does not define is not its concern: the checks that read it do not compile
 //! (and fail) unless another cell defines it, which `names.rs` guards. An answer defining a
-//! declared name in a way this module cannot read (through a `use`, or a text that is not Rust)
-//! breaks the rule. Types are compared as written, token for token (`tch::Tensor` is not
+//! declared name in a way this module cannot read (through a `use`) breaks the rule, and so does
+//! a text whose brackets do not balance (evcxr may compile part of it); other text that does not
+//! parse runs as it is, for the compiler to say what is wrong. Types are compared as written, token for token (`tch::Tensor` is not
 //! `Tensor`, `&'a T` is not `&T`), which the finding shows side by side.
 //!
 //! The source's side of the rule (`Assignment::from_notebook`): a stub declares with its type
@@ -549,11 +550,20 @@ pub(super) fn changed(answer: &str, declared_by_stub: &[Declaration]) -> Vec<Str
         return Vec::new();
     }
     let Some(theirs) = declared(answer) else {
-        return vec![
-            "is not Rust the grader can read, so what it declares cannot be compared \
-                     with the stub's declarations"
-                .into(),
-        ];
+        // Tokens that do not parse: the kernel cannot compile them either, and the student
+        // sees the compiler's error. A text that does not even lex (brackets that do not
+        // balance) evcxr may compile in part (`reach.rs`), so what it declares is unknown.
+        let lexes = super::names::without_commands(answer)
+            .parse::<TokenStream>()
+            .is_ok();
+        return match lexes {
+            true => Vec::new(),
+            false => vec![
+                "is not Rust whose brackets balance, so what it declares cannot be \
+                           read (the kernel may compile part of such a text)"
+                    .into(),
+            ],
+        };
     };
     let defined = super::names::defined(answer)
         .map(|d| d.names)
@@ -774,13 +784,15 @@ mod tests {
             (&format!("{EMA}\ntrait T {{ fn update(self) -> Fake; }}\nimpl T for &mut Ema {{ fn update(self) -> Fake {{ Fake }} }}"), "`fn update(self) -> Fake` (for `Ema`)"),
             (&format!("{EMA}\ntrait T {{ fn update(self) -> Fake {{ Fake }} }}"), "`fn update(self) -> Fake` (of the trait `T`)"),
             (&format!("{EMA}\ntrait T {{ fn update(self) -> Fake; }}\nimpl<X> T for X {{ fn update(self) -> Fake {{ Fake }} }}"), "`fn update(self) -> Fake` (for `X`)"),
-            ("fn f(x: f64) -> f64 { x", "is not Rust the grader can read"),
+            ("fn f(x: f64) -> f64 { x", "is not Rust whose brackets balance"),
         ] {
             let found = why(answer);
             assert!(found.iter().any(|w| w.contains(expect)), "{answer}: {found:?}");
         }
         // A stub that declares nothing: nothing to keep, even in a text that is not Rust.
         assert!(changed("fn f( {", &declarations("println!(\"hi\");").unwrap()).is_empty());
+        // A syntax error whose brackets balance: the compiler says what is wrong.
+        assert!(why("fn f(x: f64) -> f64 { x + }").is_empty());
     }
 
     #[test]

@@ -44,6 +44,12 @@ fn named(namespace: &str, ident: &proc_macro2::Ident) -> String {
 /// the top (`#![…]`), then parses the code as the body of a function, as evcxr runs it; `None`
 /// where it is not Rust.
 pub(super) fn parse(code: &str) -> Option<syn::Block> {
+    syn::parse_str(&format!("{{\n{}\n}}", without_commands(code))).ok()
+}
+
+/// `code` with what evcxr reads itself (`:` commands, `!` shell lines) and the crate
+/// attributes at the top (`#![…]`) blanked: the Rust of it.
+pub(super) fn without_commands(code: &str) -> String {
     let code: Vec<&str> = code
         .lines()
         .map(|l| {
@@ -55,7 +61,7 @@ pub(super) fn parse(code: &str) -> Option<syn::Block> {
             }
         })
         .collect();
-    syn::parse_str(&format!("{{\n{}\n}}", code.join("\n"))).ok()
+    code.join("\n")
 }
 
 /// What an answer cell defines at its top level.
