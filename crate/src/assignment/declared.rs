@@ -141,6 +141,42 @@ fn print_into(tokens: TokenStream, out: &mut String) {
     }
 }
 
+/// The words a declaration's types are written with: every identifier of `shape` but its
+/// keywords and what it declares (a function's, a variable's, a field's or a type's own name).
+fn type_words(shape: &str) -> Vec<String> {
+    const KEYWORDS: [&str; 18] = [
+        "fn", "self", "Self", "mut", "impl", "dyn", "where", "for", "struct", "enum", "union",
+        "trait", "type", "const", "async", "unsafe", "extern", "crate",
+    ];
+    fn words(tokens: TokenStream, lifetime: &mut bool, out: &mut Vec<String>) {
+        for tree in tokens {
+            let after_quote = std::mem::replace(
+                lifetime,
+                matches!(&tree, TokenTree::Punct(p) if p.as_char() == '\''),
+            );
+            match tree {
+                TokenTree::Ident(i) if !after_quote => out.push(i.to_string()),
+                TokenTree::Group(g) => words(g.stream(), lifetime, out),
+                _ => {}
+            }
+        }
+    }
+    let Ok(tokens) = shape.parse::<TokenStream>() else {
+        return Vec::new();
+    };
+    // The declared name: the second token of `fn f…`, `struct S…`, the first of `x: T`.
+    let trees: Vec<TokenTree> = tokens.into_iter().collect();
+    let skip = match trees.first() {
+        Some(TokenTree::Ident(i)) if KEYWORDS.contains(&i.to_string().as_str()) => 2,
+        _ => 1,
+    };
+    let mut out = Vec::new();
+    let rest: TokenStream = trees.into_iter().skip(skip).collect();
+    words(rest, &mut false, &mut out);
+    out.retain(|w| !KEYWORDS.contains(&w.as_str()));
+    out
+}
+
 /// `tokens` with every `Self` replaced by `ty` (a method's signature read outside its `impl`).
 fn self_as(tokens: TokenStream, ty: &TokenStream) -> TokenStream {
     tokens
@@ -559,8 +595,8 @@ pub(super) fn changed(answer: &str, declared_by_stub: &[Declaration]) -> Vec<Str
         return match lexes {
             true => Vec::new(),
             false => vec![
-                "is not Rust whose brackets balance, so what it declares cannot be \
-                           read (the kernel may compile part of such a text)"
+                "is not Rust whose brackets balance, so what it declares cannot be read \
+                 (the kernel may compile part of such a text)"
                     .into(),
             ],
         };
@@ -626,6 +662,28 @@ pub(super) fn changed(answer: &str, declared_by_stub: &[Declaration]) -> Vec<Str
                 }
             }
             _ => {}
+        }
+    }
+    // A name the declarations' types are written with (`f64`, `Tensor`, `nn`, `Vec`), defined
+    // by the answer: the same tokens would then name its own type (`type f64 = Fake;`).
+    let written_with: std::collections::BTreeSet<String> = declared_by_stub
+        .iter()
+        .flat_map(|d| type_words(&d.shape))
+        .collect();
+    for name in &defined {
+        let Some((kind @ ("type" | "value"), bare)) = name.split_once(':') else {
+            continue;
+        };
+        if written_with.contains(bare) && !pinned.contains_key(name.as_str()) {
+            let what = if kind == "type" {
+                "type or module"
+            } else {
+                "value"
+            };
+            why.push(format!(
+                "defines the {what} `{bare}`, which the stub's declarations are written with \
+                 (they would name the answer's own)"
+            ));
         }
     }
     // Every method the answer defines with a name the stub declares, where a call on the stub's
@@ -722,7 +780,7 @@ mod tests {
         assert_eq!(untyped_variables(stub), ["value:free"]);
     }
 
-    const STUB: &str = "fn f(x: f64) -> f64 { todo!() }\nlet N: i64 = todo!();\n\
+    const STUB: &str = "fn f(x: f64) -> f64 { todo!() }\nlet N: i64 = todo!();\nlet s: nn::Sequential = todo!();\n\
                         struct Ema { updates: u64, averages: Vec<Tensor> }\n\
                         impl Ema { fn new(m: f64) -> Self { todo!() } fn update(&mut self) { todo!() } }";
 
@@ -746,6 +804,8 @@ mod tests {
                 .to_string(),
             // Names the answer leaves out: the checks that read them do not compile.
             "let N: i64 = 3;".into(),
+            // Variables named like a field or an argument; a crate's module under its own name.
+            "let updates = 3;\nlet m = 2.0;\nuse tch::nn;\nlet s: nn::Sequential = nn::seq();".into(),
             // A trait of its own whose `update` has the stub's signature, and without a default.
             format!("{EMA}\nfn f(x: f64) -> f64 {{ x }}\ntrait Step {{ fn update(&mut self); fn new(m: f64) -> Ema {{ todo!() }} }}"),
         ] {
@@ -785,6 +845,10 @@ mod tests {
             (&format!("{EMA}\ntrait T {{ fn update(self) -> Fake {{ Fake }} }}"), "`fn update(self) -> Fake` (of the trait `T`)"),
             (&format!("{EMA}\ntrait T {{ fn update(self) -> Fake; }}\nimpl<X> T for X {{ fn update(self) -> Fake {{ Fake }} }}"), "`fn update(self) -> Fake` (for `X`)"),
             ("fn f(x: f64) -> f64 { x", "is not Rust whose brackets balance"),
+            // The same tokens naming the answer's own types.
+            ("type f64 = Fake;\nfn f(x: f64) -> f64 { x }", "defines the type or module `f64`"),
+            ("use std::collections::HashMap as Tensor;", "defines the type or module `Tensor`"),
+            ("mod nn { pub struct Sequential; }", "defines the type or module `nn`"),
         ] {
             let found = why(answer);
             assert!(found.iter().any(|w| w.contains(expect)), "{answer}: {found:?}");
