@@ -1706,6 +1706,10 @@ fn an_answer_may_not_replace_what_the_checks_call() {
     for (text, why) in [
         ("trait Big { fn abs(self) -> f64; }\nimpl Big for f64 { fn abs(self) -> f64 { 2.0 } }\nfn f(x: f64) -> f64 { x }", "the method `.abs()`"),
         ("macro_rules! format { ($($t:tt)*) => { String::new() } }\nfn f(x: f64) -> f64 { x }", "the macro `format!`"),
+        // The same trait in a module of its own, brought in unnamed; an `impl` in a function's
+        // body: either applies to the whole crate.
+        ("mod m { pub trait Big { fn abs(self) -> f64; } impl Big for f64 { fn abs(self) -> f64 { 2.0 } } }\nuse m::Big as _;\nfn f(x: f64) -> f64 { x }", "the method `.abs()`"),
+        ("mod m { pub trait Big { fn abs(self) -> f64; } }\nuse m::Big as _;\nfn f(x: f64) -> f64 { fn g() { impl m::Big for f64 { fn abs(self) -> f64 { 2.0 } } } x }", "the method `.abs()`"),
         // An item of an earlier cell is built again with every cell: it would call this `close`.
         ("fn close(_: f64, _: f64) -> bool { true }\nfn f(x: f64) -> f64 { x }", "`close`"),
     ] {

@@ -202,33 +202,40 @@ fn signature(sig: &syn::Signature, self_ty: Option<&TokenStream>) -> String {
     sig.abi.to_tokens(&mut tokens);
     sig.fn_token.to_tokens(&mut tokens);
     sig.ident.unraw().to_tokens(&mut tokens);
-    sig.generics.to_tokens(&mut tokens);
+    // Lifetimes are left out: they name no type (`fn f<'a>(&'a self)` is `fn f(&self)`).
+    let mut generics = sig.generics.clone();
+    generics.params = generics
+        .params
+        .into_iter()
+        .filter(|p| !matches!(p, syn::GenericParam::Lifetime(_)))
+        .collect();
+    generics.to_tokens(&mut tokens);
     let mut args = TokenStream::new();
     for (k, input) in sig.inputs.iter().enumerate() {
         if k > 0 {
             <syn::Token![,]>::default().to_tokens(&mut args);
         }
         match input {
-            syn::FnArg::Receiver(r) => match &r.colon_token {
-                // `self: Box<Self>`
-                Some(_) => {
-                    r.self_token.to_tokens(&mut args);
-                    <syn::Token![:]>::default().to_tokens(&mut args);
-                    r.ty.to_tokens(&mut args);
-                }
-                // `self`, `&self`, `&'a mut self` (a `mut` binding of `self` is the body's).
-                None => {
-                    if let Some((and, lifetime)) = &r.reference {
-                        and.to_tokens(&mut args);
-                        lifetime.to_tokens(&mut args);
+            syn::FnArg::Receiver(r) => {
+                // `self`, `&self`, `&mut self` however written (`&'a self`, `self: &Self`;
+                // a `mut` binding of `self` is the body's), else `self: Box<Self>`.
+                let ty = print(without_lifetimes(r.ty.to_token_stream()));
+                match ty.as_str() {
+                    "Self" => r.self_token.to_tokens(&mut args),
+                    "&Self" | "&mut Self" => {
+                        <syn::Token![&]>::default().to_tokens(&mut args);
+                        if ty == "&mut Self" {
+                            <syn::Token![mut]>::default().to_tokens(&mut args);
+                        }
+                        r.self_token.to_tokens(&mut args);
                     }
-                    r.mutability
-                        .as_ref()
-                        .filter(|_| r.reference.is_some())
-                        .to_tokens(&mut args);
-                    r.self_token.to_tokens(&mut args);
+                    _ => {
+                        r.self_token.to_tokens(&mut args);
+                        <syn::Token![:]>::default().to_tokens(&mut args);
+                        r.ty.to_tokens(&mut args);
+                    }
                 }
-            },
+            }
             syn::FnArg::Typed(t) => t.ty.to_tokens(&mut args),
         }
     }
@@ -238,10 +245,39 @@ fn signature(sig: &syn::Signature, self_ty: Option<&TokenStream>) -> String {
     proc_macro2::Group::new(Delimiter::Parenthesis, args).to_tokens(&mut tokens);
     sig.output.to_tokens(&mut tokens);
     sig.generics.where_clause.to_tokens(&mut tokens);
+    let tokens = without_lifetimes(tokens);
     print(match self_ty {
         Some(ty) => self_as(tokens, ty),
         None => tokens,
     })
+}
+
+/// `tokens` without the lifetimes of references (`&'a T` is `&T`).
+fn without_lifetimes(tokens: TokenStream) -> TokenStream {
+    let trees: Vec<TokenTree> = tokens.into_iter().collect();
+    let mut out = Vec::with_capacity(trees.len());
+    let mut k = 0;
+    while k < trees.len() {
+        let tree = &trees[k];
+        let reference = matches!(tree, TokenTree::Punct(p) if p.as_char() == '&');
+        let lifetime = matches!(trees.get(k + 1), Some(TokenTree::Punct(p)) if p.as_char() == '\'')
+            && matches!(trees.get(k + 2), Some(TokenTree::Ident(_)));
+        out.push(match tree {
+            TokenTree::Group(g) => {
+                let mut inner =
+                    proc_macro2::Group::new(g.delimiter(), without_lifetimes(g.stream()));
+                inner.set_span(g.span());
+                TokenTree::Group(inner)
+            }
+            // A `&` whose lifetime is left out stands alone (`&&T` is printed apart from `&& x`).
+            TokenTree::Punct(_) if reference => {
+                TokenTree::Punct(proc_macro2::Punct::new('&', Spacing::Alone))
+            }
+            other => other.clone(),
+        });
+        k += if reference && lifetime { 3 } else { 1 };
+    }
+    out.into_iter().collect()
 }
 
 /// Who owns a method: the base name of an `impl` block's type (`&T`, `&mut T` and `T<…>` all
@@ -255,6 +291,8 @@ enum Owner {
         name: String,
         generic: bool,
         inherent: bool,
+        /// Whether the type is a reference (`impl Tr for &T`).
+        reference: bool,
     },
     /// A trait's default method.
     Trait(String),
@@ -337,6 +375,14 @@ fn let_bindings(pat: &syn::Pat, ty: Option<&syn::Type>, out: &mut Vec<(String, S
                 let_bindings(pat, Some(ty), out);
             }
         }
+        // `let [a, b]: [f64; 2]`
+        (syn::Pat::Slice(p), Some(syn::Type::Array(t))) => {
+            for pat in &p.elems {
+                if !matches!(pat, syn::Pat::Rest(_)) {
+                    let_bindings(pat, Some(&t.elem), out);
+                }
+            }
+        }
         (syn::Pat::Tuple(p), Some(syn::Type::Paren(t))) if p.elems.len() == 1 => {
             let_bindings(&p.elems[0], Some(&t.elem), out)
         }
@@ -376,6 +422,7 @@ fn declared(code: &str) -> Option<Declared> {
             _ => {}
         }
     }
+    syn::visit::Visit::visit_block(&mut Methods(&mut out.methods), &block);
     Some(out)
 }
 
@@ -459,31 +506,42 @@ fn item_declared(item: &syn::Item, out: &mut Declared) {
                 format!("type:{name}"),
                 header("trait", &t.ident, &t.generics, bounds),
             );
-            for inner in &t.items {
-                if let syn::TraitItem::Fn(f) = inner {
-                    out.methods.push(Method {
-                        owner: Owner::Trait(name.clone()),
-                        name: f.sig.ident.unraw().to_string(),
-                        shape: signature(&f.sig, None),
-                        body: f.default.is_some(),
-                    });
-                }
+        }
+        _ => {}
+    }
+}
+
+/// The methods of every `impl` block and trait in a cell, at any depth: one written in a module,
+/// a function's body or a `const` block applies to the whole crate as one at the top does.
+struct Methods<'a>(&'a mut Vec<Method>);
+
+impl<'ast> syn::visit::Visit<'ast> for Methods<'_> {
+    fn visit_item_trait(&mut self, t: &'ast syn::ItemTrait) {
+        for inner in &t.items {
+            if let syn::TraitItem::Fn(f) = inner {
+                self.0.push(Method {
+                    owner: Owner::Trait(t.ident.unraw().to_string()),
+                    name: f.sig.ident.unraw().to_string(),
+                    shape: signature(&f.sig, None),
+                    body: f.default.is_some(),
+                });
             }
         }
-        syn::Item::Impl(i) => {
-            let generic = |name: &str| i.generics.type_params().any(|p| p.ident.unraw() == name);
-            let Some(name) = base_name(&i.self_ty) else {
-                return;
-            };
+        syn::visit::visit_item_trait(self, t);
+    }
+
+    fn visit_item_impl(&mut self, i: &'ast syn::ItemImpl) {
+        if let Some(name) = base_name(&i.self_ty) {
             let owner = Owner::Type {
-                generic: generic(&name),
+                generic: i.generics.type_params().any(|p| p.ident.unraw() == name),
                 name,
                 inherent: i.trait_.is_none(),
+                reference: matches!(*i.self_ty, syn::Type::Reference(_)),
             };
             let self_ty = i.self_ty.to_token_stream();
             for inner in &i.items {
                 if let syn::ImplItem::Fn(f) = inner {
-                    out.methods.push(Method {
+                    self.0.push(Method {
                         owner: owner.clone(),
                         name: f.sig.ident.unraw().to_string(),
                         shape: signature(&f.sig, Some(&self_ty)),
@@ -492,8 +550,17 @@ fn item_declared(item: &syn::Item, out: &mut Declared) {
                 }
             }
         }
-        _ => {}
+        syn::visit::visit_item_impl(self, i);
     }
+}
+
+/// The receiver of a method's `shape` (`self`, `&self`, `&mut self`), if it has one of these.
+fn receiver(shape: &str) -> Option<&str> {
+    let args = shape.split_once('(')?.1;
+    let first = args.split([',', ')']).next()?.trim();
+    ["self", "&self", "&mut self"]
+        .into_iter()
+        .find(|r| *r == first)
 }
 
 /// What a stub declares: every name with its type. A trait's methods are declared whether or
@@ -670,26 +737,43 @@ pub(super) fn changed(answer: &str, declared_by_stub: &[Declaration]) -> Vec<Str
         .iter()
         .flat_map(|d| type_words(&d.shape))
         .collect();
+    let mut shadowed = std::collections::BTreeSet::new();
     for name in &defined {
-        let Some((kind @ ("type" | "value"), bare)) = name.split_once(':') else {
+        let Some(("type" | "value", bare)) = name.split_once(':') else {
             continue;
         };
         if written_with.contains(bare) && !pinned.contains_key(name.as_str()) {
-            let what = if kind == "type" {
-                "type or module"
-            } else {
-                "value"
-            };
-            why.push(format!(
-                "defines the {what} `{bare}`, which the stub's declarations are written with \
-                 (they would name the answer's own)"
-            ));
+            shadowed.insert(bare);
         }
+    }
+    for bare in shadowed {
+        why.push(format!(
+            "defines `{bare}`, a name the stub's declarations are written with (they would name \
+             the answer's own)"
+        ));
     }
     // Every method the answer defines with a name the stub declares, where a call on the stub's
     // types could reach it.
     for m in &theirs.methods {
         let own = format!("method:{}::{}", m.owner.name(), m.name);
+        // A trait's method on the stub's type itself with the receiver of the stub's method
+        // (`impl nn::Module for Block { fn forward(&self, …) }` beside `Block::forward(&self,
+        // …)`): Rust tries the inherent one first at that receiver, and no earlier one is new.
+        if let (
+            Owner::Type {
+                inherent: false,
+                reference: false,
+                generic: false,
+                ..
+            },
+            Some(shapes),
+        ) = (&m.owner, pinned.get(own.as_str()))
+        {
+            let theirs = receiver(&m.shape);
+            if theirs.is_some() && shapes.iter().all(|s| receiver(s) == theirs) {
+                continue;
+            }
+        }
         let allowed: Vec<&str> = match pinned.get(own.as_str()) {
             Some(shapes) => shapes.clone(),
             None => {
@@ -806,6 +890,13 @@ mod tests {
             "let N: i64 = 3;".into(),
             // Variables named like a field or an argument; a crate's module under its own name.
             "let updates = 3;\nlet m = 2.0;\nuse tch::nn;\nlet s: nn::Sequential = nn::seq();".into(),
+            // An array pattern; `self` and lifetimes written out; a trait's `update` on `Ema`
+            // with the receiver of `Ema::update` (the inherent one comes first).
+            "let [N, M]: [i64; 2] = [1, 2];".into(),
+            "struct Ema { updates: u64, averages: Vec<Tensor> }\n\
+             impl Ema { fn new<'a>(m: f64) -> Ema { todo!() } fn update(self: &mut Self) {} }\n\
+             trait Step { fn update(&mut self); }\nimpl Step for Ema { fn update(&mut self) {} }"
+                .into(),
             // A trait of its own whose `update` has the stub's signature, and without a default.
             format!("{EMA}\nfn f(x: f64) -> f64 {{ x }}\ntrait Step {{ fn update(&mut self); fn new(m: f64) -> Ema {{ todo!() }} }}"),
         ] {
@@ -845,10 +936,17 @@ mod tests {
             (&format!("{EMA}\ntrait T {{ fn update(self) -> Fake {{ Fake }} }}"), "`fn update(self) -> Fake` (of the trait `T`)"),
             (&format!("{EMA}\ntrait T {{ fn update(self) -> Fake; }}\nimpl<X> T for X {{ fn update(self) -> Fake {{ Fake }} }}"), "`fn update(self) -> Fake` (for `X`)"),
             ("fn f(x: f64) -> f64 { x", "is not Rust whose brackets balance"),
+            // A trait method taking `self` comes before `&mut self` and a module hides nothing:
+            // an `impl` applies wherever it is written.
+            (&format!("{EMA}\nmod t {{ pub trait T {{ fn update(self) -> f32; }}\n  impl T for super::Ema {{ fn update(self) -> f32 {{ 0.1 }} }} }}\nuse t::T as _;"), "`fn update(self) -> f32` (for `Ema`)"),
+            (&format!("{EMA}\ntrait T {{ fn update(self) -> f32; }}\nfn g() {{ impl T for Ema {{ fn update(self) -> f32 {{ 0.1 }} }} }}"), "`fn update(self) -> f32` (for `Ema`)"),
+            (&format!("{EMA}\ntrait T {{ fn update(self) -> f32; }}\nconst _: () = {{ impl T for Ema {{ fn update(self) -> f32 {{ 0.1 }} }} }};"), "`fn update(self) -> f32` (for `Ema`)"),
             // The same tokens naming the answer's own types.
-            ("type f64 = Fake;\nfn f(x: f64) -> f64 { x }", "defines the type or module `f64`"),
-            ("use std::collections::HashMap as Tensor;", "defines the type or module `Tensor`"),
-            ("mod nn { pub struct Sequential; }", "defines the type or module `nn`"),
+            ("type f64 = Fake;\nfn f(x: f64) -> f64 { x }", "defines `f64`, a name the stub"),
+            ("use std::collections::HashMap as Tensor;", "defines `Tensor`, a name"),
+            ("struct Fake(u64);\ntype i64 = Fake;\nlet N: i64 = Fake(1000);", "defines `i64`, a name"),
+            ("use core::primitive::f32 as f64;\nfn f(x: f64) -> f64 { x }", "defines `f64`, a name the stub"),
+            ("mod nn { pub struct Sequential; }", "defines `nn`, a name"),
         ] {
             let found = why(answer);
             assert!(found.iter().any(|w| w.contains(expect)), "{answer}: {found:?}");

@@ -18,7 +18,8 @@
 //! as a value, a longer one's first segment or a type as a type), every macro it invokes, every
 //! method it calls, also inside macro arguments, less what it binds itself (`let`, parameters,
 //! generics, its own `use`). A cell *defines* its top-level items, `let` bindings,
-//! `macro_rules!`, the methods of its `impl` blocks and traits, and what its `use` items name
+//! `macro_rules!`, the methods of its `impl` blocks and traits wherever they are written (in a
+//! module or a function's body too: they apply to the whole crate), and what its `use` items name
 //! under a new name or from a module of the notebook's own. Importing a library's item under its
 //! own name (`use tch::Tensor;`) defines nothing new. Raw identifiers (`r#check`) count as the
 //! name they spell.
@@ -94,6 +95,29 @@ pub(super) fn defined(code: &str) -> Option<Defined> {
             _ => {}
         }
     }
+    // An `impl` block or a trait anywhere in the cell (in a module, a function's body, a
+    // `const _` block) applies to the whole crate, and a trait of a module of the cell's own
+    // can be brought in unnamed (`use m::Tr as _;`): their methods count wherever written.
+    struct Nested<'a>(&'a mut Vec<String>);
+    impl<'ast> Visit<'ast> for Nested<'_> {
+        fn visit_item_impl(&mut self, i: &'ast syn::ItemImpl) {
+            for inner in &i.items {
+                if let syn::ImplItem::Fn(f) = inner {
+                    self.0.push(named("method", &f.sig.ident));
+                }
+            }
+            syn::visit::visit_item_impl(self, i);
+        }
+        fn visit_item_trait(&mut self, t: &'ast syn::ItemTrait) {
+            for inner in &t.items {
+                if let syn::TraitItem::Fn(f) = inner {
+                    self.0.push(named("method", &f.sig.ident));
+                }
+            }
+            syn::visit::visit_item_trait(self, t);
+        }
+    }
+    Nested(&mut out.names).visit_block(&block);
     out.names.sort();
     out.names.dedup();
     Some(out)
@@ -117,21 +141,8 @@ fn item_names(item: &syn::Item, out: &mut Defined) {
         syn::Item::Union(u) => push("type", &u.ident),
         syn::Item::Type(t) => push("type", &t.ident),
         syn::Item::TraitAlias(t) => push("type", &t.ident),
-        syn::Item::Trait(t) => {
-            push("type", &t.ident);
-            for inner in &t.items {
-                if let syn::TraitItem::Fn(f) = inner {
-                    push("method", &f.sig.ident);
-                }
-            }
-        }
-        syn::Item::Impl(i) => {
-            for inner in &i.items {
-                if let syn::ImplItem::Fn(f) = inner {
-                    push("method", &f.sig.ident);
-                }
-            }
-        }
+        // Its methods, and an `impl` block's, are read at any depth (`defined`).
+        syn::Item::Trait(t) => push("type", &t.ident),
         syn::Item::ExternCrate(e) => push("type", e.rename.as_ref().map_or(&e.ident, |(_, r)| r)),
         syn::Item::Macro(m) => {
             if let Some(ident) = &m.ident {
