@@ -392,3 +392,21 @@ fn tweedie_monte_carlo_score_matches_closed_form_smoothed_score() {
     let unsmoothed = gm.score_at(&x, 0.0).unwrap();
     assert!(metrics::relative_error(&mc, &unsmoothed).unwrap() > 0.3);
 }
+
+/// `training::evaluate` hands `loss_fn` copies of the held-out batches: a loss that overwrites
+/// its batch in place (as a homework answer's `forward` could, so that the held-out set a check
+/// later compares samples with becomes all zeros) leaves the data as it was. The mean is still
+/// the batch means weighted by their sizes: for 0..10 in batches of 3, (3·1 + 3·4 + 3·7 + 9)/10.
+#[test]
+fn evaluation_hands_the_loss_copies_of_the_data() {
+    let data = Tensor::arange(10, (Kind::Float, Device::Cpu)).view([10, 1]);
+    let before = data.copy();
+    let mean = sgm::training::evaluate(&data, 3, &mut |x: &Tensor| {
+        let m = x.mean(Kind::Float);
+        let _ = x.shallow_clone().zero_();
+        Ok(m)
+    })
+    .unwrap();
+    assert!(data.equal(&before), "{data}");
+    assert!((mean - 4.5).abs() < 1e-6, "{mean}");
+}

@@ -471,7 +471,9 @@ fn batches(n: i64, batch_size: i64) -> impl Iterator<Item = (i64, i64)> {
         .map(move |start| (start, batch_size.min(n - start)))
 }
 
-/// Mean of `loss_fn` over `data` in batches, without gradients.
+/// Mean of `loss_fn` over `data` in batches, without gradients. Each batch `loss_fn` sees is a
+/// copy: `loss_fn` is code a homework answer can shape, and a view of `data` would let it change
+/// the held-out set in place, which a check later compares samples with.
 pub fn evaluate(
     data: &Tensor,
     batch_size: i64,
@@ -483,7 +485,8 @@ pub fn evaluate(
         // Summed on the loss's device in float64 and read once: one host synchronisation.
         let mut total: Option<Tensor> = None;
         for (start, len) in batches(n, batch_size) {
-            let term = loss_fn(&data.narrow(0, start, len))?.to_kind(Kind::Double) * len as f64;
+            let batch = data.narrow(0, start, len).copy();
+            let term = loss_fn(&batch)?.to_kind(Kind::Double) * len as f64;
             total = Some(match total {
                 Some(t) => t + term,
                 None => term,
