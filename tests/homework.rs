@@ -64,6 +64,14 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
         "x + self.block.forward(&(x + time_embed))",
         "x + self.block.forward(x) + time_embed",
     );
+    // A wrong answer that changes the check's samples in place (one value of 1000 widens the check's own tolerance
+    // past any value) and returns 0: the check hands it a copy and compares with the objective in closed form.
+    edit(
+        &mut faults_a,
+        "t1-p2-code",
+        "let x = x.detach().set_requires_grad(true);",
+        "let _ = x.shallow_clone().narrow(0, 0, 1).fill_(1e3);\n    return Tensor::from(0.0f64);\n    let x = x.detach().set_requires_grad(true);",
+    );
     // A wrong answer that prints a passing result of its own for the check that follows.
     edit(
         &mut faults_a,
@@ -139,7 +147,7 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
             ("task1.problem1.derivation", 0),
             ("task1.problem1", 0),
             ("task1.problem2.derivation", 0),
-            ("task1.problem2", 2),
+            ("task1.problem2", 0),
             ("task2.matcher", 2),
             ("task2.langevin", 0),
             ("task2.training", 0),
@@ -164,6 +172,11 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
         message(&a, "task3.resnet").contains("x + block(x + e_y)"),
         "{}",
         message(&a, "task3.resnet")
+    );
+    assert!(
+        message(&a, "task1.problem2").contains("implicit_objective gives 0.000000"),
+        "{}",
+        message(&a, "task1.problem2")
     );
     assert!(
         message(&a, "task1.problem1").contains("FAILED"),
