@@ -687,7 +687,8 @@ fn a_submission_that_spins_many_threads_leaves_the_others_their_share() {
     let out = dir.join("graded");
     // The answer only chooses (answers may not reach threads or files); the given cell that
     // follows runs the submission's work either way, in its kernel and cgroup.
-    let answer = |spin: bool| format!("// BEGIN SOLUTION\nlet spin: bool = {spin};\n// END SOLUTION");
+    let answer =
+        |spin: bool| format!("// BEGIN SOLUTION\nlet spin: bool = {spin};\n// END SOLUTION");
     let work = "let (share, most) = if spin {\n\
                 let threads: Vec<_> = (0..32).map(|_| std::thread::spawn(|| {\n\
                 let start = std::time::Instant::now();\n\
@@ -759,7 +760,9 @@ fn without_the_sandbox_each_kernel_works_in_a_folder_of_its_own() {
     let out = dir.join("graded");
     // The answer names the kernel; the given cell after it writes the file (answers may not
     // reach files).
-    let answer = |name: &str| format!("// BEGIN SOLUTION\nlet mine: &'static str = {name:?};\n// END SOLUTION");
+    let answer = |name: &str| {
+        format!("// BEGIN SOLUTION\nlet mine: &'static str = {name:?};\n// END SOLUTION")
+    };
     let own = check(
         "the working folder holds this kernel's files only",
         "let read = std::fs::read_to_string(\"mine.txt\").map_err(|e| e.to_string())?;\n\
