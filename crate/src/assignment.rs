@@ -654,18 +654,18 @@ impl Assignment {
                 .find(|(index, _)| *index == info.index)
                 .map(|(_, c)| c)
                 .expect("every cell is released");
-            let stub_names = names::defined(&stub).map(|d| d.names).unwrap_or_default();
             let bare = |n: &str| format!("`{}`", n.split_once(':').map_or(n, |(_, b)| b));
             // A variable the cells after it read, bound without a type: by the stub, or by
             // the solution where the stub leaves it to the student.
             let untyped: Vec<String> = declared::untyped_variables(&stub)
                 .into_iter()
                 .filter(|n| expected.reserved.contains(n))
-                .chain(
+                .chain({
+                    let extra = beyond_stub(&expected.defines, &stub);
                     declared::untyped_variables(&solution)
                         .into_iter()
-                        .filter(|n| expected.defines.contains(n) && !stub_names.contains(n)),
-                )
+                        .filter(move |n| extra.contains(n))
+                })
                 .map(|n| bare(&n))
                 .collect();
             if !untyped.is_empty() {
@@ -845,13 +845,8 @@ impl Assignment {
                 };
                 let declares = match code_answer {
                     true => {
-                        let stub_names = names::defined(text).map(|d| d.names).unwrap_or_default();
-                        let extra: Vec<String> = defines
-                            .iter()
-                            .filter(|n| !stub_names.contains(n))
-                            .cloned()
-                            .collect();
                         let solution = source_of(self.raw_cell(info.index));
+                        let extra = beyond_stub(&defines, text);
                         declared::declarations_for(text, &solution, &extra).unwrap_or_default()
                     }
                     false => Vec::new(),
@@ -1031,6 +1026,17 @@ pub struct ReleasedCell {
     /// ([`FindingKind::Declaration`], the rule of `assignment/declared.rs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub declares: Vec<Declaration>,
+}
+
+/// Of an answer cell's `defines` ([`ReleasedCell::defines`]), those its `stub` does not define:
+/// the solution's names the cells after it read, which the stub leaves to the student.
+fn beyond_stub(defines: &[String], stub: &str) -> Vec<String> {
+    let stub_names = names::defined(stub).map(|d| d.names).unwrap_or_default();
+    defines
+        .iter()
+        .filter(|n| !stub_names.contains(n))
+        .cloned()
+        .collect()
 }
 
 /// What grading leaves out of a submission, or takes as it was released.

@@ -35,7 +35,7 @@
 
 use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
 use quote::ToTokens;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use syn::ext::IdentExt;
 
 /// One thing an answer cell declares for the checks after it, with its type: an answer keeps
@@ -324,8 +324,8 @@ struct Declared {
     items: BTreeMap<String, Vec<String>>,
     /// `Type.field` → the field's type, for the cell's structs.
     fields: BTreeMap<String, String>,
-    /// The structs declared, with their fields' names.
-    structs: HashMap<String, Vec<String>>,
+    /// The structs declared (their fields are in `fields`).
+    structs: HashSet<String>,
     methods: Vec<Method>,
 }
 
@@ -422,7 +422,9 @@ fn declared(code: &str) -> Option<Declared> {
             _ => {}
         }
     }
-    syn::visit::Visit::visit_block(&mut Methods(&mut out.methods), &block);
+    super::names::each_method(&block, |site, sig, body| {
+        out.methods.extend(method(site, sig, body));
+    });
     Some(out)
 }
 
@@ -455,7 +457,6 @@ fn item_declared(item: &syn::Item, out: &mut Declared) {
                 // A tuple or unit struct is also a value: its constructor.
                 out.add(format!("value:{name}"), shape);
             }
-            let mut fields = Vec::new();
             for (k, field) in s.fields.iter().enumerate() {
                 let field_name = field
                     .ident
@@ -465,9 +466,8 @@ fn item_declared(item: &syn::Item, out: &mut Declared) {
                     format!("{name}.{field_name}"),
                     format!("{field_name}: {}", print(field.ty.to_token_stream())),
                 );
-                fields.push(field_name);
             }
-            out.structs.insert(name, fields);
+            out.structs.insert(name);
         }
         syn::Item::Enum(e) => {
             let mut variants = TokenStream::new();
@@ -511,47 +511,27 @@ fn item_declared(item: &syn::Item, out: &mut Declared) {
     }
 }
 
-/// The methods of every `impl` block and trait in a cell, at any depth: one written in a module,
-/// a function's body or a `const` block applies to the whole crate as one at the top does.
-struct Methods<'a>(&'a mut Vec<Method>);
-
-impl<'ast> syn::visit::Visit<'ast> for Methods<'_> {
-    fn visit_item_trait(&mut self, t: &'ast syn::ItemTrait) {
-        for inner in &t.items {
-            if let syn::TraitItem::Fn(f) = inner {
-                self.0.push(Method {
-                    owner: Owner::Trait(t.ident.unraw().to_string()),
-                    name: f.sig.ident.unraw().to_string(),
-                    shape: signature(&f.sig, None),
-                    body: f.default.is_some(),
-                });
-            }
-        }
-        syn::visit::visit_item_trait(self, t);
-    }
-
-    fn visit_item_impl(&mut self, i: &'ast syn::ItemImpl) {
-        if let Some(name) = base_name(&i.self_ty) {
+/// A method of the cell, with who owns it (`names::each_method`: at any depth).
+fn method(site: super::names::MethodSite, sig: &syn::Signature, body: bool) -> Option<Method> {
+    let (owner, self_ty) = match site {
+        super::names::MethodSite::Trait(t) => (Owner::Trait(t.ident.unraw().to_string()), None),
+        super::names::MethodSite::Impl(i) => {
+            let name = base_name(&i.self_ty)?;
             let owner = Owner::Type {
                 generic: i.generics.type_params().any(|p| p.ident.unraw() == name),
                 name,
                 inherent: i.trait_.is_none(),
                 reference: matches!(*i.self_ty, syn::Type::Reference(_)),
             };
-            let self_ty = i.self_ty.to_token_stream();
-            for inner in &i.items {
-                if let syn::ImplItem::Fn(f) = inner {
-                    self.0.push(Method {
-                        owner: owner.clone(),
-                        name: f.sig.ident.unraw().to_string(),
-                        shape: signature(&f.sig, Some(&self_ty)),
-                        body: true,
-                    });
-                }
-            }
+            (owner, Some(i.self_ty.to_token_stream()))
         }
-        syn::visit::visit_item_impl(self, i);
-    }
+    };
+    Some(Method {
+        owner,
+        name: sig.ident.unraw().to_string(),
+        shape: signature(sig, self_ty.as_ref()),
+        body,
+    })
 }
 
 /// The receiver of a method's `shape` (`self`, `&self`, `&mut self`), if it has one of these.
@@ -701,16 +681,14 @@ pub(super) fn changed(answer: &str, declared_by_stub: &[Declaration]) -> Vec<Str
                 }
             }
             "field" => {
-                let (ty, field) = bare.split_once('.').unwrap_or((bare, ""));
-                if let Some(fields) = theirs.structs.get(ty) {
+                let ty = bare.split_once('.').map_or(bare, |(ty, _)| ty);
+                if theirs.structs.contains(ty) {
                     match theirs.fields.get(bare) {
                         Some(shape) if !shapes.contains(&shape.as_str()) => why.push(format!(
                             "gives `{ty}` the field `{shape}` where the stub has `{}`",
                             shapes[0]
                         )),
-                        None if !fields.iter().any(|f| f == field) => {
-                            why.push(format!("leaves out `{ty}`'s field `{}`", shapes[0]))
-                        }
+                        None => why.push(format!("leaves out `{ty}`'s field `{}`", shapes[0])),
                         _ => {}
                     }
                 }
@@ -721,7 +699,7 @@ pub(super) fn changed(answer: &str, declared_by_stub: &[Declaration]) -> Vec<Str
                     m.name == method
                         && matches!(&m.owner, Owner::Type { name, inherent: true, .. } if name == ty)
                 });
-                if stub_types.contains(&ty) && theirs.structs.contains_key(ty) && !inherent {
+                if stub_types.contains(&ty) && theirs.structs.contains(ty) && !inherent {
                     why.push(format!(
                         "declares `{ty}` without the method `{}` of its `impl` block",
                         shapes[0]

@@ -41,6 +41,44 @@ fn named(namespace: &str, ident: &proc_macro2::Ident) -> String {
     )
 }
 
+/// Where a method is written: an `impl` block or a trait.
+#[derive(Clone, Copy)]
+pub(super) enum MethodSite<'ast> {
+    Impl(&'ast syn::ItemImpl),
+    Trait(&'ast syn::ItemTrait),
+}
+
+/// Calls `each` with every method of the `impl` blocks and traits in `block`, with where it is
+/// written and whether it has a body, at any depth: an `impl` block or a trait in a module, a
+/// function's body or a `const _` block applies to the whole crate, and a trait of a module of
+/// the cell's own can be brought in unnamed (`use m::Tr as _;`), so their methods count wherever
+/// written.
+pub(super) fn each_method<'ast>(
+    block: &'ast syn::Block,
+    each: impl FnMut(MethodSite<'ast>, &'ast syn::Signature, bool),
+) {
+    struct Walk<F>(F);
+    impl<'ast, F: FnMut(MethodSite<'ast>, &'ast syn::Signature, bool)> Visit<'ast> for Walk<F> {
+        fn visit_item_impl(&mut self, i: &'ast syn::ItemImpl) {
+            for inner in &i.items {
+                if let syn::ImplItem::Fn(f) = inner {
+                    (self.0)(MethodSite::Impl(i), &f.sig, true);
+                }
+            }
+            syn::visit::visit_item_impl(self, i);
+        }
+        fn visit_item_trait(&mut self, t: &'ast syn::ItemTrait) {
+            for inner in &t.items {
+                if let syn::TraitItem::Fn(f) = inner {
+                    (self.0)(MethodSite::Trait(t), &f.sig, f.default.is_some());
+                }
+            }
+            syn::visit::visit_item_trait(self, t);
+        }
+    }
+    Walk(each).visit_block(block);
+}
+
 /// Blanks what evcxr reads itself (`:` commands, `!` shell lines) and the crate attributes at
 /// the top (`#![…]`), then parses the code as the body of a function, as evcxr runs it; `None`
 /// where it is not Rust.
@@ -95,29 +133,9 @@ pub(super) fn defined(code: &str) -> Option<Defined> {
             _ => {}
         }
     }
-    // An `impl` block or a trait anywhere in the cell (in a module, a function's body, a
-    // `const _` block) applies to the whole crate, and a trait of a module of the cell's own
-    // can be brought in unnamed (`use m::Tr as _;`): their methods count wherever written.
-    struct Nested<'a>(&'a mut Vec<String>);
-    impl<'ast> Visit<'ast> for Nested<'_> {
-        fn visit_item_impl(&mut self, i: &'ast syn::ItemImpl) {
-            for inner in &i.items {
-                if let syn::ImplItem::Fn(f) = inner {
-                    self.0.push(named("method", &f.sig.ident));
-                }
-            }
-            syn::visit::visit_item_impl(self, i);
-        }
-        fn visit_item_trait(&mut self, t: &'ast syn::ItemTrait) {
-            for inner in &t.items {
-                if let syn::TraitItem::Fn(f) = inner {
-                    self.0.push(named("method", &f.sig.ident));
-                }
-            }
-            syn::visit::visit_item_trait(self, t);
-        }
-    }
-    Nested(&mut out.names).visit_block(&block);
+    each_method(&block, |_, sig, _| {
+        out.names.push(named("method", &sig.ident))
+    });
     out.names.sort();
     out.names.dedup();
     Some(out)
