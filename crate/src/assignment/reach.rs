@@ -14,7 +14,7 @@
 //! text and `println!`), and none of the real solutions uses any of the following:
 //! - the keywords `unsafe` and `extern` (raw memory, foreign functions, other crates);
 //! - a path through the standard library's modules for files, the environment, processes and
-//!   the system (`fs`, `env`, `process`, `os`, `net`, `thread`, `ffi`, `ptr`, `arch`,
+//!   the system (`fs`, `path`, `env`, `process`, `os`, `net`, `thread`, `ffi`, `ptr`, `arch`,
 //!   `intrinsics`, `alloc`), through `libc`, or through tch's `jit` and `vision` or the kit's
 //!   `submission` (which read files), anywhere in a path or a `use` item (`use std::{fs as f}`
 //!   too); `std` or `core` under another name (`std::io` is free: without files, writing to the
@@ -49,8 +49,10 @@
 use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
 
 /// Modules an answer may not name as a path segment, with what they reach.
-const MODULES: [(&str, &str); 15] = [
+const MODULES: [(&str, &str); 16] = [
     ("fs", "files"),
+    // `Path::read_dir`, `metadata`, `exists`: what a folder holds, without `fs::`.
+    ("path", "file paths"),
     ("env", "the environment"),
     ("process", "processes"),
     ("os", "the operating system"),
@@ -352,6 +354,9 @@ mod tests {
             "mod net { pub fn mlp() -> f64 { 1.0 } }\nlet y = net::mlp();",
             "fn f() -> impl Fn() + use<> { || () }\nlet env = 1; let load = env;",
             "use sgm_homework::prelude::*;\nuse sgm_homework::training::{self, Options};",
+            // tch's variable-store paths, and a module of the cell's own named `path`.
+            "fn net(vs: &nn::Path) -> nn::Linear { nn::linear(vs / \"fc\", 2, 2, Default::default()) }",
+            "mod path { pub fn len() -> f64 { 1.0 } }\nlet l = path::len();\n#[derive(Debug)] struct S;",
         ] {
             assert_eq!(out_of_reach(code), Vec::<String>::new(), "{code}");
         }
@@ -437,6 +442,12 @@ mod tests {
             // A module of its own does not hide std's.
             ("mod fs {}\nlet s = std::fs::read(\"x\");", "`fs::` (files)"),
             ("mod fs {}\nuse std::{fs as f};", "`fs::` (files)"),
+            // A folder's listing and a file's metadata, through `Path`'s own methods.
+            (
+                "for e in std::path::Path::new(\"/tmp\").read_dir().unwrap() { println!(\"{e:?}\"); }",
+                "`path::` (file paths)",
+            ),
+            ("use std::path::{Path as P};\nlet m = P::new(\"/\").metadata();", "`path::` (file paths)"),
             ("#[path = \"/etc/passwd\"] mod m;", "the attribute `#[path]`"),
             (
                 "let s = \"unterminated;\nlet e = include_str!(\"y\");",
