@@ -1612,7 +1612,7 @@ fn an_answer_may_not_replace_what_the_checks_call() {
     let fine = "fn double(x: f64) -> f64 { helper(x) }\nfn helper(x: f64) -> f64 { 2.0 * x }\nuse std::f64::consts::PI;\nuse sgm_homework::prelude::*;\nlet SIGMA: f64 = PI / 10.0;\nlet x = 3;";
     // A module named like a variable, a variable named like a module: other namespaces.
     let namespaces = "#![allow(non_snake_case)]\nfn double(x: f64) -> f64 { x * 2.0 }\nlet SIGMA: f64 = 0.5;\nmod check_helpers {}\nlet sgm_homework = 3;";
-    let cases: [(&str, &str); 19] = [
+    let cases: [(&str, &str); 20] = [
         (fine, ""),
         (namespaces, ""),
         ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nfn r#check() {}", "`check`"),
@@ -1642,6 +1642,9 @@ fn an_answer_may_not_replace_what_the_checks_call() {
         ("mod m { pub fn Ok<T>(t: T) -> Option<T> { Some(t) } }\nuse m::*;\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "a glob import of a module of its own"),
         ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nlet ensure = |_c: bool, _m: &str| Ok::<(), String>(());", "`ensure`"),
         ("extern crate sgm;\nfn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;", "evcxr commands"),
+        // An `impl` in a macro's arguments applies to the whole crate, yet `syn` keeps it as
+        // tokens the rules do not read (found by a review): its methods could be any.
+        ("fn double(x: f64) -> f64 { x }\nlet SIGMA: f64 = 0.5;\nstruct Fake;\nfn h() { let _ = format!(\"{}\", { impl Fake { fn allclose(&self) -> bool { true } } 0 }); }", "an `impl` inside the arguments of `format!`"),
     ];
     for (text, why) in cases {
         let grading = a.grading_notebook(&answered(text)).unwrap();

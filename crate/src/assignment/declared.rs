@@ -21,7 +21,15 @@
 //!   of the stub's methods in an inherent `impl` (else a `Deref` or a trait could answer the
 //!   call), and a method of the same name in another `impl` of the type (or of a reference to
 //!   it, a blanket `impl<T> … for T`, or a trait's default) has one of the stub's signatures for
-//!   that name (a trait method taking `self` can come before an inherent one).
+//!   that name (a trait method taking `self` can come before an inherent one). An `impl` block
+//!   with parameters or a `where` clause is part of its methods' signatures (an inherent method
+//!   whose bounds never hold leaves the call to a trait's), and one for a type the answer
+//!   renames (`type B = Ema;`) or writes without a name (`<Ema as Id>::T`) counts as one for
+//!   any type;
+//! - the words the declarations are written with (`f64`, `Tensor`, `nn`) keep naming what they
+//!   name for the stub: the answer defines none of them, at its top level, below it (a module's
+//!   `type f64 = Fake;` holds for an `impl` block written there) or as a generic parameter
+//!   (`impl<f64> Ema`), unless the stub's declarations have that parameter too.
 //!
 //! A name the answer does not define is not its concern: the checks that read it do not compile
 //! (and fail) unless another cell defines it, which `names.rs` guards. An answer defining a
@@ -171,8 +179,16 @@ fn type_words(shape: &str) -> Vec<String> {
         _ => 1,
     };
     let mut out = Vec::new();
-    let rest: TokenStream = trees.into_iter().skip(skip).collect();
-    words(rest, &mut false, &mut out);
+    for tree in trees.into_iter().skip(skip) {
+        match tree {
+            // A method under its bounded `impl` header (`impl<M: X> S<M> { fn loss(…) }`):
+            // the signature's words, less the method's own name.
+            TokenTree::Group(g) if g.delimiter() == Delimiter::Brace => {
+                out.extend(type_words(&g.stream().to_string()))
+            }
+            other => words(other.into(), &mut false, &mut out),
+        }
+    }
     out.retain(|w| !KEYWORDS.contains(&w.as_str()));
     out
 }
@@ -327,6 +343,9 @@ struct Declared {
     /// The structs declared (their fields are in `fields`).
     structs: HashSet<String>,
     methods: Vec<Method>,
+    /// The names it binds below its top level (in a module, a function's body, a block) and
+    /// as generic parameters ([`inner_names`]).
+    inner: HashSet<String>,
 }
 
 impl Declared {
@@ -405,6 +424,121 @@ fn header(kind: &str, ident: &syn::Ident, generics: &syn::Generics, extra: Token
     print(tokens)
 }
 
+/// Names a cell binds out of its top level's sight, and the types it renames.
+#[derive(Default)]
+struct Inner {
+    /// Items below the top level (in a module, a function's body or a block), what `use` items
+    /// there bring, and every generic parameter: each names, where it is in scope, what the
+    /// same word names in the stub's declarations (`mod m { type f64 = Fake; impl super::Ema
+    /// { fn current_momentum(&self) -> f64 … } }`, `impl<f64> Ema`).
+    bound: HashSet<String>,
+    /// The type aliases and `use … as` names, at any depth.
+    renamed: HashSet<String>,
+}
+
+/// [`Inner`] of a cell's `block`.
+fn inner_names(block: &syn::Block) -> Inner {
+    use syn::visit::Visit;
+    let mut inner = Inner::default();
+    for stmt in &block.stmts {
+        match stmt {
+            // A top-level item's own name is `names::defined`'s; what it holds is below.
+            syn::Stmt::Item(item) => syn::visit::visit_item(&mut inner, item),
+            other => inner.visit_stmt(other),
+        }
+    }
+    inner
+}
+
+impl<'ast> syn::visit::Visit<'ast> for Inner {
+    fn visit_item(&mut self, item: &'ast syn::Item) {
+        let ident = match item {
+            syn::Item::Const(i) => Some(&i.ident),
+            syn::Item::Enum(i) => Some(&i.ident),
+            syn::Item::Fn(i) => Some(&i.sig.ident),
+            syn::Item::Mod(i) => Some(&i.ident),
+            syn::Item::Static(i) => Some(&i.ident),
+            syn::Item::Struct(i) => Some(&i.ident),
+            syn::Item::Trait(i) => Some(&i.ident),
+            syn::Item::TraitAlias(i) => Some(&i.ident),
+            syn::Item::Type(i) => Some(&i.ident),
+            syn::Item::Union(i) => Some(&i.ident),
+            _ => None,
+        };
+        self.bound.extend(ident.map(|i| i.unraw().to_string()));
+        if let syn::Item::Use(u) = item {
+            let mut names = Vec::new();
+            use_tree_names(&u.tree, &mut names);
+            self.bound.extend(names);
+        }
+        syn::visit::visit_item(self, item);
+    }
+    fn visit_item_type(&mut self, t: &'ast syn::ItemType) {
+        self.renamed.insert(t.ident.unraw().to_string());
+        syn::visit::visit_item_type(self, t);
+    }
+    fn visit_use_rename(&mut self, r: &'ast syn::UseRename) {
+        self.renamed.insert(r.rename.unraw().to_string());
+    }
+    fn visit_type_param(&mut self, p: &'ast syn::TypeParam) {
+        self.bound.insert(p.ident.unraw().to_string());
+        syn::visit::visit_type_param(self, p);
+    }
+    fn visit_const_param(&mut self, p: &'ast syn::ConstParam) {
+        self.bound.insert(p.ident.unraw().to_string());
+        syn::visit::visit_const_param(self, p);
+    }
+}
+
+/// The names a `use` tree brings: each path's last segment, or its new name.
+fn use_tree_names(tree: &syn::UseTree, out: &mut Vec<String>) {
+    match tree {
+        syn::UseTree::Path(p) => use_tree_names(&p.tree, out),
+        syn::UseTree::Name(n) => out.push(n.ident.unraw().to_string()),
+        syn::UseTree::Rename(r) => out.push(r.rename.unraw().to_string()),
+        syn::UseTree::Group(g) => g.items.iter().for_each(|t| use_tree_names(t, out)),
+        syn::UseTree::Glob(_) => {}
+    }
+}
+
+/// The generic parameters the stub's declarations write (`M` of `struct S<M: nn::Module>`):
+/// an answer writes them too.
+fn declared_params(declared_by_stub: &[Declaration]) -> HashSet<String> {
+    use syn::parse::Parser;
+    let mut out = HashSet::new();
+    for d in declared_by_stub {
+        let Ok(tokens) = d.shape.parse::<TokenStream>() else {
+            continue;
+        };
+        let trees: Vec<TokenTree> = tokens.into_iter().collect();
+        for (k, tree) in trees.iter().enumerate() {
+            let TokenTree::Ident(word) = tree else {
+                continue;
+            };
+            let after = match word.to_string().as_str() {
+                "impl" if k == 0 => k + 1,
+                "fn" | "struct" | "enum" | "union" | "trait" | "type" => k + 2,
+                _ => continue,
+            };
+            let rest: TokenStream = trees.iter().skip(after).cloned().collect();
+            let generics = |input: syn::parse::ParseStream| {
+                let g: syn::Generics = input.parse()?;
+                input.parse::<TokenStream>()?;
+                Ok(g)
+            };
+            if let Ok(g) = generics.parse2(rest) {
+                for p in g.type_params() {
+                    out.insert(p.ident.unraw().to_string());
+                }
+                for p in g.const_params() {
+                    out.insert(p.ident.unraw().to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
 /// What `code` declares at its top level; `None` where it does not parse.
 fn declared(code: &str) -> Option<Declared> {
     let block = super::names::parse(code)?;
@@ -422,9 +556,11 @@ fn declared(code: &str) -> Option<Declared> {
             _ => {}
         }
     }
+    let inner = inner_names(&block);
     super::names::each_method(&block, |site, sig, body| {
-        out.methods.extend(method(site, sig, body));
+        out.methods.extend(method(site, sig, body, &inner.renamed));
     });
+    out.inner = inner.bound;
     Some(out)
 }
 
@@ -511,27 +647,88 @@ fn item_declared(item: &syn::Item, out: &mut Declared) {
     }
 }
 
-/// A method of the cell, with who owns it (`names::each_method`: at any depth).
-fn method(site: super::names::MethodSite, sig: &syn::Signature, body: bool) -> Option<Method> {
-    let (owner, self_ty) = match site {
-        super::names::MethodSite::Trait(t) => (Owner::Trait(t.ident.unraw().to_string()), None),
+/// A method of the cell, with who owns it (`names::each_method`: at any depth). `renamed`: the
+/// types the cell renames (`type B = Block;`, `use Block as B;`).
+fn method(
+    site: super::names::MethodSite,
+    sig: &syn::Signature,
+    body: bool,
+    renamed: &HashSet<String>,
+) -> Option<Method> {
+    let (owner, self_ty, header) = match site {
+        super::names::MethodSite::Trait(t) => {
+            let mut tokens = TokenStream::new();
+            t.trait_token.to_tokens(&mut tokens);
+            t.ident.unraw().to_tokens(&mut tokens);
+            (
+                Owner::Trait(t.ident.unraw().to_string()),
+                None,
+                bounded(tokens, &t.generics, TokenStream::new()),
+            )
+        }
         super::names::MethodSite::Impl(i) => {
-            let name = base_name(&i.self_ty)?;
+            // A type the cell renames, or one without a base name (`<X as Tr>::T`, a macro),
+            // may be any type, a stub's too (`type B = Block; impl Tr for B`).
+            let base = base_name(&i.self_ty).filter(|n| !renamed.contains(n));
+            let name = base
+                .clone()
+                .unwrap_or_else(|| print(i.self_ty.to_token_stream()));
             let owner = Owner::Type {
-                generic: i.generics.type_params().any(|p| p.ident.unraw() == name),
+                generic: base.is_none()
+                    || i.generics.type_params().any(|p| p.ident.unraw() == name),
                 name,
                 inherent: i.trait_.is_none(),
                 reference: matches!(*i.self_ty, syn::Type::Reference(_)),
             };
-            (owner, Some(i.self_ty.to_token_stream()))
+            let mut tokens = TokenStream::new();
+            if let Some((bang, path, for_token)) = &i.trait_ {
+                bang.to_tokens(&mut tokens);
+                path.to_tokens(&mut tokens);
+                for_token.to_tokens(&mut tokens);
+            }
+            i.self_ty.to_tokens(&mut tokens);
+            let mut head = TokenStream::new();
+            i.impl_token.to_tokens(&mut head);
+            (
+                owner,
+                Some(i.self_ty.to_token_stream()),
+                bounded(head, &i.generics, tokens),
+            )
         }
     };
+    let shape = signature(sig, self_ty.as_ref());
     Some(Method {
         owner,
         name: sig.ident.unraw().to_string(),
-        shape: signature(sig, self_ty.as_ref()),
+        shape: match header {
+            Some(header) => format!("{header} {{ {shape} }}"),
+            None => shape,
+        },
         body,
     })
+}
+
+/// The header of an `impl` block or trait (`head`, its `generics`, then `rest`) where it has
+/// type or const parameters or a `where` clause (`impl<M: nn::Module> S<M>`, `impl<T>
+/// ScoreNet where ScoreNet: Ready<Out = T>`), which its methods' shapes then start with: its
+/// methods apply only where its bounds hold (an inherent method whose bounds never hold leaves
+/// the call to a trait's), and its parameters can take the names the signatures are written
+/// with (`impl<f64> Ema`). `None` for a plain header (`impl Ema`, `impl<'a> Tr for Ema`).
+fn bounded(head: TokenStream, generics: &syn::Generics, rest: TokenStream) -> Option<String> {
+    let mut generics = generics.clone();
+    generics.params = generics
+        .params
+        .into_iter()
+        .filter(|p| !matches!(p, syn::GenericParam::Lifetime(_)))
+        .collect();
+    if generics.params.is_empty() && generics.where_clause.is_none() {
+        return None;
+    }
+    let mut tokens = head;
+    generics.to_tokens(&mut tokens);
+    tokens.extend(rest);
+    generics.where_clause.to_tokens(&mut tokens);
+    Some(print(without_lifetimes(tokens)))
 }
 
 /// The receiver of a method's `shape` (`self`, `&self`, `&mut self`), if it has one of these.
@@ -724,6 +921,14 @@ pub(super) fn changed(answer: &str, declared_by_stub: &[Declaration]) -> Vec<Str
             shadowed.insert(bare);
         }
     }
+    // Below the top level, or as a generic parameter, it names the answer's own where it is
+    // in scope: an `impl` block there is read with it.
+    let params = declared_params(declared_by_stub);
+    for bare in &theirs.inner {
+        if written_with.contains(bare) && !params.contains(bare) {
+            shadowed.insert(bare);
+        }
+    }
     for bare in shadowed {
         why.push(format!(
             "defines `{bare}`, a name the stub's declarations are written with (they would name \
@@ -827,8 +1032,8 @@ mod tests {
             [
                 "field:S.m = m: M",
                 "field:S.sigma = sigma: f64",
-                "method:S::go = fn go(&mut self, &Tensor)",
-                "method:S::new = fn new(M) -> S<M>",
+                "method:S::go = impl<M: nn::Module> S<M> { fn go(&mut self, &Tensor) }",
+                "method:S::new = impl<M: nn::Module> S<M> { fn new(M) -> S<M> }",
                 "method:Tr::get = fn get(self) -> f64",
                 "type:S = struct S<M: nn::Module>",
                 "type:Tr = trait Tr: Clone",
@@ -875,6 +1080,8 @@ mod tests {
              impl Ema { fn new<'a>(m: f64) -> Ema { todo!() } fn update(self: &mut Self) {} }\n\
              trait Step { fn update(&mut self); }\nimpl Step for Ema { fn update(&mut self) {} }"
                 .into(),
+            // A generic helper, and a nested helper with its own names.
+            "fn f(x: f64) -> f64 { g(x) }\nfn g<T: Into<f64>>(x: T) -> f64 { x.into() }\nfn h() { fn inner(k: usize) -> usize { k } }".into(),
             // A trait of its own whose `update` has the stub's signature, and without a default.
             format!("{EMA}\nfn f(x: f64) -> f64 {{ x }}\ntrait Step {{ fn update(&mut self); fn new(m: f64) -> Ema {{ todo!() }} }}"),
         ] {
@@ -912,7 +1119,7 @@ mod tests {
             (&format!("{EMA}\nimpl Ema {{ fn update(self) -> Fake {{ Fake }} }}"), "`fn update(self) -> Fake` (for `Ema`) where the stub has `fn update(&mut self)`"),
             (&format!("{EMA}\ntrait T {{ fn update(self) -> Fake; }}\nimpl T for &mut Ema {{ fn update(self) -> Fake {{ Fake }} }}"), "`fn update(self) -> Fake` (for `Ema`)"),
             (&format!("{EMA}\ntrait T {{ fn update(self) -> Fake {{ Fake }} }}"), "`fn update(self) -> Fake` (of the trait `T`)"),
-            (&format!("{EMA}\ntrait T {{ fn update(self) -> Fake; }}\nimpl<X> T for X {{ fn update(self) -> Fake {{ Fake }} }}"), "`fn update(self) -> Fake` (for `X`)"),
+            (&format!("{EMA}\ntrait T {{ fn update(self) -> Fake; }}\nimpl<X> T for X {{ fn update(self) -> Fake {{ Fake }} }}"), "`impl<X> T for X { fn update(self) -> Fake }` (for `X`)"),
             ("fn f(x: f64) -> f64 { x", "is not Rust whose brackets balance"),
             // A trait method taking `self` comes before `&mut self` and a module hides nothing:
             // an `impl` applies wherever it is written.
@@ -925,6 +1132,21 @@ mod tests {
             ("struct Fake(u64);\ntype i64 = Fake;\nlet N: i64 = Fake(1000);", "defines `i64`, a name"),
             ("use core::primitive::f32 as f64;\nfn f(x: f64) -> f64 { x }", "defines `f64`, a name the stub"),
             ("mod nn { pub struct Sequential; }", "defines `nn`, a name"),
+            // Found by a review: an alias or a qualified path hides the stub's type from the
+            // owner's name (a trait method taking `self` then comes first)…
+            (&format!("{EMA}\ntrait T {{ fn update(self) -> Fake; }}\ntype B = Ema;\nimpl T for B {{ fn update(self) -> Fake {{ Fake }} }}"), "`fn update(self) -> Fake` (for `B`)"),
+            (&format!("{EMA}\ntrait T {{ fn update(self) -> Fake; }}\nuse Ema as B;\nimpl T for B {{ fn update(self) -> Fake {{ Fake }} }}"), "`fn update(self) -> Fake` (for `B`)"),
+            (&format!("{EMA}\ntrait Id {{ type T; }}\ntrait T {{ fn update(self) -> Fake; }}\nimpl T for <Ema as Id>::T {{ fn update(self) -> Fake {{ Fake }} }}"), "`fn update(self) -> Fake` (for `<Ema as Id>::T`)"),
+            // …an inherent method whose bounds never hold leaves the call to a trait's…
+            ("struct Ema { updates: u64, averages: Vec<Tensor> }\ntrait Ready { type Out; }\n\
+              impl<T> Ema where Ema: Ready<Out = T> { fn new(m: f64) -> Ema { todo!() } fn update(&mut self) {} }",
+             "`impl<T> Ema where Ema: Ready<Out = T> { fn update(&mut self) }` (for `Ema`) where the stub has `fn update(&mut self)`"),
+            // …and an `impl` block's parameter, or an item out of the top level, names the
+            // signature's words there.
+            (&format!("{EMA}\nimpl<f64> Ema where Ema: Pick<Out = f64> {{ fn get(&self) -> f64 {{ todo!() }} }}"), "defines `f64`, a name"),
+            ("struct Ema { updates: u64, averages: Vec<Tensor> }\nmod m { type f64 = super::Fake;\n  impl super::Ema { fn new(m: f64) -> super::Ema { todo!() } fn update(&mut self) {} } }", "defines `f64`, a name"),
+            ("fn f(x: f64) -> f64 { x }\nfn g() { struct u64; }", "defines `u64`, a name"),
+            ("fn f(x: f64) -> f64 { x }\nmod m { pub use super::Fake as i64; }", "defines `i64`, a name"),
         ] {
             let found = why(answer);
             assert!(found.iter().any(|w| w.contains(expect)), "{answer}: {found:?}");
@@ -933,6 +1155,42 @@ mod tests {
         assert!(changed("fn f( {", &declarations("println!(\"hi\");").unwrap()).is_empty());
         // A syntax error whose brackets balance: the compiler says what is wrong.
         assert!(why("fn f(x: f64) -> f64 { x + }").is_empty());
+    }
+
+    /// A stub's `impl` block with parameters (homework 5's `impl<M: nn::Module>
+    /// DenoisingScoreMatcher<M>`): an answer writes its header as the stub does, parameter
+    /// names included; its methods apply only where its bounds hold.
+    #[test]
+    fn a_stubs_impl_header_is_kept() {
+        let stub = "struct S<M: nn::Module> { m: M }\n\
+                    impl<M: nn::Module> S<M> { fn loss(&self, x: &Tensor) -> Tensor { todo!() } }";
+        let declared = declarations(stub).unwrap();
+        let why = |answer: &str| changed(answer, &declared);
+        // A helper named like the method is not a word of its signature.
+        assert_eq!(
+            why("struct S<M: nn::Module> { m: M, k: f64 }\n\
+                 impl<M: nn::Module> S<M> { fn loss(&self, x: &Tensor) -> Tensor { loss(x) } }\n\
+                 fn helper<M: nn::Module>(m: &M) {}\nfn loss(x: &Tensor) -> Tensor { x.shallow_clone() }"),
+            Vec::<String>::new()
+        );
+        assert!(
+            why("struct S<M: nn::Module> { m: M }\nmod nn { pub trait Module {} }")
+                .iter()
+                .any(|w| w.contains("defines `nn`"))
+        );
+        for (answer, expect) in [
+            (
+                "struct S<M: nn::Module> { m: M }\nimpl<M> S<M> where M: nn::Module { fn loss(&self, x: &Tensor) -> Tensor { todo!() } }",
+                "`impl<M> S<M> where M: nn::Module { fn loss(&self, &Tensor) -> Tensor }` (for `S`) where the stub has `impl<M: nn::Module> S<M> { fn loss(&self, &Tensor) -> Tensor }`",
+            ),
+            (
+                "struct S<M: nn::Module> { m: M }\nimpl<M: nn::Module + Ready> S<M> { fn loss(&self, x: &Tensor) -> Tensor { todo!() } }",
+                "`impl<M: nn::Module + Ready> S<M> { fn loss(&self, &Tensor) -> Tensor }`",
+            ),
+        ] {
+            let found = why(answer);
+            assert!(found.iter().any(|w| w.contains(expect)), "{answer}: {found:?}");
+        }
     }
 
     #[test]

@@ -136,9 +136,39 @@ pub(super) fn defined(code: &str) -> Option<Defined> {
     each_method(&block, |_, sig, _| {
         out.names.push(named("method", &sig.ident))
     });
+    out.unfit.extend(impl_in_macros(&block));
     out.names.sort();
     out.names.dedup();
     Some(out)
+}
+
+/// The macros in `block` whose arguments hold an `impl` block, each in words. `syn` keeps a
+/// macro's arguments as tokens, so neither the methods found here nor the declarations rule
+/// see an `impl` written there, though it applies to the whole crate as any other
+/// (`format!("{}", { impl Fake { fn allclose(…) } 0 })`); no answer needs one.
+fn impl_in_macros(block: &syn::Block) -> Vec<String> {
+    fn holds_impl(tokens: proc_macro2::TokenStream) -> bool {
+        tokens.into_iter().any(|tree| match tree {
+            proc_macro2::TokenTree::Ident(i) => i == "impl",
+            proc_macro2::TokenTree::Group(g) => holds_impl(g.stream()),
+            _ => false,
+        })
+    }
+    struct Walk(Vec<String>);
+    impl<'ast> Visit<'ast> for Walk {
+        fn visit_macro(&mut self, m: &'ast syn::Macro) {
+            if holds_impl(m.tokens.clone()) {
+                let name = m.path.segments.last().map(|s| s.ident.unraw().to_string());
+                self.0.push(format!(
+                    "an `impl` inside the arguments of `{}!`, where the grader cannot read it",
+                    name.unwrap_or_default()
+                ));
+            }
+        }
+    }
+    let mut walk = Walk(Vec::new());
+    walk.visit_block(block);
+    walk.0
 }
 
 fn item_names(item: &syn::Item, out: &mut Defined) {
