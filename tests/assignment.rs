@@ -1876,3 +1876,43 @@ fn a_release_names_nothing_only_the_solution_or_a_hidden_check_uses() {
         );
     }
 }
+
+/// A method a given cell defines does not free its name for the answers before it: an `impl`
+/// applies to the whole crate, so an answer's trait method `value(self)` on `f64` would come
+/// before the given trait's `value(&self)` in the check that calls `.value()` after that given
+/// cell (a review's finding; functions, types and variables a given cell defines again do
+/// replace the answer's).
+#[test]
+fn a_given_cells_method_leaves_the_name_reserved() {
+    let nb = notebook(vec![
+        code("setup", FIRST_CELL, json!({})),
+        code(
+            "answer",
+            "fn double(x: f64) -> f64 {\n    // BEGIN SOLUTION\n    2.0 * x\n    // END SOLUTION\n}",
+            json!({}),
+        ),
+        code(
+            "given",
+            "trait Value { fn value(&self) -> f64; }\nimpl Value for f64 { fn value(&self) -> f64 { *self } }",
+            json!({}),
+        ),
+        code(
+            "visible",
+            "check(\"double\", || ensure(double(2.0).value() == 4.0, \"2 * 2\"))?;",
+            json!({"sgm": {"grade": "t1", "points": 1}}),
+        ),
+    ]);
+    let a = Assignment::from_notebook(Path::new("source.ipynb"), nb).unwrap();
+    let mut submission = a.release();
+    cell_mut(&mut submission, "answer")["source"] = json!(
+        "fn double(x: f64) -> f64 { x }\ntrait V { fn value(self) -> f64; }\nimpl V for f64 { fn value(self) -> f64 { 4.0 } }"
+    );
+    let grading = a.grading_notebook(&submission).unwrap();
+    let note = grading.notes.iter().find(|n| n.contains("id answer"));
+    assert!(
+        note.is_some_and(|n| n.contains("the method `.value()`")),
+        "{:?}",
+        grading.notes
+    );
+    assert!(source_of(cell(&grading.notebook, "answer")).contains("todo!("));
+}

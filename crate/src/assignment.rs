@@ -1083,7 +1083,8 @@ pub struct Finding {
 
 /// The names an answer cell may not define, from the locked code cells after it (each as
 /// what it reads from earlier cells and what it binds at its top level): every name one of them
-/// reads before a locked cell binds it again (what the answer defined would be what it reads);
+/// reads before a locked cell binds it again (what the answer defined would be what it reads;
+/// a method is never bound again);
 /// what the items of the locked cells `before` it use; and the crates a cell can name. Sorted.
 fn reserved_after(
     before: &HashSet<String>,
@@ -1102,7 +1103,14 @@ fn reserved_after(
                 .filter(|n| !rebound.contains(n.as_str()))
                 .cloned(),
         );
-        rebound.extend(binds.iter().map(String::as_str));
+        // A method a locked cell defines replaces no other: an `impl` applies to the whole
+        // crate, and an answer's trait method can still come first.
+        rebound.extend(
+            binds
+                .iter()
+                .map(String::as_str)
+                .filter(|n| !n.starts_with("method:")),
+        );
     }
     let mut reserved: Vec<String> = reserved.into_iter().collect();
     reserved.sort();
