@@ -1916,3 +1916,49 @@ fn a_given_cells_method_leaves_the_name_reserved() {
     );
     assert!(source_of(cell(&grading.notebook, "answer")).contains("todo!("));
 }
+
+/// A constant named like a variable a later given cell binds stops that cell from compiling
+/// (`let history = …` cannot shadow a constant, E0530), so the given cell never runs and the
+/// constant stands in for what it makes (a review passed assignment 8's training check with
+/// no training this way); such an answer is not run. A `let` of the same name is free.
+#[test]
+fn an_answer_may_not_define_a_constant_a_later_cell_binds() {
+    let nb = notebook(vec![
+        code("setup", FIRST_CELL, json!({})),
+        code(
+            "answer",
+            "// BEGIN SOLUTION: let EPOCHS: usize = todo!();\nlet EPOCHS: usize = 3;\n// END SOLUTION",
+            json!({}),
+        ),
+        code(
+            "given",
+            "let history: Vec<f64> = (0..EPOCHS).map(|k| 1.0 / (k + 1) as f64).collect();",
+            json!({}),
+        ),
+        code(
+            "visible",
+            "check(\"trained\", || ensure(history.len() == EPOCHS && history[history.len() - 1] < history[0], \"decreasing\"))?;",
+            json!({"sgm": {"grade": "t1", "points": 1}}),
+        ),
+    ]);
+    let a = Assignment::from_notebook(Path::new("source.ipynb"), nb).unwrap();
+    let note_for = |text: &str| {
+        let mut submission = a.release();
+        cell_mut(&mut submission, "answer")["source"] = json!(text);
+        let grading = a.grading_notebook(&submission).unwrap();
+        grading
+            .notes
+            .iter()
+            .find(|n| n.contains("id answer"))
+            .cloned()
+    };
+    for text in [
+        "let EPOCHS: usize = 2;\nconst history: [f64; 2] = [2.0, 1.0];",
+        "let EPOCHS: usize = 2;\nstatic history: [f64; 2] = [2.0, 1.0];",
+        "let EPOCHS: usize = 2;\nstruct history;",
+    ] {
+        let note = note_for(text).unwrap_or_else(|| panic!("{text}: no note"));
+        assert!(note.contains("`history`"), "{text}: {note}");
+    }
+    assert_eq!(note_for("let EPOCHS: usize = 2;\nlet history = 5;"), None);
+}

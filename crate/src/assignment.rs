@@ -799,7 +799,9 @@ impl Assignment {
             .map(|(info, text)| {
                 (info.cell_type == "code" && !info.role.is_answer()).then(|| {
                     let binds = names::defined(text).map(|d| d.names).unwrap_or_default();
-                    (names::used(text), binds)
+                    let mut reads = names::used(text);
+                    reads.extend(names::pattern_bindings(text));
+                    (reads, binds)
                 })
             })
             .collect();
@@ -1134,6 +1136,9 @@ fn replaces_reserved(text: &str, allowed: &[String], reserved: &[String]) -> Opt
             Some(("type", name)) => format!("the type or module `{name}`"),
             Some(("macro", name)) => format!("the macro `{name}!`"),
             Some(("method", name)) => format!("the method `.{name}()`"),
+            Some(("pattern", name)) => format!(
+                "the constant, static, struct or import `{name}` (a later cell's `let {name}` would then not compile)"
+            ),
             _ => format!("`{n}`"),
         })
         .collect();

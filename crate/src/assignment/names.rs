@@ -13,7 +13,10 @@
 //!
 //! Names are read from the code's syntax (`syn`), not resolved, one namespace at a time as
 //! Rust keeps them: values (variables, functions, constants, tuple and unit structs), types
-//! (types, traits, modules, crates), macros, and methods. A cell *uses* the first segment of
+//! (types, traits, modules, crates), macros, and methods; and patterns: a later locked cell that
+//! binds `history` anywhere reserves the name for the constants, statics, unit and tuple structs
+//! and imports of the answers before it, since with one of those in scope its `let history = …`
+//! would not compile, the cell would not run, and the answer's `history` would stand in for its. A cell *uses* the first segment of
 //! every path that does not start with `::` (a single-segment path in an expression or pattern
 //! as a value, a longer one's first segment or a type as a type), every macro it invokes, every
 //! method it calls, also inside macro arguments, less what it binds itself (`let`, parameters,
@@ -177,12 +180,19 @@ fn item_names(item: &syn::Item, out: &mut Defined) {
     };
     match item {
         syn::Item::Fn(f) => push("value", &f.sig.ident),
-        syn::Item::Const(c) => push("value", &c.ident),
-        syn::Item::Static(s) => push("value", &s.ident),
+        syn::Item::Const(c) => {
+            push("value", &c.ident);
+            push("pattern", &c.ident);
+        }
+        syn::Item::Static(s) => {
+            push("value", &s.ident);
+            push("pattern", &s.ident);
+        }
         syn::Item::Struct(s) => {
             push("type", &s.ident);
             if !matches!(s.fields, syn::Fields::Named(_)) {
                 push("value", &s.ident);
+                push("pattern", &s.ident);
             }
         }
         syn::Item::Enum(e) => push("type", &e.ident),
@@ -251,7 +261,7 @@ fn exports_macros(items: &[syn::Item]) -> bool {
 /// name from a path that does not start with an external crate (in both namespaces).
 fn use_names(tree: &syn::UseTree, first: Option<&str>, out: &mut Defined) {
     let local = |first: Option<&str>| first.is_none_or(|f| !EXTERN_CRATES.contains(&f));
-    let mut both = |ident: &proc_macro2::Ident| {
+    let both = |ident: &proc_macro2::Ident, out: &mut Defined| {
         for namespace in ["value", "type", "macro"] {
             out.names.push(named(namespace, ident));
         }
@@ -261,12 +271,19 @@ fn use_names(tree: &syn::UseTree, first: Option<&str>, out: &mut Defined) {
             let segment = p.ident.unraw().to_string();
             use_names(&p.tree, Some(first.unwrap_or(&segment)), out);
         }
-        syn::UseTree::Name(n) if local(first) => both(&n.ident),
-        syn::UseTree::Name(_) => {}
-        syn::UseTree::Rename(r) if r.rename.unraw() != r.ident.unraw() || local(first) => {
-            both(&r.rename)
+        // Whatever it brings may be a constant (`use std::f64::consts::PI;`).
+        syn::UseTree::Name(n) => {
+            out.names.push(named("pattern", &n.ident));
+            if local(first) {
+                both(&n.ident, out);
+            }
         }
-        syn::UseTree::Rename(_) => {}
+        syn::UseTree::Rename(r) => {
+            out.names.push(named("pattern", &r.rename));
+            if r.rename.unraw() != r.ident.unraw() || local(first) {
+                both(&r.rename, out);
+            }
+        }
         syn::UseTree::Glob(_) if local(first) => out.unfit.push(format!(
             "a glob import of a module of its own (`use {}::*`)",
             first.unwrap_or("")
@@ -274,6 +291,27 @@ fn use_names(tree: &syn::UseTree, first: Option<&str>, out: &mut Defined) {
         syn::UseTree::Glob(_) => {}
         syn::UseTree::Group(g) => g.items.iter().for_each(|t| use_names(t, first, out)),
     }
+}
+
+/// Every name `code` binds by a pattern, anywhere (`let`, arguments, closures, `match`, `for`),
+/// as `pattern:x`: a constant, static or unit or tuple struct of that name that an earlier
+/// answer defined would make the pattern refer to it (`let history = …` no longer compiles,
+/// E0530), so the locked cell would not run and the answer's value would stand in for what it
+/// makes. Empty where it does not parse.
+pub(super) fn pattern_bindings(code: &str) -> HashSet<String> {
+    let Some(block) = parse(code) else {
+        return HashSet::new();
+    };
+    struct Binds(HashSet<String>);
+    impl<'ast> Visit<'ast> for Binds {
+        fn visit_pat_ident(&mut self, p: &'ast syn::PatIdent) {
+            self.0.insert(named("pattern", &p.ident));
+            syn::visit::visit_pat_ident(self, p);
+        }
+    }
+    let mut binds = Binds(HashSet::new());
+    binds.visit_block(&block);
+    binds.0
 }
 
 /// The names a pattern binds, in `namespace`.

@@ -30,6 +30,9 @@
 //!   operations), called, named as a path or a method, or imported (`data_ptr` is free: a
 //!   pointer's value, which a student may compare to see whether two tensors share storage,
 //!   reaches nothing without these);
+//! - the trait `Drop`, named anywhere (`impl Drop for …`, `use std::ops::Drop as D`): its code
+//!   runs when a check drops a value, between the answer's return and the check's reading of
+//!   what it returned, which may share storage with it;
 //! - the attributes that export or place symbols (`#[no_mangle]`, `#[export_name]`,
 //!   `#[link_section]`, `#[link]`, `#[used]`).
 //!
@@ -308,6 +311,13 @@ fn scan(stream: TokenStream, segments: bool, reading: &Reading, found: &mut Vec<
                 if (after_hash(&tokens, k) || reading.flat) && ATTRIBUTES.contains(&name.as_str()) {
                     found.push(format!("the attribute `#[{name}]`"));
                 }
+                // Its code runs where a check drops a value, after the answer has returned
+                // and before the check reads what it returned (a review zeroed a returned
+                // tensor's shared storage so, and passed a loss check).
+                if name == "Drop" {
+                    found
+                        .push("the trait `Drop` (its code runs when a check drops a value)".into());
+                }
                 if (name == "std" || name == "core")
                     && matches!(next, Some(TokenTree::Ident(a)) if a == "as")
                 {
@@ -448,6 +458,8 @@ mod tests {
                 "`path::` (file paths)",
             ),
             ("use std::path::{Path as P};\nlet m = P::new(\"/\").metadata();", "`path::` (file paths)"),
+            ("impl Drop for Net { fn drop(&mut self) { self.out.zero_(); } }", "the trait `Drop` (its code runs when a check drops a value)"),
+            ("use std::ops::{Drop as D};", "the trait `Drop` (its code runs when a check drops a value)"),
             ("#[path = \"/etc/passwd\"] mod m;", "the attribute `#[path]`"),
             (
                 "let s = \"unterminated;\nlet e = include_str!(\"y\");",
