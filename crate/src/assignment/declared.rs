@@ -219,13 +219,7 @@ fn signature(sig: &syn::Signature, self_ty: Option<&TokenStream>) -> String {
     sig.fn_token.to_tokens(&mut tokens);
     sig.ident.unraw().to_tokens(&mut tokens);
     // Lifetimes are left out: they name no type (`fn f<'a>(&'a self)` is `fn f(&self)`).
-    let mut generics = sig.generics.clone();
-    generics.params = generics
-        .params
-        .into_iter()
-        .filter(|p| !matches!(p, syn::GenericParam::Lifetime(_)))
-        .collect();
-    generics.to_tokens(&mut tokens);
+    without_lifetime_params(&sig.generics).to_tokens(&mut tokens);
     let mut args = TokenStream::new();
     for (k, input) in sig.inputs.iter().enumerate() {
         if k > 0 {
@@ -266,6 +260,17 @@ fn signature(sig: &syn::Signature, self_ty: Option<&TokenStream>) -> String {
         Some(ty) => self_as(tokens, ty),
         None => tokens,
     })
+}
+
+/// `generics` without its lifetime parameters, which name no type (its `where` clause kept).
+fn without_lifetime_params(generics: &syn::Generics) -> syn::Generics {
+    let mut generics = generics.clone();
+    generics.params = generics
+        .params
+        .into_iter()
+        .filter(|p| !matches!(p, syn::GenericParam::Lifetime(_)))
+        .collect();
+    generics
 }
 
 /// `tokens` without the lifetimes of references (`&'a T` is `&T`).
@@ -715,12 +720,7 @@ fn method(
 /// the call to a trait's), and its parameters can take the names the signatures are written
 /// with (`impl<f64> Ema`). `None` for a plain header (`impl Ema`, `impl<'a> Tr for Ema`).
 fn bounded(head: TokenStream, generics: &syn::Generics, rest: TokenStream) -> Option<String> {
-    let mut generics = generics.clone();
-    generics.params = generics
-        .params
-        .into_iter()
-        .filter(|p| !matches!(p, syn::GenericParam::Lifetime(_)))
-        .collect();
+    let generics = without_lifetime_params(generics);
     if generics.params.is_empty() && generics.where_clause.is_none() {
         return None;
     }

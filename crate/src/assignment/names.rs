@@ -302,27 +302,23 @@ pub(super) fn pattern_bindings(code: &str) -> HashSet<String> {
     let Some(block) = parse(code) else {
         return HashSet::new();
     };
-    struct Binds(HashSet<String>);
-    impl<'ast> Visit<'ast> for Binds {
-        fn visit_pat_ident(&mut self, p: &'ast syn::PatIdent) {
-            self.0.insert(named("pattern", &p.ident));
-            syn::visit::visit_pat_ident(self, p);
-        }
+    let mut names = Vec::new();
+    Binds("pattern", &mut names).visit_block(&block);
+    names.into_iter().collect()
+}
+
+/// Collects the names the patterns it visits bind, in a namespace.
+struct Binds<'a>(&'a str, &'a mut Vec<String>);
+
+impl<'ast> Visit<'ast> for Binds<'_> {
+    fn visit_pat_ident(&mut self, p: &'ast syn::PatIdent) {
+        self.1.push(named(self.0, &p.ident));
+        syn::visit::visit_pat_ident(self, p);
     }
-    let mut binds = Binds(HashSet::new());
-    binds.visit_block(&block);
-    binds.0
 }
 
 /// The names a pattern binds, in `namespace`.
 pub(super) fn bound_names(pat: &syn::Pat, namespace: &str, out: &mut Vec<String>) {
-    struct Binds<'a>(&'a str, &'a mut Vec<String>);
-    impl<'ast> Visit<'ast> for Binds<'_> {
-        fn visit_pat_ident(&mut self, p: &'ast syn::PatIdent) {
-            self.1.push(named(self.0, &p.ident));
-            syn::visit::visit_pat_ident(self, p);
-        }
-    }
     Binds(namespace, out).visit_pat(pat);
 }
 
