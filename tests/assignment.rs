@@ -1040,6 +1040,73 @@ fn a_check_passes_only_with_its_own_token_and_a_clean_run() {
     assert_eq!(csv, "submission,t1,t2,total,max\ns,3,0,3,4\n");
 }
 
+/// A check that ran clean does not pass where a variable it reads was last bound by a cell that
+/// failed: evcxr kept the variable's older value (here the first cell's), which the check read.
+#[test]
+fn a_check_reading_a_variable_its_failed_binder_did_not_make_does_not_pass() {
+    let a = Assignment::from_notebook(
+        Path::new("source.ipynb"),
+        notebook(vec![
+            code("setup", FIRST_CELL, json!({})),
+            code("answer", "fn double(x: f64) -> f64 {\n    // BEGIN SOLUTION\n    2.0 * x\n    // END SOLUTION\n}", json!({})),
+            code("first", "let history = vec![1.0, 0.5];", json!({})),
+            code("again", "let history = vec![double(1.0), 1.0];", json!({})),
+            code("check", "check(\"history\", || ensure(history[1] < history[0], \"falls\"))?;", json!({"sgm": {"grade": "t1", "points": 1}})),
+            code("other", "check(\"double\", || ensure(double(2.0) == 4.0, \"2 * 2\"))?;", json!({"sgm": {"grade": "t2", "points": 1}})),
+        ]),
+    )
+    .unwrap();
+    let grading = a.grading_notebook(&a.release()).unwrap();
+    let run = executed(
+        &grading,
+        &[
+            ("check", Some(&token_of(&grading, "check"))),
+            ("other", Some(&token_of(&grading, "other"))),
+        ],
+    );
+    let failed = |cell: usize, message: &str| CellOutcome {
+        status: "failed".into(),
+        kind: "error".into(),
+        message: message.into(),
+        ..ok(cell)
+    };
+    let score = |outcomes: &[CellOutcome]| assignment::score(&a, "s", &grading, &run, outcomes);
+
+    // All clean: both pass.
+    let report = score(&[ok(0), ok(1), ok(2), ok(3), ok(4), ok(5)]);
+    assert_eq!(report.total, 2, "{report:#?}");
+    // The last cell to bind `history` did not compile: the check read the first cell's.
+    let report = score(&[
+        ok(0),
+        ok(1),
+        ok(2),
+        failed(3, "error[E0530]: let bindings cannot shadow constants"),
+        ok(4),
+        ok(5),
+    ]);
+    assert_eq!(
+        (report.tasks[0].points, report.tasks[1].points),
+        (0, 1),
+        "{report:#?}"
+    );
+    assert_eq!(
+        report.tasks[0].message,
+        "check in cell 5: it reads `history`, which cell 4 binds, but that cell failed \
+         (error[E0530]: let bindings cannot shadow constants): the value read was not made by it"
+    );
+    // A cell not run (a restarted kernel replays only what succeeded) counts as failed too.
+    let report = score(&[ok(0), ok(1), ok(2), ok(4), ok(5)]);
+    assert_eq!(report.tasks[0].points, 0, "{report:#?}");
+    assert!(
+        report.tasks[0].message.contains("(not run)"),
+        "{}",
+        report.tasks[0].message
+    );
+    // An earlier binder's failure does not matter where a later one made the variable.
+    let report = score(&[ok(0), ok(1), failed(2, "error"), ok(3), ok(4), ok(5)]);
+    assert_eq!(report.total, 2, "{report:#?}");
+}
+
 fn homework_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("notebooks/homework")
 }

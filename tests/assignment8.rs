@@ -1,6 +1,7 @@
 //! `sgm grade` end to end on assignment 8 (`a8_score_models`, seed 000): the source, the
-//! untouched release, and a submission with one plausible fault per task, each of which its
-//! visible check lets through and its hidden check catches. Graded in the bubblewrap sandbox
+//! untouched release, a submission with one plausible fault per task, each of which its
+//! visible check lets through and its hidden check catches, and one whose EMA update moves the
+//! parameters, which the visible check catches. Graded in the bubblewrap sandbox
 //! through the registered evcxr kernel at the grading budget; every task's points are asserted.
 //! (Its own test binary: cargo runs test binaries one after another, so this grading run does
 //! not compete for the two cores with homework 5's.)
@@ -86,10 +87,22 @@ fn assignment_8_fixtures_get_the_points_their_faults_allow() {
         "(Tensor::arange(k, (x.kind(), x.device())) * (std::f64::consts::FRAC_PI_2 / k as f64))",
     );
 
+    // An update that moves θ towards θ̄ instead of θ̄ towards θ: θ̄ − θ after it is the same, so
+    // a check that read θ through the answer's own pairs after the update let it through; the
+    // visible check copies θ from the store first.
+    let mut moves_theta = source.clone();
+    edit(
+        &mut moves_theta,
+        "t5-ema",
+        "let _ = average.lerp_(parameter, weight);",
+        "let _ = parameter.lerp_(average, weight);",
+    );
+
     let submissions = [
         write(&dir, "source", &source),
         write(&dir, "release", &release),
         write(&dir, "faults", &faults),
+        write(&dir, "moves_theta", &moves_theta),
     ];
     let out = dir.join("graded");
     let stdout = grade(&source_path, &out, &submissions);
@@ -153,18 +166,33 @@ fn assignment_8_fixtures_get_the_points_their_faults_allow() {
         );
     }
 
-    // The last line sums each task up over the three: task6.variations (1 point) is full in the
-    // source only, the batch-norm question pending everywhere.
+    let m = report(&out, "moves_theta");
+    assert_eq!(
+        m.tasks
+            .iter()
+            .find(|t| t.id == "task5.ema")
+            .map(|t| t.points),
+        Some(0),
+        "{m:#?}"
+    );
+    assert!(
+        message(&m, "task5.ema").contains("update changed the parameters θ"),
+        "{}",
+        message(&m, "task5.ema")
+    );
+
+    // The last line sums each task up over the four: task6.variations (1 point) is full in the
+    // source and moves_theta, the batch-norm question pending everywhere.
     assert_eq!(
         summary(&stdout, "task6.variations"),
-        (3.into(), 0.into(), 1.into(), 0.33.into())
+        (4.into(), 0.into(), 2.into(), 0.5.into())
     );
     assert_eq!(
         summary(&stdout, "task1.batch_norm"),
-        (0.into(), 3.into(), 0.into(), serde_json::Value::Null)
+        (0.into(), 4.into(), 0.into(), serde_json::Value::Null)
     );
 
-    for r in [&source_report, &release_report, &f] {
+    for r in [&source_report, &release_report, &f, &m] {
         println!(
             "{}: {} / {} in {:.0} s",
             r.submission, r.total, r.max, r.seconds

@@ -57,6 +57,14 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
         "used_sigmas.square() / (sigma_max * sigma_max)",
         "&used_sigmas / sigma_max",
     );
+    // `sample` (given code in the answer's cell) starting from N(0, I), not U[-1, 1]: its shape stays right, so only the
+    // hidden check's law of the start tells.
+    edit(
+        &mut faults_a,
+        "t3-ncsn",
+        "Tensor::rand(shape.as_slice(), (Kind::Float, self.device)) * 2.0 - 1.0",
+        "Tensor::randn(shape.as_slice(), (Kind::Float, self.device))",
+    );
     // The level's embedding added after the block, not to its input: the visible test passes, the hidden one not.
     edit(
         &mut faults_a,
@@ -153,7 +161,7 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
             ("task2.training", 0),
             ("task3.resnet", 1),
             ("task3.loss", 1),
-            ("task3.annealed", 1),
+            ("task3.annealed", 0),
             ("task3.training", 1),
         ]),
         "{a:#?}"
@@ -167,6 +175,11 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
         message(&a, "task3.loss").contains("hidden check"),
         "{}",
         message(&a, "task3.loss")
+    );
+    assert!(
+        message(&a, "task3.annealed").contains("U[-1, 1]"),
+        "{}",
+        message(&a, "task3.annealed")
     );
     assert!(
         message(&a, "task3.resnet").contains("x + block(x + e_y)"),

@@ -1481,6 +1481,60 @@ pub fn graded_cell_result(
     }
 }
 
+/// Why a check that ran clean still does not pass: it reads a variable that the last cell
+/// before it to bind it (`let`, at the top level) did not make, because that cell failed. evcxr
+/// keeps a variable's older value when a cell binding it again fails to compile (a constant
+/// brought by an answer's glob import turns a locked cell's `let history = …` into an error,
+/// E0530), and a kernel restarted after a crash or a time-out replays only the cells that
+/// succeeded; either way the check read a value that cell did not make (another task's, or
+/// nothing of the answer's run), so its pass would not say anything about the answer. (A cell
+/// that fails as it runs, by `?` or a panic, loses its variables and their older values, so a
+/// check reading one does not compile.) The message names the variable and the cell; `None`
+/// where every variable the check reads was made by its last binder.
+fn stale_read(
+    assignment: &Assignment,
+    notebook: &Value,
+    outcomes: &HashMap<usize, &CellOutcome>,
+    check: usize,
+) -> Option<String> {
+    let text = |index: usize| source_of(&notebook["cells"][index]);
+    let mut binder: HashMap<String, usize> = HashMap::new();
+    for info in assignment
+        .cells
+        .iter()
+        .filter(|c| c.index < check && c.cell_type == "code")
+    {
+        let mut variables = names::top_level_variables(&text(info.index));
+        if info.role.is_answer() {
+            // An answer that does not parse binds what the source's does, as far as the checks know.
+            variables.extend(names::top_level_variables(&source_of(
+                assignment.raw_cell(info.index),
+            )));
+        }
+        binder.extend(variables.into_iter().map(|name| (name, info.index)));
+    }
+    let mut stale: Vec<(usize, String)> = names::used(&text(check))
+        .into_iter()
+        .filter_map(|name| {
+            let cell = *binder.get(&name)?;
+            let made = outcomes.get(&cell).is_some_and(|o| o.status == "ok");
+            (!made).then_some((cell, name))
+        })
+        .collect();
+    stale.sort();
+    let (cell, name) = stale.into_iter().next()?;
+    let why = match outcomes.get(&cell) {
+        Some(o) if !o.message.is_empty() => o.message.clone(),
+        Some(o) => o.kind.clone(),
+        None => "not run".into(),
+    };
+    Some(format!(
+        "it reads `{}`, which cell {} binds, but that cell failed ({why}): the value read was not made by it",
+        name.trim_start_matches("value:"),
+        cell + 1
+    ))
+}
+
 /// Scores an executed grading notebook.
 pub fn score(
     assignment: &Assignment,
@@ -1515,7 +1569,11 @@ pub fn score(
     let mut checks = Vec::new();
     for cell in &grading.graded {
         let outcome = by_cell.get(&cell.index).copied();
-        let (passed, message) = graded_cell_result(cell, executed, outcome);
+        let (passed, message) = match graded_cell_result(cell, executed, outcome) {
+            (true, passed) => stale_read(assignment, &grading.notebook, &by_cell, cell.index)
+                .map_or((true, passed), |why| (false, why)),
+            failed => failed,
+        };
         checks.push(CheckResult {
             cell: cell.index,
             id: cell.id.clone(),

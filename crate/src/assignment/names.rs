@@ -307,6 +307,18 @@ pub(super) fn pattern_bindings(code: &str) -> HashSet<String> {
     names.into_iter().collect()
 }
 
+/// The variables `code` binds at its top level (`let`), as `value:x`: what evcxr keeps of it for
+/// the cells after it, where it ends without failing. Empty where it does not parse.
+pub(super) fn top_level_variables(code: &str) -> HashSet<String> {
+    let mut names = Vec::new();
+    for stmt in parse(code).map(|b| b.stmts).unwrap_or_default() {
+        if let syn::Stmt::Local(local) = stmt {
+            bound_names(&local.pat, "value", &mut names);
+        }
+    }
+    names.into_iter().collect()
+}
+
 /// Collects the names the patterns it visits bind, in a namespace.
 struct Binds<'a>(&'a str, &'a mut Vec<String>);
 
