@@ -1107,6 +1107,38 @@ fn a_check_reading_a_variable_its_failed_binder_did_not_make_does_not_pass() {
     assert_eq!(report.total, 2, "{report:#?}");
 }
 
+/// An answer cell whose source binds a variable the checks read, graded with a text that runs
+/// but does not bind it (say it became a comment): the check read an earlier cell's value.
+#[test]
+fn a_check_reading_a_variable_the_answer_no_longer_binds_does_not_pass() {
+    let a = Assignment::from_notebook(
+        Path::new("source.ipynb"),
+        notebook(vec![
+            code("setup", FIRST_CELL, json!({})),
+            code("first", "let EPOCHS: usize = 5;", json!({})),
+            code("answer", "// BEGIN SOLUTION: let EPOCHS: usize = todo!(\"more than 5\");\nlet EPOCHS: usize = 20;\n// END SOLUTION", json!({})),
+            code("check", "check(\"epochs\", || ensure(EPOCHS > 5, \"more than 5\"))?;", json!({"sgm": {"grade": "t1", "points": 1}})),
+        ]),
+    )
+    .unwrap();
+    let mut grading = a.grading_notebook(&a.notebook).unwrap();
+    let run = executed(&grading, &[("check", Some(&token_of(&grading, "check")))]);
+    let outcomes = [ok(0), ok(1), ok(2), ok(3)];
+    assert_eq!(
+        assignment::score(&a, "s", &grading, &run, &outcomes).total,
+        1
+    );
+    let answer = cell_mut(&mut grading.notebook, "answer");
+    answer["source"] = json!("// let EPOCHS: usize = 20;\nprintln!(\"20 epochs\");");
+    let report = assignment::score(&a, "s", &grading, &run, &outcomes);
+    assert_eq!(report.total, 0, "{report:#?}");
+    assert_eq!(
+        report.tasks[0].message,
+        "check in cell 4: it reads `EPOCHS`, which the assignment's cell 3 binds and the answer there \
+         does not: the value read was an earlier cell's"
+    );
+}
+
 fn homework_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("notebooks/homework")
 }

@@ -107,6 +107,14 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
         "let noise = x.randn_like();",
         "let noise = x.randn_like() +;",
     );
+    // η_t = ε σ_t² without its /σ_T²: the same steps where σ_T = 1 (the notebook's run), too
+    // large elsewhere; the hidden check's σ_T is 2.
+    edit(
+        &mut faults_b,
+        "t3-ncsn",
+        "let eta = eps * sigma * sigma / (sigma_max * sigma_max);",
+        "let eta = eps * sigma * sigma;",
+    );
 
     let submissions = [
         write(&dir, "source", &source),
@@ -210,7 +218,7 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
             ("task2.training", 0),
             ("task3.resnet", 2),
             ("task3.loss", 2),
-            ("task3.annealed", 1),
+            ("task3.annealed", 0),
             ("task3.training", 1),
         ]),
         "{b:#?}"
@@ -224,6 +232,11 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
         message(&b, "task1.problem2").contains("timed out after 150 s"),
         "{}",
         message(&b, "task1.problem2")
+    );
+    assert!(
+        message(&b, "task3.annealed").contains("η_t = ε σ_t²/σ_T²"),
+        "{}",
+        message(&b, "task3.annealed")
     );
     assert!(
         message(&b, "task2.matcher").contains("error"),
@@ -251,7 +264,7 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(rows[0], "submission,task1.problem1.derivation,task1.problem1,task1.problem2.derivation,task1.problem2,task2.matcher,task2.langevin,task2.training,task3.resnet,task3.loss,task3.annealed,task3.training,total,max");
     assert!(rows.contains(&"source,,2,,2,2,1,1,2,2,1,1,14,18"), "{csv}");
-    assert!(rows.contains(&"faults_b,,0,,0,0,0,0,2,2,1,1,6,18"), "{csv}");
+    assert!(rows.contains(&"faults_b,,0,,0,0,0,0,2,2,0,1,5,18"), "{csv}");
     assert_eq!(rows.len(), 5);
 
     // The feedback page: the executed notebook with the results beside the checks, no tokens.

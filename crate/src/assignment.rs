@@ -1482,15 +1482,16 @@ pub fn graded_cell_result(
 }
 
 /// Why a check that ran clean still does not pass: it reads a variable that the last cell
-/// before it to bind it (`let`, at the top level) did not make, because that cell failed. evcxr
-/// keeps a variable's older value when a cell binding it again fails to compile (a constant
-/// brought by an answer's glob import turns a locked cell's `let history = …` into an error,
-/// E0530), and a kernel restarted after a crash or a time-out replays only the cells that
-/// succeeded; either way the check read a value that cell did not make (another task's, or
-/// nothing of the answer's run), so its pass would not say anything about the answer. (A cell
-/// that fails as it runs, by `?` or a panic, loses its variables and their older values, so a
-/// check reading one does not compile.) The message names the variable and the cell; `None`
-/// where every variable the check reads was made by its last binder.
+/// before it to bind it (`let`, at the top level) did not make. evcxr keeps a variable's older
+/// value when a cell binding it again fails to compile (a constant brought by an answer's glob
+/// import turns a locked cell's `let history = …` into an error, E0530), and a kernel restarted
+/// after a crash or a time-out replays only the cells that succeeded; an answer that runs but no
+/// longer binds a variable its source binds leaves the earlier one too. Either way the check read
+/// a value that cell did not make (another task's, or nothing of the answer's run), so its pass
+/// would say nothing about the answer. (A cell that fails as it runs, by `?` or a panic, loses its
+/// variables and their older values, so a check reading one does not compile.) The message names
+/// the variable and the cell; `None` where every variable the check reads was made by its last
+/// binder.
 fn stale_read(
     assignment: &Assignment,
     notebook: &Value,
@@ -1498,39 +1499,53 @@ fn stale_read(
     check: usize,
 ) -> Option<String> {
     let text = |index: usize| source_of(&notebook["cells"][index]);
+    // Each variable's last binder before the check, and what each cell's graded text binds.
     let mut binder: HashMap<String, usize> = HashMap::new();
+    let mut binds: HashMap<usize, HashSet<String>> = HashMap::new();
     for info in assignment
         .cells
         .iter()
         .filter(|c| c.index < check && c.cell_type == "code")
     {
-        let mut variables = names::top_level_variables(&text(info.index));
+        let graded = text(info.index);
+        let mut variables = names::top_level_variables(&graded);
         if info.role.is_answer() {
-            // An answer that does not parse binds what the source's does, as far as the checks know.
+            // What the source's answer binds, the checks after it read from it.
             variables.extend(names::top_level_variables(&source_of(
                 assignment.raw_cell(info.index),
             )));
         }
         binder.extend(variables.into_iter().map(|name| (name, info.index)));
+        // A variable, or a constant or function of the same name (then the check reads that).
+        let mut made = names::top_level_variables(&graded);
+        made.extend(names::defined(&graded).map_or(Vec::new(), |d| d.names));
+        binds.insert(info.index, made);
     }
     let mut stale: Vec<(usize, String)> = names::used(&text(check))
         .into_iter()
         .filter_map(|name| {
             let cell = *binder.get(&name)?;
-            let made = outcomes.get(&cell).is_some_and(|o| o.status == "ok");
+            let made = outcomes.get(&cell).is_some_and(|o| o.status == "ok")
+                && binds.get(&cell).is_some_and(|b| b.contains(&name));
             (!made).then_some((cell, name))
         })
         .collect();
     stale.sort();
     let (cell, name) = stale.into_iter().next()?;
+    let name = name.trim_start_matches("value:");
     let why = match outcomes.get(&cell) {
+        Some(o) if o.status == "ok" => {
+            return Some(format!(
+                "it reads `{name}`, which the assignment's cell {} binds and the answer there does not: the value read was an earlier cell's",
+                cell + 1
+            ))
+        }
         Some(o) if !o.message.is_empty() => o.message.clone(),
         Some(o) => o.kind.clone(),
         None => "not run".into(),
     };
     Some(format!(
-        "it reads `{}`, which cell {} binds, but that cell failed ({why}): the value read was not made by it",
-        name.trim_start_matches("value:"),
+        "it reads `{name}`, which cell {} binds, but that cell failed ({why}): the value read was not made by it",
         cell + 1
     ))
 }
