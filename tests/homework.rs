@@ -269,7 +269,7 @@ fn fixture_submissions_get_the_points_their_faults_allow() {
 
     // The feedback page: the executed notebook with the results beside the checks, no tokens.
     let html = std::fs::read_to_string(out.join("faults_b/feedback.html")).unwrap();
-    assert!(html.contains("Score: 6 / 18") && html.contains("timed out after 150 s"));
+    assert!(html.contains("Score: 5 / 18") && html.contains("timed out after 150 s"));
     assert!(html.contains("4 points still to be graded by hand"));
     assert!(!html.contains("application/vnd.sgm.grade+json"));
 
