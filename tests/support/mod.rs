@@ -49,7 +49,11 @@ impl Drop for TmpDir {
 pub const TEST_BINS_ENV: &str = "SGM_TEST_BINS";
 
 /// Builds binary `bin` of workspace package `package` with the tests' profile and returns its
-/// path (`target/<profile>/<bin>`), or `$SGM_TEST_BINS/<bin>` when that is set.
+/// path (`target/<profile>/<bin>`), or `$SGM_TEST_BINS/<bin>` when that is set. It builds the
+/// whole workspace, all targets, as set-up's pre-build and `cargo test --workspace` do: with
+/// resolver 2, `cargo build -p PACKAGE --bin BIN` selects other features for the shared
+/// dependencies, so it compiled libc, syn, torch-sys, tch and the rest again (7.5 minutes of a
+/// clean CI run), where this finds them built.
 pub fn workspace_bin(package: &str, bin: &str) -> std::path::PathBuf {
     if let Some(dir) = std::env::var_os(TEST_BINS_ENV) {
         let exe = std::path::PathBuf::from(dir).join(bin);
@@ -58,11 +62,14 @@ pub fn workspace_bin(package: &str, bin: &str) -> std::path::PathBuf {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
-        .args(["build", "-p", package, "--bin", bin])
+        .args(["build", "--workspace", "--all-targets"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("cargo runs");
-    assert!(status.success(), "building {bin} failed");
+    assert!(
+        status.success(),
+        "building the workspace (for {package}'s {bin}) failed"
+    );
     // target/<profile>/deps/<test>-<hash> → target/<profile>/<bin>
     let exe = std::env::current_exe().unwrap();
     exe.parent().unwrap().parent().unwrap().join(bin)
