@@ -1493,41 +1493,23 @@ pub fn graded_cell_result(
 /// the variable and the cell; `None` where every variable the check reads was made by its last
 /// binder.
 fn stale_read(
-    assignment: &Assignment,
-    notebook: &Value,
+    cells: &[BoundVariables],
     outcomes: &HashMap<usize, &CellOutcome>,
+    check_text: &str,
     check: usize,
 ) -> Option<String> {
-    let text = |index: usize| source_of(&notebook["cells"][index]);
-    // Each variable's last binder before the check, and what each cell's graded text binds.
-    let mut binder: HashMap<String, usize> = HashMap::new();
-    let mut binds: HashMap<usize, HashSet<String>> = HashMap::new();
-    for info in assignment
-        .cells
-        .iter()
-        .filter(|c| c.index < check && c.cell_type == "code")
-    {
-        let graded = text(info.index);
-        let mut variables = names::top_level_variables(&graded);
-        if info.role.is_answer() {
-            // What the source's answer binds, the checks after it read from it.
-            variables.extend(names::top_level_variables(&source_of(
-                assignment.raw_cell(info.index),
-            )));
-        }
-        binder.extend(variables.into_iter().map(|name| (name, info.index)));
-        // A variable, or a constant or function of the same name (then the check reads that).
-        let mut made = names::top_level_variables(&graded);
-        made.extend(names::defined(&graded).map_or(Vec::new(), |d| d.names));
-        binds.insert(info.index, made);
+    // Each variable's last binder before the check.
+    let mut binder: HashMap<&str, &BoundVariables> = HashMap::new();
+    for cell in cells.iter().take_while(|c| c.index < check) {
+        binder.extend(cell.binds.iter().map(|name| (name.as_str(), cell)));
     }
-    let mut stale: Vec<(usize, String)> = names::used(&text(check))
+    let mut stale: Vec<(usize, String)> = names::used(check_text)
         .into_iter()
         .filter_map(|name| {
-            let cell = *binder.get(&name)?;
-            let made = outcomes.get(&cell).is_some_and(|o| o.status == "ok")
-                && binds.get(&cell).is_some_and(|b| b.contains(&name));
-            (!made).then_some((cell, name))
+            let cell = *binder.get(name.as_str())?;
+            let made = outcomes.get(&cell.index).is_some_and(|o| o.status == "ok")
+                && cell.made.contains(&name);
+            (!made).then_some((cell.index, name))
         })
         .collect();
     stale.sort();
@@ -1548,6 +1530,46 @@ fn stale_read(
         "it reads `{name}`, which cell {} binds, but that cell failed ({why}): the value read was not made by it",
         cell + 1
     ))
+}
+
+/// What one code cell of a grading notebook binds, for [`stale_read`].
+struct BoundVariables {
+    /// The cell's index.
+    index: usize,
+    /// The variables it binds at the top level, as graded, and for an answer cell also as its
+    /// source does (the checks after it read them from it).
+    binds: HashSet<String>,
+    /// What its graded text defines (a variable, or a constant or function of the same name:
+    /// the check then reads that).
+    made: HashSet<String>,
+}
+
+impl BoundVariables {
+    /// Every code cell of `notebook` (the grading notebook of `assignment`), in order; each
+    /// cell is parsed once per scoring.
+    fn of(assignment: &Assignment, notebook: &Value) -> Vec<BoundVariables> {
+        assignment
+            .cells
+            .iter()
+            .filter(|c| c.cell_type == "code")
+            .map(|info| {
+                let graded = source_of(&notebook["cells"][info.index]);
+                let mut binds = names::top_level_variables(&graded);
+                if info.role.is_answer() {
+                    binds.extend(names::top_level_variables(&source_of(
+                        assignment.raw_cell(info.index),
+                    )));
+                }
+                let made = names::defined(&graded)
+                    .map_or(HashSet::new(), |d| d.names.into_iter().collect());
+                BoundVariables {
+                    index: info.index,
+                    binds,
+                    made,
+                }
+            })
+            .collect()
+    }
 }
 
 /// Scores an executed grading notebook.
@@ -1581,12 +1603,16 @@ pub fn score(
             seconds: 0.0,
         })
         .collect();
+    let bound = BoundVariables::of(assignment, &grading.notebook);
     let mut checks = Vec::new();
     for cell in &grading.graded {
         let outcome = by_cell.get(&cell.index).copied();
         let (passed, message) = match graded_cell_result(cell, executed, outcome) {
-            (true, passed) => stale_read(assignment, &grading.notebook, &by_cell, cell.index)
-                .map_or((true, passed), |why| (false, why)),
+            (true, passed) => {
+                let text = source_of(&grading.notebook["cells"][cell.index]);
+                stale_read(&bound, &by_cell, &text, cell.index)
+                    .map_or((true, passed), |why| (false, why))
+            }
             failed => failed,
         };
         checks.push(CheckResult {
