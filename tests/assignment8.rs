@@ -1,7 +1,8 @@
 //! `sgm grade` end to end on assignment 8 (`a8_score_models`, seed 000): the source, the
 //! untouched release, a submission with one plausible fault per task, each of which its
 //! visible check lets through and its hidden check catches, and one whose EMA update moves the
-//! parameters, which the visible check catches. Graded in the bubblewrap sandbox
+//! parameters, which the visible check catches, and whose sampler reuses one draw of noise for
+//! every step of a scale, which only the hidden check's test of white noise catches. Graded in the bubblewrap sandbox
 //! through the registered evcxr kernel at the grading budget; every task's points are asserted.
 //! (Its own test binary: cargo runs test binaries one after another, so this grading run does
 //! not compete for the two cores with homework 5's.)
@@ -97,6 +98,15 @@ fn assignment_8_fixtures_get_the_points_their_faults_allow() {
         "let _ = average.lerp_(parameter, weight);",
         "let _ = parameter.lerp_(average, weight);",
     );
+    // A second, independent fault: one z drawn per scale and reused at each of its steps. Every
+    // step still has mean α and variance 2α, so only the noise's correlation between successive
+    // steps tells (the visible check, shape and order of the scales, passes).
+    edit(
+        &mut moves_theta,
+        "t4-langevin",
+        "            for _ in 0..steps {\n                x = &x + score(&x, &level) * alpha + x.randn_like() * (2.0 * alpha).sqrt();",
+        "            let z = x.randn_like();\n            for _ in 0..steps {\n                x = &x + score(&x, &level) * alpha + &z * (2.0 * alpha).sqrt();",
+    );
 
     let submissions = [
         write(&dir, "source", &source),
@@ -179,6 +189,19 @@ fn assignment_8_fixtures_get_the_points_their_faults_allow() {
         message(&m, "task5.ema").contains("update changed the parameters θ"),
         "{}",
         message(&m, "task5.ema")
+    );
+    assert_eq!(
+        m.tasks
+            .iter()
+            .find(|t| t.id == "task4.annealed")
+            .map(|t| t.points),
+        Some(1),
+        "{m:#?}"
+    );
+    assert!(
+        message(&m, "task4.annealed").contains("the noise of successive steps has correlation"),
+        "{}",
+        message(&m, "task4.annealed")
     );
 
     // The last line sums each task up over the four: task6.variations (1 point) is full in the

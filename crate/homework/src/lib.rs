@@ -58,6 +58,7 @@ pub mod metrics {
 
 /// The runner of the homework's check cells.
 pub mod checks {
+    use sgm::tch::{Kind, Tensor};
     use std::panic::{catch_unwind, AssertUnwindSafe};
 
     /// Why a check failed.
@@ -114,6 +115,178 @@ pub mod checks {
             Ok(())
         } else {
             Err(message.into())
+        }
+    }
+
+    /// Checks that a sampler's noise is white: `draws[k]` is step `k`'s noise as the check
+    /// standardised it (the step's increment minus its known drift, over its known standard
+    /// deviation), shape `[n, …]`, all of one shape. A chain that has forgotten its start may be
+    /// passed as one draw (its state over its standard deviation), for the last two axes only.
+    ///
+    /// Where the entries are independent N(0, 1), the mean product of neighbours along an axis
+    /// (step k and k + 1 at one place; sample i and i + 1 at one coordinate; coordinate j and
+    /// j + 1 of one sample) is 0 with variance exactly 1/M over its M products: the products
+    /// of distinct pairs are uncorrelated with unit variance. Allowing 5/√M, an honest sampler
+    /// fails with a chance of 6·10⁻⁷ per axis. Noise drawn once and reused at every step, one
+    /// draw shared by the samples (`randn` of a sample's shape, broadcast) or by the coordinates
+    /// (`randn([n, 1])`) makes that neighbour's product 1, however right the step's mean and
+    /// variance are, which a check of those two alone lets through.
+    pub fn white_noise(what: &str, draws: &[Tensor]) -> Result<(), String> {
+        let z: Vec<Tensor> = draws
+            .iter()
+            .map(|d| d.to_kind(Kind::Double).flatten(1, -1))
+            .collect();
+        let Some(first) = z.first() else {
+            return Err(format!("{what}: no steps to check the noise of"));
+        };
+        let size = first.size();
+        ensure(
+            z.iter().all(|d| d.size() == size),
+            format!(
+                "{what}: the steps' noise should all have one shape, got {:?}",
+                draws.iter().map(|d| d.size()).collect::<Vec<_>>()
+            ),
+        )?;
+        let (n, d) = (size[0], size[1]);
+        // Per axis: the sum of the neighbours' products and their count, over every draw.
+        let sum = |pairs: Vec<(Tensor, Tensor)>| {
+            pairs.iter().fold((0.0, 0), |(s, m), (a, b)| {
+                (
+                    s + (a * b).sum(Kind::Double).double_value(&[]),
+                    m + a.numel(),
+                )
+            })
+        };
+        let steps = sum(z
+            .windows(2)
+            .map(|w| (w[0].shallow_clone(), w[1].shallow_clone()))
+            .collect());
+        let samples = sum(match n > 1 {
+            true => z
+                .iter()
+                .map(|t| (t.narrow(0, 0, n - 1), t.narrow(0, 1, n - 1)))
+                .collect(),
+            false => Vec::new(),
+        });
+        let coordinates = sum(match d > 1 {
+            true => z
+                .iter()
+                .map(|t| (t.narrow(1, 0, d - 1), t.narrow(1, 1, d - 1)))
+                .collect(),
+            false => Vec::new(),
+        });
+        // Every axis that fails, the strongest correlation first: noise shared along one axis
+        // also leaves fewer independent products along the others, whose statistics then stray.
+        let mut failed: Vec<(f64, String)> = Vec::new();
+        for (axis, (products, m), advice) in [
+            (
+                "successive steps",
+                steps,
+                "draw a fresh z ~ N(0, I) at every step, not once before the loop",
+            ),
+            (
+                "neighbouring samples",
+                samples,
+                "draw z with x's shape (x.randn_like()), one for every sample",
+            ),
+            (
+                "neighbouring coordinates",
+                coordinates,
+                "draw z with x's shape (x.randn_like()), one for every coordinate",
+            ),
+        ] {
+            if m == 0 {
+                continue;
+            }
+            let r = products / m as f64;
+            let tol = 5.0 / (m as f64).sqrt();
+            if r.abs() >= tol {
+                failed.push((
+                    r.abs(),
+                    format!(
+                        "the noise of {axis} has correlation {r:.3} (independent draws: 0 ± \
+                         {tol:.3} over {m} pairs): {advice}"
+                    ),
+                ));
+            }
+        }
+        failed.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let reasons: Vec<String> = failed.into_iter().map(|(_, reason)| reason).collect();
+        ensure(
+            reasons.is_empty(),
+            format!("{what}: {}", reasons.join("; ")),
+        )?;
+        Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::white_noise;
+        use sgm::tch::{self, Kind, Tensor};
+
+        fn normal(shape: &[i64]) -> Tensor {
+            Tensor::randn(shape, (Kind::Float, tch::Device::Cpu))
+        }
+
+        /// Fresh draws pass; each way of sharing them fails, its own axis named first.
+        #[test]
+        fn white_noise_catches_each_way_of_sharing_a_draw() {
+            tch::manual_seed(3);
+            let fresh: Vec<Tensor> = (0..15).map(|_| normal(&[2000, 2])).collect();
+            white_noise("fresh", &fresh).unwrap();
+            white_noise(
+                "images",
+                &[normal(&[50, 1, 28, 28]), normal(&[50, 1, 28, 28])],
+            )
+            .unwrap();
+            // One draw reused at every step of a level (5 steps, 3 levels).
+            let per_level: Vec<Tensor> = (0..3)
+                .flat_map(|_| {
+                    let z = normal(&[2000, 2]);
+                    (0..5).map(move |_| z.shallow_clone())
+                })
+                .collect();
+            let e = white_noise("reused", &per_level).unwrap_err();
+            assert!(
+                e.starts_with("reused: the noise of successive steps"),
+                "{e}"
+            );
+            // One draw per step shared by the samples, or by a sample's coordinates (20 of them, so
+            // that the other axis's statistic, from fewer independent products, stays below 1).
+            let shared: Vec<Tensor> = (0..15)
+                .map(|_| normal(&[1, 20]).expand([2000, 20], false))
+                .collect();
+            let e = white_noise("shared", &shared).unwrap_err();
+            assert!(
+                e.starts_with("shared: the noise of neighbouring samples"),
+                "{e}"
+            );
+            let shared: Vec<Tensor> = (0..15)
+                .map(|_| normal(&[2000, 1]).expand([2000, 20], false))
+                .collect();
+            let e = white_noise("shared", &shared).unwrap_err();
+            assert!(
+                e.starts_with("shared: the noise of neighbouring coordinates"),
+                "{e}"
+            );
+            // A chain's state as one draw: only samples and coordinates are checked.
+            white_noise("state", &[normal(&[100_000, 2])]).unwrap();
+            assert!(white_noise("none", &[]).is_err());
+            assert!(white_noise("shapes", &[normal(&[4, 2]), normal(&[4, 3])]).is_err());
+        }
+
+        /// The tolerance is not too tight: fresh draws of a small check's size pass under 200
+        /// seeds (a false failure has a chance of about 4·10⁻⁴ over all of them). A tolerance of
+        /// 5/M instead of 5/√M, or a statistic not divided by M, fails here.
+        #[test]
+        fn white_noise_passes_fresh_draws_under_many_seeds() {
+            for seed in 0..200 {
+                tch::manual_seed(seed);
+                let fresh: Vec<Tensor> = (0..4).map(|_| normal(&[100, 3])).collect();
+                if let Err(e) = white_noise("fresh", &fresh) {
+                    panic!("seed {seed}: {e}");
+                }
+            }
         }
     }
 }
