@@ -132,9 +132,14 @@ pub mod checks {
     /// (`randn([n, 1])`) makes that neighbour's product 1, however right the step's mean and
     /// variance are, which a check of those two alone lets through.
     pub fn white_noise(what: &str, draws: &[Tensor]) -> Result<(), String> {
+        ensure(
+            draws.iter().all(|d| d.dim() >= 1),
+            format!("{what}: a step's noise should have a first axis over the samples, got a 0-dim tensor"),
+        )?;
+        // [n, …] as [n, coordinates] (a [n] draw as [n, 1]).
         let z: Vec<Tensor> = draws
             .iter()
-            .map(|d| d.to_kind(Kind::Double).flatten(1, -1))
+            .map(|d| d.to_kind(Kind::Double).reshape([d.size()[0], -1]))
             .collect();
         let Some(first) = z.first() else {
             return Err(format!("{what}: no steps to check the noise of"));
@@ -200,7 +205,8 @@ pub mod checks {
             }
             let r = products / m as f64;
             let tol = 5.0 / (m as f64).sqrt();
-            if r.abs() >= tol {
+            // (NaN noise fails too.)
+            if r.is_nan() || r.abs() >= tol {
                 failed.push((
                     r.abs(),
                     format!(
@@ -272,6 +278,11 @@ pub mod checks {
             // A chain's state as one draw: only samples and coordinates are checked.
             white_noise("state", &[normal(&[100_000, 2])]).unwrap();
             assert!(white_noise("none", &[]).is_err());
+            assert!(white_noise("scalar", &[Tensor::from(1.0)]).is_err());
+            white_noise("one coordinate", &[normal(&[1000]), normal(&[1000])]).unwrap();
+            let nan = normal(&[100, 2]).fill_(f64::NAN);
+            let e = white_noise("nan", &[nan.copy(), nan]).unwrap_err();
+            assert!(e.contains("correlation NaN"), "{e}");
             assert!(white_noise("shapes", &[normal(&[4, 2]), normal(&[4, 3])]).is_err());
         }
 
