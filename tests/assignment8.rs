@@ -177,32 +177,22 @@ fn assignment_8_fixtures_get_the_points_their_faults_allow() {
     }
 
     let m = report(&out, "moves_theta");
-    assert_eq!(
-        m.tasks
-            .iter()
-            .find(|t| t.id == "task5.ema")
-            .map(|t| t.points),
-        Some(0),
-        "{m:#?}"
-    );
-    assert!(
-        message(&m, "task5.ema").contains("update changed the parameters θ"),
-        "{}",
-        message(&m, "task5.ema")
-    );
-    assert_eq!(
-        m.tasks
-            .iter()
-            .find(|t| t.id == "task4.annealed")
-            .map(|t| t.points),
-        Some(1),
-        "{m:#?}"
-    );
-    assert!(
-        message(&m, "task4.annealed").contains("the noise of successive steps has correlation"),
-        "{}",
-        message(&m, "task4.annealed")
-    );
+    for (task, want, says) in [
+        ("task5.ema", 0, "update changed the parameters θ"),
+        (
+            "task4.annealed",
+            1,
+            "the noise of successive steps has correlation",
+        ),
+    ] {
+        let got = m.tasks.iter().find(|t| t.id == task).map(|t| t.points);
+        assert_eq!(got, Some(want), "{task}: {m:#?}");
+        assert!(
+            message(&m, task).contains(says),
+            "{task}: {}",
+            message(&m, task)
+        );
+    }
 
     // The last line sums each task up over the four: task6.variations (1 point) is full in the
     // source and moves_theta, the batch-norm question pending everywhere.

@@ -252,29 +252,25 @@ pub mod checks {
                     (0..5).map(move |_| z.shallow_clone())
                 })
                 .collect();
-            let e = white_noise("reused", &per_level).unwrap_err();
-            assert!(
-                e.starts_with("reused: the noise of successive steps"),
-                "{e}"
-            );
             // One draw per step shared by the samples, or by a sample's coordinates (20 of them, so
             // that the other axis's statistic, from fewer independent products, stays below 1).
-            let shared: Vec<Tensor> = (0..15)
+            let by_samples: Vec<Tensor> = (0..15)
                 .map(|_| normal(&[1, 20]).expand([2000, 20], false))
                 .collect();
-            let e = white_noise("shared", &shared).unwrap_err();
-            assert!(
-                e.starts_with("shared: the noise of neighbouring samples"),
-                "{e}"
-            );
-            let shared: Vec<Tensor> = (0..15)
+            let by_coordinates: Vec<Tensor> = (0..15)
                 .map(|_| normal(&[2000, 1]).expand([2000, 20], false))
                 .collect();
-            let e = white_noise("shared", &shared).unwrap_err();
-            assert!(
-                e.starts_with("shared: the noise of neighbouring coordinates"),
-                "{e}"
-            );
+            for (draws, axis) in [
+                (&per_level, "successive steps"),
+                (&by_samples, "neighbouring samples"),
+                (&by_coordinates, "neighbouring coordinates"),
+            ] {
+                let e = white_noise("shared", draws).unwrap_err();
+                assert!(
+                    e.starts_with(&format!("shared: the noise of {axis}")),
+                    "{e}"
+                );
+            }
             // A chain's state as one draw: only samples and coordinates are checked.
             white_noise("state", &[normal(&[100_000, 2])]).unwrap();
             assert!(white_noise("none", &[]).is_err());
